@@ -1,0 +1,63 @@
+package cloud
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrNotFound means the instance does not exist (or is long terminated).
+var ErrNotFound = errors.New("instance not found")
+
+// InsufficientCapacityError says that none of a launch's options could be
+// fulfilled. Unavailable lists each option EC2 refused, with its error code,
+// so the caller can mark those offerings unavailable for a while.
+type InsufficientCapacityError struct {
+	Unavailable []UnavailableOffering
+}
+
+// UnavailableOffering is one (type, zone, capacity type) EC2 could not fill.
+type UnavailableOffering struct {
+	InstanceType string `json:"instanceType"`
+	Zone         string `json:"zone"`
+	CapacityType string `json:"capacityType"`
+	Code         string `json:"code"` // e.g. InsufficientInstanceCapacity
+}
+
+func (e *InsufficientCapacityError) Error() string {
+	parts := make([]string, 0, len(e.Unavailable))
+	for _, u := range e.Unavailable {
+		parts = append(parts, fmt.Sprintf("%s/%s/%s: %s", u.InstanceType, u.Zone, u.CapacityType, u.Code))
+	}
+	return "insufficient capacity for every launch option: " + strings.Join(parts, ", ")
+}
+
+// AMI is an image a NodeClass resolved to.
+type AMI struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Arch         string `json:"arch"` // amd64 or arm64
+	CreationDate string `json:"creationDate"`
+	Deprecated   bool   `json:"deprecated,omitempty"`
+}
+
+// Subnet is a subnet a NodeClass resolved to.
+type Subnet struct {
+	ID           string `json:"id"`
+	Zone         string `json:"zone"`
+	ZoneID       string `json:"zoneID,omitempty"`
+	AvailableIPs int32  `json:"availableIPs"`
+}
+
+// SecurityGroup is a security group a NodeClass resolved to.
+type SecurityGroup struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// ResolvedNodeClass is what an EC2NodeClass's selectors resolve to right now.
+type ResolvedNodeClass struct {
+	AMIs           []AMI           `json:"amis"`
+	Subnets        []Subnet        `json:"subnets"`
+	SecurityGroups []SecurityGroup `json:"securityGroups"`
+}
