@@ -72,6 +72,12 @@ type LaunchRequest struct {
 	Options       []LaunchOption    `json:"options"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Tags          map[string]string `json:"tags,omitempty"`
+	// Taints and StartupTaints are registered with the node by the kubelet
+	// (--register-with-taints). Labels and taints should be the NodePool
+	// template's, not per-NodeClaim values: the provider keys its launch
+	// templates on them.
+	Taints        []corev1.Taint `json:"taints,omitempty"`
+	StartupTaints []corev1.Taint `json:"startupTaints,omitempty"`
 }
 
 // Instance states, as EC2 names them.

@@ -1,0 +1,89 @@
+package ec2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	calls    *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	iceHits  *prometheus.CounterVec
+	iceMarks *prometheus.CounterVec
+	launches *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloud_api_calls_total",
+			Help: "AWS API operations issued by the EC2 provider, retries included in one call.",
+		}, []string{"service", "api"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloud_api_errors_total",
+			Help: "AWS API operations that failed after retries, by error code.",
+		}, []string{"service", "api", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dovetail_cloud_api_duration_seconds",
+			Help:    "Duration of AWS API operations including SDK retries.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"service", "api"}),
+		iceHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloud_ice_skipped_offerings_total",
+			Help: "Launch options skipped because the offering is in the insufficient-capacity cache.",
+		}, []string{"capacity_type"}),
+		iceMarks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloud_ice_marked_offerings_total",
+			Help: "Offerings EC2 refused for capacity and that were put into the insufficient-capacity cache.",
+		}, []string{"capacity_type", "code"}),
+		launches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloud_launches_total",
+			Help: "Launch requests by outcome (launched, insufficient_capacity, error).",
+		}, []string{"outcome", "capacity_type"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.calls, m.errors, m.latency, m.iceHits, m.iceMarks, m.launches} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("ec2: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// middleware is added to every SDK client's stack: it times each operation
+// (all its retries) and counts failures by error code.
+func (m *metrics) middleware(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("DovetailMetrics",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			service, api := awsmiddleware.GetServiceID(ctx), awsmiddleware.GetOperationName(ctx)
+			start := time.Now()
+			out, md, err := next.HandleInitialize(ctx, in)
+			m.calls.WithLabelValues(service, api).Inc()
+			m.latency.WithLabelValues(service, api).Observe(time.Since(start).Seconds())
+			if err != nil {
+				m.errors.WithLabelValues(service, api, errorCode(err)).Inc()
+			}
+			return out, md, err
+		}), middleware.After)
+}
+
+// errorCode is the AWS error code of err, or a coarse class when it has none.
+func errorCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode()
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return "Canceled"
+	}
+	return "Unknown"
+}

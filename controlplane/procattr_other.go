@@ -1,0 +1,9 @@
+//go:build !linux
+
+package controlplane
+
+import "syscall"
+
+func childProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

@@ -1,0 +1,627 @@
+package disruption
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/drain"
+)
+
+// The controller is the thin applier: it takes the planner's decisions and
+// carries each out on one path — commit the intent to the ledger, launch
+// the replacement first, wait for it to be Ready, drain (taint + evict
+// within the deadline), delete the NodeClaim (the launcher's finalizer
+// terminates the instance), close the ledger entry. Voluntary decisions are
+// planned again after ValidationDelay and only those still chosen go ahead.
+// A new leader resumes every ledger entry from its recorded phase.
+
+// Ledger phases recorded in fsm.Disruption.Phase.
+const (
+	PhaseReplacing           = "Replacing"
+	PhaseDraining            = "Draining"
+	PhaseTerminating         = "Terminating"
+	PhaseReplacementNotReady = "ReplacementNotReady"
+)
+
+// SnapshotSource builds a fresh snapshot from the informers and the Raft
+// state (ledger, rollouts, agent reports). The coordinator implements it.
+type SnapshotSource interface {
+	Snapshot(ctx context.Context) (*Snapshot, error)
+}
+
+// Ledger commits commands through Raft (leader only).
+type Ledger interface {
+	Apply(ctx context.Context, cmd fsm.Command) error
+}
+
+// Launcher is what the coordinator's launcher offers the disruption path.
+type Launcher interface {
+	// Launch creates (idempotently, by key) a NodeClaim for r, commits the
+	// launch intent and starts the instance; it returns the NodeClaim name.
+	Launch(ctx context.Context, key string, r Replacement) (nodeClaim string, err error)
+	// Ready reports whether the NodeClaim's node is Ready and initialized.
+	Ready(ctx context.Context, nodeClaim string) (bool, error)
+	// Delete deletes the NodeClaim; its finalizer terminates the instance.
+	Delete(ctx context.Context, nodeClaim string) error
+}
+
+// Drainer drains a node (package drain's *Drainer satisfies it).
+type Drainer interface {
+	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
+}
+
+// Events records Kubernetes Events on nodes (eventType Normal or Warning).
+type Events interface {
+	NodeEvent(ctx context.Context, node, eventType, reason, message string)
+}
+
+// Verifier optionally double-checks a decision with the full scheduling
+// simulation (affinity, topology spread, volumes) before it is executed;
+// a non-nil error drops the decision and becomes its skip reason.
+type Verifier interface {
+	Verify(ctx context.Context, s *Snapshot, d Decision) error
+}
+
+// Config configures the controller.
+type Config struct {
+	Interval time.Duration // between planning passes (10s)
+	// ValidationDelay is the wait before a voluntary decision is planned
+	// again and executed (15s, Karpenter's consolidation validation).
+	ValidationDelay time.Duration
+	// ReplacementTimeout bounds the wait for a replacement to be Ready (15m).
+	ReplacementTimeout time.Duration
+	// PollInterval is how often replacement readiness is polled (2s).
+	PollInterval time.Duration
+	// MaxDrain bounds a drain when the NodePool has no
+	// terminationGracePeriod (1h); a drain that does not complete in it is
+	// given up and the node restored (uncordoned by the next pass's drain).
+	MaxDrain time.Duration
+	Planner  Options
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// Controller runs disruption while this replica leads.
+type Controller struct {
+	cfg      Config
+	src      SnapshotSource
+	ledger   Ledger
+	launcher Launcher
+	drainer  Drainer
+	events   Events
+	verifier Verifier
+	log      *slog.Logger
+	m        *metrics
+
+	mu       sync.Mutex
+	latest   *Plan
+	snap     *Snapshot
+	inflight map[string]bool   // node names being executed here
+	lastSkip map[string]string // node+method -> code, to emit Events on change only
+	wg       sync.WaitGroup
+}
+
+// NewController wires a controller. verifier may be nil.
+func NewController(cfg Config, src SnapshotSource, ledger Ledger, launcher Launcher, drainer Drainer, events Events, verifier Verifier) (*Controller, error) {
+	if src == nil || ledger == nil || launcher == nil || drainer == nil || events == nil {
+		return nil, errors.New("disruption controller: snapshot source, ledger, launcher, drainer and events are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.ValidationDelay < 0 {
+		cfg.ValidationDelay = 0
+	} else if cfg.ValidationDelay == 0 {
+		cfg.ValidationDelay = 15 * time.Second
+	}
+	if cfg.ReplacementTimeout <= 0 {
+		cfg.ReplacementTimeout = 15 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.MaxDrain <= 0 {
+		cfg.MaxDrain = time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, src: src, ledger: ledger, launcher: launcher, drainer: drainer, events: events, verifier: verifier,
+		log: cfg.Log.With("component", "disruption"), m: m, inflight: map[string]bool{}, lastSkip: map[string]string{}}, nil
+}
+
+// LatestPlan implements ExplainSource.
+func (c *Controller) LatestPlan() (*Plan, *Snapshot, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.latest, c.snap, c.latest != nil
+}
+
+// Run plans and executes until ctx ends (leadership lost); it implements
+// the leader loop's Component. It waits for its executions to stop.
+func (c *Controller) Run(ctx context.Context, term uint64) error {
+	log := c.log.With("term", term)
+	log.Info("disruption controller started")
+	defer c.wg.Wait()
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("disruption pass failed; retrying next interval", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Pass runs one planning pass: resume orphaned ledger entries, commit
+// rollout state, start forceful decisions at once and voluntary ones after
+// validation. Executions run in the background; Wait waits for them.
+func (c *Controller) Pass(ctx context.Context) error {
+	snap, err := c.src.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	c.resumeLedger(ctx, snap)
+	start := time.Now()
+	plan := Decide(snap, c.cfg.Now(), c.cfg.Planner)
+	c.m.planSeconds.Observe(time.Since(start).Seconds())
+	c.mu.Lock()
+	c.latest, c.snap = &plan, snap
+	c.mu.Unlock()
+	for _, cmd := range plan.Commands {
+		if err := c.ledger.Apply(ctx, cmd); err != nil {
+			return fmt.Errorf("commit rollout state: %w", err)
+		}
+	}
+	c.emitSkips(ctx, plan)
+	var voluntary []Decision
+	for _, d := range plan.Decisions {
+		if c.busy(d) {
+			continue
+		}
+		if d.Forceful {
+			c.start(ctx, snap, d)
+			continue
+		}
+		voluntary = append(voluntary, d)
+	}
+	if len(voluntary) == 0 {
+		return nil
+	}
+	// Validation: the cluster may have changed during the delay.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(c.cfg.ValidationDelay):
+	}
+	snap2, err := c.src.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("validation snapshot: %w", err)
+	}
+	plan2 := Decide(snap2, c.cfg.Now(), c.cfg.Planner)
+	c.mu.Lock()
+	c.latest, c.snap = &plan2, snap2
+	c.mu.Unlock()
+	for _, d := range voluntary {
+		if !stillChosen(d, plan2) {
+			c.m.invalidated.Inc()
+			c.log.Info("decision dropped at validation", "reason", d.Reason, "nodes", d.Nodes)
+			continue
+		}
+		if c.verifier != nil {
+			if err := c.verifier.Verify(ctx, snap2, d); err != nil {
+				c.m.invalidated.Inc()
+				for _, n := range d.Nodes {
+					c.events.NodeEvent(ctx, n, "Normal", "DisruptionBlocked", fmt.Sprintf("%s: scheduling simulation refused: %v", d.Reason, err))
+				}
+				continue
+			}
+		}
+		if !c.busy(d) {
+			c.start(ctx, snap2, d)
+		}
+	}
+	return nil
+}
+
+// stillChosen reports whether the validation plan took the same nodes for
+// the same reason and the same kind of action.
+func stillChosen(d Decision, p Plan) bool {
+	for _, e := range p.Decisions {
+		if e.Reason != d.Reason || (e.Replacement == nil) != (d.Replacement == nil) {
+			continue
+		}
+		if sameNodes(d.Nodes, e.Nodes) || (d.Reason == ReasonEmpty && subset(d.Nodes, e.Nodes)) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameNodes(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	sort.Strings(x)
+	sort.Strings(y)
+	return slices.Equal(x, y)
+}
+
+func subset(a, b []string) bool {
+	for _, n := range a {
+		if !slices.Contains(b, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// Wait waits for running executions (tests, shutdown).
+func (c *Controller) Wait() { c.wg.Wait() }
+
+func (c *Controller) busy(d Decision) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range d.Nodes {
+		if c.inflight[n] {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Controller) emitSkips(ctx context.Context, p Plan) {
+	c.mu.Lock()
+	var emit []Skip
+	seen := make(map[string]bool, len(p.Skipped))
+	for _, s := range p.Skipped {
+		key := s.Node + "\x00" + string(s.Method)
+		seen[key] = true
+		if c.lastSkip[key] != s.Code {
+			c.lastSkip[key] = s.Code
+			emit = append(emit, s)
+		}
+	}
+	for k := range c.lastSkip {
+		if !seen[k] {
+			delete(c.lastSkip, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range emit {
+		c.m.skips.WithLabelValues(string(s.Method), s.Code).Inc()
+		c.events.NodeEvent(ctx, s.Node, "Normal", "DisruptionBlocked", fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message))
+	}
+}
+
+// key is the idempotency key of a decision's replacement launch.
+func key(d Decision, since time.Time) string {
+	nodes := slices.Clone(d.Nodes)
+	sort.Strings(nodes)
+	h := sha256.Sum256([]byte(string(d.Reason) + "|" + strings.Join(nodes, ",") + "|" + since.UTC().Format(time.RFC3339Nano)))
+	return hex.EncodeToString(h[:8])
+}
+
+func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
+	since := c.cfg.Now()
+	// Commit the intent first: a new leader finds it and carries on.
+	for i, n := range d.Nodes {
+		claim := ""
+		if i < len(d.NodeClaims) {
+			claim = d.NodeClaims[i]
+		}
+		if err := c.ledger.Apply(ctx, fsm.DisruptionBegin{Disruption: fsm.Disruption{
+			NodeName: n, NodeClaim: claim, NodePool: d.Pool, Reason: string(d.Reason), Budget: d.Budget, Since: since, Phase: PhaseReplacing,
+		}}); err != nil {
+			c.log.Warn("cannot commit disruption; not starting it", "node", n, "err", err)
+			return
+		}
+	}
+	c.m.decisions.WithLabelValues(string(d.Reason)).Inc()
+	for _, n := range d.Nodes {
+		c.events.NodeEvent(ctx, n, "Normal", "Disrupting", fmt.Sprintf("%s: %s", d.Reason, d.Message))
+	}
+	c.track(d.Nodes, true)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.track(d.Nodes, false)
+		if err := c.execute(ctx, d, since, ""); err != nil && ctx.Err() == nil {
+			c.log.Warn("disruption failed", "reason", d.Reason, "nodes", d.Nodes, "err", err)
+		}
+	}()
+}
+
+func (c *Controller) track(nodes []string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range nodes {
+		if on {
+			c.inflight[n] = true
+		} else {
+			delete(c.inflight, n)
+		}
+	}
+}
+
+// execute carries a decision out from its phase. replacement is the
+// already-launched NodeClaim when resuming.
+func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, replacement string) error {
+	log := c.log.With("reason", d.Reason, "nodes", d.Nodes)
+	setPhase := func(phase string, repl []string) error {
+		for i, n := range d.Nodes {
+			claim := ""
+			if i < len(d.NodeClaims) {
+				claim = d.NodeClaims[i]
+			}
+			if err := c.ledger.Apply(ctx, fsm.DisruptionBegin{Disruption: fsm.Disruption{
+				NodeName: n, NodeClaim: claim, NodePool: d.Pool, Reason: string(d.Reason), Budget: d.Budget, Since: since, Phase: phase, Replacements: repl,
+			}}); err != nil {
+				return fmt.Errorf("ledger phase %s: %w", phase, err)
+			}
+		}
+		return nil
+	}
+	end := func() error {
+		for _, n := range d.Nodes {
+			if err := c.ledger.Apply(ctx, fsm.DisruptionEnd{NodeName: n}); err != nil {
+				return fmt.Errorf("ledger end: %w", err)
+			}
+		}
+		return nil
+	}
+	if d.Replacement != nil {
+		if replacement == "" {
+			claim, err := c.launcher.Launch(ctx, key(d, since), *d.Replacement)
+			if err != nil {
+				c.m.failures.WithLabelValues("launch").Inc()
+				if !d.Forceful {
+					_ = end()
+				}
+				return fmt.Errorf("launch replacement: %w", err)
+			}
+			replacement = claim
+			if err := setPhase(PhaseReplacing, []string{claim}); err != nil {
+				return err
+			}
+		}
+		ok, err := c.waitReady(ctx, replacement, since)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			c.m.failures.WithLabelValues("replacement-not-ready").Inc()
+			for _, n := range d.Nodes {
+				c.events.NodeEvent(ctx, n, "Warning", "ReplacementNotReady",
+					fmt.Sprintf("replacement %s not Ready after %s; node kept", replacement, c.cfg.ReplacementTimeout))
+			}
+			_ = c.launcher.Delete(ctx, replacement)
+			if d.Reason == ReasonDrifted {
+				// Kept in the ledger: the rollout planner sees it and halts.
+				return setPhase(PhaseReplacementNotReady, []string{replacement})
+			}
+			if !d.Forceful {
+				return end()
+			}
+			// Forceful: the node goes anyway (interruption, repair, TGP).
+		}
+		log.Info("replacement ready", "nodeClaim", replacement)
+	}
+	var repl []string
+	if replacement != "" {
+		repl = []string{replacement}
+	}
+	if err := setPhase(PhaseDraining, repl); err != nil {
+		return err
+	}
+	limit := d.DrainDeadline
+	if limit <= 0 {
+		limit = c.cfg.MaxDrain
+	}
+	deadline := since.Add(limit)
+	if d.Reason == ReasonInterrupted && d.DrainDeadline > 0 {
+		deadline = c.cfg.Now().Add(d.DrainDeadline)
+	}
+	if deadline.Before(c.cfg.Now()) {
+		deadline = c.cfg.Now().Add(10 * time.Second) // resumed past its deadline: a short final attempt
+	}
+	for _, n := range d.Nodes {
+		res, err := c.drainer.Drain(ctx, n, deadline, string(d.Reason))
+		if err != nil {
+			c.m.failures.WithLabelValues("drain").Inc()
+			return fmt.Errorf("drain %s: %w", n, err)
+		}
+		if !res.Complete && !d.Forceful && d.DrainDeadline == 0 {
+			c.m.failures.WithLabelValues("drain-blocked").Inc()
+			c.events.NodeEvent(ctx, n, "Warning", "DrainBlocked", fmt.Sprintf("%d pod(s) could not be evicted within %s; disruption abandoned", res.Remaining(), limit))
+			return end()
+		}
+	}
+	if err := setPhase(PhaseTerminating, repl); err != nil {
+		return err
+	}
+	for i, n := range d.Nodes {
+		if i >= len(d.NodeClaims) || d.NodeClaims[i] == "" {
+			continue
+		}
+		if err := c.launcher.Delete(ctx, d.NodeClaims[i]); err != nil {
+			c.m.failures.WithLabelValues("delete").Inc()
+			return fmt.Errorf("delete nodeclaim of %s: %w", n, err)
+		}
+	}
+	c.m.done.WithLabelValues(string(d.Reason)).Inc()
+	log.Info("disruption done", "replacement", replacement)
+	return end()
+}
+
+func (c *Controller) waitReady(ctx context.Context, claim string, since time.Time) (bool, error) {
+	t := time.NewTicker(c.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		ok, err := c.launcher.Ready(ctx, claim)
+		if err == nil && ok {
+			return true, nil
+		}
+		if err != nil {
+			c.log.Debug("replacement readiness check failed; retrying", "nodeClaim", claim, "err", err)
+		}
+		if c.cfg.Now().Sub(since) >= c.cfg.ReplacementTimeout {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// resumeLedger restarts the execution of ledger entries no goroutine here
+// is working on (a new leader, or a crashed execution).
+func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
+	byKey := map[string]*Decision{}
+	var order []string
+	names := make([]string, 0, len(snap.Ledger))
+	for n := range snap.Ledger {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		e := snap.Ledger[n]
+		c.mu.Lock()
+		busy := c.inflight[n]
+		c.mu.Unlock()
+		if busy || e.Phase == PhaseReplacementNotReady {
+			continue
+		}
+		k := e.Reason + "|" + e.Since.String() + "|" + strings.Join(e.Replacements, ",")
+		d := byKey[k]
+		if d == nil {
+			d = &Decision{Reason: Reason(e.Reason), Pool: e.NodePool, Budget: e.Budget,
+				Forceful: e.Reason == string(ReasonInterrupted) || e.Reason == string(ReasonUnhealthy)}
+			if len(e.Replacements) > 0 || e.Phase == PhaseReplacing {
+				d.Replacement = &Replacement{Pool: e.NodePool}
+			}
+			byKey[k] = d
+			order = append(order, k)
+		}
+		d.Nodes = append(d.Nodes, e.NodeName)
+		d.NodeClaims = append(d.NodeClaims, e.NodeClaim)
+	}
+	for _, k := range order {
+		d := *byKey[k]
+		e := snap.Ledger[d.Nodes[0]]
+		if pool := findPool(snap, d.Pool); pool != nil {
+			d.DrainDeadline = drainDeadline(pool)
+		}
+		repl := ""
+		if len(e.Replacements) > 0 {
+			repl = e.Replacements[0]
+		}
+		if e.Phase == PhaseReplacing && repl == "" {
+			// Launch not recorded: relaunch with the same key (idempotent)
+			// using the node as the template.
+			d.Replacement = &Replacement{Pool: d.Pool, SameAs: d.Nodes[0]}
+		}
+		if e.Phase == PhaseDraining || e.Phase == PhaseTerminating {
+			d.Replacement = nil
+		}
+		c.log.Info("resuming disruption from the ledger", "nodes", d.Nodes, "phase", e.Phase)
+		c.track(d.Nodes, true)
+		c.wg.Add(1)
+		go func(d Decision, since time.Time, repl string) {
+			defer c.wg.Done()
+			defer c.track(d.Nodes, false)
+			if err := c.execute(ctx, d, since, repl); err != nil && ctx.Err() == nil {
+				c.log.Warn("resumed disruption failed", "nodes", d.Nodes, "err", err)
+			}
+		}(d, e.Since, repl)
+	}
+}
+
+func findPool(s *Snapshot, name string) *Pool {
+	for i := range s.Pools {
+		if s.Pools[i].Name == name {
+			return &s.Pools[i]
+		}
+	}
+	return nil
+}
+
+// ResumeRollout returns the commands that resume a halted rollout: clear
+// the pause and forget the disruptions whose replacement never became Ready
+// (their nodes were kept). The coordinator's API applies them for
+// `dovetail rollout resume POOL`.
+func ResumeRollout(r fsm.Rollout, ledger map[string]fsm.Disruption) []fsm.Command {
+	var cmds []fsm.Command
+	names := make([]string, 0, len(ledger))
+	for n, d := range ledger {
+		if d.NodePool == r.NodePool && d.Phase == PhaseReplacementNotReady {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cmds = append(cmds, fsm.DisruptionEnd{NodeName: n})
+	}
+	r = cloneRollout(r)
+	r.Paused = false
+	r.BlockedReason = ""
+	return append(cmds, fsm.RolloutSet{Rollout: r})
+}
+
+type metrics struct {
+	planSeconds prometheus.Histogram
+	decisions   *prometheus.CounterVec
+	done        *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	skips       *prometheus.CounterVec
+	invalidated prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		planSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dovetail_disruption_plan_seconds",
+			Help: "Time to compute one disruption plan.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dovetail_disruption_decisions_total",
+			Help: "Disruptions started, by reason."}, []string{"reason"}),
+		done: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dovetail_disruption_completed_total",
+			Help: "Disruptions completed (NodeClaim deleted), by reason."}, []string{"reason"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dovetail_disruption_failures_total",
+			Help: "Disruption steps that failed, by step."}, []string{"step"}),
+		skips: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dovetail_disruption_skips_total",
+			Help: "Candidates newly skipped, by method and reason code."}, []string{"method", "code"}),
+		invalidated: prometheus.NewCounter(prometheus.CounterOpts{Name: "dovetail_disruption_invalidated_total",
+			Help: "Voluntary decisions dropped at validation."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register disruption metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,343 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// reportIDRetention bounds the dedupe window for report IDs: an agent retries
+// a delivery for minutes, not days.
+const reportIDRetention = 24 * time.Hour
+
+// NodeStatus is what the agents' reports say about one node.
+type NodeStatus struct {
+	NodeName   string `json:"nodeName"`
+	InstanceID string `json:"instanceID,omitempty"`
+	ProviderID string `json:"providerID,omitempty"`
+	// Health is the worst state among Checks: ok, degraded or failed.
+	Health   string               `json:"health,omitempty"`
+	Checks   []report.CheckResult `json:"checks,omitempty"`
+	HealthAt time.Time            `json:"healthAt,omitempty"`
+	// Interruption is the latest active interruption, rebalance or
+	// maintenance report (nil once cancelled).
+	Interruption *report.Report `json:"interruption,omitempty"`
+	Drain        *report.Report `json:"drain,omitempty"`
+	// ReplaceRequested is set by a ReplaceMe report: self-repair gave up.
+	ReplaceRequested bool      `json:"replaceRequested,omitempty"`
+	LastReportAt     time.Time `json:"lastReportAt"`
+}
+
+// State is the whole replicated state. Maps are keyed as documented.
+type State struct {
+	// Index is the Raft index of the last applied command.
+	Index       uint64                  `json:"index"`
+	Intents     map[string]*Intent      `json:"intents"`     // by client token
+	Bindings    map[string]*NodeBinding `json:"bindings"`    // by instance ID
+	ICE         map[string]ICEEntry     `json:"ice"`         // by OfferingKey
+	Disruptions map[string]*Disruption  `json:"disruptions"` // by node name
+	Rollouts    map[string]*Rollout     `json:"rollouts"`    // by NodePool
+	Nodes       map[string]*NodeStatus  `json:"nodes"`       // by node name
+	ReportIDs   map[string]time.Time    `json:"reportIDs"`   // dedupe window
+	Epoch       LeaderEpoch             `json:"epoch"`
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		Intents:     map[string]*Intent{},
+		Bindings:    map[string]*NodeBinding{},
+		ICE:         map[string]ICEEntry{},
+		Disruptions: map[string]*Disruption{},
+		Rollouts:    map[string]*Rollout{},
+		Nodes:       map[string]*NodeStatus{},
+		ReportIDs:   map[string]time.Time{},
+	}
+}
+
+// Clone returns a deep copy.
+func (s *State) Clone() *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		// State holds only JSON-safe values; failing here is a programming error
+		// we still refuse to panic on: return an empty state tagged by index.
+		out := NewState()
+		out.Index = s.Index
+		return out
+	}
+	out := NewState()
+	if err := json.Unmarshal(b, out); err != nil {
+		out = NewState()
+		out.Index = s.Index
+	}
+	out.fillNil()
+	return out
+}
+
+func (s *State) fillNil() {
+	if s.Intents == nil {
+		s.Intents = map[string]*Intent{}
+	}
+	if s.Bindings == nil {
+		s.Bindings = map[string]*NodeBinding{}
+	}
+	if s.ICE == nil {
+		s.ICE = map[string]ICEEntry{}
+	}
+	if s.Disruptions == nil {
+		s.Disruptions = map[string]*Disruption{}
+	}
+	if s.Rollouts == nil {
+		s.Rollouts = map[string]*Rollout{}
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[string]*NodeStatus{}
+	}
+	if s.ReportIDs == nil {
+		s.ReportIDs = map[string]time.Time{}
+	}
+}
+
+// IntentByNodeClaim finds the intent for a NodeClaim name, or nil.
+func (s *State) IntentByNodeClaim(name string) *Intent {
+	for _, in := range s.Intents {
+		if in.NodeClaim == name {
+			return in
+		}
+	}
+	return nil
+}
+
+// OpenIntents returns the open intents sorted by creation then token.
+func (s *State) OpenIntents() []*Intent {
+	var out []*Intent
+	for _, in := range s.Intents {
+		if in.Open() {
+			out = append(out, in)
+		}
+	}
+	SortIntents(out)
+	return out
+}
+
+// SortIntents orders intents by creation time, then token.
+func SortIntents(in []*Intent) {
+	sort.Slice(in, func(a, b int) bool {
+		if !in[a].CreatedAt.Equal(in[b].CreatedAt) {
+			return in[a].CreatedAt.Before(in[b].CreatedAt)
+		}
+		return in[a].Token < in[b].Token
+	})
+}
+
+// Unavailable reports whether an offering is in the ICE cache at now.
+func (s *State) Unavailable(instanceType, zone, capacityType string, now time.Time) bool {
+	e, ok := s.ICE[OfferingKey(instanceType, zone, capacityType)]
+	return ok && now.Before(e.Until)
+}
+
+// InGracePeriod reports whether now is within grace of the last leader change:
+// during it no node may be judged unhealthy or gone, because the new leader
+// has not yet heard from the agents.
+func (s *State) InGracePeriod(now time.Time, grace time.Duration) bool {
+	return s.Epoch.At.IsZero() || now.Before(s.Epoch.At.Add(grace))
+}
+
+// apply mutates the state with one decoded command.
+func (s *State) apply(c Command) error {
+	switch c := c.(type) {
+	case *IntentCreate:
+		in := c.Intent
+		if in.Token == "" {
+			return fmt.Errorf("intent create: empty token")
+		}
+		if _, ok := s.Intents[in.Token]; ok {
+			return nil
+		}
+		if in.State == "" {
+			in.State = IntentPending
+		}
+		s.Intents[in.Token] = &in
+	case *IntentResult:
+		in, ok := s.Intents[c.Token]
+		if !ok || in.State != IntentPending {
+			return nil
+		}
+		switch c.State {
+		case IntentLaunched:
+			if c.Instance == nil {
+				return fmt.Errorf("intent result %s: launched without instance", c.Token)
+			}
+			inst := *c.Instance
+			in.Instance = &inst
+			in.LaunchedByTerm = c.Term
+			in.Error = ""
+			s.Bindings[inst.ID] = &NodeBinding{InstanceID: inst.ID, ProviderID: inst.ProviderID,
+				NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
+		case IntentFailed:
+			in.Error = c.Error
+			in.ICE = c.ICE
+		default:
+			return fmt.Errorf("intent result %s: bad state %q", c.Token, c.State)
+		}
+		in.State = c.State
+		in.UpdatedAt = c.At
+	case *IntentUpdate:
+		in, ok := s.Intents[c.Token]
+		if !ok {
+			return nil
+		}
+		if c.Registered {
+			in.Registered = true
+		}
+		if c.Initialized {
+			in.Initialized = true
+		}
+		if c.NodeName != "" {
+			in.NodeName = c.NodeName
+			if in.Instance != nil {
+				if b := s.Bindings[in.Instance.ID]; b != nil {
+					b.NodeName = c.NodeName
+				}
+			}
+		}
+		if c.Deleting && in.State != IntentDeleting {
+			in.State = IntentDeleting
+		}
+		if c.Attempt {
+			in.Attempts++
+		}
+		if c.Error != "" {
+			in.Error = c.Error
+		}
+		in.UpdatedAt = c.At
+	case *IntentDelete:
+		if in, ok := s.Intents[c.Token]; ok {
+			if in.Instance != nil {
+				delete(s.Bindings, in.Instance.ID)
+			}
+			delete(s.Intents, c.Token)
+		}
+	case *NodeBind:
+		if c.Binding.InstanceID == "" {
+			return fmt.Errorf("node bind: empty instance id")
+		}
+		b := c.Binding
+		s.Bindings[b.InstanceID] = &b
+	case *NodeUnbind:
+		delete(s.Bindings, c.InstanceID)
+	case *ICEMark:
+		for _, e := range c.Entries {
+			if old, ok := s.ICE[e.Key()]; ok && old.Until.After(e.Until) {
+				continue
+			}
+			s.ICE[e.Key()] = e
+		}
+	case *ICEExpire:
+		for k, e := range s.ICE {
+			if !e.Until.After(c.Now) {
+				delete(s.ICE, k)
+			}
+		}
+	case *DisruptionBegin:
+		if c.Disruption.NodeName == "" {
+			return fmt.Errorf("disruption begin: empty node name")
+		}
+		d := c.Disruption
+		s.Disruptions[d.NodeName] = &d
+	case *DisruptionEnd:
+		delete(s.Disruptions, c.NodeName)
+	case *RolloutSet:
+		if c.Rollout.NodePool == "" {
+			return fmt.Errorf("rollout set: empty nodepool")
+		}
+		r := c.Rollout
+		s.Rollouts[r.NodePool] = &r
+	case *RolloutDelete:
+		delete(s.Rollouts, c.NodePool)
+	case *ReportReceived:
+		return s.applyReport(c)
+	case *NodeForget:
+		delete(s.Nodes, c.NodeName)
+		delete(s.Disruptions, c.NodeName)
+		for id, b := range s.Bindings {
+			if b.NodeName == c.NodeName {
+				delete(s.Bindings, id)
+			}
+		}
+	case *LeaderEpoch:
+		if c.Term >= s.Epoch.Term {
+			s.Epoch = *c
+		}
+	case *Noop:
+	default:
+		return fmt.Errorf("%w %T", ErrUnknownCommand, c)
+	}
+	return nil
+}
+
+func (s *State) applyReport(c *ReportReceived) error {
+	r := c.Report
+	if r.ID == "" || r.NodeName == "" {
+		return fmt.Errorf("report: id and node name are required")
+	}
+	if _, dup := s.ReportIDs[r.ID]; dup {
+		return nil
+	}
+	s.ReportIDs[r.ID] = c.ReceivedAt
+	for id, at := range s.ReportIDs {
+		if c.ReceivedAt.Sub(at) > reportIDRetention {
+			delete(s.ReportIDs, id)
+		}
+	}
+	n := s.Nodes[r.NodeName]
+	if n == nil {
+		n = &NodeStatus{NodeName: r.NodeName}
+		s.Nodes[r.NodeName] = n
+	}
+	if r.InstanceID != "" {
+		n.InstanceID = r.InstanceID
+	}
+	if r.ProviderID != "" {
+		n.ProviderID = r.ProviderID
+	}
+	n.LastReportAt = c.ReceivedAt
+	switch r.Kind {
+	case report.KindHealth:
+		n.Checks = r.Checks
+		n.Health = worstHealth(r.Checks)
+		n.HealthAt = r.ObservedAt
+	case report.KindInterruption, report.KindRebalance, report.KindMaintenance:
+		if r.Cancelled {
+			if n.Interruption != nil && (r.EventID == "" || n.Interruption.EventID == r.EventID) {
+				n.Interruption = nil
+			}
+		} else {
+			// An interruption notice outranks a rebalance or maintenance one.
+			if n.Interruption == nil || n.Interruption.Kind != report.KindInterruption || r.Kind == report.KindInterruption {
+				rc := r
+				n.Interruption = &rc
+			}
+		}
+	case report.KindDrainProgress:
+		rc := r
+		n.Drain = &rc
+	case report.KindReplaceMe:
+		n.ReplaceRequested = true
+	}
+	return nil
+}
+
+func worstHealth(checks []report.CheckResult) string {
+	rank := map[string]int{"ok": 0, "degraded": 1, "failed": 2}
+	worst := "ok"
+	for _, c := range checks {
+		if rank[c.State] > rank[worst] {
+			worst = c.State
+		}
+	}
+	return worst
+}

@@ -1,0 +1,441 @@
+// Package raftnode runs one coordinator replica's Raft: raft-wal as the log
+// and stable store (raft-boltdb/v2 needs go-metrics/compat, which raft 1.8 and
+// memberlist 0.7 no longer provide), raft's FileSnapshotStore, a TCP or
+// mutual-TLS transport, StatefulSet bootstrap with no manual step, typed
+// command application, dead-server clean-up that never drops below quorum,
+// and leadership transfer on shutdown.
+package raftnode
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/logbridge"
+)
+
+// Config configures a replica.
+type Config struct {
+	// ID is the replica's stable identity (its pod name in a StatefulSet).
+	ID string
+	// DataDir holds the WAL and snapshots; a restarted replica rejoins with it.
+	DataDir string
+	// BindAddr is the Raft listen address (host:port).
+	BindAddr string
+	// AdvertiseAddr is the address peers dial; defaults to this replica's
+	// entry in Peers, then to the listener's address.
+	AdvertiseAddr string
+	// Peers is the expected voter set, this replica included. A replica with
+	// no Raft state bootstraps with exactly this set (every replica computes
+	// the same one, so the bootstraps agree). The leader adds expected peers
+	// missing from the configuration and may remove failed unexpected ones.
+	Peers []Peer
+	// ServerTLS and ClientTLS enable mutual TLS (both or neither). Plain TCP
+	// is meant for tests only.
+	ServerTLS, ClientTLS *tls.Config
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// SegmentSize is the WAL segment size in bytes (default 64 MiB; tests use less).
+	SegmentSize int
+	// ApplyTimeout bounds one Apply when the context has no deadline.
+	ApplyTimeout time.Duration
+	// DeadServerTimeout is how long an unexpected peer must fail heartbeats
+	// before the leader removes it (0: 2 minutes).
+	DeadServerTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = time.Second
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = time.Second
+	}
+	if c.LeaderLeaseTimeout == 0 {
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout / 2
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = 50 * time.Millisecond
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 2 * time.Minute
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.DeadServerTimeout == 0 {
+		c.DeadServerTimeout = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a running replica.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *fsm.FSM
+	wal    *wal.WAL
+	trans  *raft.NetworkTransport
+	notify chan bool
+
+	obsCh chan raft.Observation
+	obs   *raft.Observer
+
+	mu        sync.Mutex
+	failedAt  map[raft.ServerID]time.Time // leader's view: peers failing heartbeats since
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// ErrNotLeader is returned by Apply on a replica that is not the leader (or
+// is no longer the leader of the term it was asked to act in).
+var ErrNotLeader = errors.New("not the raft leader")
+
+// Start opens the data directory, starts Raft and bootstraps a fresh cluster
+// when this replica has no state.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg.defaults()
+	if cfg.ID == "" {
+		return nil, errors.New("raft: replica ID is required")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("raft: data directory is required")
+	}
+	if (cfg.ServerTLS == nil) != (cfg.ClientTLS == nil) {
+		return nil, errors.New("raft: server and client TLS must be set together")
+	}
+	log := cfg.Logger.With("component", "raft", "replica", cfg.ID)
+	advertise := cfg.AdvertiseAddr
+	if advertise == "" {
+		for _, p := range cfg.Peers {
+			if p.ID == cfg.ID {
+				advertise = p.RaftAddr
+			}
+		}
+	}
+	walDir := filepath.Join(cfg.DataDir, "wal")
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft data dir: %w", err)
+	}
+	hl := logbridge.HCLog(cfg.Logger.With("replica", cfg.ID), "raft")
+	segSize := cfg.SegmentSize
+	if segSize <= 0 {
+		segSize = 64 << 20
+	}
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize))
+	if err != nil {
+		return nil, fmt.Errorf("open raft wal: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl.Named("snapshots"))
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	stream, err := newStreamLayer(cfg.BindAddr, advertise, cfg.ServerTLS, cfg.ClientTLS)
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl.Named("transport"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+	// Wait for the prior leader to go quiet before a new election is allowed
+	// to start from this replica on a hint; PreVote avoids term inflation by a
+	// partitioned replica rejoining.
+	rc.PreVoteDisabled = false
+
+	f := fsm.New(cfg.Logger.With("replica", cfg.ID))
+	hasState, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		_ = trans.Close()
+		_ = w.Close()
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	if err != nil {
+		_ = trans.Close()
+		_ = w.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, trans: trans, notify: notify,
+		failedAt: map[raft.ServerID]time.Time{}}
+	n.obsCh = make(chan raft.Observation, 64)
+	n.obs = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.PeerObservation:
+			return true
+		}
+		return false
+	})
+	r.RegisterObserver(n.obs)
+	go n.observe()
+
+	if !hasState {
+		if err := n.bootstrap(); err != nil {
+			_ = n.Close(ctx)
+			return nil, err
+		}
+	} else {
+		log.Info("rejoining with existing raft state", "dataDir", cfg.DataDir)
+	}
+	return n, nil
+}
+
+func (n *Node) bootstrap() error {
+	var servers []raft.Server
+	self := false
+	for _, p := range n.cfg.Peers {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		if p.ID == n.cfg.ID {
+			self = true
+		}
+	}
+	if !self {
+		// Not one of the expected founders: wait for the leader to add us.
+		n.log.Info("no raft state and not in the expected peer set; waiting to be added by the leader")
+		return nil
+	}
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap raft cluster: %w", err)
+	}
+	n.log.Info("bootstrapped raft cluster", "servers", len(servers))
+	return nil
+}
+
+func (n *Node) observe() {
+	for o := range n.obsCh {
+		n.mu.Lock()
+		switch d := o.Data.(type) {
+		case raft.FailedHeartbeatObservation:
+			if _, ok := n.failedAt[d.PeerID]; !ok {
+				n.failedAt[d.PeerID] = d.LastContact
+			}
+		case raft.ResumedHeartbeatObservation:
+			delete(n.failedAt, d.PeerID)
+		case raft.PeerObservation:
+			if d.Removed {
+				delete(n.failedAt, d.Peer.ID)
+			}
+		}
+		n.mu.Unlock()
+	}
+}
+
+// ID returns the replica ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Peers returns the configured expected peers.
+func (n *Node) Peers() []Peer { return append([]Peer(nil), n.cfg.Peers...) }
+
+// Raft exposes the underlying raft for the leader loop and tests.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// FSM exposes the state machine.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// LeaderNotify is raft's NotifyCh: true on gaining leadership, false on
+// losing it. It has exactly one consumer, the leader loop.
+func (n *Node) LeaderNotify() <-chan bool { return n.notify }
+
+// IsLeader reports whether this replica currently believes it leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Term is the current Raft term.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// Leader returns the known leader's ID and Raft address (empty when unknown).
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderHTTPAddr maps the current leader to its API address via the peers list.
+func (n *Node) LeaderHTTPAddr() string {
+	id, _ := n.Leader()
+	for _, p := range n.cfg.Peers {
+		if p.ID == id {
+			return p.HTTPAddr
+		}
+	}
+	return ""
+}
+
+// State returns a deep copy of the replicated state as this replica has
+// applied it. For a read that reflects every committed write, call Barrier
+// first (leader only) or compare AppliedIndex with the leader's commit index.
+func (n *Node) State() *fsm.State { return n.fsm.State() }
+
+// View runs fn on the live state under a read lock (fn must not keep it).
+func (n *Node) View(fn func(*fsm.State)) { n.fsm.View(fn) }
+
+// Apply commits one command and returns its FSM outcome. It fails with
+// ErrNotLeader on a follower. An error after the log was written means the
+// outcome is unknown; commands are idempotent, so retrying is safe.
+func (n *Node) Apply(ctx context.Context, c fsm.Command) error {
+	return n.apply(ctx, 0, c)
+}
+
+// ApplyInTerm is Apply fenced to a leadership term: it refuses to write
+// unless this replica is the leader of exactly that term.
+func (n *Node) ApplyInTerm(ctx context.Context, term uint64, c fsm.Command) error {
+	return n.apply(ctx, term, c)
+}
+
+func (n *Node) apply(ctx context.Context, term uint64, c fsm.Command) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if term != 0 && (n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term) {
+		return fmt.Errorf("apply %T in term %d: %w", c, term, ErrNotLeader)
+	}
+	b, err := fsm.Encode(c)
+	if err != nil {
+		return err
+	}
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return context.DeadlineExceeded
+		}
+	}
+	fut := n.raft.Apply(b, timeout)
+	if err := fut.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return fmt.Errorf("apply %T: %w (%w)", c, ErrNotLeader, err)
+		}
+		return fmt.Errorf("apply %T: %w", c, err)
+	}
+	if resp, ok := fut.Response().(error); ok && resp != nil {
+		return fmt.Errorf("apply %T: %w", c, resp)
+	}
+	return nil
+}
+
+// VerifyLeader confirms with a quorum that this replica still leads in term.
+// The launcher calls it right before every cloud side effect, so a deposed
+// leader on the minority side of a partition never reaches EC2.
+func (n *Node) VerifyLeader(ctx context.Context, term uint64) error {
+	if n.raft.State() != raft.Leader || (term != 0 && n.raft.CurrentTerm() != term) {
+		return ErrNotLeader
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- n.raft.VerifyLeader().Error() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("verify leadership: %w (%w)", ErrNotLeader, err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if term != 0 && n.raft.CurrentTerm() != term {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// Barrier waits until every entry committed before it is applied here.
+func (n *Node) Barrier(ctx context.Context) error {
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	return nil
+}
+
+// Snapshot forces a snapshot (tests and operators).
+func (n *Node) Snapshot() error {
+	if err := n.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("raft snapshot: %w", err)
+	}
+	return nil
+}
+
+// Servers returns the current Raft configuration.
+func (n *Node) Servers() ([]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Close leaves gracefully: a leader first hands leadership to a caught-up
+// follower (so SIGTERM on the leader costs no election timeout), then Raft,
+// the transport and the WAL are closed.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		if n.raft.State() == raft.Leader {
+			if servers, err := n.Servers(); err == nil && len(servers) > 1 {
+				start := time.Now()
+				err := n.raft.LeadershipTransfer().Error()
+				n.log.Info("leadership transfer on shutdown", "err", err, "took", time.Since(start))
+			}
+		}
+		n.closeErr = n.Kill()
+	})
+	return n.closeErr
+}
+
+// Kill stops the replica abruptly without a leadership transfer (a crash as
+// far as the others can tell; the data directory stays valid).
+func (n *Node) Kill() error {
+	var errs []error
+	if err := n.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	}
+	n.raft.DeregisterObserver(n.obs)
+	if err := n.trans.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close transport: %w", err))
+	}
+	if err := n.wal.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close wal: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,260 @@
+package raftnode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+)
+
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var ls []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func fastConfig(t *testing.T, id, dir string, peers []Peer) Config {
+	var bind string
+	for _, p := range peers {
+		if p.ID == id {
+			bind = p.RaftAddr
+		}
+	}
+	return Config{
+		ID: id, DataDir: dir, BindAddr: bind, Peers: peers,
+		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, SegmentSize: 1 << 20,
+		DeadServerTimeout: 300 * time.Millisecond,
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+type testCluster struct {
+	t     *testing.T
+	peers []Peer
+	dirs  map[string]string
+	nodes map[string]*Node
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	addrs := freePorts(t, n)
+	c := &testCluster{t: t, dirs: map[string]string{}, nodes: map[string]*Node{}}
+	for i, a := range addrs {
+		c.peers = append(c.peers, Peer{ID: fmt.Sprintf("c-%d", i), RaftAddr: a})
+	}
+	base := t.TempDir()
+	for _, p := range c.peers {
+		c.dirs[p.ID] = filepath.Join(base, p.ID)
+		c.start(p.ID)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			_ = n.Kill()
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(id string) {
+	c.t.Helper()
+	n, err := Start(context.Background(), fastConfig(c.t, id, c.dirs[id], c.peers))
+	if err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	// The leader loop is not under test here: drain notifications.
+	go func() {
+		for range n.LeaderNotify() {
+		}
+	}()
+	c.nodes[id] = n
+}
+
+func (c *testCluster) leader(timeout time.Duration) *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				return n
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatal("no leader elected")
+	return nil
+}
+
+func waitIndex(t *testing.T, n *Node, idx uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.FSM().AppliedIndex() < idx {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s applied %d, want %d", n.ID(), n.FSM().AppliedIndex(), idx)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClusterFormsAppliesAndRejoins(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ctx := context.Background()
+	l := c.leader(5 * time.Second)
+	for i := 0; i < 10; i++ {
+		err := l.Apply(ctx, &fsm.ICEMark{Entries: []fsm.ICEEntry{{InstanceType: fmt.Sprintf("m5.%d", i), Zone: "z", CapacityType: "spot", Until: time.Unix(1000, 0)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx := l.Raft().AppliedIndex()
+	for _, n := range c.nodes {
+		waitIndex(t, n, idx)
+		if got := len(n.State().ICE); got != 10 {
+			t.Fatalf("%s has %d ICE entries, want 10", n.ID(), got)
+		}
+	}
+	// A follower rejects writes.
+	for _, n := range c.nodes {
+		if n != l {
+			if err := n.Apply(ctx, &fsm.Noop{}); err == nil {
+				t.Fatal("follower accepted a write")
+			}
+			break
+		}
+	}
+	// Restart every replica with its data dir: state survives and a leader returns.
+	for id, n := range c.nodes {
+		if err := n.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		delete(c.nodes, id)
+	}
+	for _, p := range c.peers {
+		c.start(p.ID)
+	}
+	l = c.leader(5 * time.Second)
+	if err := l.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(l.State().ICE); got != 10 {
+		t.Fatalf("after restart leader has %d ICE entries, want 10", got)
+	}
+}
+
+func TestLeadershipTransferOnClose(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader(5 * time.Second)
+	oldTerm := l.Term()
+	if err := l.Apply(context.Background(), &fsm.Noop{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	delete(c.nodes, l.ID())
+	nl := c.leader(5 * time.Second)
+	t.Logf("new leader %s after %v (term %d -> %d)", nl.ID(), time.Since(start), oldTerm, nl.Term())
+	if nl.ID() == l.ID() {
+		t.Fatal("closed replica still leader")
+	}
+}
+
+func TestVerifyLeaderFailsOnMinority(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader(5 * time.Second)
+	term := l.Term()
+	if err := l.VerifyLeader(context.Background(), term); err != nil {
+		t.Fatalf("leader with quorum failed to verify: %v", err)
+	}
+	for id, n := range c.nodes {
+		if n != l {
+			_ = n.Kill()
+			delete(c.nodes, id)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := l.VerifyLeader(ctx, term); err == nil {
+		t.Fatal("isolated leader verified its leadership")
+	}
+	if err := l.ApplyInTerm(ctx, term+1, &fsm.Noop{}); err == nil {
+		t.Fatal("apply in a term not held succeeded")
+	}
+}
+
+func TestPlanRemovalsKeepsQuorum(t *testing.T) {
+	now := time.Unix(10000, 0)
+	v := func(ids ...string) []raft.Server {
+		var out []raft.Server
+		for _, id := range ids {
+			out = append(out, raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter})
+		}
+		return out
+	}
+	old := now.Add(-time.Hour)
+	cases := []struct {
+		name     string
+		servers  []raft.Server
+		expected []string
+		failed   map[string]time.Time
+		min      int
+		want     int
+	}{
+		{"expected peers are never removed", v("a", "b", "c"), []string{"a", "b", "c"}, map[string]time.Time{"c": old}, 3, 0},
+		{"scale-down removes dead extras", v("a", "b", "c", "d", "e"), []string{"a", "b", "c"}, map[string]time.Time{"d": old, "e": old}, 3, 2},
+		{"recently failed is kept", v("a", "b", "c", "d"), []string{"a", "b", "c"}, map[string]time.Time{"d": now.Add(-time.Second)}, 3, 0},
+		{"never below min voters", v("a", "b", "x"), []string{"a", "b"}, map[string]time.Time{"x": old}, 3, 0},
+		{"not without healthy quorum", v("a", "b", "c", "x", "y"), []string{"a", "b", "c"}, map[string]time.Time{"x": old, "y": old, "b": old, "c": old}, 3, 0},
+	}
+	for _, tc := range cases {
+		exp := map[string]bool{}
+		for _, e := range tc.expected {
+			exp[e] = true
+		}
+		got := planRemovals(tc.servers, exp, tc.failed, now, time.Minute, tc.min, "a")
+		if len(got) != tc.want {
+			t.Errorf("%s: removed %v, want %d removals", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestParsePeersAndStatefulSet(t *testing.T) {
+	p, err := ParsePeers("a=127.0.0.1:1|127.0.0.1:2, b=h:3")
+	if err != nil || len(p) != 2 || p[0].HTTPAddr != "127.0.0.1:2" || p[1].RaftAddr != "h:3" {
+		t.Fatalf("ParsePeers = %+v, %v", p, err)
+	}
+	if _, err := ParsePeers("a=nope"); err == nil {
+		t.Fatal("bad address accepted")
+	}
+	if _, err := ParsePeers("a=h:1,a=h:2"); err == nil {
+		t.Fatal("duplicate id accepted")
+	}
+	s, err := StatefulSetPeers("dovetail-coordinator-1", 3, "dc.ns.svc", 7000, 8080)
+	if err != nil || len(s) != 3 || s[2].RaftAddr != "dovetail-coordinator-2.dc.ns.svc:7000" {
+		t.Fatalf("StatefulSetPeers = %+v, %v", s, err)
+	}
+	if _, err := StatefulSetPeers("nodash", 3, "", 1, 2); err == nil {
+		t.Fatal("bad pod name accepted")
+	}
+}

@@ -1,0 +1,806 @@
+package scheduling
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dovetail-dev/dovetail/cloud"
+)
+
+type slotKind int
+
+const (
+	slotNode slotKind = iota
+	slotClaim
+	slotNew
+)
+
+// slot is somewhere pods can go: an existing node, an in-flight NodeClaim
+// or a new NodeClaim being built by this run.
+type slot struct {
+	idx      int
+	kind     slotKind
+	name     string
+	labels   map[string]string // node labels; for new slots the pool's fixed labels
+	claim    requirements      // in-flight claims: their requirements
+	types    []*itInfo         // in-flight claims: their instance-type options
+	taints   []corev1.Taint
+	closed   bool // cordoned or being deleted
+	capacity vec
+	used     vec
+	pods     []*podInfo
+	ports    []hostPort
+
+	// new slots only
+	pool     *poolInfo
+	typeSet  bitset
+	zoneMask uint64
+	ctMask   uint8
+	custom   requirements // pool keys narrowed by pods (nil when none)
+	target   int
+	reserved vec
+}
+
+type podInfo struct {
+	pod   *corev1.Pod
+	req   vec
+	class *podClass
+	name  string
+}
+
+type solver struct {
+	snap       *Snapshot
+	opts       Options
+	ri         *resourceIndex
+	zones      []string
+	zoneIdx    map[string]int
+	cts        []string
+	ctIdx      map[string]int
+	typeKeys   map[string]bool
+	its        map[*cloud.InstanceType]*itInfo
+	pools      []*poolInfo
+	poolByName map[string]*poolInfo
+	dss        []dsInfo
+	topo       *topology
+	classes    []*podClass
+	pods       []*podInfo
+	slots      []*slot
+	nNew       int
+	epoch      int
+	warnings   []string
+	stats      Stats
+	unsched    []Unschedulable
+	universe   map[string][]string
+	scratch    bitset
+}
+
+func (s *solver) warn(w string) {
+	if len(s.warnings) < 50 {
+		s.warnings = append(s.warnings, w)
+	}
+}
+
+// Solve decides where the snapshot's pods go. It is pure and deterministic:
+// no I/O, no clock, no randomness, and map iteration never leaks into the
+// result. Bad input never panics; it ends up as a reason on the pods
+// concerned or as a warning in Stats.
+func Solve(snap Snapshot, opts Options) Result {
+	if opts.MaxInstanceTypes <= 0 {
+		opts.MaxInstanceTypes = 60
+	}
+	s := &solver{
+		snap: &snap, opts: opts, ri: newResourceIndex(),
+		zoneIdx: map[string]int{}, ctIdx: map[string]int{}, typeKeys: map[string]bool{},
+		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{},
+	}
+	s.ctIndex(cloud.CapacityTypeSpot)
+	s.ctIndex(cloud.CapacityTypeOnDemand)
+	s.indexInstanceTypes()
+	s.compileDaemonSets()
+	s.compilePods()
+	demand := make(vec, len(s.ri.names))
+	for _, p := range s.pods {
+		demand.addInPlace(p.req)
+	}
+	s.compilePools(demand)
+	s.buildSlots()
+	s.countExisting()
+	s.schedule()
+	res := s.finish()
+	return res
+}
+
+// compilePods groups pods into classes and computes their requests.
+func (s *solver) compilePods() {
+	vz := newVolumeZones(s.snap)
+	byKey := map[string]*podClass{}
+	for _, p := range s.snap.Pods {
+		if p == nil {
+			continue
+		}
+		volReqs, volKey, volErr := vz.forPod(p)
+		key := classKey(p, volKey)
+		c, ok := byKey[key]
+		if !ok {
+			c = compileClass(len(s.classes), p, volReqs, s.topo)
+			if volErr != nil && c.err == nil {
+				c.err = volErr
+			}
+			byKey[key] = c
+			s.classes = append(s.classes, c)
+		}
+		s.pods = append(s.pods, &podInfo{pod: p, req: s.ri.podRequests(p), class: c, name: p.Namespace + "/" + p.Name})
+	}
+	s.stats.Pods = len(s.pods)
+	s.stats.Classes = len(s.classes)
+	// Existing pods' required anti-affinity is symmetric: register it.
+	for i := range s.snap.Nodes {
+		for _, p := range s.snap.Nodes[i].Pods {
+			s.registerOwnerTerms(p)
+		}
+	}
+	for i := range s.snap.NodeClaims {
+		for _, p := range s.snap.NodeClaims[i].Pods {
+			s.registerOwnerTerms(p)
+		}
+	}
+	for _, c := range s.classes {
+		c.match = s.topo.match(c.ns, c.labels)
+		c.current = c.initialLevel(s.opts.IgnorePreferences)
+	}
+}
+
+func (s *solver) registerOwnerTerms(p *corev1.Pod) {
+	if p == nil || p.Spec.Affinity == nil || p.Spec.Affinity.PodAntiAffinity == nil {
+		return
+	}
+	for i := range p.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		t := &p.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]
+		sel, err := selectorFor(t.LabelSelector, t.MatchLabelKeys, p.Labels)
+		if err != nil || t.TopologyKey == "" {
+			continue
+		}
+		nsAll, ns := s.topo.termNamespaces(p, t)
+		s.topo.group(countOwners, t.TopologyKey, nsAll, ns, sel)
+	}
+}
+
+func podTerminal(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// buildSlots turns existing nodes and in-flight claims into slots and
+// charges them to their pools' limits.
+func (s *solver) buildSlots() {
+	for i := range s.snap.Nodes {
+		n := &s.snap.Nodes[i]
+		sl := &slot{idx: len(s.slots), kind: slotNode, name: n.Name, labels: n.Labels, taints: n.Taints,
+			closed: n.Unschedulable || n.MarkedForDeletion, capacity: s.ri.fromList(n.Allocatable), used: make(vec, len(s.ri.names)), target: -1}
+		for _, p := range n.Pods {
+			if p == nil || podTerminal(p) {
+				continue
+			}
+			sl.used.addInPlace(s.ri.podRequests(p))
+			sl.ports = append(sl.ports, podPorts(p)...)
+		}
+		s.slots = append(s.slots, sl)
+		if p := s.poolByName[n.NodePool]; p != nil && n.NodePool != "" {
+			c := n.Capacity
+			if len(c) == 0 {
+				c = n.Allocatable
+			}
+			p.used.addInPlace(s.ri.fromList(c))
+			p.nodes++
+		}
+	}
+	for i := range s.snap.NodeClaims {
+		nc := &s.snap.NodeClaims[i]
+		sl := &slot{idx: len(s.slots), kind: slotClaim, name: nc.Name, taints: nc.Taints, used: make(vec, len(s.ri.names)), target: -1, labels: map[string]string{}}
+		reqs, err := compileRequirements(nc.Requirements)
+		if err != nil {
+			s.warn(fmt.Sprintf("nodeclaim %s: %v; not used for placement", nc.Name, err))
+			sl.closed = true
+			reqs = requirements{}
+		}
+		for k, v := range nc.Labels {
+			reqs.add(k, valueSet{values: []string{v}, gt: math.MinInt64, lt: math.MaxInt64})
+		}
+		sl.claim = reqs
+		for k, v := range reqs {
+			if !v.complement && len(v.values) == 1 {
+				sl.labels[k] = v.values[0]
+			}
+		}
+		pool := s.poolByName[nc.NodePool]
+		var names map[string]bool
+		if v, ok := reqs[LabelInstanceType]; ok && !v.complement {
+			names = map[string]bool{}
+			for _, n := range v.values {
+				names[n] = true
+			}
+		}
+		var capMin, capMax vec
+		if pool != nil {
+			for _, pt := range pool.types {
+				if names != nil && !names[pt.it.it.Name] {
+					continue
+				}
+				sl.types = append(sl.types, pt.it)
+				if capMin == nil {
+					capMin = append(vec(nil), pt.cap...)
+					capMax = append(vec(nil), pt.it.capacity...)
+					continue
+				}
+				for d := range capMin {
+					capMin[d] = min(capMin[d], pt.cap.get(d))
+				}
+				for d := range capMax {
+					capMax[d] = max(capMax[d], pt.it.capacity.get(d))
+				}
+			}
+		}
+		switch {
+		case len(nc.Allocatable) > 0:
+			sl.capacity = s.ri.fromList(nc.Allocatable)
+		case capMin != nil:
+			sl.capacity = capMin
+		default:
+			s.warn(fmt.Sprintf("nodeclaim %s: no allocatable and no known instance type; not used for placement", nc.Name))
+			sl.capacity = make(vec, len(s.ri.names))
+			sl.closed = true
+		}
+		for _, p := range nc.Pods {
+			if p == nil {
+				continue
+			}
+			sl.used.addInPlace(s.ri.podRequests(p))
+			sl.ports = append(sl.ports, podPorts(p)...)
+		}
+		s.slots = append(s.slots, sl)
+		if pool != nil {
+			c := s.ri.fromList(nc.Capacity)
+			if len(nc.Capacity) == 0 && capMax != nil {
+				c = capMax
+			}
+			pool.used.addInPlace(c)
+			pool.nodes++
+		}
+	}
+}
+
+func podPorts(p *corev1.Pod) []hostPort {
+	var out []hostPort
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.HostPort == 0 {
+				continue
+			}
+			proto := string(port.Protocol)
+			if proto == "" {
+				proto = "TCP"
+			}
+			out = append(out, hostPort{proto: proto, ip: port.HostIP, port: port.HostPort})
+		}
+	}
+	return out
+}
+
+// domainOf is the slot's value for a topology key ("" when unknown).
+func (s *solver) domainOf(sl *slot, key string) string {
+	if sl.kind == slotNew {
+		switch key {
+		case LabelZone:
+			if bits.OnesCount64(sl.zoneMask) == 1 {
+				return s.zones[bits.TrailingZeros64(sl.zoneMask)]
+			}
+			return ""
+		case LabelCapacityType:
+			if bits.OnesCount8(sl.ctMask) == 1 {
+				return s.cts[bits.TrailingZeros8(sl.ctMask)]
+			}
+			return ""
+		}
+		if sl.custom != nil {
+			if v, ok := sl.custom[key]; ok && !v.complement && len(v.values) == 1 {
+				return v.values[0]
+			}
+		}
+	}
+	return sl.labels[key]
+}
+
+// countExisting records the pods already bound to nodes and claims in the topology counts.
+func (s *solver) countExisting() {
+	for i := range s.snap.Nodes {
+		for _, p := range s.snap.Nodes[i].Pods {
+			if p != nil && !podTerminal(p) {
+				s.countPod(s.slots[i], p.Namespace, p.Labels, s.ownedGroups(p))
+			}
+		}
+	}
+	off := len(s.snap.Nodes)
+	for i := range s.snap.NodeClaims {
+		for _, p := range s.snap.NodeClaims[i].Pods {
+			if p != nil {
+				s.countPod(s.slots[off+i], p.Namespace, p.Labels, s.ownedGroups(p))
+			}
+		}
+	}
+}
+
+func (s *solver) ownedGroups(p *corev1.Pod) []*topoGroup {
+	if p.Spec.Affinity == nil || p.Spec.Affinity.PodAntiAffinity == nil {
+		return nil
+	}
+	var out []*topoGroup
+	for i := range p.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		t := &p.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]
+		sel, err := selectorFor(t.LabelSelector, t.MatchLabelKeys, p.Labels)
+		if err != nil || t.TopologyKey == "" {
+			continue
+		}
+		nsAll, ns := s.topo.termNamespaces(p, t)
+		out = append(out, s.topo.group(countOwners, t.TopologyKey, nsAll, ns, sel))
+	}
+	return out
+}
+
+func (s *solver) countPod(sl *slot, ns string, lbls map[string]string, owned []*topoGroup) {
+	m := s.topo.match(ns, lbls)
+	for _, g := range m.matching {
+		s.bump(g, sl)
+	}
+	for _, g := range owned {
+		s.bump(g, sl)
+	}
+	s.epoch++
+}
+
+func (s *solver) bump(g *topoGroup, sl *slot) {
+	g.total++
+	if g.key == LabelHostname {
+		g.addSlot(sl.idx, 1)
+		return
+	}
+	if d := s.domainOf(sl, g.key); d != "" {
+		g.domain[d]++
+	}
+}
+
+// schedule places pods: hostname-capped classes first (they decide how
+// many nodes are needed), then largest first.
+func (s *solver) schedule() {
+	pods := s.pods
+	sort.SliceStable(pods, func(i, j int) bool {
+		a, b := pods[i], pods[j]
+		if a.class.hostCapped != b.class.hostCapped {
+			return a.class.hostCapped
+		}
+		if a.req.get(dimCPU) != b.req.get(dimCPU) {
+			return a.req.get(dimCPU) > b.req.get(dimCPU)
+		}
+		if a.req.get(dimMemory) != b.req.get(dimMemory) {
+			return a.req.get(dimMemory) > b.req.get(dimMemory)
+		}
+		if a.class.id != b.class.id {
+			return a.class.id < b.class.id
+		}
+		if c := compareVec(a.req, b.req); c != 0 {
+			return c < 0
+		}
+		return a.name < b.name
+	})
+	var run runState
+	for i, p := range pods {
+		if i == 0 || p.class != pods[i-1].class || compareVec(p.req, pods[i-1].req) != 0 {
+			run = runState{}
+		}
+		s.placePod(p, &run)
+	}
+}
+
+func compareVec(a, b vec) int {
+	for i := 0; i < max(len(a), len(b)); i++ {
+		if a.get(i) != b.get(i) {
+			if a.get(i) < b.get(i) {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// runState carries scan positions across consecutive identical pods.
+type runState struct {
+	level *classLevel
+	start int // slots before start reject this run for good
+	last  int // slot the previous pod of the run went to (+1), 0 when none
+}
+
+func (s *solver) placePod(p *podInfo, run *runState) {
+	c := p.class
+	if c.err != nil {
+		s.unschedulable(p, map[string]string{"": c.err.Error()})
+		return
+	}
+	key := c.current
+	for {
+		L := c.level(key)
+		if run.level != L {
+			*run = runState{level: L}
+		}
+		if pl, ok := s.find(p, L, run); ok {
+			if key != c.current {
+				c.current = key
+				s.stats.Relaxations++
+			}
+			s.commit(p, L, pl, run)
+			return
+		}
+		nexts := c.next(key)
+		if len(nexts) == 0 {
+			s.unschedulable(p, s.reasons(p, c.level(c.current)))
+			return
+		}
+		key = nexts[0]
+		if len(nexts) > 1 {
+			// Several single relaxations: take the first that works, so a
+			// satisfiable preference is not dropped with an unsatisfiable one.
+			for _, nk := range nexts {
+				if _, ok := s.find(p, c.level(nk), &runState{level: c.level(nk)}); ok {
+					key = nk
+					break
+				}
+			}
+		}
+	}
+}
+
+// proposal is a validated placement, applied by commit.
+type proposal struct {
+	sl       *slot
+	isNew    bool
+	zoneMask uint64
+	ctMask   uint8
+	types    bitset // nil: unchanged
+	target   int
+	custom   requirements
+}
+
+// find looks for the first slot that takes the pod, then for a new one.
+func (s *solver) find(p *podInfo, L *classLevel, run *runState) (proposal, bool) {
+	var pl proposal
+	if run.last > 0 {
+		if ok, _ := s.fits(s.slots[run.last-1], p, L, &pl); ok {
+			return pl, true
+		}
+	}
+	for i := run.start; i < len(s.slots); i++ {
+		sl := s.slots[i]
+		ok, permanent := s.fits(sl, p, L, &pl)
+		if ok {
+			return pl, true
+		}
+		if permanent && i == run.start {
+			run.start++
+		}
+	}
+	if s.opts.NoNewNodeClaims || (s.opts.MaxNewNodeClaims > 0 && s.nNew >= s.opts.MaxNewNodeClaims) {
+		return pl, false
+	}
+	for _, pool := range s.pools {
+		if pool.err != nil || (pool.nodeCap >= 0 && pool.nodes+1 > pool.nodeCap) {
+			continue
+		}
+		sl := &slot{idx: len(s.slots), kind: slotNew, pool: pool, labels: pool.fixed, typeSet: pool.all,
+			zoneMask: pool.zoneMask, ctMask: pool.ctMask, target: -1, used: make(vec, len(s.ri.names)), reserved: make(vec, len(s.ri.names))}
+		if ok, _ := s.fits(sl, p, L, &pl); ok {
+			pl.isNew = true
+			return pl, true
+		}
+	}
+	return pl, false
+}
+
+// fits checks one slot. permanent reports that the slot will keep
+// rejecting pods of this run (so scans may skip it).
+func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, permanent bool) {
+	c := L.c
+	if sl.kind != slotNew || sl.target >= 0 {
+		if !fitsWithin(sl.used, p.req, sl.capacity) {
+			return false, true
+		}
+	}
+	for _, hp := range c.ports {
+		for _, o := range sl.ports {
+			if hp.conflicts(o) {
+				return false, true
+			}
+		}
+	}
+	var cp *classPool
+	if sl.kind != slotNew {
+		if !s.slotCompatible(L, sl) {
+			return false, true
+		}
+	} else {
+		cp = s.classPool(L, sl.pool)
+		if !cp.ok {
+			return false, true
+		}
+	}
+	// Hostname-keyed topology is decided per slot.
+	if !s.hostnameOK(L, sl) {
+		return false, L.monotone
+	}
+	if sl.kind != slotNew {
+		if !s.domainsOK(L, sl) {
+			return false, L.monotone
+		}
+		*pl = proposal{sl: sl}
+		return true, false
+	}
+	zm := sl.zoneMask & cp.zoneMask & s.allowedZones(L)
+	cm := sl.ctMask & cp.ctMask & s.allowedCTs(L)
+	if zm == 0 || cm == 0 {
+		return false, L.monotone || sl.zoneMask&cp.zoneMask == 0 || sl.ctMask&cp.ctMask == 0
+	}
+	if !s.otherDomainsOK(L, sl) {
+		return false, L.monotone
+	}
+	var custom requirements
+	if cp.custom != nil {
+		for k, v := range cp.custom {
+			cur, ok := sl.custom[k]
+			if !ok {
+				cur = sl.pool.custom[k]
+			}
+			if !cur.compatible(v) {
+				return false, true
+			}
+			if custom == nil {
+				custom = requirements{}
+			}
+			custom[k] = cur.intersect(v)
+		}
+	}
+	types := sl.typeSet
+	var newTypes bitset
+	if !cp.all {
+		if len(s.scratch) < len(types) {
+			s.scratch = make(bitset, len(types))
+		}
+		if andInto(s.scratch[:len(types)], types, cp.types) {
+			newTypes = s.scratch[:len(types)]
+			types = newTypes
+		}
+	}
+	pool := sl.pool
+	need := sl.used.plus(p.req)
+	target := sl.target
+	if target >= 0 && (!types.has(target) || !pool.types[target].it.avail(zm, cm)) {
+		target = -1
+	}
+	if target >= 0 && !need.lessOrEqual(pool.types[target].cap) {
+		return false, true
+	}
+	if target < 0 {
+		target = s.pickTarget(sl, types, zm, cm, need)
+		if target < 0 {
+			return false, true
+		}
+	}
+	t := pool.types[target].it
+	// Pin zone / capacity type when the pod takes part in topology on them,
+	// so the per-domain counts stay exact.
+	if bits.OnesCount64(zm) > 1 && s.needsPin(L, LabelZone) {
+		var best uint64
+		for ci := 0; ci < maxCT; ci++ {
+			if cm&(1<<uint(ci)) != 0 {
+				best |= t.zonesByCT[ci] & zm
+			}
+		}
+		zm = s.pickDomain(L, LabelZone, best, func(i int) string { return s.zones[i] })
+	}
+	if bits.OnesCount8(cm) > 1 && s.needsPin(L, LabelCapacityType) {
+		var best uint64
+		for ci := 0; ci < maxCT; ci++ {
+			if cm&(1<<uint(ci)) != 0 && t.zonesByCT[ci]&zm != 0 {
+				best |= 1 << uint(ci)
+			}
+		}
+		cm = uint8(s.pickDomain(L, LabelCapacityType, best, func(i int) string { return s.cts[i] }))
+	}
+	if len(pool.minVals) > 0 && !s.minValuesOK(pool, types, zm, cm, need) {
+		return false, true
+	}
+	*pl = proposal{sl: sl, zoneMask: zm, ctMask: cm, target: target, custom: custom}
+	if newTypes != nil {
+		pl.types = append(bitset(nil), newTypes...)
+	}
+	return true, false
+}
+
+// pickTarget chooses the best-ranked type for a new slot that holds need,
+// is offered in the masks and keeps the pool within its limits.
+func (s *solver) pickTarget(sl *slot, types bitset, zm uint64, cm uint8, need vec) int {
+	pool := sl.pool
+	for _, i := range pool.ranking {
+		if !types.has(i) {
+			continue
+		}
+		pt := pool.types[i]
+		if !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) {
+			continue
+		}
+		if !s.withinLimits(pool, sl, pt) {
+			continue
+		}
+		return i
+	}
+	return -1
+}
+
+func (s *solver) withinLimits(pool *poolInfo, sl *slot, pt *poolType) bool {
+	for d, lim := range pool.limits {
+		if !pool.limited[d] {
+			continue
+		}
+		if pool.used.get(d)-sl.reserved.get(d)+pt.it.capacity.get(d) > lim {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *solver) minValuesOK(pool *poolInfo, types bitset, zm uint64, cm uint8, need vec) bool {
+	for k, mv := range pool.minVals {
+		seen := map[string]bool{}
+		for i, pt := range pool.types {
+			if !types.has(i) || !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) {
+				continue
+			}
+			var v string
+			switch k {
+			case LabelZone, LabelCapacityType:
+				continue
+			default:
+				v = pt.it.it.Labels[k]
+			}
+			seen[v] = true
+			if len(seen) >= mv {
+				break
+			}
+		}
+		if k != LabelZone && k != LabelCapacityType && len(seen) < mv {
+			return false
+		}
+	}
+	return true
+}
+
+// needsPin reports whether placing a pod of this level on an unpinned slot
+// must fix the slot's domain for key.
+func (s *solver) needsPin(L *classLevel, key string) bool {
+	for _, g := range L.c.match.matching {
+		if g.key == key {
+			return true
+		}
+	}
+	for _, g := range L.c.owns {
+		if g.key == key {
+			return true
+		}
+	}
+	for _, sp := range L.spreads {
+		if sp.g.key == key {
+			return true
+		}
+	}
+	for _, t := range L.affs {
+		if t.g.key == key {
+			return true
+		}
+	}
+	for _, t := range L.antis {
+		if t.g.key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// pickDomain picks one bit of mask: the least-populated domain of the
+// level's first spread on key, else the lowest index.
+func (s *solver) pickDomain(L *classLevel, key string, mask uint64, name func(int) string) uint64 {
+	if mask == 0 {
+		return 0
+	}
+	for _, sp := range L.spreads {
+		if sp.g.key != key {
+			continue
+		}
+		best, bestN := -1, int32(math.MaxInt32)
+		for m := mask; m != 0; m &= m - 1 {
+			i := bits.TrailingZeros64(m)
+			if n := sp.g.domain[name(i)]; n < bestN {
+				best, bestN = i, n
+			}
+		}
+		return 1 << uint(best)
+	}
+	return 1 << uint(bits.TrailingZeros64(mask))
+}
+
+// commit applies a proposal.
+func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
+	sl := pl.sl
+	if pl.isNew {
+		sl.idx = len(s.slots)
+		sl.name = fmt.Sprintf("new-%d", s.nNew)
+		s.slots = append(s.slots, sl)
+		s.nNew++
+		sl.pool.nodes++
+	}
+	if sl.kind == slotNew {
+		sl.zoneMask, sl.ctMask = pl.zoneMask, pl.ctMask
+		if pl.types != nil {
+			sl.typeSet = pl.types
+		}
+		if pl.custom != nil {
+			if sl.custom == nil {
+				sl.custom = requirements{}
+			}
+			for k, v := range pl.custom {
+				sl.custom[k] = v
+			}
+		}
+		if pl.target != sl.target {
+			pt := sl.pool.types[pl.target]
+			for d := range sl.pool.used {
+				sl.pool.used[d] += pt.it.capacity.get(d) - sl.reserved.get(d)
+			}
+			sl.reserved = append(vec(nil), pt.it.capacity...)
+			sl.target = pl.target
+			sl.capacity = pt.cap
+		}
+	}
+	sl.used.addInPlace(p.req)
+	sl.pods = append(sl.pods, p)
+	sl.ports = append(sl.ports, p.class.ports...)
+	s.countPod(sl, p.class.ns, p.class.labels, p.class.owns)
+	run.last = sl.idx + 1
+}
+
+func (s *solver) unschedulable(p *podInfo, reasons map[string]string) {
+	u := Unschedulable{Pod: p.pod, PodName: p.name, Reasons: reasons, Message: summarize(reasons)}
+	s.unsched = append(s.unsched, u)
+}
+
+func summarize(reasons map[string]string) string {
+	if r, ok := reasons[""]; ok && len(reasons) == 1 {
+		return r
+	}
+	keys := make([]string, 0, len(reasons))
+	for k := range reasons {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	msg := "no NodePool can serve the pod:"
+	for i, k := range keys {
+		if i > 0 {
+			msg += ";"
+		}
+		if k == "" {
+			msg += " " + reasons[k]
+		} else {
+			msg += fmt.Sprintf(" nodepool %s: %s", k, reasons[k])
+		}
+	}
+	return msg
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerates the API's deepcopy functions (api/**/zz_generated.deepcopy.go)
+# and the CRD manifests (packaging/crds/<group>_<plural>.yaml) from the Go
+# types and their kubebuilder markers. controller-gen is pinned and run through
+# `go run`, so nothing needs installing; the Go build cache makes reruns fast.
+#
+# Usage: hack/generate.sh [output-root]
+#   output-root defaults to the repository root; verify-generate.sh passes a
+#   temporary copy of the tree.
+set -euo pipefail
+
+CONTROLLER_GEN="sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0"
+
+root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+cd "$root"
+
+# Generated CRDs are rewritten whole: stale files for removed types must not survive.
+rm -f packaging/crds/*.yaml
+mkdir -p packaging/crds
+
+go run "$CONTROLLER_GEN" \
+	object \
+	crd:crdVersions=v1 \
+	paths=./api/... \
+	output:crd:artifacts:config=packaging/crds
