@@ -25,6 +25,9 @@ func StartForTest(t testing.TB) *ControlPlane {
 
 func skipWithoutBinaries(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: needs the local control plane (-short)")
+	}
 	binDir := os.Getenv("DOVETAIL_BIN")
 	if binDir == "" {
 		repo, err := repoRoot()

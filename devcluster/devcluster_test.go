@@ -117,6 +117,9 @@ func (p recordingPart) Stop() { *p.events = append(*p.events, "stop "+p.name) }
 // control plane: up, kubeconfig usable, examples applied, parts in order,
 // then a clean teardown on cancel.
 func TestRunUpAndDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the local control plane (-short)")
+	}
 	root, err := controlplane.RepoRoot()
 	if err != nil {
 		t.Fatal(err)

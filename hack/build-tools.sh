@@ -22,7 +22,9 @@ IMDS_MOCK_VERSION=v1.13.0
 STATICCHECK_VERSIONS="v0.7.0 v0.8.2"
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-export CGO_ENABLED="${CGO_ENABLED:-0}"
+# CGO is left as the environment has it, so these builds share the build cache with
+# the main module's `go test` runs (same k8s.io/api, client-go ... objects).
+CGO_ENABLED="$(go env CGO_ENABLED)"
 
 # Two builds at once (two terminals, a test and make) would waste minutes and race on
 # the output files; serialise them.

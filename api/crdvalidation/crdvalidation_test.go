@@ -65,7 +65,7 @@ func TestCRDsOnDiskMatchEmbedded(t *testing.T) {
 	}
 }
 
-func manifestFiles(t *testing.T, dir string) []string {
+func manifestFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {

@@ -68,6 +68,11 @@ const (
 	LabelInstanceAcceleratorName         = AWSGroup + "/instance-accelerator-name"
 	LabelInstanceAcceleratorManufacturer = AWSGroup + "/instance-accelerator-manufacturer"
 	LabelInstanceAcceleratorCount        = AWSGroup + "/instance-accelerator-count"
+	// LabelInstanceCapabilityFlex marks flex instance types (c7i-flex ...).
+	LabelInstanceCapabilityFlex = AWSGroup + "/instance-capability-flex"
+	// Capacity reservation labels, set on nodes launched into an ODCR.
+	LabelCapacityReservationID   = AWSGroup + "/capacity-reservation-id"
+	LabelCapacityReservationType = AWSGroup + "/capacity-reservation-type"
 	// LabelNodeClass names the EC2NodeClass a node was launched from.
 	LabelNodeClass = AWSGroup + "/ec2nodeclass"
 )
@@ -150,6 +155,7 @@ var WellKnownLabels = []string{
 	LabelInstanceEBSBandwidth, LabelInstanceNetworkBandwidth, LabelInstanceGPUName,
 	LabelInstanceGPUManufacturer, LabelInstanceGPUCount, LabelInstanceGPUMemory,
 	LabelInstanceAcceleratorName, LabelInstanceAcceleratorManufacturer, LabelInstanceAcceleratorCount,
+	LabelInstanceCapabilityFlex, LabelCapacityReservationID, LabelCapacityReservationType,
 }
 
 // ValidateRequirementKey returns an error if key may not be used in a NodePool

@@ -127,13 +127,23 @@ func TestNodePoolRoundTrip(t *testing.T) {
 		t.Errorf("Ready condition not read: %+v", np.Status.Conditions)
 	}
 
-	// Written back, the object is the same JSON the user wrote (durations keep
-	// their spelling, nothing is added or lost).
+	// Written back, the object is the same JSON the user wrote: nothing is
+	// added or lost and NillableDurations keep their spelling. metav1.Duration
+	// and resource.Quantity write their canonical forms (as in Karpenter and
+	// every Kubernetes Go client), which the API server treats as equal.
 	out, err := json.Marshal(&np)
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertSameJSON(t, karpenterNodePool, out)
+	canonical := strings.NewReplacer(
+		"duration: 8h\n", "duration: 8h0m0s\n",
+		"terminationGracePeriod: 48h\n", "terminationGracePeriod: 48h0m0s\n",
+		`cpu: "1000"`, `cpu: "1k"`,
+	).Replace(karpenterNodePool)
+	assertSameJSON(t, canonical, out)
+	if !strings.Contains(string(out), `"expireAfter":"720h"`) || !strings.Contains(string(out), `"consolidateAfter":"Never"`) {
+		t.Errorf("NillableDuration spelling not kept: %s", out)
+	}
 }
 
 const karpenterNodeClaim = `apiVersion: karpenter.sh/v1
@@ -399,5 +409,30 @@ func TestNodeSelectorRequirementConversion(t *testing.T) {
 	c.Values[0] = "changed"
 	if r.Values[0] != "amd64" || c.Key != LabelArch || c.Operator != corev1.NodeSelectorOpIn {
 		t.Errorf("conversion = %+v (original %+v)", c, r)
+	}
+}
+
+// Every label the instance-type catalogue (/work/shared/data/instance-types.json)
+// puts on a node must be usable in a requirement, or NodeClaims made from
+// instance types would be refused.
+func TestCatalogLabelsUsableInRequirements(t *testing.T) {
+	for _, key := range []string{
+		"karpenter.k8s.aws/instance-accelerator-count", "karpenter.k8s.aws/instance-accelerator-manufacturer",
+		"karpenter.k8s.aws/instance-accelerator-name", "karpenter.k8s.aws/instance-capability-flex",
+		"karpenter.k8s.aws/instance-category", "karpenter.k8s.aws/instance-cpu",
+		"karpenter.k8s.aws/instance-cpu-manufacturer", "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz",
+		"karpenter.k8s.aws/instance-ebs-bandwidth", "karpenter.k8s.aws/instance-encryption-in-transit-supported",
+		"karpenter.k8s.aws/instance-family", "karpenter.k8s.aws/instance-generation",
+		"karpenter.k8s.aws/instance-gpu-count", "karpenter.k8s.aws/instance-gpu-manufacturer",
+		"karpenter.k8s.aws/instance-gpu-memory", "karpenter.k8s.aws/instance-gpu-name",
+		"karpenter.k8s.aws/instance-hypervisor", "karpenter.k8s.aws/instance-local-nvme",
+		"karpenter.k8s.aws/instance-memory", "karpenter.k8s.aws/instance-network-bandwidth",
+		"karpenter.k8s.aws/instance-size", "kubernetes.io/arch", "kubernetes.io/os",
+		"node.kubernetes.io/instance-type", "topology.kubernetes.io/zone", "topology.k8s.aws/zone-id",
+		"karpenter.sh/capacity-type",
+	} {
+		if err := ValidateRequirementKey(key); err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
 	}
 }

@@ -287,7 +287,7 @@ func (p *Provider) typeInfo(in *ec2types.InstanceTypeInfo) *typeInfo {
 		ti.spot, ti.onDemand = true, true
 	}
 
-	s := shape{VCPU: aws.ToInt32(in.VCpuInfo.DefaultVCpus), MemoryMiB: aws.ToInt64(in.MemoryInfo.SizeInMiB)}
+	s := shape{Arch: arch, VCPU: aws.ToInt32(in.VCpuInfo.DefaultVCpus), MemoryMiB: aws.ToInt64(in.MemoryInfo.SizeInMiB)}
 	cat, inCatalog := p.catalog.Get(name)
 	if in.NetworkInfo != nil {
 		s.MaxPods = eniMaxPods(aws.ToInt32(in.NetworkInfo.MaximumNetworkInterfaces), aws.ToInt32(in.NetworkInfo.Ipv4AddressesPerInterface))

@@ -329,6 +329,12 @@ func (p *Provider) afterMismatch(ctx context.Context, req *cloud.LaunchRequest, 
 			}}}, nil
 		}
 	}
+	if req.NodeClaimName == "" {
+		// Without the NodeClaim tag there is no way to tell whether the
+		// earlier call launched something; refuse rather than risk a
+		// second instance.
+		return nil, fmt.Errorf("create fleet (%s): client token %q was used before with other options and the request names no NodeClaim to look the instance up by", capacityType, req.ClientToken)
+	}
 	// Nothing was launched under the old parameters: a token naming the
 	// new parameters is safe and stays stable for replays of this request.
 	sum := sha256.Sum256([]byte(fmt.Sprint(in.LaunchTemplateConfigs)))

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go/logging"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dovetail-dev/dovetail/catalog"
@@ -181,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("ec2: load AWS config: %w", err)
 	}
 	awsCfg.APIOptions = append(awsCfg.APIOptions, m.middleware)
+	awsCfg.Logger = sdkLogger{log: cfg.Logger.With("component", "ec2-provider")}
 
 	cat := cfg.Catalog
 	if cat == nil {
@@ -232,4 +234,17 @@ func (p *Provider) ICE() []ICEEntry { return p.ice.entries() }
 // when the coordinator learns it from elsewhere (a spot interruption).
 func (p *Provider) MarkUnavailable(instanceType, zone, capacityType, code string) {
 	p.ice.mark(instanceType, zone, capacityType, code)
+}
+
+// sdkLogger routes the SDK's own log lines (retries, connection reuse) into
+// slog at debug level, classified warnings at warn.
+type sdkLogger struct{ log *slog.Logger }
+
+func (l sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if c == logging.Warn {
+		l.log.Warn(msg, "source", "aws-sdk")
+		return
+	}
+	l.log.Debug(msg, "source", "aws-sdk")
 }

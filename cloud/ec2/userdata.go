@@ -37,17 +37,26 @@ func kubeletLabelAllowed(key string) bool {
 	if !ok {
 		return true
 	}
-	if !strings.HasSuffix(domain, "kubernetes.io") && !strings.HasSuffix(domain, "k8s.io") {
+	if !inDomain(domain, "kubernetes.io") && !inDomain(domain, "k8s.io") {
 		return true
 	}
 	switch key {
-	case "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+	case "kubernetes.io/arch", "kubernetes.io/os",
 		"beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
 		"topology.kubernetes.io/region", "topology.kubernetes.io/zone",
 		"failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone":
 		return true
+	case "kubernetes.io/hostname":
+		// Allowed by the kubelet, but the kubelet sets it itself; a
+		// template value would name every node the same.
+		return false
 	}
-	return strings.HasSuffix(domain, "kubelet.kubernetes.io") || strings.HasSuffix(domain, "node.kubernetes.io")
+	return inDomain(domain, "kubelet.kubernetes.io") || inDomain(domain, "node.kubernetes.io")
+}
+
+// inDomain reports whether domain is d or a subdomain of it.
+func inDomain(domain, d string) bool {
+	return domain == d || strings.HasSuffix(domain, "."+d)
 }
 
 func (b bootstrap) nodeLabels() string {

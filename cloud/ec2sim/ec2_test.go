@@ -14,7 +14,7 @@ import (
 func TestDescribeWorld(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 
 	azs, err := c.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
 	if err != nil {
@@ -86,7 +86,7 @@ func TestDescribeWorld(t *testing.T) {
 func TestDescribeInstanceTypesAndPrices(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 
 	n := 0
 	pg := ec2.NewDescribeInstanceTypesPaginator(c, &ec2.DescribeInstanceTypesInput{})
@@ -177,7 +177,7 @@ func TestDescribeInstanceTypesAndPrices(t *testing.T) {
 func TestLaunchTemplates(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	id := mustTemplate(t, ctx, c, s, "dovetail-default-abc", "x86_64", "")
 	if _, err := c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("dovetail-default-abc"), LaunchTemplateData: &ec2types.RequestLaunchTemplateData{}}); apiCode(err) != "InvalidLaunchTemplateName.AlreadyExistsException" {
 		t.Fatalf("duplicate name: %v", err)
@@ -201,7 +201,7 @@ func TestCreateFleetLifecycle(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock()
 	s := startSim(t, Config{Clock: clk, BootDelay: 30 * time.Second, TerminateDelay: 10 * time.Second, TerminatedRetention: time.Hour})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
 	sn := s.SubnetIDs()
 	out, err := c.CreateFleet(ctx, fleetInput("claim-1", lt, "spot", override{"m5.large", sn[0]}, override{"m5.large", sn[1]}, override{"c5.large", sn[0]}))
@@ -283,7 +283,7 @@ func TestCreateFleetIdempotent(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock()
 	s := startSim(t, Config{Clock: clk})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
 	sn := s.SubnetIDs()
 	in := fleetInput("claim-idem", lt, "on-demand", override{"m5.large", sn[0]}, override{"m5.xlarge", sn[1]})
@@ -320,7 +320,7 @@ func TestCreateFleetIdempotent(t *testing.T) {
 func TestCreateFleetInsufficientCapacity(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
 	sn := s.SubnetIDs()
 	// Spot m5.large is gone in zones a and b: EC2 reports both and falls to zone c.
@@ -364,7 +364,8 @@ func TestCreateFleetInsufficientCapacity(t *testing.T) {
 	}
 	// The same request on-demand succeeds: the fallback path a provider takes.
 	out, err = c.CreateFleet(ctx, fleetInput("ice-3", lt, "on-demand", override{"m5.large", sn[0]}, override{"c5.large", sn[0]}))
-	if err != nil || len(fleetIDs(out)) != 1 || out.Instances[0].Lifecycle != ec2types.InstanceLifecycleOnDemand || out.Instances[0].InstanceType != "m5.large" {
+	// c5.large (0.085) is cheaper than m5.large (0.096) on demand.
+	if err != nil || len(fleetIDs(out)) != 1 || out.Instances[0].Lifecycle != ec2types.InstanceLifecycleOnDemand || out.Instances[0].InstanceType != "c5.large" {
 		t.Fatalf("on-demand fallback: %+v %v", out, err)
 	}
 	// A pool of capacity 1 serves exactly one launch, then ICE; terminating returns capacity.
@@ -381,7 +382,7 @@ func TestCreateFleetInsufficientCapacity(t *testing.T) {
 func TestMaxSpotInstances(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{MaxSpotInstances: 1})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
 	sn := s.SubnetIDs()
 	if out, err := c.CreateFleet(ctx, fleetInput("s1", lt, "spot", override{"m5.large", sn[0]})); err != nil || len(fleetIDs(out)) != 1 {
@@ -396,7 +397,7 @@ func TestMaxSpotInstances(t *testing.T) {
 func TestArchMismatchAndMissingImage(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	lt := mustTemplate(t, ctx, c, s, "lt-arm", "arm64", "")
 	out, err := c.CreateFleet(ctx, fleetInput("arch", lt, "on-demand", override{"m5.large", s.SubnetIDs()[0]}, override{"m7g.large", s.SubnetIDs()[0]}))
 	if err != nil {
@@ -441,7 +442,7 @@ func TestThrottling(t *testing.T) {
 func TestRunInstances(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, Config{})
-	c := ec2Client(s, 1)
+	c := ec2Client(s, 3)
 	ami, _ := s.SSMParameter("/aws/service/bottlerocket/aws-k8s-1.37/x86_64/latest/image_id")
 	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
 		ImageId: aws.String(ami), InstanceType: "t3.medium", MinCount: aws.Int32(2), MaxCount: aws.Int32(2),

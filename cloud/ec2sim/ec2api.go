@@ -41,6 +41,7 @@ func newRequestID() string {
 
 // serveEC2 answers one EC2 Query request.
 func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, actions map[string]ec2Action) {
+	w = flooredWriter{w, time.Now()}
 	reqID := newRequestID()
 	if err := r.ParseForm(); err != nil {
 		s.writeEC2Error(w, "", &apiError{Status: 400, Code: "MalformedQueryString", Message: err.Error()}, reqID)
@@ -74,7 +75,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, actions map[strin
 	s.poke()
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
 	w.Header().Set("x-amzn-RequestId", reqID)
-	_, _ = w.Write(out.finish(action))
+	writeBody(w, http.StatusOK, out.finish(action))
 }
 
 func (s *Sim) writeEC2Error(w http.ResponseWriter, action string, e *apiError, reqID string) {
@@ -82,8 +83,37 @@ func (s *Sim) writeEC2Error(w http.ResponseWriter, action string, e *apiError, r
 	s.log.Debug("ec2sim error", "action", action, "code", e.Code, "msg", e.Message)
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
 	w.Header().Set("x-amzn-RequestId", reqID)
-	w.WriteHeader(e.Status)
-	_, _ = w.Write(errorXML(e, reqID))
+	writeBody(w, e.Status, errorXML(e, reqID))
+}
+
+// writeBody sends a complete answer with its Content-Length, no sooner
+// than responseFloor after the request arrived. Answering a loopback
+// request within microseconds races aws-sdk-go-v2, which closes the request
+// body as soon as the response headers arrive: Go's transport can then
+// fail the connection mid-response ("use of closed network connection",
+// aws/aws-sdk-go-v2#2737). Real EC2 is never that fast; a millisecond
+// floor removes the race, and the SDK's default retryer covers the rest.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// responseFloor is the least time an EC2 or SSM answer takes.
+const responseFloor = time.Millisecond
+
+// flooredWriter holds the status line back until responseFloor has passed
+// since the request arrived.
+type flooredWriter struct {
+	http.ResponseWriter
+	start time.Time
+}
+
+func (f flooredWriter) WriteHeader(code int) {
+	if d := responseFloor - time.Since(f.start); d > 0 {
+		time.Sleep(d)
+	}
+	f.ResponseWriter.WriteHeader(code)
 }
 
 // admit applies the configured latency and throttling to one API call.
@@ -140,9 +170,17 @@ func (s *Sim) createLaunchTemplate(p *params, w *xw) *apiError {
 	if name == "" {
 		return missingParam("LaunchTemplateName")
 	}
+	token := p.str("ClientToken")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, lt := range s.templates {
+		if token != "" && lt.token == token && lt.name == name {
+			// An idempotent retry: the template the first call created.
+			w.open("launchTemplate")
+			s.writeLaunchTemplate(w, lt)
+			w.close("launchTemplate")
+			return nil
+		}
 		if lt.name == name {
 			return &apiError{Status: 400, Code: "InvalidLaunchTemplateName.AlreadyExistsException", Message: fmt.Sprintf("Launch template name already in use: %s", name)}
 		}
@@ -152,7 +190,7 @@ func (s *Sim) createLaunchTemplate(p *params, w *xw) *apiError {
 		return &apiError{Status: 400, Code: "InvalidAMIID.NotFound", Message: fmt.Sprintf("The image id '[%s]' does not exist", img)}
 	}
 	lt := &launchTemplate{
-		id: s.nextID("lt"), name: name, created: s.clock.Now(),
+		id: s.nextID("lt"), name: name, created: s.clock.Now(), token: token,
 		imageID:   img,
 		instType:  p.str("LaunchTemplateData.InstanceType"),
 		userData:  p.str("LaunchTemplateData.UserData"),

@@ -2,12 +2,15 @@ package ec2sim
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -47,11 +50,19 @@ func startSim(t testing.TB, cfg Config) *Sim {
 	return s
 }
 
+// awsConfig uses the SDK's standard retryer (as a product would) with
+// short backoffs so throttling tests stay fast.
 func awsConfig(s *Sim, attempts int) aws.Config {
 	return aws.Config{
-		Region:           s.Region(),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
-		RetryMaxAttempts: attempts,
+		Region:      s.Region(),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDSIMULATOR", "secret", ""),
+		Retryer: func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = attempts
+				o.MaxBackoff = 20 * time.Millisecond
+				o.RateLimiter = ratelimit.None
+			})
+		},
 	}
 }
 
@@ -139,3 +150,21 @@ func fleetIDs(out *ec2.CreateFleetOutput) []string {
 	}
 	return ids
 }
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// noRetry makes an SDK client try once.
+type noRetry struct{}
+
+func (noRetry) IsErrorRetryable(error) bool                  { return false }
+func (noRetry) MaxAttempts() int                             { return 1 }
+func (noRetry) RetryDelay(int, error) (time.Duration, error) { return 0, nil }
+func (noRetry) GetRetryToken(context.Context, error) (func(error) error, error) {
+	return func(error) error { return nil }, nil
+}
+func (noRetry) GetInitialToken() func(error) error { return func(error) error { return nil } }
+func (noRetry) GetAttemptToken(context.Context) (func(error) error, error) {
+	return func(error) error { return nil }, nil
+}
+
+func asErr[T error](err error, target *T) bool { return errors.As(err, target) }

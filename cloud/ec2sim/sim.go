@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -387,6 +386,24 @@ func (s *Sim) stepLocked(now time.Time) (time.Time, effects) {
 				} else if in.action != nil {
 					soonest(in.action.deadline)
 				}
+				// Retirement and stop events take the instance away at
+				// NotBefore (the simulator has no stopped state, so a stop
+				// ends like a retirement); reboots only complete.
+				for _, e := range in.events {
+					if e.state != "active" {
+						continue
+					}
+					if now.Before(e.notBefore) {
+						soonest(e.notBefore)
+						continue
+					}
+					e.state = "completed"
+					e.desc = "[Completed] " + e.desc
+					if in.state == stateRunning && (e.code == "instance-retirement" || e.code == "instance-stop") {
+						s.beginTerminateLocked(in, now, "Server.ScheduledStop", "Server.ScheduledStop: Stopped due to scheduled retirement")
+						changed = true
+					}
+				}
 			case stateShuttingDown:
 				if !now.Before(in.terminateAt) {
 					in.state = stateTerminated
@@ -459,13 +476,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func hasPrefixAny(s string, prefixes ...string) bool {
-	for _, p := range prefixes {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // ssmParameter is the JSON shape of an SSM Parameter.
@@ -21,6 +22,7 @@ type ssmParameter struct {
 
 // serveSSM answers SSM's JSON 1.1 protocol (X-Amz-Target: AmazonSSM.X).
 func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
+	w = flooredWriter{w, time.Now()}
 	target := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "AmazonSSM.")
 	s.metrics.calls.WithLabelValues("ssm:" + target).Inc()
 	reqID := newRequestID()
@@ -28,8 +30,8 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 		s.metrics.errors.WithLabelValues("ssm:"+target, code).Inc()
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		w.Header().Set("x-amzn-RequestId", reqID)
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]string{"__type": code, "message": msg})
+		b, _ := json.Marshal(map[string]string{"__type": code, "message": msg})
+		writeBody(w, status, b)
 	}
 	if !s.admit(r) {
 		fail(400, "ThrottlingException", "Rate exceeded")
@@ -82,7 +84,8 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Header().Set("x-amzn-RequestId", reqID)
-	_ = json.NewEncoder(w).Encode(out)
+	b, _ := json.Marshal(out)
+	writeBody(w, http.StatusOK, b)
 }
 
 func (s *Sim) ssmJSON(p *ssmParam) ssmParameter {

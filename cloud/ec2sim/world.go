@@ -69,6 +69,7 @@ type ssmParam struct {
 
 type launchTemplate struct {
 	id, name  string
+	token     string // ClientToken of the create call
 	created   time.Time
 	imageID   string
 	instType  string

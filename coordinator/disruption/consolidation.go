@@ -207,13 +207,12 @@ func sortPodsLargestFirst(pods []*Pod) {
 
 // offer is one way to launch a replacement.
 type offer struct {
-	it      *cloud.InstanceType
-	alloc   Resources
-	labels  map[string]string // type labels + zone + capacity type
-	zone    string
-	ct      string
-	price   float64
-	allowed bool
+	it     *cloud.InstanceType
+	alloc  Resources
+	labels map[string]string // type labels + zone + capacity type
+	zone   string
+	ct     string
+	price  float64
 }
 
 // ResourcesOf converts a Kubernetes resource list.

@@ -16,6 +16,11 @@ import (
 const (
 	ExplainNodePath = "/v1/explain/node/" // + NAME
 	ExplainPodPath  = "/v1/explain/pod/"  // + NAMESPACE/NAME
+	// SnapshotPath serves the snapshot of the latest plan (JSON Snapshot),
+	// for offline replay: dovetail explain -f FILE.
+	SnapshotPath = "/v1/disruption/snapshot"
+	// PlanPath serves the latest plan (JSON Plan) and rollout states.
+	PlanPath = "/v1/disruption/plan"
 )
 
 // Explanation says what the leader decided about one node or pod and why:
@@ -222,8 +227,8 @@ type ExplainSource interface {
 	LatestPlan() (p *Plan, s *Snapshot, ok bool)
 }
 
-// ExplainHandler serves ExplainNodePath and ExplainPodPath from src, for the
-// coordinator's HTTP API to mount on both prefixes.
+// ExplainHandler serves ExplainNodePath, ExplainPodPath, SnapshotPath and
+// PlanPath from src, for the coordinator's HTTP API to mount on all four.
 func ExplainHandler(src ExplainSource) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, s, ok := src.LatestPlan()
@@ -231,8 +236,12 @@ func ExplainHandler(src ExplainSource) http.Handler {
 			http.Error(w, "no disruption plan on this replica yet (not the leader, or first pass pending)", http.StatusServiceUnavailable)
 			return
 		}
-		var e Explanation
+		var e any
 		switch {
+		case r.URL.Path == SnapshotPath:
+			e = s
+		case r.URL.Path == PlanPath:
+			e = p
 		case strings.HasPrefix(r.URL.Path, ExplainNodePath):
 			name := strings.TrimPrefix(r.URL.Path, ExplainNodePath)
 			if name == "" {

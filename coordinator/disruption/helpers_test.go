@@ -114,7 +114,6 @@ func snapshot(t testing.TB, pools []Pool, nodes ...Node) *Snapshot {
 		NodeClasses: []NodeClass{{Name: "default", AMIs: []AMIRef{{ID: "ami-old", Arch: "amd64"}}}}}
 }
 
-
 func skipFor(p Plan, node string, method Reason) *Skip {
 	for i := range p.Skipped {
 		if p.Skipped[i].Node == node && p.Skipped[i].Method == method {

@@ -191,10 +191,10 @@ type NodeClass struct {
 	Name string `json:"name"`
 	// Hash of the NodeClass spec, compared with the node's
 	// karpenter.k8s.aws/ec2nodeclass-hash annotation.
-	Hash           string      `json:"hash,omitempty"`
-	AMIs           []AMIRef    `json:"amis,omitempty"`
-	Subnets        []string    `json:"subnets,omitempty"`
-	SecurityGroups []string    `json:"securityGroups,omitempty"`
+	Hash           string   `json:"hash,omitempty"`
+	AMIs           []AMIRef `json:"amis,omitempty"`
+	Subnets        []string `json:"subnets,omitempty"`
+	SecurityGroups []string `json:"securityGroups,omitempty"`
 }
 
 // Snapshot is everything a disruption decision looks at, taken at one

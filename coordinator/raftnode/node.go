@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/logbridge"
@@ -60,6 +61,11 @@ type Config struct {
 	DeadServerTimeout time.Duration
 
 	Logger *slog.Logger
+
+	// LinkDown is a test hook: while it returns true for a target Raft
+	// address, this replica can neither dial it nor use pooled connections
+	// to it. Set it on every replica to simulate a network partition.
+	LinkDown func(target string) bool
 }
 
 func (c *Config) defaults() {
@@ -102,6 +108,7 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *fsm.FSM
 	wal    *wal.WAL
+	meta   *metadb.BoltMetaDB
 	trans  *raft.NetworkTransport
 	notify chan bool
 
@@ -149,18 +156,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if segSize <= 0 {
 		segSize = 64 << 20
 	}
-	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize))
+	// raft-wal's Close leaves its meta database open (and flock'ed), so the
+	// node owns it and closes it itself; otherwise a restart in the same
+	// process would block forever on the lock.
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize), wal.WithMetaStore(meta))
 	if err != nil {
 		return nil, fmt.Errorf("open raft wal: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl.Named("snapshots"))
 	if err != nil {
 		_ = w.Close()
+		_ = meta.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	stream, err := newStreamLayer(cfg.BindAddr, advertise, cfg.ServerTLS, cfg.ClientTLS)
+	stream, err := newStreamLayer(cfg.BindAddr, advertise, cfg.ServerTLS, cfg.ClientTLS, cfg.LinkDown)
 	if err != nil {
 		_ = w.Close()
+		_ = meta.Close()
 		return nil, err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -189,15 +202,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		_ = trans.Close()
 		_ = w.Close()
+		_ = meta.Close()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
 	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		_ = w.Close()
+		_ = meta.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, trans: trans, notify: notify,
+	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, meta: meta, trans: trans, notify: notify,
 		failedAt: map[raft.ServerID]time.Time{}}
 	n.obsCh = make(chan raft.Observation, 64)
 	n.obs = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
@@ -436,6 +451,9 @@ func (n *Node) Kill() error {
 	}
 	if err := n.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close wal: %w", err))
+	}
+	if err := n.meta.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close wal meta: %w", err))
 	}
 	return errors.Join(errs...)
 }

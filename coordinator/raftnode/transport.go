@@ -18,6 +18,32 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	client    *tls.Config // nil: plain TCP (tests only)
+	linkDown  func(target string) bool
+}
+
+// faultyConn fails every read and write while its link is down, so a test
+// partition also cuts connections that were already pooled.
+type faultyConn struct {
+	net.Conn
+	down func() bool
+}
+
+var errLinkDown = errors.New("link down (test partition)")
+
+func (c *faultyConn) Read(b []byte) (int, error) {
+	if c.down() {
+		_ = c.Conn.Close()
+		return 0, errLinkDown
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *faultyConn) Write(b []byte) (int, error) {
+	if c.down() {
+		_ = c.Conn.Close()
+		return 0, errLinkDown
+	}
+	return c.Conn.Write(b)
 }
 
 type hostAddr string
@@ -25,7 +51,7 @@ type hostAddr string
 func (a hostAddr) Network() string { return "tcp" }
 func (a hostAddr) String() string  { return string(a) }
 
-func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config) (*streamLayer, error) {
+func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config, linkDown func(string) bool) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
@@ -36,19 +62,29 @@ func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config) (*
 	if advertise == "" {
 		advertise = ln.Addr().String()
 	}
-	return &streamLayer{Listener: ln, advertise: hostAddr(advertise), client: clientTLS}, nil
+	return &streamLayer{Listener: ln, advertise: hostAddr(advertise), client: clientTLS, linkDown: linkDown}, nil
 }
 
 func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	if s.client == nil {
-		return d.Dial("tcp", string(address))
+	if s.linkDown != nil && s.linkDown(string(address)) {
+		return nil, errLinkDown
 	}
-	conn, err := tls.DialWithDialer(d, "tcp", string(address), s.client)
+	d := &net.Dialer{Timeout: timeout}
+	var conn net.Conn
+	var err error
+	if s.client == nil {
+		conn, err = d.Dial("tcp", string(address))
+	} else {
+		conn, err = tls.DialWithDialer(d, "tcp", string(address), s.client)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("raft mTLS dial %s: %w", address, err)
+		return nil, fmt.Errorf("raft dial %s: %w", address, err)
+	}
+	if s.linkDown != nil {
+		target := string(address)
+		conn = &faultyConn{Conn: conn, down: func() bool { return s.linkDown(target) }}
 	}
 	return conn, nil
 }

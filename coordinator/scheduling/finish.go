@@ -1,11 +1,12 @@
 package scheduling
 
 import (
+	"cmp"
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
-
-	corev1 "k8s.io/api/core/v1"
+	"strings"
 
 	"github.com/dovetail-dev/dovetail/cloud"
 )
@@ -49,9 +50,8 @@ func (s *solver) finish() Result {
 }
 
 type candidate struct {
-	i     int
-	pt    *poolType
-	price float64
+	i  int
+	pt *poolType
 }
 
 // finalize builds the NodeClaim for a new slot: every pool type that
@@ -59,40 +59,27 @@ type candidate struct {
 // capacity types and keeps the pool within limits, cheapest first.
 func (s *solver) finalize(sl *slot) NewNodeClaim {
 	pool := sl.pool
-	spotOK := false
 	var cands []candidate
-	for i, pt := range pool.types {
-		if !sl.typeSet.has(i) || !sl.used.lessOrEqual(pt.cap) || !pt.it.avail(sl.zoneMask, sl.ctMask) {
+	var rest []candidate // beyond MaxInstanceTypes, kept only for minValues
+	for _, i := range s.priceOrder(pool, sl.zoneMask, sl.ctMask) {
+		pt := pool.types[i]
+		if !sl.typeSet.has(i) || !sl.used.lessOrEqual(pt.cap) || !s.underReservation(pool, sl, pt) {
 			continue
 		}
-		if !s.underReservation(pool, sl, pt) {
-			continue
-		}
-		cands = append(cands, candidate{i: i, pt: pt, price: pt.it.price(sl.zoneMask, sl.ctMask)})
-		if sl.ctMask&(1<<ctSpot) != 0 && pt.it.zonesByCT[ctSpot]&sl.zoneMask != 0 {
-			spotOK = true
+		c := candidate{i: i, pt: pt}
+		if len(cands) < s.opts.MaxInstanceTypes {
+			cands = append(cands, c)
+		} else if len(pool.minVals) > 0 {
+			rest = append(rest, c)
+		} else {
+			break
 		}
 	}
 	if len(cands) == 0 && sl.target >= 0 {
 		// The target always qualifies; this only guards against rounding.
-		pt := pool.types[sl.target]
-		cands = append(cands, candidate{i: sl.target, pt: pt, price: pt.it.price(sl.zoneMask, sl.ctMask)})
+		cands = append(cands, candidate{i: sl.target, pt: pool.types[sl.target]})
 	}
-	if spotOK {
-		// Spot is preferred: rank by spot price only among types that have it.
-		for j := range cands {
-			if cands[j].pt.it.zonesByCT[ctSpot]&sl.zoneMask == 0 {
-				cands[j].price = math.Inf(1)
-			}
-		}
-	}
-	sort.SliceStable(cands, func(a, b int) bool {
-		if cands[a].price != cands[b].price {
-			return cands[a].price < cands[b].price
-		}
-		return cands[a].pt.it.it.Name < cands[b].pt.it.it.Name
-	})
-	cands = s.truncate(pool, cands)
+	cands = s.extendForMinValues(pool, cands, rest)
 
 	var opts []cloud.LaunchOption
 	var odOpts []cloud.LaunchOption
@@ -116,14 +103,14 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 		}
 	}
 	byPrice := func(l []cloud.LaunchOption) {
-		sort.SliceStable(l, func(a, b int) bool {
-			if l[a].Price != l[b].Price {
-				return l[a].Price < l[b].Price
+		slices.SortStableFunc(l, func(a, b cloud.LaunchOption) int {
+			if a.Price != b.Price {
+				return cmp.Compare(a.Price, b.Price)
 			}
-			if l[a].InstanceType != l[b].InstanceType {
-				return l[a].InstanceType < l[b].InstanceType
+			if a.InstanceType != b.InstanceType {
+				return strings.Compare(a.InstanceType, b.InstanceType)
 			}
-			return l[a].Zone < l[b].Zone
+			return strings.Compare(a.Zone, b.Zone)
 		})
 	}
 	byPrice(opts)
@@ -186,34 +173,76 @@ func (s *solver) underReservation(pool *poolInfo, sl *slot, pt *poolType) bool {
 	return true
 }
 
-// truncate keeps MaxInstanceTypes types, extending the list where needed
-// to keep minValues distinct values of each key.
-func (s *solver) truncate(pool *poolInfo, cands []candidate) []candidate {
-	max := s.opts.MaxInstanceTypes
-	if len(cands) <= max {
-		return cands
-	}
-	out := append([]candidate(nil), cands[:max]...)
-	for k, mv := range pool.minVals {
-		if k == LabelZone || k == LabelCapacityType {
-			continue
+// extendForMinValues adds types from rest (in price order) until every
+// minValues requirement has enough distinct values in the list.
+func (s *solver) extendForMinValues(pool *poolInfo, cands, rest []candidate) []candidate {
+	keys := make([]string, 0, len(pool.minVals))
+	for k := range pool.minVals {
+		if k != LabelZone && k != LabelCapacityType {
+			keys = append(keys, k)
 		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		mv := pool.minVals[k]
 		seen := map[string]bool{}
-		for _, c := range out {
+		for _, c := range cands {
 			seen[c.pt.it.it.Labels[k]] = true
 		}
-		for _, c := range cands[max:] {
+		for _, c := range rest {
 			if len(seen) >= mv {
 				break
 			}
 			v := c.pt.it.it.Labels[k]
 			if !seen[v] {
 				seen[v] = true
-				out = append(out, c)
+				cands = append(cands, c)
 			}
 		}
 	}
-	return out
+	return cands
 }
 
-var _ = corev1.ResourceCPU
+type orderKey struct {
+	pool *poolInfo
+	zm   uint64
+	cm   uint8
+}
+
+// priceOrder returns the pool's types offered in the masks, cheapest
+// first; when spot is allowed, types with a spot offering come first (by
+// spot price), the rest after them by their on-demand price. Memoised per
+// masks, so finishing thousands of NodeClaims sorts only a handful of times.
+func (s *solver) priceOrder(pool *poolInfo, zm uint64, cm uint8) []int {
+	k := orderKey{pool, zm, cm}
+	if o, ok := s.orders[k]; ok {
+		return o
+	}
+	type e struct {
+		i     int
+		spot  bool
+		price float64
+	}
+	var es []e
+	for i, pt := range pool.types {
+		if !pt.it.avail(zm, cm) {
+			continue
+		}
+		es = append(es, e{i: i, spot: cm&(1<<ctSpot) != 0 && pt.it.zonesByCT[ctSpot]&zm != 0, price: pt.it.price(zm, cm)})
+	}
+	sort.Slice(es, func(a, b int) bool {
+		if es[a].spot != es[b].spot {
+			return es[a].spot
+		}
+		if es[a].price != es[b].price {
+			return es[a].price < es[b].price
+		}
+		return pool.types[es[a].i].it.it.Name < pool.types[es[b].i].it.it.Name
+	})
+	out := make([]int, len(es))
+	for j, x := range es {
+		out[j] = x.i
+	}
+	s.orders[k] = out
+	return out
+}

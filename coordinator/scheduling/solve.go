@@ -11,6 +11,12 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 )
 
+// Packing strategy switches, chosen by measurement (see README).
+var (
+	strategyInterleave = true
+	strategyAggregate  = true
+)
+
 type slotKind int
 
 const (
@@ -76,6 +82,14 @@ type solver struct {
 	unsched    []Unschedulable
 	universe   map[string][]string
 	scratch    bitset
+	orders     map[orderKey][]int
+	// remaining is the demand of the pods not yet placed; runLeft how many
+	// identical pods (this one included) are left in the current run.
+	remaining vec
+	runLeft   int64
+	// strategy switches (see README "Packing strategy").
+	interleave bool
+	aggregate  bool
 }
 
 func (s *solver) warn(w string) {
@@ -95,7 +109,7 @@ func Solve(snap Snapshot, opts Options) Result {
 	s := &solver{
 		snap: &snap, opts: opts, ri: newResourceIndex(),
 		zoneIdx: map[string]int{}, ctIdx: map[string]int{}, typeKeys: map[string]bool{},
-		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{},
+		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{}, orders: map[orderKey][]int{},
 	}
 	s.ctIndex(cloud.CapacityTypeSpot)
 	s.ctIndex(cloud.CapacityTypeOnDemand)
@@ -109,6 +123,7 @@ func Solve(snap Snapshot, opts Options) Result {
 	s.compilePools(demand)
 	s.buildSlots()
 	s.countExisting()
+	s.interleave, s.aggregate = strategyInterleave, strategyAggregate
 	s.schedule()
 	res := s.finish()
 	return res
@@ -394,12 +409,56 @@ func (s *solver) schedule() {
 		}
 		return a.name < b.name
 	})
-	var run runState
+	s.remaining = make(vec, len(s.ri.names))
+	for _, p := range pods {
+		s.remaining.addInPlace(p.req)
+	}
+	// Runs: maximal sequences of pods with the same class and requests.
+	type runInfo struct {
+		state runState
+		left  int64
+		pos   int64
+	}
+	var runs []*runInfo
+	runOf := make([]int, len(pods))
 	for i, p := range pods {
 		if i == 0 || p.class != pods[i-1].class || compareVec(p.req, pods[i-1].req) != 0 {
-			run = runState{}
+			runs = append(runs, &runInfo{})
 		}
-		s.placePod(p, &run)
+		runOf[i] = len(runs) - 1
+		runs[len(runs)-1].left++
+	}
+	order := make([]int, len(pods))
+	for i := range order {
+		order[i] = i
+	}
+	if s.interleave {
+		// Interleave runs in proportion to their sizes so every stretch of
+		// the order carries the batch's overall mix of shapes: nodes then
+		// fill with complementary (cpu-heavy next to memory-heavy) pods.
+		key := make([]float64, len(pods))
+		for i := range pods {
+			r := runs[runOf[i]]
+			key[i] = (float64(r.pos) + 0.5) / float64(r.left)
+			r.pos++
+		}
+		sort.SliceStable(order, func(a, b int) bool {
+			pa, pb := pods[order[a]], pods[order[b]]
+			if pa.class.hostCapped != pb.class.hostCapped {
+				return pa.class.hostCapped
+			}
+			return key[order[a]] < key[order[b]]
+		})
+	}
+	for _, i := range order {
+		p := pods[i]
+		r := runs[runOf[i]]
+		s.runLeft = r.left
+		s.placePod(p, &r.state)
+		r.left--
+		for d, x := range p.req {
+			s.remaining[d] -= x
+		}
 	}
 }
 
@@ -590,7 +649,7 @@ func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, pe
 		return false, true
 	}
 	if target < 0 {
-		target = s.pickTarget(sl, types, zm, cm, need)
+		target = s.pickTarget(sl, p, types, zm, cm, need)
 		if target < 0 {
 			return false, true
 		}
@@ -626,24 +685,59 @@ func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, pe
 	return true, false
 }
 
-// pickTarget chooses the best-ranked type for a new slot that holds need,
-// is offered in the masks and keeps the pool within its limits.
-func (s *solver) pickTarget(sl *slot, types bitset, zm uint64, cm uint8, need vec) int {
+// pickTarget chooses the type a new slot is packed against, among the
+// pool's types that hold need, are offered in the masks and keep the pool
+// within its limits.
+//
+// For a run of identical pods the choice is exact: a node of type t holds
+// n_t = min_r floor(free_r / request_r) of them, so covering the N pods
+// left in the run with t costs ceil(N / n_t) × price_t; the cheapest total
+// wins (ties: more pods per node). Nodes therefore specialise: cpu-heavy
+// runs get compute-optimised types, memory-heavy runs memory-optimised
+// ones, and a run's last node is the cheapest that holds its tail.
+//
+// Pods of hostname-capped classes take at most a few per node, so their
+// nodes are sized to cover everything still pending as cheaply as possible
+// (price / min(1, min_r capacity_r / demand_r)); other pods fill them.
+// Either way finalize later shrinks each slot to the cheapest types that
+// hold what it actually got.
+func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec) int {
 	pool := sl.pool
-	for _, i := range pool.ranking {
-		if !types.has(i) {
+	capped := p.class.hostCapped || s.aggregate
+	n := float64(max(1, s.runLeft))
+	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
+	for i, pt := range pool.types {
+		if !types.has(i) || !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) || !s.withinLimits(pool, sl, pt) {
 			continue
 		}
-		pt := pool.types[i]
-		if !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) {
-			continue
+		price := pt.it.price(zm, cm)
+		var score, per float64
+		if capped {
+			f := math.Inf(1)
+			for _, d := range []int{dimCPU, dimMemory, dimPods} {
+				want := sl.used.get(d) + s.remaining.get(d)
+				if want > 0 {
+					f = min(f, float64(pt.cap.get(d))/float64(want))
+				}
+			}
+			score, per = price/min(1, f), f
+		} else {
+			per = math.Inf(1)
+			for d, r := range p.req {
+				if r > 0 {
+					per = min(per, math.Floor(float64(pt.cap.get(d)-sl.used.get(d))/float64(r)))
+				}
+			}
+			if per < 1 {
+				continue
+			}
+			score = math.Ceil(n/min(per, n)) * price
 		}
-		if !s.withinLimits(pool, sl, pt) {
-			continue
+		if score < bestScore || (score == bestScore && (per > bestPer || (per == bestPer && (price < bestPrice || (price == bestPrice && pt.it.it.Name < pool.types[best].it.it.Name))))) {
+			best, bestScore, bestPer, bestPrice = i, score, per, price
 		}
-		return i
 	}
-	return -1
+	return best
 }
 
 func (s *solver) withinLimits(pool *poolInfo, sl *slot, pt *poolType) bool {

@@ -182,8 +182,10 @@ type Row struct {
 	PodsPerSecond float64       `json:"podsPerSecond"`
 	Nodes         int           `json:"nodes"`
 	Price         float64       `json:"pricePerHour"`
-	Bound         float64       `json:"lowerBound"`
-	Ratio         float64       `json:"ratio"`
+	Bound         float64       `json:"lowerBound"` // the issue's per-resource bound
+	LPBound       float64       `json:"lpBound"`    // linear-relaxation bound (tighter)
+	Ratio         float64       `json:"ratio"`   // price / Bound
+	LPRatio       float64       `json:"lpRatio"` // price / LPBound
 	PeakHeapMiB   float64       `json:"peakHeapMiB"`
 	Unschedulable int           `json:"unschedulable"`
 }
@@ -212,12 +214,15 @@ func Measure(c Case) Row {
 	d := time.Since(start)
 	peak := stop()
 	r := Row{Catalogue: c.Catalogue, Mix: c.Mix, Pods: c.Pods, Duration: d, Nodes: len(res.NewNodeClaims),
-		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable)}
+		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), LPBound: LPBound(pods, c.Types), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable)}
 	if d > 0 {
 		r.PodsPerSecond = float64(c.Pods) / d.Seconds()
 	}
 	if r.Bound > 0 {
 		r.Ratio = r.Price / r.Bound
+	}
+	if r.LPBound > 0 {
+		r.LPRatio = r.Price / r.LPBound
 	}
 	return r
 }
@@ -281,11 +286,11 @@ func Cases(real, synthetic []*cloud.InstanceType, sizes []int) []Case {
 
 // Print writes rows as an aligned table.
 func Print(w io.Writer, rows []Row) {
-	fmt.Fprintf(w, "%-14s %-10s %6s %10s %10s %6s %10s %10s %6s %9s %6s\n",
-		"catalogue", "mix", "pods", "time", "pods/s", "nodes", "$/hour", "bound", "ratio", "heapMiB", "unsch")
-	fmt.Fprintln(w, strings.Repeat("-", 107))
+	fmt.Fprintf(w, "%-14s %-10s %6s %9s %8s %6s %10s %10s %6s %10s %6s %8s %5s\n",
+		"catalogue", "mix", "pods", "time", "pods/s", "nodes", "$/hour", "bound", "ratio", "LP bound", "LPratio", "heapMiB", "unsch")
+	fmt.Fprintln(w, strings.Repeat("-", 118))
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-14s %-10s %6d %10s %10.0f %6d %10.3f %10.3f %6.3f %9.1f %6d\n",
-			r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.PeakHeapMiB, r.Unschedulable)
+		fmt.Fprintf(w, "%-14s %-10s %6d %9s %8.0f %6d %10.3f %10.3f %6.2f %10.3f %6.3f %8.1f %5d\n",
+			r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.LPBound, r.LPRatio, r.PeakHeapMiB, r.Unschedulable)
 	}
 }

@@ -1,0 +1,105 @@
+package ec2
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+)
+
+// With the SDK's retries off, Dovetail's own fleet-level backoff still gets
+// a throttled CreateFleet through, under the same client token.
+func TestFleetThrottlingRetriedByProvider(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	p2, err := New(ctx, Config{Region: e.sim.Region(), Endpoint: e.sim.URL(), Credentials: e.p.cfg.Credentials, ClusterName: testCluster,
+		Clock: e.clock, Logger: e.p.cfg.Logger, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slept []time.Duration
+	p2.sleep = func(ctx context.Context, d time.Duration) error { slept = append(slept, d); return nil }
+	nc := testNodeClass("default")
+	warm := request("", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096))
+	warm.ClientToken = "warm"
+	if _, err := p2.Create(ctx, nc, warm); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Throttle(3, 0)
+	req := request("", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096))
+	req.ClientToken = "throttled"
+	inst, err := p2.Create(ctx, nc, req)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if len(slept) != 3 || slept[1] != 2*slept[0] {
+		t.Fatalf("backoff = %v, want 3 doubling waits", slept)
+	}
+	if info, ok := e.sim.Instance(inst.ID); !ok || info.ClientToken != "throttled-on-demand-0" {
+		t.Fatalf("instance %+v", info)
+	}
+	e.sim.Throttle(10, 0)
+	req.ClientToken = "throttled-out"
+	if _, err := p2.Create(ctx, nc, req); !isThrottle(err) || errorCode(err) != "RequestLimitExceeded" {
+		t.Fatalf("Create past the retry budget = %v", err)
+	}
+	e.sim.Throttle(0, 0)
+}
+
+func TestSSMParameterTermAndTagging(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	param := "/aws/service/eks/optimized-ami/1.37/amazon-linux-2023/arm64/standard/recommended/image_id"
+	want, _ := e.sim.SSMParameter(param)
+	r, err := e.p.ResolveNodeClass(ctx, testNodeClass("ssm", awsv1.AMISelectorTerm{SSMParameter: param}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.AMIs) != 1 || r.AMIs[0].ID != want || r.AMIs[0].Arch != "arm64" {
+		t.Fatalf("ssmParameter term = %+v, want %s", r.AMIs, want)
+	}
+	if _, err := e.p.ResolveNodeClass(ctx, testNodeClass("ssm-missing", awsv1.AMISelectorTerm{SSMParameter: "/nope"})); !errors.Is(err, ErrNoAMI) {
+		t.Fatalf("missing parameter: %v", err)
+	}
+
+	inst, err := e.p.Create(ctx, testNodeClass("default"), request("claim-tag", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.Tag(ctx, inst.ID, map[string]string{"Name": "ip-10-0-0-10.ec2.internal"}); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := e.sim.Instance(inst.ID); info.Tags["Name"] != "ip-10-0-0-10.ec2.internal" || info.Tags[cloud.TagNodeClaim] != "claim-tag" {
+		t.Fatalf("tags = %v", info.Tags)
+	}
+
+	// MarkUnavailable feeds the ICE cache from outside (e.g. a spot interruption).
+	e.p.MarkUnavailable("m5.large", "us-east-1b", cloud.CapacityTypeSpot, "SpotInterruption")
+	if ice := e.p.ICE(); len(ice) != 1 || ice[0].Code != "SpotInterruption" {
+		t.Fatalf("ICE = %+v", ice)
+	}
+	// Refresh drops caches: the next InstanceTypes asks EC2 again.
+	if _, err := e.p.InstanceTypes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes"))
+	if _, err := e.p.InstanceTypes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes")); got != before {
+		t.Fatalf("cached InstanceTypes called DescribeInstanceTypes")
+	}
+	e.p.Refresh()
+	if _, err := e.p.InstanceTypes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes")); got == before {
+		t.Fatalf("Refresh did not refetch")
+	}
+}

@@ -1,0 +1,101 @@
+package ec2sim
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dovetail-dev/dovetail/controlplane"
+)
+
+// TestNodeRegistration runs against the real local control plane (skipped
+// when its binaries are not built, failed under CI=true).
+func TestNodeRegistration(t *testing.T) {
+	cp := controlplane.StartForTest(t)
+	clk := newFakeClock()
+	s := startSim(t, Config{Clock: clk, BootDelay: 10 * time.Second, RESTConfig: cp.RESTConfig})
+	kc, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userData := "#!/bin/bash\n/etc/eks/bootstrap.sh x --kubelet-extra-args '--node-labels=karpenter.sh/nodepool=default,team=a --register-with-taints=karpenter.sh/unregistered=:NoExecute'\n"
+	id := launchOne(t, s, "node-1", "spot", "m5.large", b64(userData))
+	info, _ := s.Instance(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Pending: no Node yet.
+	if err := s.WaitNodesSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.CoreV1().Nodes().Get(ctx, info.PrivateDNS, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("node exists while pending: %v", err)
+	}
+	clk.Advance(11 * time.Second)
+	s.Reconcile()
+	if err := s.WaitNodesSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	node, err := kc.CoreV1().Nodes().Get(ctx, info.PrivateDNS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		corev1.LabelInstanceTypeStable:      "m5.large",
+		corev1.LabelArchStable:              "amd64",
+		corev1.LabelTopologyZone:            "us-east-1a",
+		corev1.LabelTopologyRegion:          "us-east-1",
+		"karpenter.sh/capacity-type":        "spot",
+		"karpenter.sh/nodepool":             "default",
+		"team":                              "a",
+		"karpenter.k8s.aws/instance-family": "m5",
+		"karpenter.k8s.aws/instance-cpu":    "2",
+	}
+	for k, v := range want {
+		if node.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, node.Labels[k], v)
+		}
+	}
+	if node.Spec.ProviderID != "aws:///us-east-1a/"+id || node.Annotations[KwokAnnotation] != "fake" {
+		t.Errorf("providerID %q annotations %v", node.Spec.ProviderID, node.Annotations)
+	}
+	if len(node.Spec.Taints) == 0 || node.Spec.Taints[0].Key != "karpenter.sh/unregistered" {
+		t.Errorf("taints %v", node.Spec.Taints)
+	}
+	if cpu := node.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != 2 {
+		t.Errorf("capacity %v", node.Status.Capacity)
+	}
+	// kwok makes it Ready.
+	ready := false
+	for !ready && ctx.Err() == nil {
+		n, err := kc.CoreV1().Nodes().Get(ctx, info.PrivateDNS, metav1.GetOptions{})
+		if err == nil {
+			for _, c := range n.Status.Conditions {
+				ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
+			}
+		}
+		if !ready {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !ready {
+		t.Fatal("node never became Ready")
+	}
+
+	if err := s.TerminateInstance(id); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second)
+	s.Reconcile()
+	if err := s.WaitNodesSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.CoreV1().Nodes().Get(ctx, info.PrivateDNS, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("node still there after terminate: %v", err)
+	}
+}

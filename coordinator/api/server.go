@@ -1,0 +1,361 @@
+// Package api is the coordinator's HTTP/JSON API: cluster status, nodes with
+// health, launches and rollouts for the CLI; report intake from node agents
+// (any replica accepts, non-leaders forward to the leader, the leader commits
+// to Raft); /healthz, /readyz and /metrics for Kubernetes and Prometheus.
+//
+// Reads are served from the replica's applied state. ?consistent=1 makes
+// a read linearizable: it is forwarded to the leader, which passes a Raft
+// barrier before reading.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// Backend is the replica as the API sees it (raftnode.Node).
+type Backend interface {
+	ID() string
+	IsLeader() bool
+	Term() uint64
+	Leader() (id, addr string)
+	LeaderHTTPAddr() string
+	Apply(ctx context.Context, c fsm.Command) error
+	Barrier(ctx context.Context) error
+	State() *fsm.State
+	Raft() *raft.Raft
+	Servers() ([]raft.Server, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	Backend Backend
+	// Gatherer serves /metrics (default: prometheus.DefaultGatherer).
+	Gatherer prometheus.Gatherer
+	// NodeGrace is the post-failover grace period reported in status.
+	NodeGrace time.Duration
+	// MaxLag is how many entries behind the commit index a replica may be
+	// and still be ready (default 1000).
+	MaxLag uint64
+	// Client forwards requests to the leader.
+	Client *http.Client
+	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
+	Extra map[string]http.Handler
+	Now   func() time.Time
+	Log   *slog.Logger
+}
+
+// Handler serves the API.
+type Handler struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns the API handler.
+func New(cfg Config) *Handler {
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.DefaultGatherer
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = 1000
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 15 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.NodeGrace == 0 {
+		cfg.NodeGrace = 2 * time.Minute
+	}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	h.mux.HandleFunc("GET "+PathReadyz, h.readyz)
+	h.mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	h.mux.HandleFunc("GET "+PathStatus, h.read(h.status))
+	h.mux.HandleFunc("GET "+PathNodes, h.read(h.nodes))
+	h.mux.HandleFunc("GET "+PathNodes+"/{name}", h.read(h.node))
+	h.mux.HandleFunc("GET "+PathLaunches, h.read(h.launches))
+	h.mux.HandleFunc("GET "+PathRollouts, h.read(h.rollouts))
+	h.mux.HandleFunc("GET "+PathDisruptions, h.read(h.disruptions))
+	h.mux.HandleFunc("POST "+report.Path, h.postReport)
+	for p, eh := range cfg.Extra {
+		h.mux.Handle(p, eh)
+	}
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(HeaderServedBy, h.cfg.Backend.ID())
+	h.mux.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (h *Handler) fail(w http.ResponseWriter, code int, err error) {
+	id, _ := h.cfg.Backend.Leader()
+	writeJSON(w, code, Error{Error: err.Error(), Leader: id})
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	b := h.cfg.Backend
+	id, _ := b.Leader()
+	if id == "" {
+		h.fail(w, http.StatusServiceUnavailable, errors.New("no leader known"))
+		return
+	}
+	rf := b.Raft()
+	applied, commit := rf.AppliedIndex(), rf.CommitIndex()
+	if commit > applied+h.cfg.MaxLag {
+		h.fail(w, http.StatusServiceUnavailable, fmt.Errorf("fsm behind: applied %d, commit %d", applied, commit))
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// read wraps a read handler: ?consistent=1 routes it to the leader, which
+// passes a barrier first.
+func (h *Handler) read(fn func(w http.ResponseWriter, r *http.Request, st *fsm.State)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if q := r.URL.Query().Get("consistent"); q == "1" || q == "true" {
+			if !h.cfg.Backend.IsLeader() {
+				h.forward(w, r, nil)
+				return
+			}
+			if err := h.cfg.Backend.Barrier(r.Context()); err != nil {
+				h.fail(w, http.StatusServiceUnavailable, err)
+				return
+			}
+		}
+		fn(w, r, h.cfg.Backend.State())
+	}
+}
+
+// forward proxies a request to the leader once.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
+	if r.Header.Get(HeaderForwarded) != "" {
+		h.fail(w, http.StatusServiceUnavailable, errors.New("not the leader (request already forwarded)"))
+		return
+	}
+	addr := h.cfg.Backend.LeaderHTTPAddr()
+	if addr == "" {
+		h.fail(w, http.StatusServiceUnavailable, errors.New("no leader known"))
+		return
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, addr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		h.fail(w, http.StatusInternalServerError, err)
+		return
+	}
+	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
+	resp, err := h.cfg.Client.Do(req)
+	if err != nil {
+		h.fail(w, http.StatusBadGateway, fmt.Errorf("forward to leader: %w", err))
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		h.fail(w, http.StatusBadRequest, err)
+		return
+	}
+	var rep report.Report
+	if err := json.Unmarshal(body, &rep); err != nil {
+		h.fail(w, http.StatusBadRequest, fmt.Errorf("decode report: %w", err))
+		return
+	}
+	if rep.ID == "" || rep.NodeName == "" || rep.Kind == "" {
+		h.fail(w, http.StatusBadRequest, errors.New("report needs id, kind and nodeName"))
+		return
+	}
+	if !h.cfg.Backend.IsLeader() {
+		h.forward(w, r, body)
+		return
+	}
+	err = h.cfg.Backend.Apply(r.Context(), fsm.ReportReceived{Report: rep, ReceivedAt: h.cfg.Now()})
+	if err != nil {
+		h.cfg.Log.Warn("commit report", "id", rep.ID, "node", rep.NodeName, "err", err)
+		h.fail(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ReportAck{ID: rep.ID, Accepted: true, Leader: h.cfg.Backend.ID()})
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	b := h.cfg.Backend
+	rf := b.Raft()
+	id, addr := b.Leader()
+	s := Status{
+		Replica: b.ID(), State: rf.State().String(), Term: b.Term(), LeaderID: id, LeaderAddr: addr,
+		AppliedIndex: rf.AppliedIndex(), CommitIndex: rf.CommitIndex(),
+		EpochTerm: st.Epoch.Term, EpochLeader: st.Epoch.Leader, EpochSince: st.Epoch.At,
+		InGrace: st.InGracePeriod(h.cfg.Now(), h.cfg.NodeGrace), Launches: len(st.Intents),
+		OpenLaunches: len(st.OpenIntents()), Nodes: len(st.Nodes), Disruptions: len(st.Disruptions),
+		Rollouts: len(st.Rollouts), ICE: len(st.ICE),
+	}
+	if servers, err := b.Servers(); err == nil {
+		for _, sv := range servers {
+			s.Servers = append(s.Servers, Server{ID: string(sv.ID), Address: string(sv.Address),
+				Suffrage: sv.Suffrage.String(), Leader: string(sv.ID) == id})
+		}
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+// NodesFromState joins reports, bindings, intents and the ledger into rows.
+func NodesFromState(st *fsm.State) []Node {
+	rows := map[string]*Node{}
+	get := func(name string) *Node {
+		n := rows[name]
+		if n == nil {
+			n = &Node{Name: name}
+			rows[name] = n
+		}
+		return n
+	}
+	for _, in := range st.Intents {
+		if in.NodeName == "" {
+			continue
+		}
+		n := get(in.NodeName)
+		n.NodeClaim, n.NodePool = in.NodeClaim, in.NodePool
+		if in.Instance != nil {
+			n.InstanceID = in.Instance.ID
+		}
+	}
+	for _, b := range st.Bindings {
+		if b.NodeName == "" {
+			continue
+		}
+		n := get(b.NodeName)
+		n.InstanceID, n.NodeClaim = b.InstanceID, b.NodeClaim
+		if b.NodePool != "" {
+			n.NodePool = b.NodePool
+		}
+	}
+	for name, s := range st.Nodes {
+		n := get(name)
+		if s.InstanceID != "" {
+			n.InstanceID = s.InstanceID
+		}
+		n.Health, n.Replace, n.LastReport = s.Health, s.ReplaceRequested, s.LastReportAt
+		for _, c := range s.Checks {
+			if c.State != "ok" {
+				n.Checks = append(n.Checks, c.Name+"="+c.State)
+			}
+		}
+		if s.Interruption != nil {
+			n.Interruption = string(s.Interruption.Kind)
+			if s.Interruption.Action != "" {
+				n.Interruption += "/" + s.Interruption.Action
+			}
+			n.Deadline = s.Interruption.Deadline
+		}
+		if s.Drain != nil {
+			switch {
+			case s.Drain.Done:
+				n.Drain = "done"
+			case s.Drain.Blocked != "":
+				n.Drain = "blocked: " + s.Drain.Blocked
+			default:
+				n.Drain = fmt.Sprintf("%d remaining", s.Drain.PodsRemaining)
+			}
+		}
+	}
+	for name, d := range st.Disruptions {
+		n := get(name)
+		n.Disruption = d.Reason
+		if d.Phase != "" {
+			n.Disruption += "/" + d.Phase
+		}
+	}
+	out := make([]Node, 0, len(rows))
+	for _, n := range rows {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+func (h *Handler) nodes(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	writeJSON(w, http.StatusOK, NodesFromState(st))
+}
+
+func (h *Handler) node(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	name := r.PathValue("name")
+	for _, n := range NodesFromState(st) {
+		if n.Name == name {
+			writeJSON(w, http.StatusOK, n)
+			return
+		}
+	}
+	h.fail(w, http.StatusNotFound, fmt.Errorf("node %q unknown", name))
+}
+
+func (h *Handler) launches(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	var out []*fsm.Intent
+	open := r.URL.Query().Get("open") != ""
+	for _, in := range st.Intents {
+		if !open || in.Open() {
+			out = append(out, in)
+		}
+	}
+	fsm.SortIntents(out)
+	writeJSON(w, http.StatusOK, Launches{Intents: out})
+}
+
+func (h *Handler) rollouts(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	out := make([]*fsm.Rollout, 0, len(st.Rollouts))
+	for _, ro := range st.Rollouts {
+		out = append(out, ro)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].NodePool < out[b].NodePool })
+	writeJSON(w, http.StatusOK, Rollouts{Rollouts: out})
+}
+
+func (h *Handler) disruptions(w http.ResponseWriter, r *http.Request, st *fsm.State) {
+	out := make([]*fsm.Disruption, 0, len(st.Disruptions))
+	for _, d := range st.Disruptions {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].NodeName < out[b].NodeName })
+	writeJSON(w, http.StatusOK, Disruptions{Disruptions: out})
+}

@@ -1,0 +1,306 @@
+// Package coordinator wires one coordinator replica: Raft (raftnode), the
+// leader loop (leader), the launcher, the HTTP API and the gossip pool, from
+// a Config. Start returns a handle (tests run several in one process); Run
+// blocks until the context ends and then leaves gracefully.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/launcher"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
+	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// LauncherOptions tune the launcher (zero values take its defaults).
+type LauncherOptions struct {
+	Interval         time.Duration
+	LeakGrace        time.Duration
+	OrphanClaimGrace time.Duration
+	ICETTL           time.Duration
+	Hook             func(ctx context.Context, step launcher.Step, token string) error
+}
+
+// Config configures a replica.
+type Config struct {
+	Raft raftnode.Config
+	// HTTPAddr is the API listen address (":8080"; "127.0.0.1:0" in tests).
+	HTTPAddr string
+	// Cloud enables the launcher; nil runs a replica without cloud access.
+	Cloud       launcher.CloudProvider
+	Claims      launcher.Claims      // optional Kubernetes side of launches
+	NodeClasses launcher.NodeClasses // when Claims is nil
+	Launcher    LauncherOptions
+	// NodeGrace is the grace period after a leader change before nodes can
+	// be judged unhealthy or gone (default 2m).
+	NodeGrace time.Duration
+	// Components are leader-only work run next to the launcher.
+	Components []leader.Named
+	// Setup builds leader-only components that need the runtime (store,
+	// launcher). Called once, after Raft and the launcher exist.
+	Setup func(rt *Runtime) ([]leader.Named, error)
+	// Gossip, when set, joins the memberlist pool as a coordinator.
+	Gossip *gossip.Config
+	// MembershipInterval is how often the leader reconciles Raft membership.
+	MembershipInterval time.Duration
+	// ExtraHandlers are mounted on the API mux (pattern → handler).
+	ExtraHandlers map[string]http.Handler
+	// Registry receives all metrics; nil creates one per replica.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Runtime is what Setup gets to build leader-only components.
+type Runtime struct {
+	Store    *raftnode.Node
+	Launcher *launcher.Launcher // nil without a cloud
+	Log      *slog.Logger
+	Registry prometheus.Registerer
+	// Now is the coordinator's clock.
+	Now func() time.Time
+}
+
+// Coordinator is a running replica.
+type Coordinator struct {
+	cfg      Config
+	log      *slog.Logger
+	node     *raftnode.Node
+	loop     *leader.Loop
+	launcher *launcher.Launcher
+	api      *api.Handler
+	srv      *http.Server
+	ln       net.Listener
+	pool     *gossip.Pool
+	reg      *prometheus.Registry
+
+	cancel   context.CancelFunc
+	loopDone chan struct{}
+	once     sync.Once
+	closeErr error
+}
+
+// Start starts a replica.
+func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NodeGrace == 0 {
+		cfg.NodeGrace = 2 * time.Minute
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	cfg.Raft.Logger = cfg.Logger
+	log := cfg.Logger.With("replica", cfg.Raft.ID)
+	c := &Coordinator{cfg: cfg, log: log, reg: cfg.Registry}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("api listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	c.ln = ln
+	node, err := raftnode.Start(ctx, cfg.Raft)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	c.node = node
+	c.registerMetrics()
+
+	var comps []leader.Named
+	if cfg.Cloud != nil {
+		l, err := launcher.New(launcher.Config{
+			Cloud: cfg.Cloud, Store: node, Claims: cfg.Claims, NodeClasses: cfg.NodeClasses,
+			ReplicaID: cfg.Raft.ID, Interval: cfg.Launcher.Interval, LeakGrace: cfg.Launcher.LeakGrace,
+			OrphanClaimGrace: cfg.Launcher.OrphanClaimGrace, NodeGrace: cfg.NodeGrace,
+			ICETTL: cfg.Launcher.ICETTL, Now: cfg.Now, Hook: cfg.Launcher.Hook,
+			Log: log, Registry: cfg.Registry,
+		})
+		if err != nil {
+			_ = node.Kill()
+			_ = ln.Close()
+			return nil, err
+		}
+		c.launcher = l
+		comps = append(comps, leader.Named{Name: "launcher", Component: l})
+	}
+	comps = append(comps, leader.Named{Name: "membership", Component: leader.Func(func(ctx context.Context, _ uint64) error {
+		return node.ReconcileMembership(ctx, cfg.MembershipInterval)
+	})})
+	comps = append(comps, cfg.Components...)
+	if cfg.Setup != nil {
+		extra, err := cfg.Setup(&Runtime{Store: node, Launcher: c.launcher, Log: log, Registry: cfg.Registry, Now: cfg.Now})
+		if err != nil {
+			_ = node.Kill()
+			_ = ln.Close()
+			return nil, fmt.Errorf("set up leader components: %w", err)
+		}
+		comps = append(comps, extra...)
+	}
+	c.loop = &leader.Loop{
+		Raft: node, Components: comps, Log: log,
+		OnElected: func(ctx context.Context, term uint64) error {
+			return node.ApplyInTerm(ctx, term, fsm.LeaderEpoch{Term: term, Leader: cfg.Raft.ID, At: cfg.Now()})
+		},
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.loopDone = make(chan struct{})
+	go func() {
+		defer close(c.loopDone)
+		_ = c.loop.Run(lctx)
+	}()
+
+	c.api = api.New(api.Config{Backend: node, Gatherer: cfg.Registry, NodeGrace: cfg.NodeGrace,
+		Extra: cfg.ExtraHandlers, Now: cfg.Now, Log: log})
+	c.srv = &http.Server{Handler: c.api, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api server stopped", "err", err)
+		}
+	}()
+
+	if cfg.Gossip != nil {
+		gc := *cfg.Gossip
+		if gc.Name == "" {
+			gc.Name = cfg.Raft.ID
+		}
+		if gc.Logger == nil {
+			gc.Logger = cfg.Logger
+		}
+		if gc.Registry == nil {
+			gc.Registry = cfg.Registry
+		}
+		httpAddr := c.HTTPAddr()
+		gc.Meta = func() report.Meta { return report.Meta{Role: "coordinator", RPCAddr: httpAddr} }
+		pool, err := gossip.Start(ctx, gc)
+		if err != nil {
+			// Gossip carries liveness only; the replica is still useful without it.
+			log.Error("gossip pool unavailable", "err", err)
+		} else {
+			c.pool = pool
+		}
+	}
+	log.Info("coordinator replica started", "raft", cfg.Raft.BindAddr, "http", c.HTTPAddr())
+	return c, nil
+}
+
+func (c *Coordinator) registerMetrics() {
+	n := c.node
+	gauges := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dovetail_raft_is_leader", Help: "1 when this replica leads."},
+			func() float64 {
+				if n.IsLeader() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dovetail_raft_term", Help: "Current Raft term."},
+			func() float64 { return float64(n.Term()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dovetail_raft_applied_index", Help: "Last applied Raft index."},
+			func() float64 { return float64(n.Raft().AppliedIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dovetail_raft_commit_index", Help: "Raft commit index."},
+			func() float64 { return float64(n.Raft().CommitIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dovetail_open_launch_intents", Help: "Launch intents not yet resolved."},
+			func() float64 {
+				var k int
+				n.View(func(s *fsm.State) {
+					for _, in := range s.Intents {
+						if in.Open() {
+							k++
+						}
+					}
+				})
+				return float64(k)
+			}),
+	}
+	for _, g := range gauges {
+		if err := c.reg.Register(g); err != nil {
+			c.log.Warn("register metric", "err", err)
+		}
+	}
+}
+
+// Node returns the Raft replica.
+func (c *Coordinator) Node() *raftnode.Node { return c.node }
+
+// Launcher returns the launcher (nil without a cloud).
+func (c *Coordinator) Launcher() *launcher.Launcher { return c.launcher }
+
+// Loop returns the leader loop.
+func (c *Coordinator) Loop() *leader.Loop { return c.loop }
+
+// HTTPAddr returns the API's listen address.
+func (c *Coordinator) HTTPAddr() string { return c.ln.Addr().String() }
+
+// Close leaves gracefully: stop leader work, hand leadership over, stop the
+// API and leave the gossip pool.
+func (c *Coordinator) Close(ctx context.Context) error {
+	c.once.Do(func() {
+		var errs []error
+		c.cancel()
+		<-c.loopDone
+		if err := c.node.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := c.srv.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("api shutdown: %w", err))
+		}
+		if c.pool != nil {
+			if err := c.pool.Leave(5 * time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("gossip leave: %w", err))
+			}
+			if err := c.pool.Shutdown(); err != nil {
+				errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+			}
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// Kill stops the replica abruptly, as a crash would (tests).
+func (c *Coordinator) Kill() {
+	c.once.Do(func() {
+		_ = c.node.Kill()
+		c.cancel()
+		<-c.loopDone
+		_ = c.srv.Close()
+		if c.pool != nil {
+			_ = c.pool.Shutdown()
+		}
+	})
+}
+
+// Run starts a replica and blocks until ctx is done, then closes it.
+func Run(ctx context.Context, cfg Config) error {
+	c, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.Close(cctx)
+}

@@ -1,0 +1,496 @@
+// Package launcher executes launch intents exactly once across leader
+// failures. The protocol: create the NodeClaim, commit the intent (client
+// token derived from the NodeClaim UID), verify leadership with a quorum,
+// call the cloud with the token and the leader's term on a tag, commit the
+// result, then set the NodeClaim status. A new leader reconciles every open
+// intent (the cloud's token idempotency adopts what was launched and launches
+// what was not), garbage-collects instances no intent owns after a grace
+// period, follows NodeClaims through Registered and Initialized, and
+// terminates instances whose NodeClaim is deleted.
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+)
+
+// CloudProvider is the cloud as the launcher uses it (cloud/ec2.Provider).
+type CloudProvider interface {
+	Create(ctx context.Context, nodeClass *awsv1.EC2NodeClass, req *cloud.LaunchRequest) (*cloud.Instance, error)
+	Delete(ctx context.Context, instanceID string) error                 // idempotent
+	Get(ctx context.Context, instanceID string) (*cloud.Instance, error) // cloud.ErrNotFound when gone
+	List(ctx context.Context) ([]*cloud.Instance, error)                 // this cluster's non-terminated instances
+}
+
+// Store is the replicated state (raftnode.Node).
+type Store interface {
+	ApplyInTerm(ctx context.Context, term uint64, c fsm.Command) error
+	VerifyLeader(ctx context.Context, term uint64) error
+	State() *fsm.State
+}
+
+// NodeClasses resolves an EC2NodeClass by name.
+type NodeClasses interface {
+	NodeClass(ctx context.Context, name string) (*awsv1.EC2NodeClass, error)
+}
+
+// Claims is the Kubernetes side of a launch. Optional: without it the
+// launcher runs the protocol on intents alone (tests of the protocol, dry runs).
+type Claims interface {
+	NodeClasses
+	// Ensure creates the NodeClaim with the termination finalizer, or returns
+	// the existing one of that name (with its UID).
+	Ensure(ctx context.Context, nc *karpv1.NodeClaim) (*karpv1.NodeClaim, error)
+	// List returns every NodeClaim.
+	List(ctx context.Context) ([]karpv1.NodeClaim, error)
+	MarkLaunched(ctx context.Context, name string, inst *cloud.Instance, it *cloud.InstanceType) error
+	MarkRegistered(ctx context.Context, name, nodeName string, initialized bool) error
+	MarkLaunchFailed(ctx context.Context, name, reason, message string) error
+	// Delete deletes the NodeClaim (its finalizer keeps it until RemoveFinalizer).
+	Delete(ctx context.Context, name string) error
+	RemoveFinalizer(ctx context.Context, name string) error
+	// NodeByProviderID returns the node with that providerID, or nil.
+	NodeByProviderID(ctx context.Context, providerID string) (*corev1.Node, error)
+}
+
+// InstanceTypes, when the cloud provider implements it, supplies capacity and
+// allocatable for NodeClaim status.
+type InstanceTypes interface {
+	InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error)
+}
+
+// Step names the points of the protocol where tests inject faults.
+type Step string
+
+const (
+	StepBeforeIntent Step = "before-intent" // NodeClaim exists, intent not committed
+	StepBeforeCreate Step = "before-create" // intent committed, cloud not called
+	StepAfterCreate  Step = "after-create"  // cloud launched, result not committed
+	StepAfterResult  Step = "after-result"  // result committed, NodeClaim status not set
+)
+
+// ErrNotLeader is returned when the launcher is asked to act on a replica
+// that is not leading.
+var ErrNotLeader = errors.New("launcher: not the leader")
+
+// Config configures a Launcher.
+type Config struct {
+	Cloud       CloudProvider
+	Store       Store
+	Claims      Claims      // optional
+	NodeClasses NodeClasses // used when Claims is nil
+	// ReplicaID names this replica in the LeaderEpoch and logs.
+	ReplicaID string
+	// Interval between reconcile passes (default 10s).
+	Interval time.Duration
+	// LeakGrace is how long an instance no intent owns is left alone
+	// (counted from when this leader first saw it) before it is terminated
+	// (default 5m).
+	LeakGrace time.Duration
+	// OrphanClaimGrace is how long a NodeClaim with no intent and no
+	// providerID may exist before it is deleted (default 2m).
+	OrphanClaimGrace time.Duration
+	// NodeGrace is the grace period after a leader change during which no
+	// instance is judged gone (default 2m).
+	NodeGrace time.Duration
+	// ICETTL is how long an offering refused for capacity stays cached (3m).
+	ICETTL time.Duration
+	Now    func() time.Time
+	Hook   func(ctx context.Context, step Step, token string) error
+	Log    *slog.Logger
+	// Registry registers the launcher's metrics (optional).
+	Registry prometheus.Registerer
+}
+
+// Launcher runs the protocol. It is leader-only work: Run binds it to a term.
+type Launcher struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	mu        sync.Mutex
+	term      uint64
+	leadCtx   context.Context
+	firstSeen map[string]time.Time // unowned instance ID → first seen by this leadership
+
+	inflight sync.Map // token → *sync.Mutex
+
+	typesMu sync.Mutex
+	types   map[string]*cloud.InstanceType
+}
+
+// New returns a Launcher.
+func New(cfg Config) (*Launcher, error) {
+	if cfg.Cloud == nil || cfg.Store == nil {
+		return nil, errors.New("launcher: cloud and store are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.LeakGrace <= 0 {
+		cfg.LeakGrace = 5 * time.Minute
+	}
+	if cfg.OrphanClaimGrace <= 0 {
+		cfg.OrphanClaimGrace = 2 * time.Minute
+	}
+	if cfg.NodeGrace <= 0 {
+		cfg.NodeGrace = 2 * time.Minute
+	}
+	if cfg.ICETTL <= 0 {
+		cfg.ICETTL = 3 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.NodeClasses == nil && cfg.Claims != nil {
+		cfg.NodeClasses = cfg.Claims
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Launcher{cfg: cfg, log: cfg.Log.With("component", "launcher"), m: m, firstSeen: map[string]time.Time{}}, nil
+}
+
+// TokenFor derives the EC2 client token of a NodeClaim from its UID. EC2
+// allows 64 ASCII characters; a UID is 36.
+func TokenFor(uid string) string {
+	t := "dt-" + uid
+	if len(t) > 64 {
+		t = t[:64]
+	}
+	return t
+}
+
+// Term returns the term the launcher is leading in (0 when not leading).
+func (l *Launcher) Term() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term
+}
+
+func (l *Launcher) lead() (uint64, context.Context, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term, l.leadCtx, l.term != 0
+}
+
+// Run is the leader-only reconcile loop (leader.Component). It binds
+// Launch calls to term until ctx is cancelled.
+func (l *Launcher) Run(ctx context.Context, term uint64) error {
+	l.mu.Lock()
+	l.term, l.leadCtx = term, ctx
+	l.firstSeen = map[string]time.Time{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.term == term {
+			l.term, l.leadCtx = 0, nil
+		}
+		l.mu.Unlock()
+	}()
+	t := time.NewTicker(l.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := l.Reconcile(ctx, term); err != nil && ctx.Err() == nil {
+			l.log.Warn("reconcile pass failed", "term", term, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Launch runs the protocol for one NodeClaim with its launch options
+// (cheapest first). It is idempotent by NodeClaim name: calling it again
+// after a failure or a failover resumes the same intent. It returns once the
+// result is committed; an ICE failure returns a *cloud.InsufficientCapacityError.
+func (l *Launcher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error {
+	term, leadCtx, ok := l.lead()
+	if !ok {
+		return ErrNotLeader
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(leadCtx, cancel)
+	defer stop()
+	if nc == nil || nc.Name == "" {
+		return errors.New("launch: NodeClaim with a name is required")
+	}
+	if len(options) == 0 {
+		return fmt.Errorf("launch %s: no launch options", nc.Name)
+	}
+	if l.cfg.Claims != nil {
+		created, err := l.cfg.Claims.Ensure(ctx, nc)
+		if err != nil {
+			return fmt.Errorf("launch %s: create NodeClaim: %w", nc.Name, err)
+		}
+		nc = created
+	}
+	if nc.UID == "" {
+		return fmt.Errorf("launch %s: NodeClaim has no UID", nc.Name)
+	}
+	token := TokenFor(string(nc.UID))
+	if err := l.hook(ctx, StepBeforeIntent, token); err != nil {
+		return err
+	}
+	nodeClass := ""
+	if nc.Spec.NodeClassRef != nil {
+		nodeClass = nc.Spec.NodeClassRef.Name
+	}
+	now := l.cfg.Now()
+	in := fsm.Intent{
+		Token: token, NodeClaim: nc.Name, NodeClaimUID: string(nc.UID),
+		NodePool: nc.Labels[karpv1.NodePoolLabelKey], NodeClass: nodeClass,
+		Options: options, Labels: nc.Labels, State: fsm.IntentPending, Term: term,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentCreate{Intent: in}); err != nil {
+		return fmt.Errorf("launch %s: commit intent: %w", nc.Name, err)
+	}
+	l.m.intents.Inc()
+	res, err := l.execute(ctx, term, token)
+	if err != nil {
+		return fmt.Errorf("launch %s: %w", nc.Name, err)
+	}
+	if res != nil && res.State == fsm.IntentFailed {
+		if res.ICE {
+			return &cloud.InsufficientCapacityError{}
+		}
+		return fmt.Errorf("launch %s failed: %s", nc.Name, res.Error)
+	}
+	return nil
+}
+
+// Intent returns the committed intent of a NodeClaim, or nil.
+func (l *Launcher) Intent(nodeClaim string) *fsm.Intent {
+	return l.cfg.Store.State().IntentByNodeClaim(nodeClaim)
+}
+
+func (l *Launcher) hook(ctx context.Context, s Step, token string) error {
+	if l.cfg.Hook == nil {
+		return nil
+	}
+	return l.cfg.Hook(ctx, s, token)
+}
+
+func (l *Launcher) lockToken(token string) func() {
+	v, _ := l.inflight.LoadOrStore(token, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// execute brings one Pending intent to a result. Safe to call concurrently
+// and repeatedly: the per-token lock serialises this replica, the client
+// token makes a repeated Create return the same instance, and IntentResult
+// ignores a second result.
+func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm.Intent, error) {
+	unlock := l.lockToken(token)
+	defer unlock()
+	in := l.cfg.Store.State().Intents[token]
+	if in == nil {
+		return nil, fmt.Errorf("intent %s not found", token)
+	}
+	if in.State != fsm.IntentPending {
+		l.afterResult(ctx, term, in)
+		return in, nil
+	}
+	if err := l.hook(ctx, StepBeforeCreate, token); err != nil {
+		return nil, err
+	}
+	nodeClass, err := l.nodeClass(ctx, in.NodeClass)
+	if err != nil {
+		return nil, err
+	}
+	// Fence: only a leader a quorum still follows may touch the cloud.
+	if err := l.cfg.Store.VerifyLeader(ctx, term); err != nil {
+		return nil, fmt.Errorf("before cloud create: %w", err)
+	}
+	req := &cloud.LaunchRequest{
+		ClientToken: token, NodeClaimName: in.NodeClaim, NodePoolName: in.NodePool,
+		NodeClassName: in.NodeClass, LeaderTerm: term, Options: in.Options, Labels: in.Labels,
+	}
+	l.m.cloudCalls.WithLabelValues("create").Inc()
+	inst, cerr := l.cfg.Cloud.Create(ctx, nodeClass, req)
+	if err := l.hook(ctx, StepAfterCreate, token); err != nil {
+		return nil, err
+	}
+	now := l.cfg.Now()
+	if cerr != nil {
+		var ice *cloud.InsufficientCapacityError
+		if errors.As(cerr, &ice) {
+			var entries []fsm.ICEEntry
+			for _, u := range ice.Unavailable {
+				entries = append(entries, fsm.ICEEntry{InstanceType: u.InstanceType, Zone: u.Zone,
+					CapacityType: u.CapacityType, Code: u.Code, Until: now.Add(l.cfg.ICETTL)})
+			}
+			if len(entries) > 0 {
+				if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.ICEMark{Entries: entries}); err != nil {
+					return nil, fmt.Errorf("commit ICE: %w", err)
+				}
+			}
+			if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentResult{Token: token, State: fsm.IntentFailed,
+				Error: cerr.Error(), ICE: true, Term: term, At: now}); err != nil {
+				return nil, fmt.Errorf("commit ICE failure: %w", err)
+			}
+			l.m.results.WithLabelValues("ice").Inc()
+			res := l.cfg.Store.State().Intents[token]
+			l.afterResult(ctx, term, res)
+			return res, nil
+		}
+		l.m.results.WithLabelValues("error").Inc()
+		_ = l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: token, Attempt: true, Error: cerr.Error(), At: now})
+		return nil, fmt.Errorf("cloud create: %w", cerr)
+	}
+	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentResult{Token: token, State: fsm.IntentLaunched,
+		Instance: inst, Term: term, At: now}); err != nil {
+		return nil, fmt.Errorf("commit launch result: %w", err)
+	}
+	l.m.results.WithLabelValues("launched").Inc()
+	if err := l.hook(ctx, StepAfterResult, token); err != nil {
+		return nil, err
+	}
+	res := l.cfg.Store.State().Intents[token]
+	l.afterResult(ctx, term, res)
+	return res, nil
+}
+
+// afterResult mirrors a resolved intent into Kubernetes (best effort; the
+// reconcile loop retries).
+func (l *Launcher) afterResult(ctx context.Context, term uint64, in *fsm.Intent) {
+	if l.cfg.Claims == nil || in == nil {
+		return
+	}
+	switch in.State {
+	case fsm.IntentLaunched:
+		if err := l.cfg.Claims.MarkLaunched(ctx, in.NodeClaim, in.Instance, l.instanceType(ctx, in.Instance.InstanceType)); err != nil {
+			l.log.Warn("set NodeClaim launched", "nodeClaim", in.NodeClaim, "err", err)
+		}
+	case fsm.IntentFailed:
+		// Karpenter's contract: a NodeClaim that cannot launch is deleted, and
+		// provisioning plans again around the cached capacity errors.
+		reason := "LaunchFailed"
+		if in.ICE {
+			reason = "InsufficientCapacity"
+		}
+		if err := l.cfg.Claims.MarkLaunchFailed(ctx, in.NodeClaim, reason, in.Error); err != nil {
+			l.log.Warn("set NodeClaim launch failed", "nodeClaim", in.NodeClaim, "err", err)
+		}
+		if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: in.Token, Deleting: true, At: l.cfg.Now()}); err != nil {
+			l.log.Warn("mark failed intent deleting", "nodeClaim", in.NodeClaim, "err", err)
+		}
+	}
+}
+
+func (l *Launcher) nodeClass(ctx context.Context, name string) (*awsv1.EC2NodeClass, error) {
+	if l.cfg.NodeClasses == nil {
+		return nil, errors.New("launcher: no NodeClass source configured")
+	}
+	nc, err := l.cfg.NodeClasses.NodeClass(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("get EC2NodeClass %q: %w", name, err)
+	}
+	return nc, nil
+}
+
+func (l *Launcher) instanceType(ctx context.Context, name string) *cloud.InstanceType {
+	src, ok := l.cfg.Cloud.(InstanceTypes)
+	if !ok {
+		return nil
+	}
+	l.typesMu.Lock()
+	defer l.typesMu.Unlock()
+	if l.types == nil {
+		its, err := src.InstanceTypes(ctx)
+		if err != nil {
+			l.log.Warn("list instance types", "err", err)
+			return nil
+		}
+		l.types = map[string]*cloud.InstanceType{}
+		for _, it := range its {
+			l.types[it.Name] = it
+		}
+	}
+	return l.types[name]
+}
+
+// Delete marks the intent of a NodeClaim for termination (for callers that
+// delete NodeClaims themselves and want the instance gone without waiting
+// for the next pass).
+func (l *Launcher) Delete(ctx context.Context, nodeClaim string) error {
+	term, _, ok := l.lead()
+	if !ok {
+		return ErrNotLeader
+	}
+	in := l.cfg.Store.State().IntentByNodeClaim(nodeClaim)
+	if in == nil {
+		if l.cfg.Claims != nil {
+			return l.cfg.Claims.Delete(ctx, nodeClaim)
+		}
+		return nil
+	}
+	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: in.Token, Deleting: true, At: l.cfg.Now()}); err != nil {
+		return fmt.Errorf("mark %s deleting: %w", nodeClaim, err)
+	}
+	if l.cfg.Claims != nil {
+		if err := l.cfg.Claims.Delete(ctx, nodeClaim); err != nil {
+			return err
+		}
+	}
+	return l.terminate(ctx, term, in.Token)
+}
+
+// terminate finishes a Deleting intent: terminate the instance, release the
+// NodeClaim's finalizer, forget the intent.
+func (l *Launcher) terminate(ctx context.Context, term uint64, token string) error {
+	unlock := l.lockToken(token)
+	defer unlock()
+	in := l.cfg.Store.State().Intents[token]
+	if in == nil {
+		return nil
+	}
+	if in.Instance != nil {
+		if err := l.cfg.Store.VerifyLeader(ctx, term); err != nil {
+			return fmt.Errorf("before cloud delete: %w", err)
+		}
+		l.m.cloudCalls.WithLabelValues("delete").Inc()
+		if err := l.cfg.Cloud.Delete(ctx, in.Instance.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+			return fmt.Errorf("terminate %s: %w", in.Instance.ID, err)
+		}
+		got, err := l.cfg.Cloud.Get(ctx, in.Instance.ID)
+		if err == nil && got.State != cloud.StateTerminated && got.State != cloud.StateShuttingDown {
+			return fmt.Errorf("instance %s still %s", in.Instance.ID, got.State)
+		}
+	}
+	if l.cfg.Claims != nil {
+		if err := l.cfg.Claims.RemoveFinalizer(ctx, in.NodeClaim); err != nil {
+			return fmt.Errorf("release NodeClaim %s: %w", in.NodeClaim, err)
+		}
+	}
+	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentDelete{Token: token}); err != nil {
+		return fmt.Errorf("forget intent %s: %w", token, err)
+	}
+	return nil
+}
+
+func isTerminal(state string) bool {
+	return state == cloud.StateTerminated || state == cloud.StateShuttingDown
+}

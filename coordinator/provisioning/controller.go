@@ -1,0 +1,420 @@
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
+)
+
+// Launcher creates a NodeClaim and launches its instance. The coordinator
+// implements it: create the NodeClaim in Kubernetes, commit the intent to
+// Raft, then call EC2 with the options (cheapest first, spot first).
+type Launcher interface {
+	Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error
+}
+
+// InstanceTypeProvider lists the instance types with their offerings; the
+// EC2 provider implements it (offerings in its insufficient-capacity cache
+// come back with Available false).
+type InstanceTypeProvider interface {
+	InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error)
+}
+
+// GroupVersionResources of the custom resources the controller watches.
+var (
+	NodePoolsGVR      = schema.GroupVersionResource{Group: karpv1.Group, Version: "v1", Resource: "nodepools"}
+	NodeClaimsGVR     = schema.GroupVersionResource{Group: karpv1.Group, Version: "v1", Resource: "nodeclaims"}
+	EC2NodeClassesGVR = schema.GroupVersionResource{Group: awsv1.Group, Version: "v1", Resource: "ec2nodeclasses"}
+)
+
+// Config wires a Controller.
+type Config struct {
+	Kube          kubernetes.Interface
+	Dynamic       dynamic.Interface
+	InstanceTypes InstanceTypeProvider
+	Launcher      Launcher
+	// Recorder emits events on pods; nil creates one writing to the API server.
+	Recorder record.EventRecorder
+	Region   string
+	// IdleGap and MaxWindow shape batches (defaults 1 s and 10 s).
+	IdleGap, MaxWindow time.Duration
+	// Resync re-plans this often while pods stay pending (default 30 s), so
+	// capacity that was unavailable is retried.
+	Resync time.Duration
+	// Parallelism bounds concurrent launches (default 16).
+	Parallelism int
+	Clock       clock.Clock
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+	Scheduling  scheduling.Options
+	// Names overrides NodeClaim naming (tests); nil means RandomName.
+	Names NameFunc
+}
+
+// Controller is the provisioning loop. Run it only on the leader, under a
+// context cancelled when leadership is lost.
+type Controller struct {
+	cfg     Config
+	log     *slog.Logger
+	batcher *Batcher
+	metrics *metrics
+
+	kubeInformers informers.SharedInformerFactory
+	dynInformers  dynamicinformer.DynamicSharedInformerFactory
+	podInf        cache.SharedIndexInformer
+	listers       listers
+
+	mu sync.Mutex
+	// launched remembers claims launched by this controller that its
+	// informer has not shown yet, so the next batch does not launch again
+	// for the same pods.
+	launched map[string]*karpv1.NodeClaim
+	// lastEvent de-duplicates unschedulable events per pod.
+	lastEvent map[string]eventMemo
+}
+
+type eventMemo struct {
+	msg string
+	at  time.Time
+}
+
+type listers struct {
+	pods, nodes, daemonSets, pvcs, pvs, storageClasses cache.GenericLister
+	nodePools, nodeClaims, nodeClasses                 cache.GenericLister
+}
+
+// New builds a controller; call Run to start it.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Kube == nil || cfg.Dynamic == nil || cfg.InstanceTypes == nil || cfg.Launcher == nil {
+		return nil, errors.New("provisioning: Kube, Dynamic, InstanceTypes and Launcher are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.Parallelism <= 0 {
+		cfg.Parallelism = 16
+	}
+	if cfg.Names == nil {
+		cfg.Names = RandomName
+	}
+	c := &Controller{
+		cfg:       cfg,
+		log:       cfg.Logger.With("controller", "provisioning"),
+		batcher:   NewBatcher(cfg.IdleGap, cfg.MaxWindow, cfg.Clock),
+		metrics:   newMetrics(cfg.Registerer),
+		launched:  map[string]*karpv1.NodeClaim{},
+		lastEvent: map[string]eventMemo{},
+	}
+	c.kubeInformers = informers.NewSharedInformerFactory(cfg.Kube, 0)
+	c.dynInformers = dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0)
+	core := c.kubeInformers.Core().V1()
+	c.podInf = core.Pods().Informer()
+	c.listers = listers{
+		pods:           cache.NewGenericLister(c.podInf.GetIndexer(), corev1.Resource("pods")),
+		nodes:          cache.NewGenericLister(core.Nodes().Informer().GetIndexer(), corev1.Resource("nodes")),
+		daemonSets:     cache.NewGenericLister(c.kubeInformers.Apps().V1().DaemonSets().Informer().GetIndexer(), corev1.Resource("daemonsets")),
+		pvcs:           cache.NewGenericLister(core.PersistentVolumeClaims().Informer().GetIndexer(), corev1.Resource("persistentvolumeclaims")),
+		pvs:            cache.NewGenericLister(core.PersistentVolumes().Informer().GetIndexer(), corev1.Resource("persistentvolumes")),
+		storageClasses: cache.NewGenericLister(c.kubeInformers.Storage().V1().StorageClasses().Informer().GetIndexer(), corev1.Resource("storageclasses")),
+		nodePools:      c.dynInformers.ForResource(NodePoolsGVR).Lister(),
+		nodeClaims:     c.dynInformers.ForResource(NodeClaimsGVR).Lister(),
+		nodeClasses:    c.dynInformers.ForResource(EC2NodeClassesGVR).Lister(),
+	}
+	_, err := c.podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.onPod(obj) },
+		UpdateFunc: func(_, obj any) { c.onPod(obj) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: watch pods: %w", err)
+	}
+	// A new or changed NodePool may make pending pods schedulable.
+	if _, err := c.dynInformers.ForResource(NodePoolsGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.batcher.Trigger() }, UpdateFunc: func(any, any) { c.batcher.Trigger() },
+	}); err != nil {
+		return nil, fmt.Errorf("provisioning: watch nodepools: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Controller) onPod(obj any) {
+	if p, ok := obj.(*corev1.Pod); ok && Provisionable(p) {
+		c.batcher.Trigger()
+	}
+}
+
+// Run starts the informers and provisions until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	if c.cfg.Recorder == nil {
+		b := record.NewBroadcaster(record.WithContext(ctx))
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
+		defer b.Shutdown()
+		c.cfg.Recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dovetail-provisioner"})
+	}
+	c.kubeInformers.Start(ctx.Done())
+	c.dynInformers.Start(ctx.Done())
+	defer c.kubeInformers.Shutdown()
+	defer c.dynInformers.Shutdown()
+	for t, ok := range c.kubeInformers.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("provisioning: informer for %v did not sync", t)
+		}
+	}
+	for r, ok := range c.dynInformers.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("provisioning: informer for %v did not sync (are the CRDs installed?)", r)
+		}
+	}
+	c.log.InfoContext(ctx, "provisioner started")
+	go c.resyncLoop(ctx)
+	c.batcher.Trigger() // pods may already be pending
+	for c.batcher.Wait(ctx) {
+		if _, err := c.Reconcile(ctx); err != nil {
+			c.log.ErrorContext(ctx, "provisioning pass failed; will retry", "err", err)
+		}
+	}
+	return nil
+}
+
+func (c *Controller) resyncLoop(ctx context.Context) {
+	t := c.cfg.Clock.NewTimer(c.cfg.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			if c.hasPending() {
+				c.batcher.Trigger()
+			}
+			t.Reset(c.cfg.Resync)
+		}
+	}
+}
+
+func (c *Controller) hasPending() bool {
+	for _, o := range c.podInf.GetStore().List() {
+		if p, ok := o.(*corev1.Pod); ok && Provisionable(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Reconcile runs one provisioning pass now: snapshot, plan, events, launches.
+func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
+	start := c.cfg.Clock.Now()
+	in, pools, err := c.inputs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap, notes := Build(in, Provisionable)
+	for _, n := range notes {
+		c.log.WarnContext(ctx, n)
+	}
+	if len(snap.Pods) == 0 {
+		return &Decision{}, nil
+	}
+	planStart := c.cfg.Clock.Now()
+	d := Plan(snap, PlanOptions{Scheduling: c.cfg.Scheduling, Names: c.cfg.Names, Pools: pools})
+	d.Took = c.cfg.Clock.Since(planStart)
+	c.metrics.planDuration.Observe(d.Took.Seconds())
+	c.metrics.batches.Inc()
+	c.metrics.pending.Set(float64(len(snap.Pods)))
+	c.metrics.unschedulable.Set(float64(len(d.Unschedulable)))
+	c.log.InfoContext(ctx, "provisioning plan", "pending", len(snap.Pods), "newNodeClaims", len(d.Launches),
+		"onExisting", len(d.Placements), "unschedulable", len(d.Unschedulable), "took", d.Took, "warnings", d.Result.Stats.Warnings)
+	c.emitUnschedulable(d.Unschedulable, notes)
+	err = c.launchAll(ctx, d.Launches)
+	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
+	return &d, err
+}
+
+func (c *Controller) emitUnschedulable(us []scheduling.Unschedulable, notes []string) {
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range us {
+		msg := u.Message
+		for _, n := range notes {
+			msg += "; " + n
+		}
+		key := string(u.Pod.UID) + "/" + u.PodName
+		if m, ok := c.lastEvent[key]; ok && m.msg == msg && now.Sub(m.at) < 5*time.Minute {
+			continue
+		}
+		c.lastEvent[key] = eventMemo{msg: msg, at: now}
+		c.cfg.Recorder.Event(u.Pod, corev1.EventTypeWarning, "FailedScheduling", truncate(msg, 1024))
+	}
+	if len(c.lastEvent) > 50000 {
+		c.lastEvent = map[string]eventMemo{}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// launchAll hands claims to the launcher with bounded parallelism.
+func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
+	sem := make(chan struct{}, c.cfg.Parallelism)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for i := range ls {
+		l := ls[i]
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case sem <- struct{}{}:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := c.cfg.Launcher.Launch(ctx, l.NodeClaim, l.Options)
+			if err != nil {
+				c.metrics.launchErrors.Inc()
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("launch nodeclaim %s: %w", l.NodeClaim.Name, err))
+				mu.Unlock()
+				return
+			}
+			c.metrics.launched.WithLabelValues(l.NodeClaim.Labels[karpv1.NodePoolLabelKey]).Inc()
+			c.mu.Lock()
+			c.launched[l.NodeClaim.Name] = l.NodeClaim
+			c.mu.Unlock()
+			for _, p := range l.Pods {
+				c.cfg.Recorder.Eventf(p, corev1.EventTypeNormal, "Nominated", "Pod should schedule on: nodeclaim/%s", l.NodeClaim.Name)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		// Retry soon: the launcher's failure (e.g. capacity) changes the next plan.
+		c.batcher.Trigger()
+	}
+	return errors.Join(errs...)
+}
+
+// inputs lists the informer caches.
+func (c *Controller) inputs(ctx context.Context) (Inputs, map[string]*karpv1.NodePool, error) {
+	its, err := c.cfg.InstanceTypes.InstanceTypes(ctx)
+	if err != nil {
+		return Inputs{}, nil, fmt.Errorf("list instance types: %w", err)
+	}
+	in := Inputs{Now: c.cfg.Clock.Now(), Region: c.cfg.Region, InstanceTypes: its, RequireNodeClass: true}
+	if err := listTyped(c.listers.pods, &in.Pods); err != nil {
+		return in, nil, err
+	}
+	if err := listTyped(c.listers.nodes, &in.Nodes); err != nil {
+		return in, nil, err
+	}
+	if err := listTyped(c.listers.daemonSets, &in.DaemonSets); err != nil {
+		return in, nil, err
+	}
+	if err := listTyped(c.listers.pvcs, &in.PVCs); err != nil {
+		return in, nil, err
+	}
+	if err := listTyped(c.listers.pvs, &in.PVs); err != nil {
+		return in, nil, err
+	}
+	if err := listTyped(c.listers.storageClasses, &in.StorageClasses); err != nil {
+		return in, nil, err
+	}
+	if err := listUnstructured(c.listers.nodePools, &in.NodePools); err != nil {
+		return in, nil, err
+	}
+	if err := listUnstructured(c.listers.nodeClaims, &in.NodeClaims); err != nil {
+		return in, nil, err
+	}
+	if err := listUnstructured(c.listers.nodeClasses, &in.NodeClasses); err != nil {
+		return in, nil, err
+	}
+	// Claims launched by this controller but not yet in the cache count as in flight.
+	c.mu.Lock()
+	seen := map[string]bool{}
+	for _, nc := range in.NodeClaims {
+		seen[nc.Name] = true
+	}
+	for name, nc := range c.launched {
+		if seen[name] || in.Now.Sub(nc.CreationTimestamp.Time) > 10*time.Minute && !nc.CreationTimestamp.IsZero() {
+			delete(c.launched, name)
+			continue
+		}
+		in.NodeClaims = append(in.NodeClaims, nc)
+	}
+	c.mu.Unlock()
+	pools := map[string]*karpv1.NodePool{}
+	for _, np := range in.NodePools {
+		pools[np.Name] = np
+	}
+	return in, pools, nil
+}
+
+func listTyped[T runtime.Object](l cache.GenericLister, out *[]T) error {
+	objs, err := l.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			*out = append(*out, t)
+		}
+	}
+	return nil
+}
+
+// listUnstructured converts the dynamic informer's objects to typed ones,
+// skipping (and not failing on) objects that do not convert.
+func listUnstructured[T any](l cache.GenericLister, out *[]*T) error {
+	objs, err := l.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		t := new(T)
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, t); err != nil {
+			slog.Default().Warn("provisioning: skipping object that does not convert", "kind", u.GetKind(), "name", u.GetName(), "err", err)
+			continue
+		}
+		*out = append(*out, t)
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+)
+
+type fakeLauncher struct {
+	mu      sync.Mutex
+	claims  []*karpv1.NodeClaim
+	options [][]cloud.LaunchOption
+	fail    error
+}
+
+func (f *fakeLauncher) Launch(_ context.Context, nc *karpv1.NodeClaim, opts []cloud.LaunchOption) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.claims = append(f.claims, nc)
+	f.options = append(f.options, opts)
+	return nil
+}
+
+type staticTypes []*cloud.InstanceType
+
+func (s staticTypes) InstanceTypes(context.Context) ([]*cloud.InstanceType, error) { return s, nil }
+
+func testType(name string, cpu, memGi int64, price float64) *cloud.InstanceType {
+	res := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(cpu, resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memGi<<30, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(110, resource.DecimalSI),
+	}
+	it := &cloud.InstanceType{Name: name, Allocatable: res, Capacity: res, Labels: map[string]string{
+		corev1.LabelInstanceTypeStable: name, corev1.LabelArchStable: "amd64", corev1.LabelOSStable: "linux"}}
+	for _, z := range []string{"us-east-1a", "us-east-1b"} {
+		it.Offerings = append(it.Offerings,
+			cloud.Offering{Zone: z, CapacityType: cloud.CapacityTypeOnDemand, Price: price, Available: true},
+			cloud.Offering{Zone: z, CapacityType: cloud.CapacityTypeSpot, Price: price / 3, Available: true})
+	}
+	return it
+}
+
+func pendingPod(name, cpu string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: k8stypes.UID("uid-" + name)},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("256Mi")}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}},
+	}
+}
+
+
+
+func nodePool(name string, limits corev1.ResourceList, reqs ...karpv1.NodeSelectorRequirementWithMinValues) *karpv1.NodePool {
+	return &karpv1.NodePool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "karpenter.sh/v1", Kind: "NodePool"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: "pool-uid"},
+		Spec: karpv1.NodePoolSpec{
+			Limits: karpv1.Limits(limits),
+			Template: karpv1.NodeClaimTemplate{
+				ObjectMeta: karpv1.ObjectMeta{Labels: map[string]string{"team": "a"}},
+				Spec: karpv1.NodeClaimTemplateSpec{
+					Requirements:  reqs,
+					NodeClassRef:  &karpv1.NodeClassReference{Group: awsv1.Group, Kind: "EC2NodeClass", Name: "default"},
+					StartupTaints: []corev1.Taint{{Key: "cni-not-ready", Effect: corev1.TaintEffectNoSchedule}},
+				},
+			},
+		},
+	}
+}
+
+func nodeClass(name string) *awsv1.EC2NodeClass {
+	return &awsv1.EC2NodeClass{TypeMeta: metav1.TypeMeta{APIVersion: "karpenter.k8s.aws/v1", Kind: "EC2NodeClass"}, ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+func toUnstructured(t *testing.T, objs ...runtime.Object) []runtime.Object {
+	t.Helper()
+	var out []runtime.Object
+	for _, o := range objs {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &unstructuredObj{Object: m})
+	}
+	return out
+}
+
+func newTestController(t *testing.T, kubeObjs []runtime.Object, crds []runtime.Object, its []*cloud.InstanceType, l Launcher) (*Controller, *record.FakeRecorder) {
+	t.Helper()
+	sch := runtime.NewScheme()
+	if err := karpv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	if err := awsv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(sch, map[schema.GroupVersionResource]string{
+		NodePoolsGVR: "NodePoolList", NodeClaimsGVR: "NodeClaimList", EC2NodeClassesGVR: "EC2NodeClassList",
+	}, toUnstructured(t, crds...)...)
+	rec := record.NewFakeRecorder(100)
+	c, err := New(Config{Kube: kubefake.NewClientset(kubeObjs...), Dynamic: dyn, InstanceTypes: staticTypes(its), Launcher: l,
+		Recorder: rec, Region: "us-east-1", Names: SequentialNames()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.kubeInformers.Start(ctx.Done())
+	c.dynInformers.Start(ctx.Done())
+	c.kubeInformers.WaitForCacheSync(ctx.Done())
+	c.dynInformers.WaitForCacheSync(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.podInf.HasSynced) {
+		t.Fatal("no sync")
+	}
+	return c, rec
+}
+
+func TestControllerLaunchesAndExplains(t *testing.T) {
+	its := []*cloud.InstanceType{testType("m.large", 2, 8, 0.1), testType("m.xlarge", 4, 16, 0.2)}
+	kube := []runtime.Object{pendingPod("a", "1"), pendingPod("b", "1"), pendingPod("c", "1"), pendingPod("huge", "64")}
+	bound := pendingPod("running", "1")
+	bound.Spec.NodeName = "elsewhere"
+	kube = append(kube, bound)
+	l := &fakeLauncher{}
+	c, rec := newTestController(t, kube, []runtime.Object{
+		nodePool("default", nil, karpv1.NodeSelectorRequirementWithMinValues{Key: karpv1.CapacityTypeLabelKey, Operator: corev1.NodeSelectorOpIn, Values: []string{"spot", "on-demand"}}),
+		nodeClass("default"),
+	}, its, l)
+	d, err := c.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.claims) != 1 {
+		t.Fatalf("launched %d claims, want 1 (three 1-cpu pods fit one 4-cpu node)", len(l.claims))
+	}
+	nc := l.claims[0]
+	if nc.Name != "default-00001" || nc.Labels[karpv1.NodePoolLabelKey] != "default" || nc.Labels["team"] != "a" {
+		t.Errorf("claim metadata: name %q labels %v", nc.Name, nc.Labels)
+	}
+	if len(nc.OwnerReferences) != 1 || nc.OwnerReferences[0].Name != "default" {
+		t.Errorf("owner references: %v", nc.OwnerReferences)
+	}
+	if len(nc.Spec.StartupTaints) != 1 || nc.Spec.NodeClassRef == nil || nc.Spec.NodeClassRef.Name != "default" {
+		t.Errorf("template not applied: %+v", nc.Spec)
+	}
+	var typesReq []string
+	for _, r := range nc.Spec.Requirements {
+		if r.Key == corev1.LabelInstanceTypeStable {
+			typesReq = r.Values
+		}
+	}
+	if len(typesReq) != 1 || typesReq[0] != "m.xlarge" {
+		t.Errorf("instance types %v, want [m.xlarge]", typesReq)
+	}
+	if opts := l.options[0]; len(opts) == 0 || opts[0].CapacityType != cloud.CapacityTypeSpot {
+		t.Errorf("options should start with spot: %v", opts)
+	}
+	if len(d.Unschedulable) != 1 || d.Unschedulable[0].PodName != "default/huge" {
+		t.Fatalf("unschedulable: %+v", d.Unschedulable)
+	}
+	found := false
+	for len(rec.Events) > 0 {
+		e := <-rec.Events
+		if strings.Contains(e, "FailedScheduling") && strings.Contains(e, "cpu") && strings.Contains(e, "default") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no FailedScheduling event naming the pool and the resource")
+	}
+	// The next pass must not launch again for the same still-pending pods:
+	// the launched claim is in flight.
+	if _, err := c.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.claims) != 1 {
+		t.Fatalf("second pass launched again: %d claims", len(l.claims))
+	}
+}
+
+func TestControllerSkipsPoolWithoutNodeClass(t *testing.T) {
+	l := &fakeLauncher{}
+	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil)},
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+	d, err := c.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.claims) != 0 || len(d.Unschedulable) != 1 || !strings.Contains(d.Unschedulable[0].Message, "no NodePool") {
+		t.Fatalf("claims %d, unschedulable %+v", len(l.claims), d.Unschedulable)
+	}
+}
+
+func TestControllerReportsLaunchErrors(t *testing.T) {
+	l := &fakeLauncher{fail: errors.New("boom")}
+	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+	if _, err := c.Reconcile(context.Background()); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("want launch error, got %v", err)
+	}
+}
+
+func TestControllerRunProvisionsPendingPods(t *testing.T) {
+	l := &fakeLauncher{}
+	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+	c.batcher = NewBatcher(time.Millisecond, 5*time.Millisecond, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for i := 0; i < 5000; i++ {
+		l.mu.Lock()
+		n := len(l.claims)
+		l.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(l.claims) != 1 {
+		t.Fatalf("Run launched %d claims, want 1", len(l.claims))
+	}
+}

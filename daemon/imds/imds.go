@@ -1,0 +1,444 @@
+// Package imds watches the EC2 instance metadata service for the notices
+// that end or disturb an instance: spot interruptions, rebalance
+// recommendations and scheduled maintenance events (and their
+// cancellation). It speaks IMDSv2 only, through aws-sdk-go-v2's imds client
+// (which keeps and refreshes the session token), with short timeouts, and
+// keeps polling through every kind of failure: a watcher that gives up is
+// worse than one that logs.
+package imds
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Kind is what a Notice is about.
+type Kind string
+
+// Notice kinds.
+const (
+	KindSpotInterruption Kind = "spot-interruption"
+	KindRebalance        Kind = "rebalance"
+	KindMaintenance      Kind = "maintenance"
+)
+
+// Notice is one change the watcher observed.
+type Notice struct {
+	Kind Kind
+	// Action: terminate, stop or hibernate for spot; the event code
+	// (system-reboot, instance-stop, ...) for maintenance.
+	Action string
+	// Time: when the spot action happens; when a rebalance was noticed; the
+	// earliest start (NotBefore) of a maintenance event.
+	Time time.Time
+	// NotAfter and NotBeforeDeadline bound a maintenance event.
+	NotAfter          time.Time
+	NotBeforeDeadline time.Time
+	EventID           string
+	State             string // maintenance: active, completed, canceled
+	Description       string
+	// Cancelled: a maintenance event was cancelled or vanished before it
+	// completed. Completed: it completed (and this instance survived it).
+	Cancelled bool
+	Completed bool
+	// ObservedAt is when the watcher first saw this notice.
+	ObservedAt time.Time
+}
+
+// Config configures a Watcher.
+type Config struct {
+	// Endpoint is the IMDS base URL; empty means the instance's own
+	// (169.254.169.254, or AWS_EC2_METADATA_SERVICE_ENDPOINT).
+	Endpoint string
+	// Interval between polls of each path. Default 500 ms, so a notice is
+	// seen within half a second of IMDS showing it.
+	Interval time.Duration
+	// Timeout bounds each request. Default 800 ms.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// Registry, when set, receives the watcher's metrics.
+	Registry prometheus.Registerer
+	Now      func() time.Time
+}
+
+// Watcher polls IMDS.
+type Watcher struct {
+	cfg     Config
+	client  *imds.Client
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New returns a Watcher. Nothing is contacted until Run or Identity.
+func New(cfg Config) (*Watcher, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 800 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	client := imds.New(imds.Options{
+		Endpoint: cfg.Endpoint,
+		// IMDSv2 only: a token failure is an error, never a silent v1 read.
+		EnableFallback:        aws.FalseTernary,
+		ClientEnableState:     imds.ClientEnabled,
+		DisableDefaultTimeout: true, // each call carries our own, shorter, timeout
+		HTTPClient:            &http.Client{Timeout: cfg.Timeout},
+		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
+			// The poll loop is the retry: one quick extra attempt covers a
+			// dropped connection without delaying the next poll.
+			o.MaxAttempts = 2
+			o.MaxBackoff = 100 * time.Millisecond
+		}),
+	})
+	return &Watcher{cfg: cfg, client: client, log: cfg.Logger.With("component", "imds"), metrics: m}, nil
+}
+
+// errNotFound means the path does not exist now (no notice).
+var errNotFound = errors.New("not found")
+
+// get reads one metadata path as bytes, mapping 404 to errNotFound.
+func (w *Watcher) get(ctx context.Context, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	out, err := w.client.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+	w.metrics.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		var re interface{ HTTPStatusCode() int }
+		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
+			return nil, errNotFound
+		}
+		w.metrics.errors.WithLabelValues(path).Inc()
+		return nil, fmt.Errorf("imds get %s: %w", path, err)
+	}
+	defer func() { _ = out.Content.Close() }()
+	// Notices are tiny; cap reads so a broken endpoint cannot feed us forever.
+	b, err := io.ReadAll(io.LimitReader(out.Content, 1<<20))
+	if err != nil {
+		w.metrics.errors.WithLabelValues(path).Inc()
+		return nil, fmt.Errorf("imds read %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// Identity is what the instance says about itself.
+type Identity struct {
+	InstanceID       string
+	InstanceType     string
+	AvailabilityZone string
+	Region           string
+	Hostname         string // local-hostname, the name kubelet uses by default
+}
+
+// ProviderID is the Kubernetes providerID of this instance.
+func (i Identity) ProviderID() string {
+	return "aws:///" + i.AvailabilityZone + "/" + i.InstanceID
+}
+
+// Identity reads the instance's identity, retrying each field until ctx
+// ends. instance-id is required; the rest are best effort.
+func (w *Watcher) Identity(ctx context.Context) (Identity, error) {
+	var id Identity
+	fields := []struct {
+		path     string
+		dst      *string
+		required bool
+	}{
+		{"instance-id", &id.InstanceID, true},
+		{"placement/availability-zone", &id.AvailabilityZone, false},
+		{"instance-type", &id.InstanceType, false},
+		{"local-hostname", &id.Hostname, false},
+		{"placement/region", &id.Region, false},
+	}
+	for _, f := range fields {
+		for attempt := 0; ; attempt++ {
+			b, err := w.get(ctx, f.path)
+			if err == nil {
+				*f.dst = strings.TrimSpace(string(b))
+				break
+			}
+			if !f.required && (errors.Is(err, errNotFound) || attempt >= 2) {
+				break
+			}
+			if ctx.Err() != nil {
+				return id, fmt.Errorf("imds identity: %s: %w", f.path, err)
+			}
+			w.log.Warn("reading identity from IMDS, retrying", "path", f.path, "err", err)
+			if !sleep(ctx, jitter(w.cfg.Interval)) {
+				return id, fmt.Errorf("imds identity: %s: %w", f.path, ctx.Err())
+			}
+		}
+	}
+	if id.Region == "" && len(id.AvailabilityZone) > 1 {
+		// Older IMDS (and some mocks) lack placement/region: trim the zone letter.
+		id.Region = strings.TrimRightFunc(id.AvailabilityZone, func(r rune) bool { return r >= 'a' && r <= 'z' })
+	}
+	return id, nil
+}
+
+// Run polls until ctx ends, sending each new notice (and each change of a
+// maintenance event) to out. Each path is polled by its own loop, so a slow
+// answer on one never delays the spot notice.
+func (w *Watcher) Run(ctx context.Context, out chan<- Notice) error {
+	var wg sync.WaitGroup
+	for _, p := range []struct {
+		path  string
+		parse func([]byte, *pollState) ([]Notice, error)
+	}{
+		{"spot/instance-action", w.parseSpot},
+		{"events/recommendations/rebalance", w.parseRebalance},
+		{"events/maintenance/scheduled", w.parseScheduled},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.pollLoop(ctx, p.path, p.parse, out)
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// pollState is what one path's loop remembers between polls.
+type pollState struct {
+	seen   map[string]bool   // keys of notices already sent
+	events map[string]Notice // maintenance events by id, as last seen
+}
+
+func (w *Watcher) pollLoop(ctx context.Context, path string, parse func([]byte, *pollState) ([]Notice, error), out chan<- Notice) {
+	st := &pollState{seen: map[string]bool{}, events: map[string]Notice{}}
+	failing := false
+	for {
+		b, err := w.get(ctx, path)
+		if errors.Is(err, errNotFound) {
+			b, err = nil, nil
+		}
+		if err == nil {
+			var notices []Notice
+			notices, err = parse(b, st)
+			if err == nil {
+				for _, n := range notices {
+					w.metrics.notices.WithLabelValues(string(n.Kind)).Inc()
+					select {
+					case out <- n:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			// Log the first failure and the recovery, not every poll.
+			if !failing {
+				w.log.Warn("IMDS poll failing; still polling", "path", path, "err", err)
+			}
+			failing = true
+		} else if failing && err == nil {
+			w.log.Info("IMDS poll recovered", "path", path)
+			failing = false
+		}
+		if !sleep(ctx, jitter(w.cfg.Interval)) {
+			return
+		}
+	}
+}
+
+type spotAction struct {
+	Action string `json:"action"`
+	Time   string `json:"time"`
+}
+
+func (w *Watcher) parseSpot(b []byte, st *pollState) ([]Notice, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var a spotAction
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("spot/instance-action: malformed JSON: %w", err)
+	}
+	switch a.Action {
+	case "terminate", "stop", "hibernate":
+	default:
+		return nil, fmt.Errorf("spot/instance-action: unknown action %q", a.Action)
+	}
+	t, err := time.Parse(time.RFC3339, a.Time)
+	if err != nil {
+		return nil, fmt.Errorf("spot/instance-action: bad time %q: %w", a.Time, err)
+	}
+	key := a.Action + "@" + a.Time
+	if st.seen[key] {
+		return nil, nil
+	}
+	st.seen[key] = true
+	return []Notice{{Kind: KindSpotInterruption, Action: a.Action, Time: t, ObservedAt: w.cfg.Now()}}, nil
+}
+
+func (w *Watcher) parseRebalance(b []byte, st *pollState) ([]Notice, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var r struct {
+		NoticeTime string `json:"noticeTime"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("rebalance: malformed JSON: %w", err)
+	}
+	t, err := time.Parse(time.RFC3339, r.NoticeTime)
+	if err != nil {
+		return nil, fmt.Errorf("rebalance: bad noticeTime %q: %w", r.NoticeTime, err)
+	}
+	if st.seen[r.NoticeTime] {
+		return nil, nil
+	}
+	st.seen[r.NoticeTime] = true
+	return []Notice{{Kind: KindRebalance, Time: t, ObservedAt: w.cfg.Now()}}, nil
+}
+
+type scheduledEvent struct {
+	Code              string `json:"Code"`
+	Description       string `json:"Description"`
+	EventID           string `json:"EventId"`
+	NotBefore         string `json:"NotBefore"`
+	NotAfter          string `json:"NotAfter"`
+	NotBeforeDeadline string `json:"NotBeforeDeadline"`
+	State             string `json:"State"`
+}
+
+// IMDS spells maintenance times like "21 Jan 2019 09:00:43 GMT".
+const eventTimeLayout = "2 Jan 2006 15:04:05 GMT"
+
+func parseEventTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	for _, layout := range []string{eventTimeLayout, time.RFC3339, time.RFC1123} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC()
+		}
+	}
+	return time.Time{}
+}
+
+func (w *Watcher) parseScheduled(b []byte, st *pollState) ([]Notice, error) {
+	var evs []scheduledEvent
+	if len(strings.TrimSpace(string(b))) > 0 {
+		if err := json.Unmarshal(b, &evs); err != nil {
+			return nil, fmt.Errorf("maintenance/scheduled: malformed JSON: %w", err)
+		}
+	}
+	now := w.cfg.Now()
+	var out []Notice
+	current := map[string]bool{}
+	for _, e := range evs {
+		if e.EventID == "" {
+			continue
+		}
+		current[e.EventID] = true
+		n := Notice{
+			Kind: KindMaintenance, Action: e.Code, EventID: e.EventID, State: e.State, Description: e.Description,
+			Time: parseEventTime(e.NotBefore), NotAfter: parseEventTime(e.NotAfter),
+			NotBeforeDeadline: parseEventTime(e.NotBeforeDeadline), ObservedAt: now,
+		}
+		switch strings.ToLower(e.State) {
+		case "canceled", "cancelled":
+			n.Cancelled = true
+		case "completed":
+			n.Completed = true
+		}
+		// Description changes too ("[Canceled] ..."), so key on state only.
+		prev, known := st.events[e.EventID]
+		if known && prev.State == n.State && prev.Time.Equal(n.Time) {
+			continue
+		}
+		if !known && (n.Cancelled || n.Completed) {
+			// Already over when first seen (agent restarted): tell once so
+			// a drain left from before the restart is undone.
+			n.ObservedAt = now
+		}
+		st.events[e.EventID] = n
+		out = append(out, n)
+	}
+	for id, prev := range st.events {
+		if current[id] {
+			continue
+		}
+		delete(st.events, id)
+		if prev.Cancelled || prev.Completed {
+			continue
+		}
+		// An active event that vanished did not happen: treat as cancelled.
+		gone := prev
+		gone.Cancelled, gone.State, gone.ObservedAt = true, "vanished", now
+		out = append(out, gone)
+	}
+	return out, nil
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d*8/10 + rand.N(d*4/10+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type metrics struct {
+	latency prometheus.Histogram
+	errors  *prometheus.CounterVec
+	notices *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dovetail_agent_imds_request_seconds", Help: "IMDS request latency.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12),
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_agent_imds_errors_total", Help: "IMDS requests that failed (not counting 404: no notice).",
+		}, []string{"path"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_agent_imds_notices_total", Help: "Notices observed, by kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.latency, m.errors, m.notices} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("imds: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,187 @@
+package reporter
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// coordinator records reports and can be told to fail.
+type coordinator struct {
+	mu      sync.Mutex
+	got     []report.Report
+	ids     map[string]int
+	failing bool
+	status  int
+}
+
+func (c *coordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.URL.Path != report.Path || r.Method != http.MethodPost {
+		http.NotFound(w, r)
+		return
+	}
+	if c.failing {
+		http.Error(w, "no leader", http.StatusServiceUnavailable)
+		return
+	}
+	if c.status != 0 {
+		http.Error(w, "bad", c.status)
+		return
+	}
+	var rep report.Report
+	if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if c.ids == nil {
+		c.ids = map[string]int{}
+	}
+	c.ids[rep.ID]++
+	c.got = append(c.got, rep)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (c *coordinator) reports() []report.Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]report.Report(nil), c.got...)
+}
+
+func (c *coordinator) set(failing bool) { c.mu.Lock(); c.failing = failing; c.mu.Unlock() }
+
+func newClient(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.BaseBackoff = 10 * time.Millisecond
+	cfg.MaxBackoff = 50 * time.Millisecond
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func runClient(t *testing.T, c *Client) context.CancelFunc {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() { cancel(); <-done }
+}
+
+func flush(t *testing.T, c *Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSpoolsWhileDownAndDeliversInPriorityOrder(t *testing.T) {
+	coord := &coordinator{failing: true}
+	srv := httptest.NewServer(coord)
+	defer srv.Close()
+	spool := t.TempDir()
+
+	// First agent process: coordinator down; reports spooled to disk.
+	c1 := newClient(t, Config{Coordinators: []string{srv.URL}, SpoolDir: spool})
+	stop := runClient(t, c1)
+	c1.Send(report.Report{Kind: report.KindHealth, NodeName: "n1", Message: "old"})
+	c1.Send(report.Report{Kind: report.KindRebalance, NodeName: "n1"})
+	c1.Send(report.Report{Kind: report.KindHealth, NodeName: "n1", Message: "new"})
+	spot := c1.Send(report.Report{Kind: report.KindInterruption, NodeName: "n1", Action: "terminate"})
+	time.Sleep(100 * time.Millisecond) // a few failed rounds
+	stop()
+	if c1.Pending() != 3 {
+		t.Fatalf("pending %d, want 3 (older health superseded)", c1.Pending())
+	}
+
+	// The agent restarts, the coordinator comes back.
+	coord.set(false)
+	c2 := newClient(t, Config{Coordinators: []string{srv.URL}, SpoolDir: spool})
+	if c2.Pending() != 3 {
+		t.Fatalf("spool not reloaded: %d", c2.Pending())
+	}
+	runClient(t, c2)
+	flush(t, c2)
+	got := coord.reports()
+	if len(got) != 3 || got[0].ID != spot.ID || got[1].Kind != report.KindRebalance || got[2].Message != "new" {
+		t.Fatalf("delivered %+v", got)
+	}
+	for id, n := range coord.ids {
+		if n != 1 {
+			t.Errorf("report %s delivered %d times", id, n)
+		}
+	}
+	if got[0].ObservedAt.IsZero() || got[0].ID == "" {
+		t.Fatal("ID/ObservedAt not stamped")
+	}
+}
+
+func TestFailsOverToAnotherReplicaAndDiscovers(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusBadGateway)
+	}))
+	defer down.Close()
+	coord := &coordinator{}
+	up := httptest.NewServer(coord)
+	defer up.Close()
+	addr := strings.TrimPrefix(up.URL, "http://") // host:port from gossip Meta.RPCAddr
+	c := newClient(t, Config{Coordinators: []string{down.URL, "127.0.0.1:1"}, Discover: func() []string { return []string{addr} }})
+	runClient(t, c)
+	for range 5 {
+		c.Send(report.Report{Kind: report.KindMaintenance, NodeName: "n1"})
+	}
+	flush(t, c)
+	if n := len(coord.reports()); n != 5 {
+		t.Fatalf("delivered %d", n)
+	}
+}
+
+func TestRejectedReportIsDroppedNotRetriedForever(t *testing.T) {
+	coord := &coordinator{status: http.StatusBadRequest}
+	srv := httptest.NewServer(coord)
+	defer srv.Close()
+	c := newClient(t, Config{Coordinators: []string{srv.URL}})
+	runClient(t, c)
+	c.Send(report.Report{Kind: report.KindReplaceMe, NodeName: "n1"})
+	flush(t, c)
+}
+
+func TestSpoolBound(t *testing.T) {
+	c := newClient(t, Config{MaxSpool: 3})
+	c.Send(report.Report{Kind: report.KindInterruption})
+	for range 5 {
+		c.Send(report.Report{Kind: report.KindRebalance})
+	}
+	if c.Pending() != 3 {
+		t.Fatalf("pending %d", c.Pending())
+	}
+	c.mu.Lock()
+	first := c.pending[0].Report.Kind
+	c.mu.Unlock()
+	if first != report.KindInterruption {
+		t.Fatal("the interruption report was dropped for rebalance noise")
+	}
+}
+
+func TestNoAddressKeepsSpooling(t *testing.T) {
+	c := newClient(t, Config{})
+	runClient(t, c)
+	c.Send(report.Report{Kind: report.KindHealth})
+	time.Sleep(50 * time.Millisecond)
+	if c.Pending() != 1 {
+		t.Fatal("report lost without any coordinator")
+	}
+}

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package health
+
+import "errors"
+
+var errNotLinux = errors.New("only supported on Linux")
+
+func statfs(string) (DiskUsage, error) { return DiskUsage{}, errNotLinux }
+func adjtimex() (ClockStatus, error)   { return ClockStatus{}, errNotLinux }
