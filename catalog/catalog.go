@@ -15,6 +15,8 @@ import (
 	"os"
 	"sort"
 	"sync"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 //go:generate go run ./gen -types ../../shared/data/instance-types.json -spot ../../shared/data/spot-prices.json -out catalog.json.gz
@@ -112,6 +114,11 @@ type Catalog struct {
 	types  []Type
 	byName map[string]int
 	Source string
+
+	// Parsed resource lists, built once on first use by InstanceTypes.
+	resOnce  sync.Once
+	capacity []corev1.ResourceList
+	alloc    []corev1.ResourceList
 }
 
 var (

@@ -22,6 +22,14 @@ const (
 // region's minimum. Every offering starts Available; the provider's
 // insufficient-capacity cache decides otherwise.
 func (c *Catalog) InstanceTypes(region string, zones []string) []*cloud.InstanceType {
+	c.resOnce.Do(func() {
+		c.capacity = make([]corev1.ResourceList, len(c.types))
+		c.alloc = make([]corev1.ResourceList, len(c.types))
+		for i := range c.types {
+			c.capacity[i] = c.types[i].Capacity()
+			c.alloc[i] = c.types[i].Allocatable()
+		}
+	})
 	out := make([]*cloud.InstanceType, 0, len(c.types))
 	for i := range c.types {
 		t := &c.types[i]
@@ -32,8 +40,8 @@ func (c *Catalog) InstanceTypes(region string, zones []string) []*cloud.Instance
 		it := &cloud.InstanceType{
 			Name:        t.Name,
 			Labels:      make(map[string]string, len(t.Labels)+1),
-			Capacity:    t.Capacity(),
-			Allocatable: t.Allocatable(),
+			Capacity:    c.capacity[i].DeepCopy(),
+			Allocatable: c.alloc[i].DeepCopy(),
 			Offerings:   make([]cloud.Offering, 0, 2*len(zones)),
 		}
 		for k, v := range t.Labels {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -74,7 +73,8 @@ type kernelLog struct {
 	env *Env
 
 	mu       sync.Mutex
-	f        *os.File
+	fd       int // raw descriptor: os.File would park a non-blocking read in the poller
+	open     bool
 	partial  []byte
 	findings map[string]*finding // by reason (+ xid code)
 	openErr  error
@@ -86,33 +86,38 @@ func newKernelLog(e *Env) *kernelLog { return &kernelLog{env: e, findings: map[s
 func (k *kernelLog) poll() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.f == nil {
+	if !k.open {
 		// Non-blocking: /dev/kmsg blocks at the end of the buffer otherwise.
-		f, err := os.OpenFile(k.env.path(k.env.Kmsg), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		// Raw syscalls, because Go's os.File turns EAGAIN into a wait.
+		fd, err := syscall.Open(k.env.path(k.env.Kmsg), syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			k.openErr = err
-			return err
+			return fmt.Errorf("open %s: %w", k.env.Kmsg, err)
 		}
-		k.f, k.openErr = f, nil
+		k.fd, k.open, k.openErr = fd, true, nil
 	}
 	boot := k.bootTime()
 	buf := make([]byte, 16<<10)
 	for range 100000 { // bounded: a flood must not pin the check forever
-		n, err := k.f.Read(buf)
+		n, err := syscall.Read(k.fd, buf)
 		if n > 0 {
 			k.consume(buf[:n], boot)
 		}
 		switch {
-		case err == nil:
+		case err == nil && n > 0:
+			continue
+		case err == nil: // n == 0: end of a regular file
+			return nil
+		case errors.Is(err, syscall.EINTR):
 			continue
 		case errors.Is(err, syscall.EPIPE):
 			// The ring buffer overwrote records we had not read: carry on.
 			continue
-		case errors.Is(err, io.EOF), errors.Is(err, syscall.EAGAIN):
+		case errors.Is(err, syscall.EAGAIN):
 			return nil
 		default:
-			_ = k.f.Close()
-			k.f = nil
+			_ = syscall.Close(k.fd)
+			k.open = false
 			return fmt.Errorf("read %s: %w", k.env.Kmsg, err)
 		}
 	}

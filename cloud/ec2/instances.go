@@ -21,6 +21,10 @@ func (p *Provider) Get(ctx context.Context, instanceID string) (*cloud.Instance,
 	out, err := p.ec2.DescribeInstances(ctx, &awsec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
 		if isNotFoundCode(err) {
+			if inst, ok := p.recent.get(instanceID); ok {
+				// Launched moments ago; EC2 has not caught up yet.
+				return inst, nil
+			}
 			return nil, fmt.Errorf("instance %s: %w", instanceID, cloud.ErrNotFound)
 		}
 		return nil, fmt.Errorf("describe instance %s: %w", instanceID, err)
@@ -42,11 +46,28 @@ func (p *Provider) Get(ctx context.Context, instanceID string) (*cloud.Instance,
 
 // List returns this cluster's instances (tagged with cloud.TagCluster) that
 // are not terminated, oldest first.
+// Instances this provider launched moments ago are included even when
+// EC2's eventually consistent answer does not show them yet.
 func (p *Provider) List(ctx context.Context) ([]*cloud.Instance, error) {
-	return p.describe(ctx, []ec2types.Filter{
+	insts, err := p.describe(ctx, []ec2types.Filter{
 		{Name: aws.String("tag:" + cloud.TagCluster), Values: []string{p.cfg.ClusterName}},
 		{Name: aws.String("instance-state-name"), Values: liveStates},
 	})
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(insts))
+	for _, i := range insts {
+		seen[i.ID] = true
+	}
+	// An instance reported terminated is not "missing": describe drops it,
+	// so ask only about IDs EC2 did not mention at all.
+	for _, m := range p.recent.missingFrom(seen) {
+		if _, err := p.Get(ctx, m.ID); err == nil {
+			insts = append(insts, m)
+		}
+	}
+	return insts, nil
 }
 
 // findByNodeClaim returns the live instance launched for a NodeClaim, or nil.
@@ -94,6 +115,7 @@ func (p *Provider) describe(ctx context.Context, filters []ec2types.Filter) ([]*
 // Delete terminates an instance. It is idempotent: an instance that is
 // already terminated, or unknown to EC2, counts as deleted.
 func (p *Provider) Delete(ctx context.Context, instanceID string) error {
+	p.recent.forget(instanceID)
 	out, err := p.ec2.TerminateInstances(ctx, &awsec2.TerminateInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
 		if isNotFoundCode(err) {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -146,8 +146,9 @@ func (p *Provider) typesSnapshot(ctx context.Context) (*typesSnapshot, error) {
 			next.types, next.names, next.fetched = types, names, now
 		case p.types != nil:
 			// Serve the stale list rather than stop launching: types
-			// change rarely.
+			// change rarely. Try again in a minute, not on every call.
 			p.log.WarnContext(ctx, "refreshing instance types failed, serving cached list", "err", err)
+			next.fetched = now.Add(min(time.Minute, p.cfg.InstanceTypesTTL) - p.cfg.InstanceTypesTTL)
 		default:
 			return nil, err
 		}
@@ -159,6 +160,7 @@ func (p *Provider) typesSnapshot(ctx context.Context) (*typesSnapshot, error) {
 			next.spot, next.spotFresh = spot, now
 		case next.spot != nil:
 			p.log.WarnContext(ctx, "refreshing spot prices failed, serving cached prices", "err", err)
+			next.spotFresh = now.Add(min(time.Minute, p.cfg.PricesTTL) - p.cfg.PricesTTL)
 		default:
 			return nil, err
 		}
@@ -360,15 +362,16 @@ func (p *Provider) typeInfo(in *ec2types.InstanceTypeInfo) *typeInfo {
 	return ti
 }
 
-// splitFamily splits "m7gd" into category "m" and generation "7".
+// familyScheme matches an instance family: category letters, an optional
+// high-memory "-<n>tb" part (u-6tb1), then the generation digits.
+var familyScheme = regexp.MustCompile(`^([a-z]+)(-[0-9]+tb)?([0-9]+)`)
+
+// splitFamily splits "m7gd" into category "m" and generation "7", and
+// "u-6tb1" into "u" and "1", as Karpenter labels them.
 func splitFamily(family string) (category, generation string) {
-	i := strings.IndexFunc(family, unicode.IsDigit)
-	if i < 0 {
+	m := familyScheme.FindStringSubmatch(family)
+	if m == nil {
 		return family, ""
 	}
-	j := i
-	for j < len(family) && unicode.IsDigit(rune(family[j])) {
-		j++
-	}
-	return family[:i], family[i:j]
+	return m[1], m[3]
 }

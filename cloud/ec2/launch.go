@@ -182,8 +182,7 @@ func (p *Provider) archOf(instanceType string) string {
 	}
 	// Graviton families carry a g right after the generation (m7g, c6gd).
 	family, _, _ := strings.Cut(instanceType, ".")
-	cat, gen := splitFamily(family)
-	if gen != "" && strings.HasPrefix(family[len(cat)+len(gen):], "g") {
+	if m := familyScheme.FindString(family); m != "" && strings.HasPrefix(family[len(m):], "g") {
 		return "arm64"
 	}
 	return "amd64"
@@ -449,6 +448,7 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 			CapacityType: lifecycleCapacityType(fi.Lifecycle, a.capacityType), ImageID: image,
 			State: cloud.StatePending, LaunchTime: p.clock.Now(), Tags: tags,
 		}
+		p.recent.add(inst)
 		p.log.InfoContext(ctx, "instance launched", "nodeClaim", req.NodeClaimName, "instance", id, "type", itype, "zone", zone, "capacityType", inst.CapacityType, "refusedFirst", len(refused))
 		return inst, nil, nil
 	}

@@ -103,3 +103,43 @@ func TestSSMParameterTermAndTagging(t *testing.T) {
 		t.Fatalf("Refresh did not refetch")
 	}
 }
+
+// When EC2 cannot be reached the cached types and prices are served, and
+// the refresh is retried a minute later rather than on every call.
+func TestInstanceTypesServedStaleWhenEC2Fails(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	first, err := e.p.InstanceTypes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Hour)
+	e.sim.Throttle(1000, 0)
+	stale, err := e.p.InstanceTypes(ctx)
+	if err != nil || len(stale) != len(first) {
+		t.Fatalf("stale InstanceTypes = %d types, %v; want %d", len(stale), err, len(first))
+	}
+	calls := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes"))
+	if _, err := e.p.InstanceTypes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes")); got != calls {
+		t.Fatal("a failed refresh is retried on every call")
+	}
+	e.sim.Throttle(0, 0)
+	e.clock.Advance(time.Minute)
+	if _, err := e.p.InstanceTypes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.calls.WithLabelValues("EC2", "DescribeInstanceTypes")); got == calls {
+		t.Fatal("refresh not retried after a minute")
+	}
+
+	// A provider that never fetched has nothing to serve: the error shows.
+	p2, _ := newProvider(t, e)
+	e.sim.Throttle(1000, 0)
+	if _, err := p2.InstanceTypes(ctx); !isThrottle(err) {
+		t.Fatalf("cold InstanceTypes under throttling = %v", err)
+	}
+	e.sim.Throttle(0, 0)
+}

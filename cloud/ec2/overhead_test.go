@@ -142,3 +142,36 @@ func TestInstanceTypesFromEC2(t *testing.T) {
 		}
 	}
 }
+
+// Every label Karpenter documents and the allocatable cpu, memory, pods and
+// ephemeral storage must come out the same when computed from what EC2 (the
+// simulator, serving the real catalogue) says in DescribeInstanceTypes.
+func TestEveryTypeMatchesKarpenterReference(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	its, err := e.p.InstanceTypes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.MustLoad()
+	mismatches := 0
+	for _, it := range its {
+		ct, ok := cat.Get(it.Name)
+		if !ok {
+			continue
+		}
+		for k, v := range ct.Labels {
+			if it.Labels[k] != v && mismatches < 10 {
+				mismatches++
+				t.Errorf("%s label %s = %q, want %q", it.Name, k, it.Labels[k], v)
+			}
+		}
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods, corev1.ResourceEphemeralStorage} {
+			got, want := it.Allocatable[r], resource.MustParse(ct.Resources[string(r)])
+			if got.Cmp(want) != 0 && mismatches < 10 {
+				mismatches++
+				t.Errorf("%s allocatable %s = %s, want %s", it.Name, r, got.String(), want.String())
+			}
+		}
+	}
+	t.Logf("%d instance types checked", len(its))
+}

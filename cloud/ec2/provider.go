@@ -142,6 +142,8 @@ type Provider struct {
 	ncMu    sync.Mutex
 	ncCache map[string]cachedNodeClass
 
+	recent *recentLaunches
+
 	ltMu sync.Mutex
 	lts  map[string]bool // launch template names known to exist
 
@@ -197,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		clock:   cfg.Clock,
 		metrics: m,
 		ice:     newICECache(cfg.Clock, cfg.ICETTL),
+		recent:  newRecentLaunches(cfg.Clock),
 		catalog: cat,
 		ncCache: map[string]cachedNodeClass{},
 		lts:     map[string]bool{},

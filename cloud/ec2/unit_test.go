@@ -203,3 +203,18 @@ func mustMetrics(t *testing.T) *metrics {
 	}
 	return m
 }
+
+func TestFamilyParsing(t *testing.T) {
+	for fam, want := range map[string][2]string{"m7gd": {"m", "7"}, "u-6tb1": {"u", "1"}, "c5": {"c", "5"}, "x2iezn": {"x", "2"}, "mac": {"mac", ""}} {
+		c, g := splitFamily(fam)
+		if c != want[0] || g != want[1] {
+			t.Errorf("splitFamily(%s) = %s, %s", fam, c, g)
+		}
+	}
+	p := &Provider{catalog: catalog.MustLoad()}
+	for it, want := range map[string]string{"m7g.large": "arm64", "m5.large": "amd64", "zz9g.large": "arm64", "zz9.large": "amd64", "g5.xlarge": "amd64"} {
+		if got := p.archOf(it); got != want {
+			t.Errorf("archOf(%s) = %s, want %s", it, got, want)
+		}
+	}
+}

@@ -69,6 +69,17 @@ func (s *Sim) routes() http.Handler {
 		}
 		return nil, s.SetPool(req.InstanceType, req.Zone, req.CapacityType, c, req.ErrorCode)
 	}))
+	mux.HandleFunc("POST /sim/pools/interrupt", s.httpJSON(func(r *http.Request) (any, error) {
+		var req struct {
+			InstanceType string `json:"instanceType"`
+			Zone         string `json:"zone"`
+		}
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		ids, err := s.InterruptSpotPool(req.InstanceType, req.Zone)
+		return map[string]any{"instanceIds": ids}, err
+	}))
 	mux.HandleFunc("POST /sim/spot-price", s.httpJSON(func(r *http.Request) (any, error) {
 		var req struct {
 			InstanceType string  `json:"instanceType"`
@@ -290,6 +301,33 @@ func (s *Sim) InterruptSpot(id string) (time.Time, error) {
 		return nil
 	})
 	return deadline, err
+}
+
+// InterruptSpotPool reclaims a spot pool the way a capacity crunch does:
+// every live spot instance of the type in the zone (all zones when zone is
+// empty) gets its two-minute notice, and the pool is exhausted so
+// replacements fail with InsufficientInstanceCapacity until RefillPool.
+// It returns the interrupted instance IDs.
+func (s *Sim) InterruptSpotPool(instanceType, zone string) ([]string, error) {
+	if err := s.ExhaustPool(instanceType, zone, "spot"); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	var ids []string
+	for _, id := range s.order {
+		in := s.instances[id]
+		if in.capType == "spot" && in.itype == instanceType && (zone == "" || in.zone == zone) &&
+			(in.state == statePending || in.state == stateRunning) && in.action == nil {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		if _, err := s.InterruptSpot(id); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
 }
 
 // RebalanceRecommendation publishes events/recommendations/rebalance.

@@ -136,3 +136,36 @@ func TestRateThrottle(t *testing.T) {
 		t.Fatalf("after refill: %v", err)
 	}
 }
+
+func TestInterruptSpotPool(t *testing.T) {
+	ctx := context.Background()
+	s := startSim(t, Config{})
+	c := ec2Client(s, 3)
+	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
+	sn := s.SubnetIDs()
+	var spot []string
+	for i := 0; i < 3; i++ {
+		out, err := c.CreateFleet(ctx, fleetInput("p-"+string(rune('a'+i)), lt, "spot", override{"m5.large", sn[0]}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spot = append(spot, fleetIDs(out)...)
+	}
+	od, _ := c.CreateFleet(ctx, fleetInput("p-od", lt, "on-demand", override{"m5.large", sn[0]}))
+	code, out := postJSON(t, s.URL()+"/sim/pools/interrupt", map[string]any{"instanceType": "m5.large", "zone": "us-east-1a"})
+	if code != 200 || len(out["instanceIds"].([]any)) != 3 {
+		t.Fatalf("interrupt pool: %d %v", code, out)
+	}
+	for _, id := range spot {
+		if info, _ := s.Instance(id); info.SpotAction == nil {
+			t.Errorf("%s has no notice", id)
+		}
+	}
+	if info, _ := s.Instance(fleetIDs(od)[0]); info.SpotAction != nil {
+		t.Error("on-demand instance interrupted")
+	}
+	f, err := c.CreateFleet(ctx, fleetInput("p-next", lt, "spot", override{"m5.large", sn[0]}))
+	if err != nil || len(f.Instances) != 0 || aws.ToString(f.Errors[0].ErrorCode) != "InsufficientInstanceCapacity" {
+		t.Fatalf("replacement in the reclaimed pool: %+v %v", f, err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/dovetail-dev/dovetail/catalog"
 )
 
 func TestDescribeWorld(t *testing.T) {
@@ -460,5 +462,71 @@ func TestRunInstances(t *testing.T) {
 	})
 	if err != nil || aws.ToString(again.Instances[0].InstanceId) != aws.ToString(out.Instances[0].InstanceId) {
 		t.Fatalf("replay: %v", err)
+	}
+}
+
+func TestCustomCatalogue(t *testing.T) {
+	ctx := context.Background()
+	cat, err := catalog.New([]catalog.Type{{
+		Name: "x1.tiny", Arch: "amd64", VCPU: 1, MemoryMiB: 1024, MaxPods: 8,
+		Resources: map[string]string{"cpu": "900m", "memory": "600Mi", "pods": "8"},
+		Labels:    map[string]string{"kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "x1.tiny"},
+		OnDemand:  map[string]float64{"eu-west-1": 0.01},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSim(t, Config{Region: "eu-west-1", Catalog: cat, KubernetesVersions: []string{"1.37"}})
+	c := ec2Client(s, 3)
+	out, err := c.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{})
+	if err != nil || len(out.InstanceTypes) != 1 || out.InstanceTypes[0].InstanceType != "x1.tiny" {
+		t.Fatalf("types: %+v %v", out, err)
+	}
+	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
+	sn := s.SubnetIDs()
+	// No spot market for the type: the spot override is unfulfillable, on-demand works.
+	f, err := c.CreateFleet(ctx, fleetInput("c-1", lt, "spot", override{"x1.tiny", sn[0]}))
+	if err != nil || len(f.Instances) != 0 || aws.ToString(f.Errors[0].ErrorCode) != "UnfulfillableCapacity" {
+		t.Fatalf("spot: %+v %v", f, err)
+	}
+	f, err = c.CreateFleet(ctx, fleetInput("c-2", lt, "on-demand", override{"x1.tiny", sn[0]}, override{"m5.large", sn[0]}))
+	if err != nil || len(fleetIDs(f)) != 1 || f.Instances[0].InstanceType != "x1.tiny" {
+		t.Fatalf("on-demand: %+v %v", f, err)
+	}
+	if len(f.Errors) != 0 {
+		t.Fatalf("errors after success: %+v", f.Errors)
+	}
+	d, _ := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: fleetIDs(f)})
+	if dns := aws.ToString(d.Reservations[0].Instances[0].PrivateDnsName); !strings.HasSuffix(dns, ".eu-west-1.compute.internal") {
+		t.Fatalf("dns %s", dns)
+	}
+}
+
+func TestSpotPriceDrift(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	s := startSim(t, Config{Clock: clk, SpotPriceInterval: 10 * time.Minute, SpotPriceVolatility: 0.2, Seed: 7})
+	c := ec2Client(s, 3)
+	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
+	if _, err := c.CreateFleet(ctx, fleetInput("drift", lt, "spot", override{"m5.large", s.SubnetIDs()[0]})); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(35 * time.Minute)
+	out, err := c.DescribeSpotPriceHistory(ctx, &ec2.DescribeSpotPriceHistoryInput{InstanceTypes: []ec2types.InstanceType{"m5.large"}, AvailabilityZone: aws.String("us-east-1a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.SpotPriceHistory) != 4 {
+		t.Fatalf("history after 3 intervals: %d entries", len(out.SpotPriceHistory))
+	}
+	for _, p := range out.SpotPriceHistory {
+		if v := aws.ToString(p.SpotPrice); v <= "0.0" || v > "0.096000" {
+			t.Errorf("price %s outside (0, on-demand]", v)
+		}
+	}
+	// Pools never used for spot keep the catalogue's price.
+	other, _ := c.DescribeSpotPriceHistory(ctx, &ec2.DescribeSpotPriceHistoryInput{InstanceTypes: []ec2types.InstanceType{"c5.large"}, AvailabilityZone: aws.String("us-east-1a")})
+	if len(other.SpotPriceHistory) != 1 {
+		t.Fatalf("unused pool moved: %+v", other.SpotPriceHistory)
 	}
 }

@@ -244,6 +244,10 @@ func (s *Sim) orderCandidates(ovs []fleetOverride, capType, strategy string) []f
 		cs = append(cs, cand{ov, s.priceLocked(ov.itype, ov.zone, capType), depth})
 	}
 	less := func(a, b cand) bool {
+		// Overrides with no price here (unknown type, no spot market) last.
+		if (a.price > 0) != (b.price > 0) {
+			return a.price > 0
+		}
 		switch strategy {
 		case "capacity-optimized":
 			if a.depth != b.depth {

@@ -2,6 +2,7 @@ package ec2sim
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,40 @@ func TestNodeRegistration(t *testing.T) {
 	}
 	if _, err := kc.CoreV1().Nodes().Get(ctx, info.PrivateDNS, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("node still there after terminate: %v", err)
+	}
+}
+
+// TestNodeSpec checks the Node a running instance turns into, without a
+// cluster (the registration itself is TestNodeRegistration).
+func TestNodeSpec(t *testing.T) {
+	s := startSim(t, Config{Region: "us-west-2"})
+	nodeadm := "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n    - --node-labels=karpenter.sh/nodepool=gpu\n    - --register-with-taints=nvidia.com/gpu=true:NoSchedule\n"
+	id := launchOne(t, s, "spec-1", "on-demand", "m5.large", b64(nodeadm))
+	s.mu.Lock()
+	spec := s.nodeSpecLocked(s.instances[id])
+	s.mu.Unlock()
+	info, _ := s.Instance(id)
+	if spec.name != info.PrivateDNS || spec.name == "" || spec.providerID != "aws:///us-west-2a/"+id || spec.ip != info.PrivateIP {
+		t.Fatalf("identity: %+v", spec)
+	}
+	if !strings.HasSuffix(spec.name, ".us-west-2.compute.internal") {
+		t.Fatalf("name %s", spec.name)
+	}
+	for k, v := range map[string]string{
+		corev1.LabelTopologyRegion: "us-west-2", corev1.LabelTopologyZone: "us-west-2a", "karpenter.sh/capacity-type": "on-demand",
+		"karpenter.sh/nodepool": "gpu", "topology.k8s.aws/zone-id": "usw2-az1", corev1.LabelHostname: spec.name,
+	} {
+		if spec.labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, spec.labels[k], v)
+		}
+	}
+	if len(spec.taints) != 1 || spec.taints[0].Key != "nvidia.com/gpu" || spec.taints[0].Effect != corev1.TaintEffectNoSchedule {
+		t.Errorf("taints %v", spec.taints)
+	}
+	if m := spec.alloc[corev1.ResourceMemory]; m.Value() >= 8<<30 || m.Value() < 6<<30 {
+		t.Errorf("allocatable memory %v", m.String())
+	}
+	if p := spec.capacity[corev1.ResourcePods]; p.Value() != 29 {
+		t.Errorf("pods %v", p.String())
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
@@ -70,6 +72,13 @@ type Config struct {
 	ClusterName string
 	// RESTConfig, when set, makes running instances appear as kwok Nodes.
 	RESTConfig *rest.Config
+	// SpotPriceInterval, when set, moves the spot price of every spot pool
+	// a launch has asked for (launched from or tried) by up to ±SpotPriceVolatility (default
+	// 10%) each interval, never above the on-demand price. Seed makes the
+	// walk repeatable.
+	SpotPriceInterval   time.Duration
+	SpotPriceVolatility float64
+	Seed                uint64
 	// DisableIMDS skips the per-instance IMDS listeners (benchmarks).
 	DisableIMDS bool
 	Clock       Clock
@@ -113,6 +122,9 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if c.SpotPriceVolatility <= 0 {
+		c.SpotPriceVolatility = 0.1
+	}
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:0"
 	}
@@ -141,6 +153,8 @@ type Sim struct {
 	pools     map[poolKey]*pool
 	history   map[poolKey][]pricePoint // spot price changes after the catalogue's price
 	started   time.Time
+	lastDrift time.Time
+	rng       *rand.Rand
 	throttle  throttleState
 	latency   time.Duration
 	wake      chan struct{}
@@ -182,6 +196,8 @@ func New(cfg Config) *Sim {
 	}
 	s.metrics = newSimMetrics()
 	s.started = s.clock.Now()
+	s.lastDrift = s.started
+	s.rng = rand.New(rand.NewPCG(cfg.Seed, 0x0d0e7a11))
 	if s.initErr == nil {
 		s.buildWorld()
 	}
@@ -358,6 +374,13 @@ func (s *Sim) stepLocked(now time.Time) (time.Time, effects) {
 			next = t
 		}
 	}
+	if iv := s.cfg.SpotPriceInterval; iv > 0 {
+		for !now.Before(s.lastDrift.Add(iv)) {
+			s.lastDrift = s.lastDrift.Add(iv)
+			s.driftSpotPricesLocked(s.lastDrift)
+		}
+		soonest(s.lastDrift.Add(iv))
+	}
 	var drop []string
 	for _, id := range s.order {
 		in := s.instances[id]
@@ -476,4 +499,39 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// driftSpotPricesLocked moves the spot price of every spot pool a launch
+// has asked for, in a stable order so a seeded walk repeats.
+func (s *Sim) driftSpotPricesLocked(at time.Time) {
+	var keys []poolKey
+	for k := range s.pools {
+		if k.capType == "spot" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].itype != keys[j].itype {
+			return keys[i].itype < keys[j].itype
+		}
+		return keys[i].zone < keys[j].zone
+	})
+	for _, k := range keys {
+		cur, ok := s.spotPriceLocked(k.itype, k.zone)
+		if !ok {
+			continue
+		}
+		next := cur * (1 + s.cfg.SpotPriceVolatility*(2*s.rng.Float64()-1))
+		if t, ok := s.catalogType(k.itype); ok {
+			if od, ok := t.OnDemandPrice(s.cfg.Region); ok && next > od {
+				next = od
+			}
+		}
+		next = math.Round(next*1e6) / 1e6
+		if next <= 0 || next == cur {
+			continue
+		}
+		hk := poolKey{k.itype, k.zone, "spot"}
+		s.history[hk] = append(s.history[hk], pricePoint{at: at.Truncate(time.Second), price: next})
+	}
 }

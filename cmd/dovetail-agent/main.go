@@ -267,6 +267,9 @@ func runAgent(o options, log *slog.Logger) error {
 		}
 		cfg.Gossip = gc
 	}
+	if o.spotForceDeleteBefore == 0 {
+		cfg.SpotForceDeleteBefore = -1 // the flag's 0 means never; the config's means default
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -1,30 +1,356 @@
 // Command dovetail-coordinator is the replicated control loop: provisioning,
-// disruption and launches, replicated with Raft.
+// disruption and launches, replicated with Raft. Run 3 or 5 replicas with the
+// same command line (a StatefulSet): each derives its peers from its pod name,
+// --bootstrap-expect and --peer-domain, a fresh cluster bootstraps itself and
+// a restarted pod rejoins with its data directory.
+//
+// Every flag can also be set in the environment as DOVETAIL_COORDINATOR_<FLAG>,
+// upper-cased with dashes as underscores (--data-dir → DOVETAIL_COORDINATOR_DATA_DIR);
+// a flag on the command line wins.
 package main
 
 import (
+	"context"
+	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud/ec2"
+	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/launcher"
+	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/version"
 )
 
+const envPrefix = "DOVETAIL_COORDINATOR_"
+
+type options struct {
+	id, dataDir                         string
+	raftAddr, raftAdvertise, httpAddr   string
+	peers, peerDomain                   string
+	bootstrapExpect                     int
+	tlsCA, tlsCert, tlsKey, tlsName     string
+	insecureRaft                        bool
+	clusterName, region, ec2Endpoint    string
+	clusterEndpoint, clusterCA, k8sVer  string
+	awsStatic                           bool
+	kubeconfig                          string
+	noKube, noCloud                     bool
+	gossipBind, gossipAdvertise         string
+	gossipSeeds, gossipLabel, gossipKey string
+	gossipDev, noGossip                 bool
+	leakGrace, nodeGrace, interval      time.Duration
+	orphanGrace, deadServer             time.Duration
+	heartbeat, election                 time.Duration
+	logLevel, logFormat                 string
+	showVersion                         bool
+}
+
 func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func defaultID() string {
+	if v := os.Getenv("POD_NAME"); v != "" {
+		return v
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
 	fs := flag.NewFlagSet("dovetail-coordinator", flag.ContinueOnError)
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.id, "id", defaultID(), "replica ID, stable across restarts (pod name; default $POD_NAME or host name)")
+	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/dovetail-coordinator", "Raft WAL and snapshots (a persistent volume)")
+	fs.StringVar(&o.raftAddr, "raft-addr", ":7000", "Raft listen address")
+	fs.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this replica's entry in the peer list)")
+	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "API listen address (/v1/..., /v1/reports, /healthz, /readyz, /metrics)")
+	fs.StringVar(&o.peers, "peers", "", "explicit peer list id=raftHost:port|httpHost:port,... (instead of --bootstrap-expect)")
+	fs.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "replica count of the StatefulSet; peers are <set>-<i>.<peer-domain>")
+	fs.StringVar(&o.peerDomain, "peer-domain", "", "headless service domain, e.g. dovetail-coordinator.kube-system.svc.cluster.local")
+	fs.StringVar(&o.tlsCA, "raft-tls-ca", "", "CA bundle that signs every replica's Raft certificate")
+	fs.StringVar(&o.tlsCert, "raft-tls-cert", "", "this replica's Raft certificate (client and server)")
+	fs.StringVar(&o.tlsKey, "raft-tls-key", "", "key of --raft-tls-cert")
+	fs.StringVar(&o.tlsName, "raft-tls-server-name", "", "name every peer certificate must carry (default: the dialled host)")
+	fs.BoolVar(&o.insecureRaft, "insecure-raft", false, "allow plain-TCP Raft (development and tests only)")
+	fs.StringVar(&o.clusterName, "cluster-name", "", "cluster name, tagged on every instance")
+	fs.StringVar(&o.region, "region", os.Getenv("AWS_REGION"), "AWS region")
+	fs.StringVar(&o.ec2Endpoint, "ec2-endpoint", "", "EC2/SSM endpoint override (the EC2 simulator)")
+	fs.BoolVar(&o.awsStatic, "aws-static-test-credentials", false, "use fixed fake AWS credentials (the EC2 simulator)")
+	fs.StringVar(&o.clusterEndpoint, "cluster-endpoint", "", "Kubernetes API endpoint for node user data")
+	fs.StringVar(&o.clusterCA, "cluster-ca", "", "base64 cluster CA for node user data")
+	fs.StringVar(&o.k8sVer, "kubernetes-version", "1.37", "Kubernetes minor version for AMI aliases")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (default: in-cluster)")
+	fs.BoolVar(&o.noKube, "no-kube", false, "run without Kubernetes (no NodeClaims; launches from the API only)")
+	fs.BoolVar(&o.noCloud, "no-cloud", false, "run without a cloud provider (replication and API only)")
+	fs.StringVar(&o.gossipBind, "gossip-bind", ":7946", "memberlist bind address")
+	fs.StringVar(&o.gossipAdvertise, "gossip-advertise", "", "memberlist advertise address")
+	fs.StringVar(&o.gossipSeeds, "gossip-seeds", "", "comma-separated host:port of pool members to join")
+	fs.StringVar(&o.gossipLabel, "gossip-label", "", "cluster label separating gossip pools (default: --cluster-name)")
+	fs.StringVar(&o.gossipKey, "gossip-key-file", "", "gossip keyring: one base64 key per line, first is primary")
+	fs.BoolVar(&o.gossipDev, "gossip-dev", false, "unencrypted gossip with fast local timings (development only)")
+	fs.BoolVar(&o.noGossip, "no-gossip", false, "do not join the gossip pool")
+	fs.DurationVar(&o.leakGrace, "leak-grace", 5*time.Minute, "how long an instance no launch owns survives before it is terminated")
+	fs.DurationVar(&o.nodeGrace, "node-grace", 2*time.Minute, "after a leader change, how long before nodes can be judged gone")
+	fs.DurationVar(&o.orphanGrace, "orphan-claim-grace", 2*time.Minute, "how long a NodeClaim with no launch intent survives")
+	fs.DurationVar(&o.interval, "reconcile-interval", 10*time.Second, "launcher reconcile period")
+	fs.DurationVar(&o.deadServer, "dead-server-timeout", 2*time.Minute, "failed time before an unexpected Raft server is removed")
+	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
+	fs.DurationVar(&o.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: dovetail-coordinator [flags]\n\nThe Dovetail coordinator.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: dovetail-coordinator [flags]\n\n"+
+			"The Dovetail coordinator: one Raft replica of the control loop.\n\n"+
+			"Every flag may be set in the environment as %s<FLAG> (e.g. %sDATA_DIR).\n\nFlags:\n", envPrefix, envPrefix)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			os.Exit(0)
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
 		}
-		os.Exit(2)
+		return 2
 	}
-	if *showVersion {
-		fmt.Println("dovetail-coordinator", version.String())
-		return
+	if o.showVersion {
+		fmt.Fprintln(stdout, "dovetail-coordinator", version.String())
+		return 0
 	}
+	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	cfg, err := buildConfig(context.Background(), o, log)
+	if err != nil {
+		log.Error("invalid configuration", "err", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := coordinator.Run(ctx, cfg); err != nil {
+		log.Error("coordinator stopped", "err", err)
+		return 1
+	}
+	log.Info("coordinator stopped")
+	return 0
+}
+
+// applyEnv sets flags from DOVETAIL_COORDINATOR_* before the command line is parsed.
+func applyEnv(fs *flag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json or text", format)
+}
+
+func port(addr string, def int) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return def
+	}
+	return n
+}
+
+func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.Config, error) {
+	var cfg coordinator.Config
+	if o.id == "" {
+		return cfg, errors.New("--id is required")
+	}
+	var peers []raftnode.Peer
+	var err error
+	switch {
+	case o.peers != "" && o.bootstrapExpect > 0:
+		return cfg, errors.New("use either --peers or --bootstrap-expect, not both")
+	case o.peers != "":
+		peers, err = raftnode.ParsePeers(o.peers)
+	case o.bootstrapExpect > 0:
+		peers, err = raftnode.StatefulSetPeers(o.id, o.bootstrapExpect, o.peerDomain, port(o.raftAddr, 7000), port(o.httpAddr, 8080))
+	default:
+		return cfg, errors.New("one of --peers or --bootstrap-expect is required")
+	}
+	if err != nil {
+		return cfg, err
+	}
+	rc := raftnode.Config{
+		ID: o.id, DataDir: o.dataDir, BindAddr: o.raftAddr, AdvertiseAddr: o.raftAdvertise, Peers: peers,
+		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, DeadServerTimeout: o.deadServer,
+	}
+	tlsFiles := raftnode.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey, ServerName: o.tlsName}
+	switch {
+	case tlsFiles.Enabled():
+		rc.ServerTLS, rc.ClientTLS, err = tlsFiles.Load()
+		if err != nil {
+			return cfg, err
+		}
+	case !o.insecureRaft:
+		return cfg, errors.New("raft needs mutual TLS (--raft-tls-ca, --raft-tls-cert, --raft-tls-key) or --insecure-raft for development")
+	default:
+		log.Warn("raft traffic is NOT encrypted (--insecure-raft)")
+	}
+	cfg = coordinator.Config{
+		Raft: rc, HTTPAddr: o.httpAddr, NodeGrace: o.nodeGrace, Logger: log,
+		Launcher: coordinator.LauncherOptions{Interval: o.interval, LeakGrace: o.leakGrace, OrphanClaimGrace: o.orphanGrace},
+	}
+	var kube client.Client
+	if !o.noKube {
+		rest, err := restConfig(o.kubeconfig)
+		if err != nil {
+			return cfg, err
+		}
+		scheme := runtime.NewScheme()
+		for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
+			if err := add(scheme); err != nil {
+				return cfg, fmt.Errorf("build scheme: %w", err)
+			}
+		}
+		kube, err = client.New(rest, client.Options{Scheme: scheme})
+		if err != nil {
+			return cfg, fmt.Errorf("kubernetes client: %w", err)
+		}
+		cfg.Claims = &launcher.KubeClaims{C: kube}
+	}
+	if !o.noCloud {
+		if o.clusterName == "" || o.region == "" {
+			return cfg, errors.New("--cluster-name and --region are required with a cloud (or pass --no-cloud)")
+		}
+		if kube == nil {
+			return cfg, errors.New("launching needs Kubernetes for EC2NodeClasses (drop --no-kube or pass --no-cloud)")
+		}
+		ec := ec2.Config{Region: o.region, Endpoint: o.ec2Endpoint, ClusterName: o.clusterName,
+			ClusterEndpoint: o.clusterEndpoint, ClusterCA: o.clusterCA, KubernetesVersion: o.k8sVer, Logger: log}
+		if o.awsStatic {
+			ec.Credentials = credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")
+		}
+		prov, err := ec2.New(ctx, ec)
+		if err != nil {
+			return cfg, fmt.Errorf("ec2 provider: %w", err)
+		}
+		cfg.Cloud = prov
+	}
+	if !o.noGossip {
+		g := &gossip.Config{Name: o.id, Dev: o.gossipDev, Label: o.gossipLabel, Logger: log}
+		if g.Label == "" {
+			g.Label = o.clusterName
+		}
+		host, _, err := net.SplitHostPort(o.gossipBind)
+		if err != nil {
+			return cfg, fmt.Errorf("--gossip-bind: %w", err)
+		}
+		g.BindAddr, g.BindPort = host, port(o.gossipBind, 7946)
+		if o.gossipAdvertise != "" {
+			ah, _, err := net.SplitHostPort(o.gossipAdvertise)
+			if err != nil {
+				return cfg, fmt.Errorf("--gossip-advertise: %w", err)
+			}
+			g.AdvertiseAddr, g.AdvertisePort = ah, port(o.gossipAdvertise, g.BindPort)
+		}
+		for _, s := range strings.Split(o.gossipSeeds, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				g.Seeds = append(g.Seeds, s)
+			}
+		}
+		if o.gossipKey != "" {
+			keys, err := readKeys(o.gossipKey)
+			if err != nil {
+				return cfg, err
+			}
+			g.Keys = keys
+		} else if !o.gossipDev {
+			return cfg, errors.New("gossip needs --gossip-key-file outside --gossip-dev (or pass --no-gossip)")
+		}
+		cfg.Gossip = g
+	}
+	cfg.Setup = leaderComponents
+	return cfg, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return c, nil
+	}
+	c, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster kubernetes config (or pass --kubeconfig / --no-kube): %w", err)
+	}
+	return c, nil
+}
+
+// readKeys reads a gossip keyring: one base64 key per line, primary first.
+func readKeys(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read gossip keys: %w", err)
+	}
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("gossip key on line %d: %w", i+1, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip key file %s holds no keys", path)
+	}
+	return keys, nil
 }

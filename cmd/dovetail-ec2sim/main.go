@@ -40,6 +40,8 @@ func run() error {
 		termDelay     = flag.Duration("terminate-delay", 5*time.Second, "time an instance stays shutting-down")
 		capacity      = flag.Int("capacity", -1, "instances each pool (type × zone × capacity type) can launch; -1 unlimited")
 		maxSpot       = flag.Int("max-spot", 0, "maximum live spot instances (0 unlimited)")
+		spotInterval  = flag.Duration("spot-price-interval", 0, "move spot prices of used pools this often (0 = never)")
+		spotVol       = flag.Float64("spot-price-volatility", 0.1, "largest relative spot price move per interval")
 		kubeconfig    = flag.String("kubeconfig", "", "register running instances as kwok Nodes in this cluster")
 		clusterName   = flag.String("cluster-name", "dovetail-local", "cluster name for discovery tags")
 		k8sVersions   = flag.String("kubernetes-versions", "", "comma-separated Kubernetes versions with AMIs (default 1.34-1.37)")
@@ -58,7 +60,8 @@ func run() error {
 	cfg := ec2sim.Config{
 		Region: *region, BootDelay: *bootDelay, TerminateDelay: *termDelay,
 		DefaultPoolCapacity: *capacity, MaxSpotInstances: *maxSpot, ClusterName: *clusterName,
-		Logger: log, Addr: *listen,
+		Logger: log, Addr: *listen, SpotPriceInterval: *spotInterval, SpotPriceVolatility: *spotVol,
+		Seed: uint64(time.Now().UnixNano()),
 	}
 	if *zones != "" {
 		cfg.Zones = splitList(*zones)

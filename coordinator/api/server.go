@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -123,6 +124,12 @@ func (h *Handler) fail(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, Error{Error: err.Error(), Leader: id})
 }
 
+// refuse answers a request that certainly had no effect.
+func (h *Handler) refuse(w http.ResponseWriter, code int, err error) {
+	id, _ := h.cfg.Backend.Leader()
+	writeJSON(w, code, Error{Error: err.Error(), Leader: id, NotApplied: true})
+}
+
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	b := h.cfg.Backend
 	id, _ := b.Leader()
@@ -160,12 +167,12 @@ func (h *Handler) read(fn func(w http.ResponseWriter, r *http.Request, st *fsm.S
 // forward proxies a request to the leader once.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	if r.Header.Get(HeaderForwarded) != "" {
-		h.fail(w, http.StatusServiceUnavailable, errors.New("not the leader (request already forwarded)"))
+		h.refuse(w, http.StatusServiceUnavailable, errors.New("not the leader (request already forwarded)"))
 		return
 	}
 	addr := h.cfg.Backend.LeaderHTTPAddr()
 	if addr == "" {
-		h.fail(w, http.StatusServiceUnavailable, errors.New("no leader known"))
+		h.refuse(w, http.StatusServiceUnavailable, errors.New("no leader known"))
 		return
 	}
 	if !strings.Contains(addr, "://") {
@@ -180,6 +187,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			h.refuse(w, http.StatusBadGateway, fmt.Errorf("forward to leader: %w", err))
+			return
+		}
 		h.fail(w, http.StatusBadGateway, fmt.Errorf("forward to leader: %w", err))
 		return
 	}
@@ -213,6 +225,10 @@ func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
 	err = h.cfg.Backend.Apply(r.Context(), fsm.ReportReceived{Report: rep, ReceivedAt: h.cfg.Now()})
 	if err != nil {
 		h.cfg.Log.Warn("commit report", "id", rep.ID, "node", rep.NodeName, "err", err)
+		if errors.Is(err, raft.ErrNotLeader) {
+			h.refuse(w, http.StatusServiceUnavailable, err)
+			return
+		}
 		h.fail(w, http.StatusServiceUnavailable, err)
 		return
 	}

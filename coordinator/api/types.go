@@ -61,11 +61,11 @@ type Node struct {
 	NodePool     string    `json:"nodePool,omitempty"`
 	Health       string    `json:"health,omitempty"`
 	Interruption string    `json:"interruption,omitempty"`
-	Deadline     time.Time `json:"deadline,omitempty"`
+	Deadline     time.Time `json:"deadline,omitzero"`
 	Disruption   string    `json:"disruption,omitempty"`
 	Drain        string    `json:"drain,omitempty"`
 	Replace      bool      `json:"replaceRequested,omitempty"`
-	LastReport   time.Time `json:"lastReport,omitempty"`
+	LastReport   time.Time `json:"lastReport,omitzero"`
 	// Checks are the failing or degraded checks.
 	Checks []string `json:"checks,omitempty"`
 }
@@ -96,4 +96,9 @@ type ReportAck struct {
 type Error struct {
 	Error  string `json:"error"`
 	Leader string `json:"leader,omitempty"`
+	// NotApplied is set when the request certainly had no effect (no leader
+	// to forward to, leader unreachable, refused before it reached the log);
+	// otherwise a failed write's outcome is unknown. Either way a retry is
+	// safe: writes are idempotent.
+	NotApplied bool `json:"notApplied,omitempty"`
 }

@@ -338,15 +338,15 @@ func BenchmarkTableSizes(w io.Writer, sizes []int) error {
 	for _, it := range cat.InstanceTypes("us-east-1", []string{"us-east-1a", "us-east-1b", "us-east-1c"}) {
 		types = append(types, *it)
 	}
-	fmt.Fprintf(w, "%-7s %-7s %-7s %-10s %-10s %-10s %-10s %-7s %-7s %-11s %-6s %-10s\n",
-		"nodes", "pods", "left", "$/h full", "$/h half", "$/h after", "bound", "ratio", "nodes'", "1st pass", "rounds", "total CPU")
+	fmt.Fprintf(w, "%-7s %-7s %-7s %-10s %-10s %-10s %-7s %-7s %-11s %-6s %-10s\n",
+		"nodes", "pods", "left", "$/h before", "$/h after", "bound", "ratio", "nodes'", "1st pass", "rounds", "total CPU")
 	for _, n := range sizes {
 		r, err := RunBench(types, n, uint64(n))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%-7d %-7d %-7d %-10.2f %-10.2f %-10.2f %-10.2f %-7.3f %-7d %-11s %-6d %-10s\n",
-			r.Nodes, r.PodsBefore, r.PodsAfter, r.CostFull, r.CostScaled, r.CostAfter, r.LowerBound, r.Ratio(), r.NodesAfter,
+		fmt.Fprintf(w, "%-7d %-7d %-7d %-10.2f %-10.2f %-10.2f %-7.3f %-7d %-11s %-6d %-10s\n",
+			r.Nodes, r.PodsBefore, r.PodsAfter, r.CostScaled, r.CostAfter, r.LowerBound, r.Ratio(), r.NodesAfter,
 			r.FirstDecision.Round(time.Millisecond), r.Rounds, r.TotalCPU.Round(time.Millisecond))
 	}
 	return nil

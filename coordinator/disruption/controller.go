@@ -77,8 +77,9 @@ type Verifier interface {
 // Config configures the controller.
 type Config struct {
 	Interval time.Duration // between planning passes (10s)
-	// ValidationDelay is the wait before a voluntary decision is planned
-	// again and executed (15s, Karpenter's consolidation validation).
+	// ValidationDelay is how long the planner must keep choosing a voluntary
+	// decision before it is executed (15s, Karpenter's consolidation
+	// validation); negative means none.
 	ValidationDelay time.Duration
 	// ReplacementTimeout bounds the wait for a replacement to be Ready (15m).
 	ReplacementTimeout time.Duration
@@ -111,6 +112,7 @@ type Controller struct {
 	snap     *Snapshot
 	inflight map[string]bool   // node names being executed here
 	lastSkip map[string]string // node+method -> code, to emit Events on change only
+	pending  []pendingDecision // voluntary decisions waiting out ValidationDelay
 	wg       sync.WaitGroup
 }
 
@@ -198,6 +200,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 		}
 	}
 	c.emitSkips(ctx, plan)
+	c.observeRollouts(plan)
 	var voluntary []Decision
 	for _, d := range plan.Decisions {
 		if c.busy(d) {
@@ -209,31 +212,60 @@ func (c *Controller) Pass(ctx context.Context) error {
 		}
 		voluntary = append(voluntary, d)
 	}
-	if len(voluntary) == 0 {
-		return nil
-	}
-	// Validation: the cluster may have changed during the delay.
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(c.cfg.ValidationDelay):
-	}
-	snap2, err := c.src.Snapshot(ctx)
-	if err != nil {
-		return fmt.Errorf("validation snapshot: %w", err)
-	}
-	plan2 := Decide(snap2, c.cfg.Now(), c.cfg.Planner)
-	c.mu.Lock()
-	c.latest, c.snap = &plan2, snap2
-	c.mu.Unlock()
-	for _, d := range voluntary {
-		if !stillChosen(d, plan2) {
+	c.validate(ctx, snap, plan, voluntary)
+	return nil
+}
+
+// pendingDecision is a voluntary decision waiting out the validation delay.
+type pendingDecision struct {
+	d         Decision
+	firstSeen time.Time
+}
+
+// validate runs voluntary decisions that the planner has kept choosing for
+// at least ValidationDelay (the cluster may have changed in between), and
+// forgets those it no longer chooses. It never blocks the pass, so forceful
+// work (a 2-minute spot notice) is never held up behind a validation wait.
+func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, voluntary []Decision) {
+	now := c.cfg.Now()
+	var kept []pendingDecision
+	var ready []Decision
+	for _, pd := range c.pending {
+		if !stillChosen(pd.d, plan) {
 			c.m.invalidated.Inc()
-			c.log.Info("decision dropped at validation", "reason", d.Reason, "nodes", d.Nodes)
+			c.log.Info("decision dropped at validation: no longer chosen", "reason", pd.d.Reason, "nodes", pd.d.Nodes)
+			continue
+		}
+		if now.Sub(pd.firstSeen) >= c.cfg.ValidationDelay {
+			ready = append(ready, pd.d)
+			continue
+		}
+		kept = append(kept, pd)
+	}
+	for _, d := range voluntary {
+		known := false
+		for _, pd := range c.pending {
+			if stillChosen(pd.d, Plan{Decisions: []Decision{d}}) {
+				known = true
+				break
+			}
+		}
+		if known {
+			continue
+		}
+		if c.cfg.ValidationDelay <= 0 {
+			ready = append(ready, d)
+			continue
+		}
+		kept = append(kept, pendingDecision{d: d, firstSeen: now})
+	}
+	c.pending = kept
+	for _, d := range ready {
+		if c.busy(d) {
 			continue
 		}
 		if c.verifier != nil {
-			if err := c.verifier.Verify(ctx, snap2, d); err != nil {
+			if err := c.verifier.Verify(ctx, snap, d); err != nil {
 				c.m.invalidated.Inc()
 				for _, n := range d.Nodes {
 					c.events.NodeEvent(ctx, n, "Normal", "DisruptionBlocked", fmt.Sprintf("%s: scheduling simulation refused: %v", d.Reason, err))
@@ -241,11 +273,16 @@ func (c *Controller) Pass(ctx context.Context) error {
 				continue
 			}
 		}
-		if !c.busy(d) {
-			c.start(ctx, snap2, d)
+		// Take the latest plan's version of the decision (fresh launch
+		// options) when it is the same set of nodes.
+		for _, e := range plan.Decisions {
+			if e.Reason == d.Reason && sameNodes(e.Nodes, d.Nodes) {
+				d = e
+				break
+			}
 		}
+		c.start(ctx, snap, d)
 	}
-	return nil
 }
 
 // stillChosen reports whether the validation plan took the same nodes for
@@ -292,6 +329,8 @@ func (c *Controller) busy(d Decision) bool {
 	return false
 }
 
+const maxEventsPerPass = 100
+
 func (c *Controller) emitSkips(ctx context.Context, p Plan) {
 	c.mu.Lock()
 	var emit []Skip
@@ -299,7 +338,10 @@ func (c *Controller) emitSkips(ctx context.Context, p Plan) {
 	for _, s := range p.Skipped {
 		key := s.Node + "\x00" + string(s.Method)
 		seen[key] = true
-		if c.lastSkip[key] != s.Code {
+		// At most maxEventsPerPass new Events per pass, so a first pass over
+		// thousands of nodes does not flood the API server; the rest follow
+		// in later passes.
+		if c.lastSkip[key] != s.Code && len(emit) < maxEventsPerPass {
 			c.lastSkip[key] = s.Code
 			emit = append(emit, s)
 		}
@@ -592,17 +634,39 @@ func ResumeRollout(r fsm.Rollout, ledger map[string]fsm.Disruption) []fsm.Comman
 	return append(cmds, fsm.RolloutSet{Rollout: r})
 }
 
+// observeRollouts exports each pool's rollout progress.
+func (c *Controller) observeRollouts(p Plan) {
+	for pool, r := range p.Rollouts {
+		done, total, state := RolloutProgress(r)
+		c.m.rolloutNodes.WithLabelValues(pool, "done").Set(float64(done))
+		c.m.rolloutNodes.WithLabelValues(pool, "in_progress").Set(float64(len(r.InProgress)))
+		c.m.rolloutNodes.WithLabelValues(pool, "remaining").Set(float64(len(r.Remaining)))
+		c.m.rolloutNodes.WithLabelValues(pool, "total").Set(float64(total))
+		halted := 0.0
+		if state == "Halted" {
+			halted = 1
+		}
+		c.m.rolloutHalted.WithLabelValues(pool).Set(halted)
+	}
+}
+
 type metrics struct {
-	planSeconds prometheus.Histogram
-	decisions   *prometheus.CounterVec
-	done        *prometheus.CounterVec
-	failures    *prometheus.CounterVec
-	skips       *prometheus.CounterVec
-	invalidated prometheus.Counter
+	rolloutNodes  *prometheus.GaugeVec
+	rolloutHalted *prometheus.GaugeVec
+	planSeconds   prometheus.Histogram
+	decisions     *prometheus.CounterVec
+	done          *prometheus.CounterVec
+	failures      *prometheus.CounterVec
+	skips         *prometheus.CounterVec
+	invalidated   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		rolloutNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dovetail_rollout_nodes",
+			Help: "AMI rollout progress per NodePool: nodes done, in_progress, remaining, total."}, []string{"nodepool", "state"}),
+		rolloutHalted: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dovetail_rollout_halted",
+			Help: "1 when the NodePool's AMI rollout halted itself (replacements not Ready)."}, []string{"nodepool"}),
 		planSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dovetail_disruption_plan_seconds",
 			Help: "Time to compute one disruption plan.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dovetail_disruption_decisions_total",
@@ -617,7 +681,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Voluntary decisions dropped at validation."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated} {
+		for _, c := range []prometheus.Collector{m.rolloutNodes, m.rolloutHalted, m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register disruption metrics: %w", err)
 			}

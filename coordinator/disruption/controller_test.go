@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/drain"
 )
@@ -262,16 +263,128 @@ func TestControllerKeepsNodeWhenReplacementFails(t *testing.T) {
 	}
 }
 
-func TestControllerValidationDropsChangedDecision(t *testing.T) {
-	r := newRig(t, snapshot(t, []Pool{testPool("gp")}, testNode(t, "empty", "gp", "m5.large", od)))
-	r.cl.mutate = func(n int, s *Snapshot) {
-		if n == 2 { // a pod lands during the validation delay
-			s.Nodes[0].Pods = append(s.Nodes[0].Pods, pod("new", 100, 1))
-			s.Nodes[0].LastPodChange = t0
+func TestControllerValidationDelay(t *testing.T) {
+	for _, changed := range []bool{false, true} {
+		r := newRig(t, snapshot(t, []Pool{testPool("gp")}, testNode(t, "empty", "gp", "m5.large", od)))
+		r.c.cfg.ValidationDelay = 15 * time.Second
+		r.pass(t)
+		if len(r.dr.drained) != 0 {
+			t.Fatalf("executed before the validation delay")
+		}
+		if changed { // a pod lands during the validation delay
+			r.cl.base.Nodes[0].Pods = append(r.cl.base.Nodes[0].Pods, pod("new", 100, 1))
+			r.cl.base.Nodes[0].LastPodChange = t0.Add(5 * time.Second)
+		}
+		r.now = t0.Add(10 * time.Second)
+		r.pass(t)
+		if len(r.dr.drained) != 0 {
+			t.Fatalf("executed before the validation delay")
+		}
+		r.now = t0.Add(20 * time.Second)
+		r.pass(t)
+		if changed && len(r.dr.drained) != 0 {
+			t.Fatalf("decision should be dropped at validation: drained %v", r.dr.drained)
+		}
+		if !changed && !slices.Equal(r.dr.drained, []string{"empty"}) {
+			t.Fatalf("validated decision should run: drained %v", r.dr.drained)
 		}
 	}
-	r.pass(t)
-	if len(r.dr.drained) != 0 || len(r.l.f.State().Disruptions) != 0 {
-		t.Fatalf("decision should be dropped at validation: drained %v", r.dr.drained)
+}
+
+// liveLauncher brings replacements up as Ready nodes on the new AMI and
+// deletes nodes by NodeClaim, in the cluster the snapshot source reads.
+type liveLauncher struct {
+	t  *testing.T
+	cl *cluster
+}
+
+func (l *liveLauncher) Launch(_ context.Context, key string, r Replacement) (string, error) {
+	l.cl.mu.Lock()
+	defer l.cl.mu.Unlock()
+	name := "repl-" + key
+	for _, n := range l.cl.base.Nodes {
+		if n.NodeClaim == name {
+			return name, nil // idempotent
+		}
+	}
+	n := testNode(l.t, name, r.Pool, "m5.large", od)
+	n.NodeClaim = name
+	n.ImageID = "ami-new"
+	l.cl.base.Nodes = append(l.cl.base.Nodes, n)
+	if l.cl.base.ReplacementReady == nil {
+		l.cl.base.ReplacementReady = map[string]bool{}
+	}
+	l.cl.base.ReplacementReady[name] = true
+	return name, nil
+}
+
+func (l *liveLauncher) Ready(_ context.Context, claim string) (bool, error) {
+	l.cl.mu.Lock()
+	defer l.cl.mu.Unlock()
+	return l.cl.base.ReplacementReady[claim], nil
+}
+
+func (l *liveLauncher) Delete(_ context.Context, claim string) error {
+	l.cl.mu.Lock()
+	defer l.cl.mu.Unlock()
+	l.cl.base.Nodes = slices.DeleteFunc(l.cl.base.Nodes, func(n Node) bool { return n.NodeClaim == claim })
+	return nil
+}
+
+func TestControllerRollsAMIAcrossFailover(t *testing.T) {
+	p := noConsolidation(testPool("gp"))
+	p.Budgets = []budget.Budget{{Nodes: "20%"}}
+	var nodes []Node
+	for i := range 10 {
+		nodes = append(nodes, testNode(t, fmt.Sprintf("old-%d", i), "gp", "m5.large", od, pod(fmt.Sprintf("app-%d", i), 100, 1)))
+	}
+	s := snapshot(t, []Pool{p}, nodes...)
+	s.NodeClasses[0].AMIs = []AMIRef{{ID: "ami-new"}} // the new release is published
+	l := newRaftLedger()
+	cl := &cluster{base: s, ledger: l}
+	maxBusy := 0
+	cl.mutate = func(int, *Snapshot) {
+		if n := len(l.f.State().Disruptions); n > maxBusy {
+			maxBusy = n
+		}
+	}
+	now := t0
+	newCtl := func() *Controller {
+		c, err := NewController(Config{ValidationDelay: -1, PollInterval: time.Millisecond, Registry: prometheus.NewRegistry(), Now: func() time.Time { return now }},
+			cl, l, &liveLauncher{t: t, cl: cl}, &fakeDrainer{}, &fakeEvents{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := newCtl()
+	for step := range 12 {
+		now = now.Add(time.Minute)
+		if step == 2 {
+			c = newCtl() // leader failover: a fresh controller, same Raft state
+			if r := l.f.State().Rollouts["gp"]; r == nil || len(r.Done) == 0 {
+				t.Fatalf("rollout should have progressed before failover: %+v", r)
+			}
+		}
+		if err := c.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Wait()
+		if n := len(l.f.State().Disruptions); n > maxBusy {
+			maxBusy = n
+		}
+	}
+	if maxBusy > 2 {
+		t.Fatalf("budget 20%% of 10 allows 2 at once, saw %d", maxBusy)
+	}
+	for _, n := range cl.base.Nodes {
+		if n.ImageID != "ami-new" {
+			t.Fatalf("node %s still on %s", n.Name, n.ImageID)
+		}
+	}
+	r := l.f.State().Rollouts["gp"]
+	done, total, state := RolloutProgress(*r)
+	if done != 10 || total != 10 || state != "Complete" {
+		t.Fatalf("rollout %d/%d %s", done, total, state)
 	}
 }

@@ -414,3 +414,18 @@ func (ix *PDBIndex) Blocking(p *corev1.Pod) string {
 	}
 	return ""
 }
+
+// NodeClaimAnnotations are the drift annotations whoever creates a
+// NodeClaim (provisioner, replacement launcher) must put on it, so that the
+// drift planner can later tell whether the NodePool template or the
+// NodeClass changed since. nc may be nil.
+func NodeClaimAnnotations(np *karpv1.NodePool, nc *awsv1.EC2NodeClass) map[string]string {
+	ann := map[string]string{
+		AnnotationNodePoolHash:    TemplateHash(TemplateStaticOf(np)),
+		AnnotationNodePoolHashVer: HashVersion,
+	}
+	if nc != nil {
+		ann[AnnotationNodeClassHash] = NodeClassHash(nc.Spec)
+	}
+	return ann
+}

@@ -102,3 +102,28 @@ func TestParseMinSavings(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeClaimAnnotationsDriveHashDrift(t *testing.T) {
+	np := &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "gp"}}
+	np.Spec.Template.Labels = map[string]string{"team": "a"}
+	nc := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	ann := NodeClaimAnnotations(np, nc)
+	n := Node{Name: "n", Annotations: ann}
+	pool, _ := PoolFromAPI(np)
+	class := NodeClassFromAPI(nc)
+	if k, why := Drift(&n, &pool, &class); k != "" {
+		t.Fatalf("fresh claim drifted: %s %s", k, why)
+	}
+	np.Spec.Template.Labels["team"] = "b"
+	pool, _ = PoolFromAPI(np)
+	if k, _ := Drift(&n, &pool, &class); k != DriftTemplateHash {
+		t.Fatalf("label change should drift by hash, got %q", k)
+	}
+	pool, _ = PoolFromAPI(&karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "gp"}, Spec: karpv1.NodePoolSpec{Template: karpv1.NodeClaimTemplate{ObjectMeta: karpv1.ObjectMeta{Labels: map[string]string{"team": "a"}}}}})
+	role := "other-role"
+	nc.Spec.Role = role
+	class = NodeClassFromAPI(nc)
+	if k, _ := Drift(&n, &pool, &class); k != DriftNodeClassHash {
+		t.Fatalf("nodeclass change should drift by hash, got %q", k)
+	}
+}

@@ -109,15 +109,11 @@ func toUnstructured(t *testing.T, objs ...runtime.Object) []runtime.Object {
 	return out
 }
 
-func newTestController(t *testing.T, kubeObjs []runtime.Object, crds []runtime.Object, its []*cloud.InstanceType, l Launcher) (*Controller, *record.FakeRecorder) {
+func newTestController(t *testing.T, kubeObjs []runtime.Object, crds []runtime.Object, its []*cloud.InstanceType, l Launcher, startInformers bool) (*Controller, *record.FakeRecorder) {
 	t.Helper()
+	// An empty scheme: the fake dynamic client then keeps everything
+	// unstructured, as the real one does.
 	sch := runtime.NewScheme()
-	if err := karpv1.AddToScheme(sch); err != nil {
-		t.Fatal(err)
-	}
-	if err := awsv1.AddToScheme(sch); err != nil {
-		t.Fatal(err)
-	}
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(sch, map[schema.GroupVersionResource]string{
 		NodePoolsGVR: "NodePoolList", NodeClaimsGVR: "NodeClaimList", EC2NodeClassesGVR: "EC2NodeClassList",
 	}, toUnstructured(t, crds...)...)
@@ -126,6 +122,9 @@ func newTestController(t *testing.T, kubeObjs []runtime.Object, crds []runtime.O
 		Recorder: rec, Region: "us-east-1", Names: SequentialNames()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !startInformers {
+		return c, rec
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -149,7 +148,7 @@ func TestControllerLaunchesAndExplains(t *testing.T) {
 	c, rec := newTestController(t, kube, []runtime.Object{
 		nodePool("default", nil, karpv1.NodeSelectorRequirementWithMinValues{Key: karpv1.CapacityTypeLabelKey, Operator: corev1.NodeSelectorOpIn, Values: []string{"spot", "on-demand"}}),
 		nodeClass("default"),
-	}, its, l)
+	}, its, l, true)
 	d, err := c.Reconcile(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +204,7 @@ func TestControllerLaunchesAndExplains(t *testing.T) {
 func TestControllerSkipsPoolWithoutNodeClass(t *testing.T) {
 	l := &fakeLauncher{}
 	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil)},
-		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l, true)
 	d, err := c.Reconcile(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +217,7 @@ func TestControllerSkipsPoolWithoutNodeClass(t *testing.T) {
 func TestControllerReportsLaunchErrors(t *testing.T) {
 	l := &fakeLauncher{fail: errors.New("boom")}
 	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
-		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l, true)
 	if _, err := c.Reconcile(context.Background()); err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("want launch error, got %v", err)
 	}
@@ -227,7 +226,7 @@ func TestControllerReportsLaunchErrors(t *testing.T) {
 func TestControllerRunProvisionsPendingPods(t *testing.T) {
 	l := &fakeLauncher{}
 	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
-		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l)
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l, false)
 	c.batcher = NewBatcher(time.Millisecond, 5*time.Millisecond, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,7 +69,7 @@ type Config struct {
 	MaintenanceLead time.Duration
 	// SpotForceDeleteBefore: on a spot interruption, pods still refused
 	// this long before the deadline are deleted (the node is lost anyway).
-	// Zero disables. Default 10 s.
+	// Zero means the default, 10 s; negative disables.
 	SpotForceDeleteBefore time.Duration
 	// DryRun drains with server-side dry runs and never repairs.
 	DryRun bool
@@ -133,6 +132,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.SpotForceDeleteBefore == 0 {
 		cfg.SpotForceDeleteBefore = 10 * time.Second
+	}
+	if cfg.SpotForceDeleteBefore < 0 {
+		cfg.SpotForceDeleteBefore = 0 // drain.Options: zero never deletes
 	}
 	if cfg.GossipLeave <= 0 {
 		cfg.GossipLeave = 5 * time.Second
@@ -198,7 +200,11 @@ func (a *Agent) statePath(name string) string {
 }
 
 // NodeName is the resolved node (after Run has started).
-func (a *Agent) NodeName() string { return a.node }
+func (a *Agent) NodeName() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.node
+}
 
 // Alive reports whether the main loop turned recently (systemd watchdog).
 func (a *Agent) Alive() bool {
@@ -225,7 +231,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
 	a.node = node.Name
+	a.mu.Unlock()
 	a.log = a.log.With("node", a.node)
 	a.log.Info("agent starting", "instance", a.identity.InstanceID, "providerID", node.Spec.ProviderID)
 	a.setMeta(func(m *report.Meta) {
@@ -505,8 +513,4 @@ func (a *Agent) serve() (*http.Server, error) {
 	}()
 	a.log.Info("serving /healthz, /metrics and /status", "addr", ln.Addr().String())
 	return srv, nil
-}
-
-func sanitizeKey(s string) string {
-	return strings.NewReplacer("/", "_", " ", "_").Replace(s)
 }

@@ -290,7 +290,12 @@ func Print(w io.Writer, rows []Row) {
 		"catalogue", "mix", "pods", "time", "pods/s", "nodes", "$/hour", "bound", "ratio", "LP bound", "LPratio", "heapMiB", "unsch")
 	fmt.Fprintln(w, strings.Repeat("-", 118))
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-14s %-10s %6d %9s %8.0f %6d %10.3f %10.3f %6.2f %10.3f %6.3f %8.1f %5d\n",
-			r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.LPBound, r.LPRatio, r.PeakHeapMiB, r.Unschedulable)
+		PrintRow(w, r)
 	}
+}
+
+// PrintRow writes one row of the table.
+func PrintRow(w io.Writer, r Row) {
+	fmt.Fprintf(w, "%-14s %-10s %6d %9s %8.0f %6d %10.3f %10.3f %6.2f %10.3f %6.3f %8.1f %5d\n",
+		r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.LPBound, r.LPRatio, r.PeakHeapMiB, r.Unschedulable)
 }

@@ -51,6 +51,10 @@ func TestBusinessHoursExample(t *testing.T) {
 		{"seoul fri 16:59 KST", "CRON_TZ=Asia/Seoul 0 9 * * 1-5", "2026-11-27T07:59:00Z", ReasonDrifted, 0},
 		{"seoul sat 09:30 KST (fri UTC)", "CRON_TZ=Asia/Seoul 0 9 * * 1-5", "2026-11-28T00:30:00Z", ReasonDrifted, 2},
 		{"seoul window, UTC 09:00 is outside", "CRON_TZ=Asia/Seoul 0 9 * * 1-5", "2026-11-23T09:00:00Z", ReasonUnderutilized, 2},
+		// New York observes DST: 09:00 local is 13:00 UTC in July, 14:00 UTC in November.
+		{"new york summer 09:30 EDT", "CRON_TZ=America/New_York 0 9 * * 1-5", "2026-07-06T13:30:00Z", ReasonUnderutilized, 0},
+		{"new york winter 13:30 UTC is 08:30 EST", "CRON_TZ=America/New_York 0 9 * * 1-5", "2026-11-23T13:30:00Z", ReasonUnderutilized, 2},
+		{"new york winter 09:30 EST", "CRON_TZ=America/New_York 0 9 * * 1-5", "2026-11-23T14:30:00Z", ReasonUnderutilized, 0},
 		{"seoul empty always", "CRON_TZ=Asia/Seoul 0 9 * * 1-5", "2026-11-23T00:30:00Z", ReasonEmpty, 20},
 	}
 	for _, c := range cases {

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestVersionAndHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "dovetail-agent ") {
+		t.Fatalf("--version: %d %q", code, out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "DOVETAIL_AGENT_") {
+		t.Fatalf("--help: %d %q", code, errb.String())
+	}
+	if code := run([]string{"--no-such-flag"}, &out, &errb); code != 2 {
+		t.Fatalf("bad flag exit %d", code)
+	}
+}
+
+func TestEnvFillsFlagsAndCommandLineWins(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	dir := fs.String("state-dir", "/default", "")
+	iv := fs.Duration("imds-interval", time.Second, "")
+	env := map[string]string{"DOVETAIL_AGENT_STATE_DIR": "/from/env", "DOVETAIL_AGENT_IMDS_INTERVAL": "250ms"}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--state-dir=/from/flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if *dir != "/from/flag" || *iv != 250*time.Millisecond {
+		t.Fatalf("state-dir %q interval %v", *dir, *iv)
+	}
+	env["DOVETAIL_AGENT_IMDS_INTERVAL"] = "soon"
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil {
+		t.Fatal("bad env value accepted")
+	}
+}
+
+func TestReadKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "keys")
+	// 32 and 16 byte keys, base64, with a comment and a blank line.
+	content := "# primary first\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n\nAgICAgICAgICAgICAgICAg==\n"
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := readKeys(p)
+	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || len(keys[1]) != 16 {
+		t.Fatalf("%v %v", keys, err)
+	}
+	if err := os.WriteFile(p, []byte("not base64!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readKeys(p); err == nil {
+		t.Fatal("garbage key accepted")
+	}
+}
