@@ -51,7 +51,7 @@ func TestProgressWriterStripsSlogKeys(t *testing.T) {
 	}
 }
 
-func TestDefaultExamplesPrefersDefaultFiles(t *testing.T) {
+func TestDefaultExamplesPrefersAutoModeDefaults(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string) {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
@@ -67,11 +67,11 @@ func TestDefaultExamplesPrefersDefaultFiles(t *testing.T) {
 	if err != nil || len(files) != 1 || filepath.Base(files[0]) != "gpu.yaml" {
 		t.Fatalf("without default files: %v %v", files, err)
 	}
-	write("default-nodeclass.yaml")
-	write("default-pools.yaml")
+	write("nodepool-system.yaml")
+	write("ec2nodeclass-default.yaml")
 	files, err = DefaultExamples(dir)
-	if err != nil || len(files) != 2 || !strings.HasPrefix(filepath.Base(files[0]), "default") {
-		t.Fatalf("with default files: %v %v", files, err)
+	if err != nil || len(files) != 2 || filepath.Base(files[0]) != "ec2nodeclass-default.yaml" || filepath.Base(files[1]) != "nodepool-system.yaml" {
+		t.Fatalf("with default files (class first): %v %v", files, err)
 	}
 	files, err = DefaultExamples(filepath.Join(dir, "missing"))
 	if err != nil || files != nil {

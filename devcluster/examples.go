@@ -6,17 +6,19 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/dovetail-dev/dovetail/controlplane/manifest"
 )
 
-// DefaultExamples picks the example manifests the dev cluster applies: the
-// files whose name starts with "default" (the default NodeClass and pools) if
-// there are any, else every top-level manifest (never examples/invalid/). A
-// missing directory yields none.
+// DefaultExampleNames are the example files the dev cluster applies: the
+// default EC2NodeClass and EKS Auto Mode's two built-in pools.
+var DefaultExampleNames = []string{"ec2nodeclass-default.yaml", "nodepool-general-purpose.yaml", "nodepool-system.yaml"}
+
+// DefaultExamples picks the example manifests the dev cluster applies from
+// dir: those of DefaultExampleNames that exist, or, if none does, every
+// top-level manifest (never examples/invalid/). A missing dir yields none.
 func DefaultExamples(dir string) ([]string, error) {
 	files, err := manifest.Files(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -26,9 +28,11 @@ func DefaultExamples(dir string) ([]string, error) {
 		return nil, fmt.Errorf("list examples: %w", err)
 	}
 	var defaults []string
-	for _, f := range files {
-		if strings.HasPrefix(strings.ToLower(filepath.Base(f)), "default") {
-			defaults = append(defaults, f)
+	for _, name := range DefaultExampleNames {
+		for _, f := range files {
+			if filepath.Base(f) == name {
+				defaults = append(defaults, f)
+			}
 		}
 	}
 	if len(defaults) > 0 {

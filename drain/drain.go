@@ -736,3 +736,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// Derive returns a Drainer that shares this one's client, metrics and
+// event sink but with options changed by edit (a per-drain Progress or
+// ForceDeleteBefore, say). Metrics cannot be registered twice, so callers
+// make one Drainer with a Registry and derive the rest from it.
+func (d *Drainer) Derive(edit func(*Options)) *Drainer {
+	c := *d
+	edit(&c.opts)
+	c.log = c.opts.Logger.With("component", "drain")
+	c.events.sink = c.opts.Events
+	return &c
+}

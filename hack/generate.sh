@@ -14,12 +14,18 @@ CONTROLLER_GEN="sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0"
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 cd "$root"
 
-# Generated CRDs are rewritten whole: stale files for removed types must not survive.
-rm -f packaging/crds/*.yaml
-mkdir -p packaging/crds
+# CRDs are generated into a scratch directory and swapped in only on
+# success, so a failed run never leaves packaging/crds/ half empty; the swap
+# rewrites the YAML whole, so CRDs of removed types do not survive.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 
 go run "$CONTROLLER_GEN" \
 	object \
 	crd:crdVersions=v1 \
 	paths=./api/... \
-	output:crd:artifacts:config=packaging/crds
+	output:crd:artifacts:config="$scratch"
+
+mkdir -p packaging/crds
+rm -f packaging/crds/*.yaml
+cp "$scratch"/*.yaml packaging/crds/

@@ -22,7 +22,8 @@ for dir in api packaging/crds; do
 	if ! diff -ruN "$root/$dir" "$tmp/$dir" >"$tmp/diff.txt"; then
 		echo "ERROR: generated files under $dir/ are out of date with the API types in api/." >&2
 		echo "Run hack/generate.sh and include the result. Differences (committed -> regenerated):" >&2
-		cat "$tmp/diff.txt" >&2
+		# Paths relative to the repository; "regenerated/" is what generate.sh would write.
+		sed -e "s#$tmp/#regenerated/#g" -e "s#$root/##g" "$tmp/diff.txt" >&2
 		status=1
 	fi
 done

@@ -63,8 +63,8 @@ func (p *Provider) List(ctx context.Context) ([]*cloud.Instance, error) {
 	// An instance reported terminated is not "missing": describe drops it,
 	// so ask only about IDs EC2 did not mention at all.
 	for _, m := range p.recent.missingFrom(seen) {
-		if _, err := p.Get(ctx, m.ID); err == nil {
-			insts = append(insts, m)
+		if inst, err := p.Get(ctx, m.ID); err == nil {
+			insts = append(insts, inst)
 		}
 	}
 	return insts, nil
@@ -72,6 +72,9 @@ func (p *Provider) List(ctx context.Context) ([]*cloud.Instance, error) {
 
 // findByNodeClaim returns the live instance launched for a NodeClaim, or nil.
 func (p *Provider) findByNodeClaim(ctx context.Context, nodeClaim string) (*cloud.Instance, error) {
+	if inst, ok := p.recent.byNodeClaim(nodeClaim); ok {
+		return inst, nil
+	}
 	insts, err := p.describe(ctx, []ec2types.Filter{
 		{Name: aws.String("tag:" + cloud.TagCluster), Values: []string{p.cfg.ClusterName}},
 		{Name: aws.String("tag:" + cloud.TagNodeClaim), Values: []string{nodeClaim}},

@@ -265,9 +265,6 @@ func (p *Provider) launch(ctx context.Context, nc nodeClass, resolved *cloud.Res
 	if err != nil {
 		return nil, nil, err
 	}
-	if out == nil { // found by tag after a parameter mismatch
-		return nil, nil, nil
-	}
 	return p.fleetResult(ctx, req, a, out, tags, zoneOfSubnet, byAMI)
 }
 
@@ -512,9 +509,8 @@ func (p *Provider) templateSpec(nc nodeClass, ami string, sgs []string, labels m
 		// a role; it expects one of the same name (the console's default).
 		profile = nc.Role
 	}
-	tags := maps.Clone(nc.Tags)
 	return templateSpec{
 		NodeClass: nc.Name, Family: nc.AMIFamily, AMI: ami, UserData: ud, SGs: sgs, Profile: profile,
-		Devices: devices, Metadata: nc.Metadata, Tags: tags, Monitor: nc.DetailedMonitoring, PublicIP: nc.AssociatePublicIP,
+		Devices: devices, Metadata: nc.Metadata, Monitor: nc.DetailedMonitoring, PublicIP: nc.AssociatePublicIP,
 	}, nil
 }

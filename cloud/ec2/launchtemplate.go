@@ -20,7 +20,8 @@ import (
 
 // templateSpec is everything that goes into one launch template. Its hash
 // names the template, so equal specs share a template and any change (a new
-// AMI, other labels, taints or kubelet settings) makes a new one.
+// AMI, other labels, taints or kubelet settings) makes a new one. Tags are
+// not part of it: CreateFleet tags the instances and volumes itself.
 type templateSpec struct {
 	NodeClass string
 	Family    string
@@ -30,7 +31,6 @@ type templateSpec struct {
 	Profile   string
 	Devices   []blockDevice
 	Metadata  metadataOptions
-	Tags      map[string]string
 	Monitor   bool
 	PublicIP  *bool
 }

@@ -50,13 +50,32 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome", "capacity_type"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.calls, m.errors, m.latency, m.iceHits, m.iceMarks, m.launches} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("ec2: register metrics: %w", err)
+		// A second provider on the same registry (tests, a restarted
+		// leader loop) shares the collectors already there.
+		var err error
+		for _, c := range []**prometheus.CounterVec{&m.calls, &m.errors, &m.iceHits, &m.iceMarks, &m.launches} {
+			if *c, err = register(reg, *c); err != nil {
+				return nil, err
 			}
+		}
+		if m.latency, err = register(reg, m.latency); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("ec2: register metrics: %w", err)
+	}
+	return c, nil
 }
 
 // middleware is added to every SDK client's stack: it times each operation

@@ -143,3 +143,45 @@ func TestInstanceTypesServedStaleWhenEC2Fails(t *testing.T) {
 	}
 	e.sim.Throttle(0, 0)
 }
+
+// EC2 is eventually consistent: right after a launch, DescribeInstances may
+// not know the instance. The provider must not report it gone (or launch
+// it again) inside that window, and must forget it once deleted.
+func TestFreshLaunchSurvivesEventualConsistency(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	// An instance CreateFleet just returned but describe calls do not show yet.
+	ghost := &cloud.Instance{ID: "i-0f00000000000ghost", InstanceType: "m5.large", Zone: "us-east-1a", CapacityType: "spot",
+		State: cloud.StatePending, Tags: map[string]string{cloud.TagNodeClaim: "claim-ghost", cloud.TagCluster: testCluster}}
+	e.p.recent.add(ghost)
+
+	got, err := e.p.Get(ctx, ghost.ID)
+	if err != nil || got.ID != ghost.ID || got.State != cloud.StatePending {
+		t.Fatalf("Get = %+v, %v; want the pending launch", got, err)
+	}
+	list, err := e.p.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != ghost.ID {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	again, err := e.p.Create(ctx, testNodeClass("default"), request("claim-ghost", opt("m5.large", "us-east-1a", cloud.CapacityTypeSpot, 0.03)))
+	if err != nil || again.ID != ghost.ID {
+		t.Fatalf("replayed Create = %+v, %v; want the pending launch", again, err)
+	}
+	if n := len(e.sim.Instances()); n != 0 {
+		t.Fatalf("replay launched %d instances", n)
+	}
+
+	// Past the window EC2's answer is the truth.
+	e.clock.Advance(consistencyWindow)
+	if _, err := e.p.Get(ctx, ghost.ID); !errors.Is(err, cloud.ErrNotFound) {
+		t.Fatalf("Get after the window = %v", err)
+	}
+	// Delete forgets at once.
+	e.p.recent.add(ghost)
+	if err := e.p.Delete(ctx, ghost.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.Get(ctx, ghost.ID); !errors.Is(err, cloud.ErrNotFound) {
+		t.Fatalf("Get after Delete = %v", err)
+	}
+}

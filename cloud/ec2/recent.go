@@ -74,3 +74,17 @@ func (r *recentLaunches) missingFrom(seen map[string]bool) []*cloud.Instance {
 	}
 	return out
 }
+
+// byNodeClaim returns a launch made within the window for a NodeClaim.
+func (r *recentLaunches) byNodeClaim(name string) (*cloud.Instance, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock.Now()
+	for _, l := range r.m {
+		if l.inst.Tags[cloud.TagNodeClaim] == name && now.Sub(l.at) < consistencyWindow {
+			c := *l.inst
+			return &c, true
+		}
+	}
+	return nil, false
+}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dovetail-dev/dovetail/catalog"
@@ -216,5 +218,22 @@ func TestFamilyParsing(t *testing.T) {
 		if got := p.archOf(it); got != want {
 			t.Errorf("archOf(%s) = %s, want %s", it, got, want)
 		}
+	}
+}
+
+func TestMetricsSharedAcrossProvidersOnOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := newMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newMetrics(reg)
+	if err != nil {
+		t.Fatalf("second registration: %v", err)
+	}
+	a.launches.WithLabelValues("launched", "spot").Inc()
+	b.launches.WithLabelValues("launched", "spot").Inc()
+	if got := testutil.ToFloat64(a.launches.WithLabelValues("launched", "spot")); got != 2 {
+		t.Fatalf("shared counter = %v, want 2", got)
 	}
 }

@@ -530,3 +530,48 @@ func TestSpotPriceDrift(t *testing.T) {
 		t.Fatalf("unused pool moved: %+v", other.SpotPriceHistory)
 	}
 }
+
+func TestDescribeInstancesPaginated(t *testing.T) {
+	ctx := context.Background()
+	s := startSim(t, Config{DisableIMDS: true})
+	c := ec2Client(s, 3)
+	lt := mustTemplate(t, ctx, c, s, "lt", "x86_64", "")
+	for i := 0; i < 12; i++ {
+		if _, err := c.CreateFleet(ctx, fleetInput("pg-"+strings.Repeat("x", i+1), lt, "on-demand", override{"m5.large", s.SubnetIDs()[i%3]})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	pages := 0
+	pg := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
+		MaxResults: aws.Int32(5),
+		Filters:    []ec2types.Filter{{Name: aws.String("tag:karpenter.sh/nodepool"), Values: []string{"def*"}}},
+	})
+	for pg.HasMorePages() {
+		out, err := pg.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, r := range out.Reservations {
+			for _, in := range r.Instances {
+				seen[aws.ToString(in.InstanceId)] = true
+			}
+		}
+	}
+	if len(seen) != 12 || pages != 3 {
+		t.Fatalf("saw %d instances in %d pages", len(seen), pages)
+	}
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{NextToken: aws.String("garbage")}); apiCode(err) != "InvalidNextToken" {
+		t.Fatalf("bad token: %v", err)
+	}
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{{Name: aws.String("no-such-filter"), Values: []string{"x"}}}}); apiCode(err) != "InvalidParameterValue" {
+		t.Fatalf("bad filter: %v", err)
+	}
+	if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{"i-00000000000000000"}, Tags: []ec2types.Tag{{Key: aws.String("a"), Value: aws.String("b")}}}); apiCode(err) != "InvalidInstanceID.NotFound" {
+		t.Fatalf("tag unknown: %v", err)
+	}
+	if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{s.SubnetIDs()[0]}, Tags: []ec2types.Tag{{Key: aws.String("aws:reserved"), Value: aws.String("b")}}}); apiCode(err) != "InvalidParameterValue" {
+		t.Fatalf("reserved key: %v", err)
+	}
+}

@@ -242,3 +242,35 @@ func TestRetirementTerminatesAtNotBefore(t *testing.T) {
 		t.Fatalf("after retirement: %s %s", info.State, info.StateReason)
 	}
 }
+
+func TestIMDSTokenExpiry(t *testing.T) {
+	clk := newFakeClock()
+	s := startSim(t, Config{Clock: clk})
+	id := launchOne(t, s, "ttl-1", "on-demand", "m5.large", "")
+	ep := s.IMDSEndpoint(id)
+	req, _ := http.NewRequest(http.MethodPut, ep+"/latest/api/token", nil)
+	req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	get := func() int {
+		r, _ := http.NewRequest(http.MethodGet, ep+"/latest/meta-data/instance-id", nil)
+		r.Header.Set("X-aws-ec2-metadata-token", string(tok))
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != 200 {
+		t.Fatalf("fresh token: %d", code)
+	}
+	clk.Advance(61 * time.Second)
+	if code := get(); code != http.StatusUnauthorized {
+		t.Fatalf("expired token: %d", code)
+	}
+}

@@ -2,6 +2,7 @@ package ec2sim
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +135,35 @@ func TestNodeSpec(t *testing.T) {
 	if p := spec.capacity[corev1.ResourcePods]; p.Value() != 29 {
 		t.Errorf("pods %v", p.String())
 	}
+}
+
+// BenchmarkNodeRegistration measures launch-to-Node throughput against the
+// real control plane: b.N instances through CreateFleet, until every Node
+// exists.
+func BenchmarkNodeRegistration(b *testing.B) {
+	cp := controlplane.StartForTest(b)
+	s := startSim(b, Config{RESTConfig: cp.RESTConfig, DisableIMDS: true})
+	ctx := context.Background()
+	c := ec2Client(s, 3)
+	lt := mustTemplate(b, ctx, c, s, "bench", "x86_64", "")
+	kc, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.CreateFleet(ctx, fleetInput("nb-"+strconv.Itoa(i), lt, "on-demand", override{"m5.large", s.SubnetIDs()[i%3]})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Reconcile()
+	if err := s.WaitNodesSynced(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) < b.N {
+		b.Fatalf("nodes %d, want %d (%v)", len(nodes.Items), b.N, err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "nodes/s")
 }

@@ -33,7 +33,7 @@ Needs the binaries built by 'make tools' in bin/.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.StateDir, "state-dir", "", "where the kubeconfig, logs and cluster data go (default <repo>/.dev)")
 	f.StringVar(&cfg.BinDir, "bin-dir", "", "control plane binaries (default $DOVETAIL_BIN or <repo>/bin)")
-	f.StringSliceVar(&cfg.ExampleFiles, "apply", nil, "manifests to apply at start (default: packaging/examples/default*, else all top-level examples)")
+	f.StringSliceVar(&cfg.ExampleFiles, "apply", nil, "manifests to apply at start (default: packaging/examples/ec2nodeclass-default, nodepool-general-purpose and nodepool-system)")
 	f.BoolVar(&cfg.NoExamples, "no-examples", false, "apply no example manifests")
 	f.DurationVar(&cfg.SummaryEvery, "summary-every", 15*time.Second, "how often to print the nodes/pods summary (0 or less: never)")
 	cmd.PreRun = func(*cobra.Command, []string) {

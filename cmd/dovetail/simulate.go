@@ -74,7 +74,7 @@ func runSimulate(w io.Writer, f *simulateFlags) error {
 	if len(in.InstanceTypes) == 0 {
 		return fmt.Errorf("the catalogue has no instance type priced in %s", f.region)
 	}
-	snap, buildNotes := provisioning.Build(in, nil)
+	snap, buildNotes := provisioning.Build(in, provisioning.PendingForSimulation)
 	notes = append(notes, buildNotes...)
 	start := time.Now()
 	d := provisioning.Plan(snap, provisioning.PlanOptions{
@@ -183,4 +183,3 @@ func writeSimulationText(w io.Writer, snap scheduling.Snapshot, d provisioning.D
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
 }
-

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,11 @@ type kubeCluster struct {
 	kube   kubernetes.Interface
 	c      client.Client
 	ledger *raftLedger
+	pool   string // NodePool of the nodes it makes
+	ami    string // AMI of the nodes it launches
+
+	mu       sync.Mutex
+	launched []string // instance types launched, in order
 }
 
 func (k *kubeCluster) Snapshot(ctx context.Context) (*Snapshot, error) {
@@ -62,16 +68,22 @@ func (k *kubeCluster) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	cs := ClusterState{InstanceTypes: types(k.t), Raft: k.ledger.f.State()}
 	for i := range nps.Items {
-		cs.NodePools = append(cs.NodePools, &nps.Items[i])
+		if nps.Items[i].Name == k.pool {
+			cs.NodePools = append(cs.NodePools, &nps.Items[i])
+		}
 	}
 	for i := range ncs.Items {
-		cs.NodeClasses = append(cs.NodeClasses, &ncs.Items[i])
+		if ncs.Items[i].Name == k.pool {
+			cs.NodeClasses = append(cs.NodeClasses, &ncs.Items[i])
+		}
 	}
 	for i := range claims.Items {
 		cs.NodeClaims = append(cs.NodeClaims, &claims.Items[i])
 	}
 	for i := range nodes.Items {
-		cs.Nodes = append(cs.Nodes, &nodes.Items[i])
+		if nodes.Items[i].Labels[karpv1.NodePoolLabelKey] == k.pool {
+			cs.Nodes = append(cs.Nodes, &nodes.Items[i])
+		}
 	}
 	for i := range pods.Items {
 		cs.Pods = append(cs.Pods, &pods.Items[i])
@@ -86,25 +98,29 @@ func (k *kubeCluster) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return s, nil
 }
 
-// makeNode creates a kwok node and its initialized NodeClaim on ami.
-func (k *kubeCluster) makeNode(ctx context.Context, name, ami string) error {
+// makeNode creates a kwok node of instance type typ (labels and
+// allocatable from the catalogue) and its initialized NodeClaim on ami.
+func (k *kubeCluster) makeNode(ctx context.Context, name, typ, ami string) error {
+	it := typeByName(k.t, typ)
+	labels := map[string]string{}
+	for key, v := range it.Labels {
+		labels[key] = v
+	}
+	labels[corev1.LabelHostname] = name
+	labels[corev1.LabelTopologyZone] = "us-east-1a"
+	labels[karpv1.CapacityTypeLabelKey] = "on-demand"
+	labels[karpv1.NodePoolLabelKey] = k.pool
 	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name,
-			Annotations: map[string]string{controlplane.KwokNodeAnnotation: controlplane.KwokNodeValue},
-			Labels: map[string]string{corev1.LabelHostname: name, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "amd64",
-				corev1.LabelInstanceTypeStable: "m5.large", corev1.LabelTopologyZone: "us-east-1a",
-				karpv1.CapacityTypeLabelKey: "on-demand", karpv1.NodePoolLabelKey: "e2e"}},
-		Status: corev1.NodeStatus{
-			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("29")},
-			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1930m"), corev1.ResourceMemory: resource.MustParse("6903Mi"), corev1.ResourcePods: resource.MustParse("29")},
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
+			Annotations: map[string]string{controlplane.KwokNodeAnnotation: controlplane.KwokNodeValue}},
+		Status: corev1.NodeStatus{Capacity: it.Capacity, Allocatable: it.Allocatable},
 	}
 	if _, err := k.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create node %s: %w", name, err)
 	}
-	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{karpv1.NodePoolLabelKey: "e2e"}}}
-	claim.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: awsv1.Group, Kind: awsv1.Kind, Name: "e2e"}
-	claim.Spec.Requirements = []karpv1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: corev1.NodeSelectorOpIn, Values: []string{"m5.large"}}}
+	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{karpv1.NodePoolLabelKey: k.pool}}}
+	claim.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: awsv1.Group, Kind: awsv1.Kind, Name: k.pool}
+	claim.Spec.Requirements = []karpv1.NodeSelectorRequirementWithMinValues{{Key: corev1.LabelInstanceTypeStable, Operator: corev1.NodeSelectorOpIn, Values: []string{typ}}}
 	if err := k.c.Create(ctx, claim); err != nil {
 		return fmt.Errorf("create nodeclaim %s: %w", name, err)
 	}
@@ -115,16 +131,25 @@ func (k *kubeCluster) makeNode(ctx context.Context, name, ami string) error {
 	if err := k.c.Status().Update(ctx, claim); err != nil {
 		return fmt.Errorf("nodeclaim %s status: %w", name, err)
 	}
+	k.mu.Lock()
+	k.launched = append(k.launched, typ)
+	k.mu.Unlock()
 	return nil
 }
 
-func (k *kubeCluster) Launch(ctx context.Context, key string, _ Replacement) (string, error) {
-	name := "new-" + key[:8]
+// Launch makes the replacement: the cheapest option's type, or a node like
+// the one replaced (SameAs), on the current AMI.
+func (k *kubeCluster) Launch(ctx context.Context, key string, r Replacement) (string, error) {
+	name := k.pool + "-new-" + key[:8]
 	var existing karpv1.NodeClaim
 	if err := k.c.Get(ctx, client.ObjectKey{Name: name}, &existing); err == nil {
 		return name, nil
 	}
-	return name, k.makeNode(ctx, name, "ami-new")
+	typ := "m5.large"
+	if len(r.Options) > 0 {
+		typ = r.Options[0].InstanceType
+	}
+	return name, k.makeNode(ctx, name, typ, k.ami)
 }
 
 func (k *kubeCluster) Ready(ctx context.Context, claim string) (bool, error) {
@@ -143,15 +168,13 @@ func (k *kubeCluster) Delete(ctx context.Context, claim string) error {
 	return client.IgnoreNotFound(k.kube.CoreV1().Nodes().Delete(ctx, claim, metav1.DeleteOptions{}))
 }
 
-// TestE2ERollingAMIUpdateKeepsPDB runs the controller against a real API
-// server, scheduler, controller manager and kwok: publishing a new AMI rolls
-// every node of the pool, one at a time (budget "1"), replacement first,
-// while a Deployment's PDB (minAvailable 2 of 3) holds throughout; a leader
-// failover in the middle carries on from the Raft state.
-func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
-	cp := controlplane.StartForTest(t)
+// e2eSetup gets the package's shared control plane and creates an
+// EC2NodeClass named like the pool; k makes nodes of NodePool pool and its
+// snapshots see only that pool, so tests sharing the cluster do not meet.
+func e2eSetup(t *testing.T, pool string) (context.Context, *kubeCluster, *awsv1.EC2NodeClass) {
+	cp := controlplane.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
@@ -163,9 +186,8 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	kube := kubernetes.NewForConfigOrDie(cp.RESTConfig)
-	k := &kubeCluster{t: t, kube: kube, c: c, ledger: newRaftLedger()}
-
-	nc := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}}
+	k := &kubeCluster{t: t, kube: kube, c: c, ledger: newRaftLedger(), pool: pool, ami: "ami-new"}
+	nc := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: pool}}
 	nc.Spec.AMISelectorTerms = []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}}
 	nc.Spec.SubnetSelectorTerms = []awsv1.SubnetSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "e2e"}}}
 	nc.Spec.SecurityGroupSelectorTerms = []awsv1.SecurityGroupSelectorTerm{{Tags: map[string]string{"karpenter.sh/discovery": "e2e"}}}
@@ -173,9 +195,40 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	if err := c.Create(ctx, nc); err != nil {
 		t.Fatalf("create nodeclass: %v", err)
 	}
+	return ctx, k, nc
+}
+
+// readyPods counts Ready, not deleting pods matching selector in ns.
+func readyPods(ctx context.Context, kube kubernetes.Interface, ns, selector string) int {
+	pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestE2ERollingAMIUpdateKeepsPDB runs the controller against a real API
+// server, scheduler, controller manager and kwok: publishing a new AMI rolls
+// every node of the pool, one at a time (budget "1"), replacement first,
+// while a Deployment's PDB (minAvailable 2 of 3) holds throughout; a leader
+// failover in the middle carries on from the Raft state.
+func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
+	ctx, k, nc := e2eSetup(t, "e2e")
+	c, kube := k.c, k.kube
 	setAMI := func(id string) {
 		t.Helper()
-		if err := c.Get(ctx, client.ObjectKey{Name: "e2e"}, nc); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Name: k.pool}, nc); err != nil {
 			t.Fatal(err)
 		}
 		nc.Status.AMIs = []awsv1.AMI{{ID: id, Requirements: []corev1.NodeSelectorRequirement{{Key: corev1.LabelArchStable, Operator: corev1.NodeSelectorOpIn, Values: []string{"amd64"}}}}}
@@ -185,7 +238,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	}
 	setAMI("ami-old")
 	np := &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}}
-	np.Spec.Template.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: awsv1.Group, Kind: awsv1.Kind, Name: "e2e"}
+	np.Spec.Template.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: awsv1.Group, Kind: awsv1.Kind, Name: k.pool}
 	np.Spec.Template.Spec.Requirements = []karpv1.NodeSelectorRequirementWithMinValues{{Key: karpv1.CapacityTypeLabelKey, Operator: corev1.NodeSelectorOpIn, Values: []string{"on-demand"}}}
 	np.Spec.Disruption = karpv1.Disruption{ConsolidateAfter: karpv1.NeverDuration(), ConsolidationPolicy: karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized,
 		Budgets: []karpv1.Budget{{Nodes: "1"}}}
@@ -193,7 +246,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 		t.Fatalf("create nodepool: %v", err)
 	}
 	for i := range 3 {
-		if err := k.makeNode(ctx, fmt.Sprintf("old-%d", i), "ami-old"); err != nil {
+		if err := k.makeNode(ctx, fmt.Sprintf("old-%d", i), "m5.large", "ami-old"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,6 +255,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
 		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{karpv1.NodePoolLabelKey: k.pool},
 				Containers: []corev1.Container{{Name: "web", Image: "nginx", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 					corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("512Mi")}}}},
 				TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
@@ -215,25 +269,8 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	if _, err := kube.PolicyV1().PodDisruptionBudgets("default").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	readyPods := func() int {
-		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-		if err != nil {
-			return -1
-		}
-		n := 0
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	for readyPods() < 3 {
+	webReady := func() int { return readyPods(ctx, kube, "default", "app=web") }
+	for webReady() < 3 {
 		if ctx.Err() != nil {
 			t.Fatal("web pods never became Ready")
 		}
@@ -247,7 +284,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	defer stopWatch()
 	go func() {
 		for watchCtx.Err() == nil {
-			r := readyPods()
+			r := webReady()
 			busy := len(k.ledger.f.State().Disruptions)
 			mu.Lock()
 			if r >= 0 && r < minReady {
@@ -304,7 +341,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 	if maxBusy > 1 {
 		t.Fatalf("budget \"1\" allows one node at a time, saw %d", maxBusy)
 	}
-	nodes, _ := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	nodes, _ := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: karpv1.NodePoolLabelKey + "=" + k.pool})
 	for _, n := range nodes.Items {
 		if len(n.Name) > 3 && n.Name[:4] == "old-" {
 			t.Fatalf("old node %s still there", n.Name)
@@ -315,3 +352,144 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// TestE2EConsolidationBusinessHours: a Deployment scaled down leaves two
+// empty nodes and one underutilized m5.2xlarge. At Monday 10:00 UTC the
+// business-hours budget lets the empty nodes go and holds the
+// underutilized one; at 18:00 it is replaced by a cheaper type and its pod
+// moves there.
+func TestE2EConsolidationBusinessHours(t *testing.T) {
+	ctx, k, nc := e2eSetup(t, "cons")
+	c, kube := k.c, k.kube
+	nc.Status.AMIs = []awsv1.AMI{{ID: "ami-1", Requirements: []corev1.NodeSelectorRequirement{{Key: corev1.LabelArchStable, Operator: corev1.NodeSelectorOpIn, Values: []string{"amd64"}}}}}
+	if err := c.Status().Update(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	k.ami = "ami-1"
+	sched := "0 9 * * 1-5"
+	np := &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "cons"}}
+	np.Spec.Template.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: awsv1.Group, Kind: awsv1.Kind, Name: k.pool}
+	for _, r := range testPool("x").Requirements {
+		np.Spec.Template.Spec.Requirements = append(np.Spec.Template.Spec.Requirements, karpv1.NodeSelectorRequirementWithMinValues{Key: r.Key, Operator: r.Operator, Values: r.Values})
+	}
+	np.Spec.Disruption = karpv1.Disruption{ConsolidateAfter: karpv1.NewNillableDuration(30 * time.Second), ConsolidationPolicy: karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized,
+		Budgets: []karpv1.Budget{
+			{Nodes: "0", Reasons: []karpv1.DisruptionReason{karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted}, Schedule: &sched, Duration: &metav1.Duration{Duration: 8 * time.Hour}},
+			{Nodes: "100%", Reasons: []karpv1.DisruptionReason{karpv1.DisruptionReasonEmpty}},
+			{Nodes: "10%"},
+		}}
+	if err := c.Create(ctx, np); err != nil {
+		t.Fatalf("create nodepool: %v", err)
+	}
+	for _, name := range []string{"big-a", "big-b", "big-c"} {
+		if err := k.makeNode(ctx, name, "m5.2xlarge", "ami-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := map[string]string{"app": "api"}
+	replicas := int32(3)
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "api"},
+		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{karpv1.NodePoolLabelKey: k.pool},
+				Containers: []corev1.Container{{Name: "api", Image: "api", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("2Gi")}}}},
+				Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: labels}, TopologyKey: corev1.LabelHostname}}}}}}}}
+	if _, err := kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("3 api pods", func() bool { return readyPods(ctx, kube, "default", "app=api") == 3 })
+	// Scale down to one replica.
+	d, err := kube.AppsV1().Deployments("default").Get(ctx, "api", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int32(1)
+	d.Spec.Replicas = &one
+	if _, err := kube.AppsV1().Deployments("default").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("1 api pod", func() bool {
+		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
+		return err == nil && len(pods.Items) == 1 && readyPods(ctx, kube, "default", "app=api") == 1
+	})
+
+	// Next Monday (after the nodes' creation, so consolidateAfter has passed).
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	for now.Before(time.Now()) {
+		now = now.AddDate(0, 0, 7)
+	}
+	evening := now.Add(8 * time.Hour)
+	dr, err := drain.New(kube, drain.Options{RetryInterval: 200 * time.Millisecond, PollInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := NewController(Config{ValidationDelay: -1, PollInterval: 200 * time.Millisecond, ReplacementTimeout: time.Minute,
+		Registry: prometheus.NewRegistry(), Now: func() time.Time { return now }}, k, k.ledger, k, dr, &fakeEvents{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeNames := func() []string {
+		nodes, _ := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: karpv1.NodePoolLabelKey + "=" + k.pool})
+		var out []string
+		for _, n := range nodes.Items {
+			out = append(out, n.Name)
+		}
+		return out
+	}
+	if err := ctl.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctl.Wait()
+	if got := nodeNames(); len(got) != 1 {
+		t.Fatalf("in business hours the two empty nodes go and the busy one stays; nodes now %v", got)
+	}
+	busy := nodeNames()[0]
+	p, _, _ := ctl.LatestPlan()
+	if e := ExplainNode(p, mustSnapshot(t, k), busy); len(e.Skipped) == 0 || e.Skipped[0].Code != SkipBudget {
+		t.Fatalf("the underutilized node should be held by the budget: %+v", e)
+	}
+	if len(k.launched) != 3 {
+		t.Fatalf("nothing should be launched in business hours: %v", k.launched)
+	}
+
+	now = evening
+	if err := ctl.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctl.Wait()
+	got := nodeNames()
+	if len(got) != 1 || got[0] == busy {
+		p, _, _ := ctl.LatestPlan()
+		t.Fatalf("after hours the m5.2xlarge should be replaced; nodes now %v; plan %+v", got, p)
+	}
+	newType := k.launched[len(k.launched)-1]
+	if priceOf(types(t), newType, "us-east-1a", "on-demand") >= priceOf(types(t), "m5.2xlarge", "us-east-1a", "on-demand") || newType == "m5.2xlarge" {
+		t.Fatalf("replacement %s is not cheaper than m5.2xlarge", newType)
+	}
+	waitFor("the api pod on the new node", func() bool {
+		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
+		return err == nil && len(pods.Items) == 1 && pods.Items[0].Spec.NodeName == got[0] && readyPods(ctx, kube, "default", "app=api") == 1
+	})
+	t.Logf("m5.2xlarge replaced by %s", newType)
+}
+
+func mustSnapshot(t *testing.T, k *kubeCluster) *Snapshot {
+	s, err := k.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m)) }

@@ -149,7 +149,7 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 	}
 	root := repoRoot(t)
 	ctxDir := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(ctxDir, "dovetail-coordinator"), "./cmd/dovetail-coordinator")
+	build := exec.Command("go", "build", "-ldflags", "-s -w", "-o", filepath.Join(ctxDir, "dovetail-coordinator"), "./cmd/dovetail-coordinator")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

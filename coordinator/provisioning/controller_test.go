@@ -72,8 +72,6 @@ func pendingPod(name, cpu string) *corev1.Pod {
 	}
 }
 
-
-
 func nodePool(name string, limits corev1.ResourceList, reqs ...karpv1.NodeSelectorRequirementWithMinValues) *karpv1.NodePool {
 	return &karpv1.NodePool{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "karpenter.sh/v1", Kind: "NodePool"},

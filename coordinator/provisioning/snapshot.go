@@ -61,10 +61,10 @@ func Provisionable(p *corev1.Pod) bool {
 	return false
 }
 
-// pendingForSimulation is looser than Provisionable: offline snapshots
+// PendingForSimulation is looser than Provisionable: offline snapshots
 // (kubectl get -o yaml of a cluster without a scheduler run, or hand-written
 // files) often lack the PodScheduled condition, so any unbound live pod counts.
-func pendingForSimulation(p *corev1.Pod) bool {
+func PendingForSimulation(p *corev1.Pod) bool {
 	if p.Spec.NodeName != "" || p.DeletionTimestamp != nil {
 		return false
 	}
@@ -111,13 +111,27 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 			snap.Pods = append(snap.Pods, p)
 		}
 	}
+	startup := map[string][]corev1.Taint{}
+	for _, np := range in.NodePools {
+		if np != nil {
+			startup[np.Name] = np.Spec.Template.Spec.StartupTaints
+		}
+	}
 	nodes := map[string]bool{}
 	for _, n := range in.Nodes {
 		if n == nil {
 			continue
 		}
 		nodes[n.Name] = true
-		snap.Nodes = append(snap.Nodes, scheduling.NodeFromAPI(n, byNode[n.Name]))
+		sn := scheduling.NodeFromAPI(n, byNode[n.Name])
+		// Until a node is initialized its pool's startup taints are
+		// expected to go away (a CNI or driver removes them), so like
+		// Karpenter they do not keep pods off it; otherwise every batch
+		// during boot would launch more nodes.
+		if st := startup[sn.NodePool]; len(st) > 0 && n.Labels[karpv1.NodeInitializedLabelKey] != "true" {
+			sn.Taints = withoutTaints(sn.Taints, st)
+		}
+		snap.Nodes = append(snap.Nodes, sn)
 	}
 	classes := map[string]bool{}
 	for _, c := range in.NodeClasses {
@@ -156,6 +170,23 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 		return snap.Pods[i].Name < snap.Pods[j].Name
 	})
 	return snap, notes
+}
+
+func withoutTaints(taints, remove []corev1.Taint) []corev1.Taint {
+	var out []corev1.Taint
+	for _, t := range taints {
+		drop := false
+		for _, r := range remove {
+			if t.Key == r.Key && t.Effect == r.Effect && (r.Value == "" || r.Value == t.Value) {
+				drop = true
+				break
+			}
+		}
+		if !drop {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func refName(ref *karpv1.NodeClassReference) string {

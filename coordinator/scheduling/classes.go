@@ -24,11 +24,11 @@ type podClass struct {
 	// reported unschedulable with this reason instead of crashing anything.
 	err error
 
-	nodeTerms []requirements // required node affinity OR terms (each incl. nodeSelector and volume zones)
-	nodePrefs []requirements // preferred node affinity terms, heaviest first
-	reqAff    []termC        // required pod affinity
-	reqAnti   []termC        // required pod anti-affinity
-	prefTerms []prefTerm     // preferred pod (anti-)affinity, lightest first (relaxed first)
+	nodeTerms  []requirements // required node affinity OR terms (each incl. nodeSelector and volume zones)
+	nodePrefs  []requirements // preferred node affinity terms, heaviest first
+	reqAff     []termC        // required pod affinity
+	reqAnti    []termC        // required pod anti-affinity
+	prefTerms  []prefTerm     // preferred pod (anti-)affinity, lightest first (relaxed first)
 	hardSpread []spreadC
 	softSpread []spreadC // ScheduleAnyway: honoured until relaxed
 	owns       []*topoGroup

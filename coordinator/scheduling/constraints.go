@@ -526,10 +526,9 @@ func (s *solver) poolReason(p *podInfo, L *classLevel, pool *poolInfo) string {
 }
 
 func fmtQty(s *solver, d int, v int64) string {
-	l := s.ri.toList(vec(make([]int64, d+1)))
 	tmp := make(vec, d+1)
 	tmp[d] = v
-	l = s.ri.toList(tmp)
+	l := s.ri.toList(tmp)
 	q, ok := l[s.ri.names[d]]
 	if !ok {
 		return "0"

@@ -81,8 +81,12 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 	}
 	cands = s.extendForMinValues(pool, cands, rest)
 
-	var opts []cloud.LaunchOption
-	var odOpts []cloud.LaunchOption
+	nOpts := 0
+	for _, c := range cands {
+		nOpts += len(c.pt.it.offers)
+	}
+	opts := make([]cloud.LaunchOption, 0, nOpts)
+	odOpts := make([]cloud.LaunchOption, 0, nOpts)
 	zonesUsed := uint64(0)
 	ctUsed := uint8(0)
 	names := make([]string, 0, len(cands))
@@ -103,14 +107,17 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 		}
 	}
 	byPrice := func(l []cloud.LaunchOption) {
-		slices.SortStableFunc(l, func(a, b cloud.LaunchOption) int {
+		slices.SortFunc(l, func(a, b cloud.LaunchOption) int {
 			if a.Price != b.Price {
 				return cmp.Compare(a.Price, b.Price)
 			}
 			if a.InstanceType != b.InstanceType {
 				return strings.Compare(a.InstanceType, b.InstanceType)
 			}
-			return strings.Compare(a.Zone, b.Zone)
+			if a.Zone != b.Zone {
+				return strings.Compare(a.Zone, b.Zone)
+			}
+			return strings.Compare(a.CapacityType, b.CapacityType)
 		})
 	}
 	byPrice(opts)

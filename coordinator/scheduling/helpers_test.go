@@ -26,10 +26,10 @@ func realTypes(t testing.TB) []*cloud.InstanceType {
 // fakeType builds a small synthetic instance type.
 func fakeType(name string, cpu, memGi, pods int64, price float64, extra map[string]string, res corev1.ResourceList) *cloud.InstanceType {
 	labels := map[string]string{
-		LabelInstanceType:                  name,
-		LabelArch:                          "amd64",
-		LabelOS:                            "linux",
-		"karpenter.k8s.aws/instance-cpu":   fmt.Sprint(cpu),
+		LabelInstanceType:                   name,
+		LabelArch:                           "amd64",
+		LabelOS:                             "linux",
+		"karpenter.k8s.aws/instance-cpu":    fmt.Sprint(cpu),
 		"karpenter.k8s.aws/instance-family": "f" + fmt.Sprint(cpu),
 	}
 	for k, v := range extra {
@@ -80,8 +80,7 @@ func mkPod(name, cpu, mem string, opts ...podOpt) *corev1.Pod {
 func pods(n int, prefix, cpu, mem string, opts ...podOpt) []*corev1.Pod {
 	out := make([]*corev1.Pod, n)
 	for i := range out {
-		out[i] = mkPod(fmt.Sprintf("%s-%d", prefix, i), cpu, mem, opts...)
-		out[i].Labels["app"] = prefix
+		out[i] = mkPod(fmt.Sprintf("%s-%d", prefix, i), cpu, mem, append([]podOpt{withLabels("app", prefix)}, opts...)...)
 	}
 	return out
 }

@@ -260,18 +260,6 @@ func (r requirements) sortedKeys() []string {
 	return keys
 }
 
-// key is a canonical string of r, used to group identical constraints.
-func (r requirements) key() string {
-	var b strings.Builder
-	for _, k := range r.sortedKeys() {
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(r[k].String())
-		b.WriteByte(';')
-	}
-	return b.String()
-}
-
 // toList renders r back as API requirements (deterministic order).
 func (r requirements) toList() []Requirement {
 	out := make([]Requirement, 0, len(r))

@@ -109,11 +109,13 @@ type poolInfo struct {
 	ranking  []int
 	limits   vec
 	limited  []bool
-	nodeCap  int64 // -1: no node limit
-	used     vec
-	nodes    int64
-	minVals  map[string]int
-	err      error
+	// hasLimits: some resource (not counting nodes) is limited.
+	hasLimits bool
+	nodeCap   int64 // -1: no node limit
+	used      vec
+	nodes     int64
+	minVals   map[string]int
+	err       error
 }
 
 type poolType struct {
@@ -427,6 +429,7 @@ func (s *solver) compilePools(demand vec) {
 			}
 			p.limits[d] = quantityValue(n, q)
 			p.limited[d] = true
+			p.hasLimits = true
 		}
 		p.used = make(vec, len(s.ri.names))
 	}

@@ -83,6 +83,7 @@ type solver struct {
 	universe   map[string][]string
 	scratch    bitset
 	orders     map[orderKey][]int
+	priceMemo  map[orderKey][]float64
 	// remaining is the demand of the pods not yet placed; runLeft how many
 	// identical pods (this one included) are left in the current run.
 	remaining vec
@@ -90,6 +91,7 @@ type solver struct {
 	// strategy switches (see README "Packing strategy").
 	interleave bool
 	aggregate  bool
+	runSpecial bool
 }
 
 func (s *solver) warn(w string) {
@@ -109,7 +111,7 @@ func Solve(snap Snapshot, opts Options) Result {
 	s := &solver{
 		snap: &snap, opts: opts, ri: newResourceIndex(),
 		zoneIdx: map[string]int{}, ctIdx: map[string]int{}, typeKeys: map[string]bool{},
-		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{}, orders: map[orderKey][]int{},
+		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{}, orders: map[orderKey][]int{}, priceMemo: map[orderKey][]float64{},
 	}
 	s.ctIndex(cloud.CapacityTypeSpot)
 	s.ctIndex(cloud.CapacityTypeOnDemand)
@@ -415,9 +417,10 @@ func (s *solver) schedule() {
 	}
 	// Runs: maximal sequences of pods with the same class and requests.
 	type runInfo struct {
-		state runState
-		left  int64
-		pos   int64
+		state   runState
+		left    int64
+		pos     int64
+		special bool
 	}
 	var runs []*runInfo
 	runOf := make([]int, len(pods))
@@ -427,6 +430,13 @@ func (s *solver) schedule() {
 		}
 		runOf[i] = len(runs) - 1
 		runs[len(runs)-1].left++
+	}
+	if s.aggregate {
+		start := 0
+		for _, r := range runs {
+			r.special = s.specialize(pods[start], r.left)
+			start += int(r.left)
+		}
 	}
 	order := make([]int, len(pods))
 	for i := range order {
@@ -454,6 +464,7 @@ func (s *solver) schedule() {
 		p := pods[i]
 		r := runs[runOf[i]]
 		s.runLeft = r.left
+		s.runSpecial = r.special
 		s.placePod(p, &r.state)
 		r.left--
 		for d, x := range p.req {
@@ -461,6 +472,77 @@ func (s *solver) schedule() {
 		}
 	}
 }
+
+// specialize decides whether a run of n identical pods should get nodes
+// of its own best type rather than share nodes sized for the whole batch:
+// yes when the run alone on its best type costs clearly less per pod than
+// its dominant share of the batch's best type. Small pods with an unusual
+// shape (lots of cpu, little memory) are much cheaper on small burstable or
+// compute types than inside a balanced node.
+func (s *solver) specialize(p *podInfo, n int64) bool {
+	if p.class.hostCapped || p.class.err != nil || len(s.pools) == 0 {
+		return false
+	}
+	var pool *poolInfo
+	var cp *classPool
+	L := p.class.level(p.class.current)
+	for _, pl := range s.pools {
+		if c := s.classPool(L, pl); c.ok {
+			pool, cp = pl, c
+			break
+		}
+	}
+	if pool == nil {
+		return false
+	}
+	agg, aggScore := -1, math.Inf(1)
+	for i, pt := range pool.types {
+		if !cp.types.has(i) {
+			continue
+		}
+		f := math.Inf(1)
+		for _, d := range []int{dimCPU, dimMemory, dimPods} {
+			if w := s.remaining.get(d); w > 0 {
+				f = min(f, float64(pt.cap.get(d))/float64(w))
+			}
+		}
+		if sc := pt.price / min(1, f); sc < aggScore && p.req.lessOrEqual(pt.cap) {
+			agg, aggScore = i, sc
+		}
+	}
+	if agg < 0 {
+		return false
+	}
+	at := pool.types[agg]
+	share := 0.0
+	for d, r := range p.req {
+		if c := at.cap.get(d); c > 0 && r > 0 {
+			share = max(share, float64(r)/float64(c))
+		}
+	}
+	aggPerPod := at.price * share
+	best := math.Inf(1)
+	for i, pt := range pool.types {
+		if !cp.types.has(i) {
+			continue
+		}
+		per := math.Inf(1)
+		for d, r := range p.req {
+			if r > 0 {
+				per = min(per, math.Floor(float64(pt.cap.get(d))/float64(r)))
+			}
+		}
+		if per < 1 || math.IsInf(per, 1) {
+			continue
+		}
+		nodes := math.Ceil(float64(n) / min(per, float64(n)))
+		best = min(best, nodes*pt.price/float64(n))
+	}
+	return best < specializeThreshold*aggPerPod
+}
+
+// specializeThreshold: how much cheaper a run's own type must be per pod.
+var specializeThreshold = 0.8
 
 func compareVec(a, b vec) int {
 	for i := 0; i < max(len(a), len(b)); i++ {
@@ -703,14 +785,15 @@ func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, pe
 // hold what it actually got.
 func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec) int {
 	pool := sl.pool
-	capped := p.class.hostCapped || s.aggregate
+	capped := p.class.hostCapped || (s.aggregate && !s.runSpecial)
 	n := float64(max(1, s.runLeft))
 	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
+	prices := s.prices(pool, zm, cm)
 	for i, pt := range pool.types {
-		if !types.has(i) || !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) || !s.withinLimits(pool, sl, pt) {
+		price := prices[i]
+		if math.IsInf(price, 1) || !types.has(i) || !need.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
 			continue
 		}
-		price := pt.it.price(zm, cm)
 		var score, per float64
 		if capped {
 			f := math.Inf(1)
@@ -738,6 +821,24 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		}
 	}
 	return best
+}
+
+// prices returns each pool type's price in the masks (+Inf where it is not
+// offered), memoised per masks.
+func (s *solver) prices(pool *poolInfo, zm uint64, cm uint8) []float64 {
+	k := orderKey{pool, zm, cm}
+	if p, ok := s.priceMemo[k]; ok {
+		return p
+	}
+	p := make([]float64, len(pool.types))
+	for i, pt := range pool.types {
+		p[i] = math.Inf(1)
+		if pt.it.avail(zm, cm) {
+			p[i] = pt.it.price(zm, cm)
+		}
+	}
+	s.priceMemo[k] = p
+	return p
 }
 
 func (s *solver) withinLimits(pool *poolInfo, sl *slot, pt *poolType) bool {

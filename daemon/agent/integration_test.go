@@ -411,7 +411,7 @@ func BenchmarkSpotNoticeToDrained(b *testing.B) {
 			}
 			return false
 		})
-		ns := fmt.Sprintf("bench-%d", i)
+		ns := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano()%1_000_000, i)
 		podsOnNode(b, kc, ns, nodeName, 30, 0, false)
 		a := startAgent(b, Config{Kube: kc, IMDSEndpoint: sim.IMDSEndpoint(id)})
 		waitUntil(b, 15*time.Second, "agent up", func() bool { return a.NodeName() == nodeName })

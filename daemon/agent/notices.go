@@ -208,9 +208,9 @@ func (a *Agent) runDrain(ctx context.Context, reason string, deadline time.Time,
 			}
 		})
 	}
-	d, err := drain.New(a.cfg.Kube, drain.Options{
-		DryRun: a.cfg.DryRun, Component: "dovetail-agent", Logger: a.cfg.Logger, ForceDeleteBefore: force,
-		Progress: func(res drain.Result) {
+	d := a.drainer.Derive(func(o *drain.Options) {
+		o.ForceDeleteBefore = force
+		o.Progress = func(res drain.Result) {
 			if !res.CordonedAt.IsZero() {
 				sendFirst()
 			}
@@ -221,13 +221,8 @@ func (a *Agent) runDrain(ctx context.Context, reason string, deadline time.Time,
 				p.Blocked = fmt.Sprintf("%s: %s", b[0].Pod, b[0].Message)
 			}
 			a.reporter.Send(p)
-		},
+		}
 	})
-	if err != nil {
-		sendFirst()
-		a.log.Error("drain", "err", err)
-		return
-	}
 	res, err := d.Drain(ctx, a.node, deadline, reason)
 	sendFirst()
 	a.lastDrain.Store(&res)

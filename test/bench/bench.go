@@ -184,8 +184,8 @@ type Row struct {
 	Price         float64       `json:"pricePerHour"`
 	Bound         float64       `json:"lowerBound"` // the issue's per-resource bound
 	LPBound       float64       `json:"lpBound"`    // linear-relaxation bound (tighter)
-	Ratio         float64       `json:"ratio"`   // price / Bound
-	LPRatio       float64       `json:"lpRatio"` // price / LPBound
+	Ratio         float64       `json:"ratio"`      // price / Bound
+	LPRatio       float64       `json:"lpRatio"`    // price / LPBound
 	PeakHeapMiB   float64       `json:"peakHeapMiB"`
 	Unschedulable int           `json:"unschedulable"`
 }
