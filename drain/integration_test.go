@@ -89,7 +89,7 @@ func TestIntegrationDryRunAgainstRealPDB(t *testing.T) {
 		t.Fatalf("dry run should report the PDB: %+v", res.Pods)
 	}
 	n, _ := kc.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
-	if n.Spec.Unschedulable || len(n.Spec.Taints) != 0 {
+	if n.Spec.Unschedulable || hasTaint(n, DisruptedTaintKey, "") {
 		t.Fatalf("dry run changed the node: %+v", n.Spec)
 	}
 	pods, _ := kc.CoreV1().Pods(node).List(t.Context(), metav1.ListOptions{})
@@ -132,7 +132,8 @@ func TestIntegrationRealPDBBlocksThenRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := kc.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
-	if n.Spec.Unschedulable || len(n.Spec.Taints) != 0 {
+	// node.kubernetes.io/unschedulable is the node controller's, removed by it.
+	if n.Spec.Unschedulable || hasTaint(n, DisruptedTaintKey, "") || hasTaint(n, InterruptionTaintKey, "maintenance") {
 		t.Fatalf("not restored: %+v", n.Spec)
 	}
 }

@@ -37,11 +37,12 @@ type nodeOp struct {
 // nodeRegistrar creates and deletes Nodes from its own goroutine so that
 // a slow API server never blocks EC2 calls. Failed calls are retried.
 type nodeRegistrar struct {
-	client kubernetes.Interface
-	log    *slog.Logger
-	mu     sync.Mutex
-	queue  []nodeOp
-	signal chan struct{}
+	client   kubernetes.Interface
+	log      *slog.Logger
+	mu       sync.Mutex
+	queue    []nodeOp
+	inflight int
+	signal   chan struct{}
 }
 
 func newNodeRegistrar(cfg *rest.Config, log *slog.Logger) (*nodeRegistrar, error) {
@@ -62,6 +63,9 @@ func (r *nodeRegistrar) enqueue(op nodeOp) {
 	}
 }
 
+// registrarWorkers bounds concurrent Kubernetes calls.
+const registrarWorkers = 4
+
 func (r *nodeRegistrar) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
@@ -78,32 +82,76 @@ func (r *nodeRegistrar) start(ctx context.Context, wg *sync.WaitGroup) {
 			r.mu.Lock()
 			ops := r.queue
 			r.queue = nil
+			r.inflight += len(ops)
 			r.mu.Unlock()
-			var failed []nodeOp
-			for _, op := range ops {
-				if err := r.apply(ctx, op); err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					r.log.Warn("node registration failed; will retry", "node", op.spec.name+op.name, "err", err)
-					failed = append(failed, op)
-				}
+			failed := r.applyAll(ctx, ops)
+			r.mu.Lock()
+			r.queue = append(failed, r.queue...)
+			r.inflight -= len(ops)
+			r.mu.Unlock()
+			if ctx.Err() != nil {
+				return
 			}
 			if len(failed) > 0 {
-				r.mu.Lock()
-				r.queue = append(failed, r.queue...)
-				r.mu.Unlock()
 				retry.Reset(time.Second)
 			}
 		}
 	}()
 }
 
-// Pending reports whether Node operations are still queued.
+func (op nodeOp) node() string {
+	if op.create {
+		return op.spec.name
+	}
+	return op.name
+}
+
+// applyAll runs ops with a few workers. Ops on the same Node run one after
+// another in queue order, so a retried create never overtakes its delete;
+// once one of them fails, the rest of that Node's ops wait for the retry.
+func (r *nodeRegistrar) applyAll(ctx context.Context, ops []nodeOp) []nodeOp {
+	var order []string
+	groups := map[string][]nodeOp{}
+	for _, op := range ops {
+		if _, ok := groups[op.node()]; !ok {
+			order = append(order, op.node())
+		}
+		groups[op.node()] = append(groups[op.node()], op)
+	}
+	var (
+		mu     sync.Mutex
+		failed []nodeOp
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, registrarWorkers)
+	)
+	for _, name := range order {
+		group := groups[name]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			for i, op := range group {
+				if err := r.apply(ctx, op); err != nil {
+					if ctx.Err() == nil {
+						r.log.Warn("node registration failed; will retry", "node", name, "err", err)
+					}
+					mu.Lock()
+					failed = append(failed, group[i:]...)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
+// pending counts queued and in-flight Node operations.
 func (r *nodeRegistrar) pending() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.queue)
+	return len(r.queue) + r.inflight
 }
 
 func (r *nodeRegistrar) apply(ctx context.Context, op nodeOp) error {

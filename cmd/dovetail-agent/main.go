@@ -277,5 +277,8 @@ func runAgent(o options, log *slog.Logger) error {
 	go notifier.RunWatchdog(ctx, a.Alive)
 	err = a.Run(ctx)
 	_ = notifier.Stopping("shutting down")
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // stopped by a signal while still starting: not a failure
+	}
 	return err
 }

@@ -245,6 +245,7 @@ func (p *planner) offers(pool *Pool) []offer {
 			labels[LabelZone] = of.Zone
 			labels[LabelCapacity] = of.CapacityType
 			labels[LabelType] = it.Name
+			labels[LabelNodePool] = pool.Name // nodes of a pool carry its name
 			maps.Copy(labels, pool.Labels)
 			ok := true
 			for _, r := range pool.Requirements {

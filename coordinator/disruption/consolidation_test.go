@@ -307,3 +307,12 @@ func TestDisruptingNodesCountAgainstBudget(t *testing.T) {
 		t.Fatalf("e3 should be skipped for the budget, got %+v", s)
 	}
 }
+
+func TestReplacementHonoursNodePoolSelector(t *testing.T) {
+	p := pod("pinned", 500, 1)
+	p.NodeSelector = map[string]string{LabelNodePool: "gp"}
+	plan := Decide(snapshot(t, []Pool{testPool("gp")}, testNode(t, "a", "gp", "m5.2xlarge", od, p)), t0, Options{})
+	if d := decisionFor(plan, "a"); d == nil || d.Replacement == nil {
+		t.Fatalf("a pod selecting its NodePool can move to a cheaper node of that pool: %+v", plan.Skipped)
+	}
+}

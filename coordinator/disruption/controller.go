@@ -164,7 +164,16 @@ func (c *Controller) LatestPlan() (*Plan, *Snapshot, bool) {
 func (c *Controller) Run(ctx context.Context, term uint64) error {
 	log := c.log.With("term", term)
 	log.Info("disruption controller started")
-	defer c.wg.Wait()
+	c.mu.Lock()
+	c.pending = nil // decisions of an earlier term are planned afresh
+	c.mu.Unlock()
+	defer func() {
+		c.wg.Wait()
+		// A follower has no current plan: explain answers 503, not stale data.
+		c.mu.Lock()
+		c.latest, c.snap = nil, nil
+		c.mu.Unlock()
+	}()
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {

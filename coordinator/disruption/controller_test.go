@@ -388,3 +388,24 @@ func TestControllerRollsAMIAcrossFailover(t *testing.T) {
 		t.Fatalf("rollout %d/%d %s", done, total, state)
 	}
 }
+
+func TestControllerRunStopsWithLeadership(t *testing.T) {
+	r := newRig(t, snapshot(t, []Pool{testPool("gp")}, testNode(t, "empty", "gp", "m5.large", od)))
+	r.c.cfg.Interval = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.c.Run(ctx, 7) }()
+	for {
+		if _, _, ok := r.c.LatestPlan(); ok {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := r.c.LatestPlan(); ok {
+		t.Fatalf("a replica that lost leadership must not serve its old plan")
+	}
+}

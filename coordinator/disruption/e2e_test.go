@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -410,13 +411,16 @@ func TestE2EConsolidationBusinessHours(t *testing.T) {
 	}
 	waitFor("3 api pods", func() bool { return readyPods(ctx, kube, "default", "app=api") == 3 })
 	// Scale down to one replica.
-	d, err := kube.AppsV1().Deployments("default").Get(ctx, "api", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	one := int32(1)
-	d.Spec.Replicas = &one
-	if _, err := kube.AppsV1().Deployments("default").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := kube.AppsV1().Deployments("default").Get(ctx, "api", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		one := int32(1)
+		d.Spec.Replicas = &one
+		_, err = kube.AppsV1().Deployments("default").Update(ctx, d, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("1 api pod", func() bool {

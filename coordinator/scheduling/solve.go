@@ -787,6 +787,13 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 	pool := sl.pool
 	capped := p.class.hostCapped || (s.aggregate && !s.runSpecial)
 	n := float64(max(1, s.runLeft))
+	// When this is the last new node allowed (consolidation asks "one new
+	// node?"), it must hold everything still pending if any type can.
+	if s.opts.MaxNewNodeClaims > 0 && s.nNew+1 >= s.opts.MaxNewNodeClaims && !(sl.target >= 0) {
+		if t := s.pickCoverAll(sl, types, zm, cm, need); t >= 0 {
+			return t
+		}
+	}
 	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
 	prices := s.prices(pool, zm, cm)
 	for i, pt := range pool.types {
@@ -818,6 +825,31 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		}
 		if score < bestScore || (score == bestScore && (per > bestPer || (per == bestPer && (price < bestPrice || (price == bestPrice && pt.it.it.Name < pool.types[best].it.it.Name))))) {
 			best, bestScore, bestPer, bestPrice = i, score, per, price
+		}
+	}
+	return best
+}
+
+// pickCoverAll returns the cheapest type that holds need plus the demand
+// of every pod not yet placed, or -1.
+func (s *solver) pickCoverAll(sl *slot, types bitset, zm uint64, cm uint8, need vec) int {
+	pool := sl.pool
+	all := need.plus(s.remaining)
+	for d, x := range need {
+		all[d] -= x // remaining already includes the pod being placed
+	}
+	for d := range all {
+		all[d] = max(all[d], need.get(d))
+	}
+	prices := s.prices(pool, zm, cm)
+	best, bestPrice := -1, math.Inf(1)
+	for i, pt := range pool.types {
+		price := prices[i]
+		if math.IsInf(price, 1) || !types.has(i) || !all.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
+			continue
+		}
+		if price < bestPrice {
+			best, bestPrice = i, price
 		}
 	}
 	return best

@@ -508,3 +508,15 @@ func TestBulkPlacementMatchesSinglePods(t *testing.T) {
 		t.Fatalf("placed %d", placed)
 	}
 }
+
+func TestOneNewNodeHoldsEverything(t *testing.T) {
+	// Consolidation asks: can these pods move onto one new node? A large
+	// (8 cpu) node holds all six 1-cpu pods; two small ones would be needed
+	// otherwise.
+	r := Solve(snapWith([]NodePool{defaultPool("od", Requirement{Key: LabelCapacityType, Operator: corev1.NodeSelectorOpIn, Values: []string{"on-demand"}},
+		Requirement{Key: LabelArch, Operator: corev1.NodeSelectorOpIn, Values: []string{"amd64"}})},
+		append(pods(3, "a", "1", "1Gi"), pods(3, "b", "1", "3Gi")...)...), Options{MaxNewNodeClaims: 1})
+	if len(r.Unschedulable) != 0 || len(r.NewNodeClaims) != 1 {
+		t.Fatalf("claims %d unschedulable %d", len(r.NewNodeClaims), len(r.Unschedulable))
+	}
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/daemon/imds"
 	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/health"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -405,4 +406,70 @@ func TestResolveNode(t *testing.T) {
 	if err != nil || n.Name != "custom-name" {
 		t.Fatalf("explicit without IMDS: %v %v", n, err)
 	}
+}
+
+// TestReportsFindCoordinatorThroughGossip: no static coordinator address;
+// the agent joins the pool, finds the coordinator's RPC address in its
+// gossip meta, and delivers there. The coordinator sees the agent's meta.
+func TestReportsFindCoordinatorThroughGossip(t *testing.T) {
+	coord := &coordinator{}
+	srv := httptest.NewServer(coord.handler())
+	defer srv.Close()
+	rpc := strings.TrimPrefix(srv.URL, "http://")
+	pool, err := gossip.Start(t.Context(), gossip.Config{Name: "coord-0", BindAddr: "127.0.0.1", Dev: true,
+		Meta: func() report.Meta { return report.Meta{Role: "coordinator", RPCAddr: rpc} }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pool.Shutdown() }()
+
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-0-9.ec2.internal"}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID}}
+	cs := fake.NewClientset(n)
+	meta, url := newMetadata(t, instanceID)
+	stateDir := t.TempDir()
+	a, err := New(Config{Kube: cs, IMDSEndpoint: url, IMDSInterval: 50 * time.Millisecond, StateDir: stateDir,
+		HealthInterval: 100 * time.Millisecond, Checks: []health.Check{&switchCheck{name: "containerd", cond: health.ContainerRuntimeReady}},
+		DisableRepair: true, BootIDFile: filepath.Join(stateDir, "boot_id"), Logger: slog.New(slog.DiscardHandler),
+		Gossip: gossip.Config{BindAddr: "127.0.0.1", Dev: true, Seeds: []string{pool.LocalAddr()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	eventually(t, "coordinator sees the agent with its meta", func() bool {
+		for _, m := range pool.Members() {
+			if m.Name == "ip-10-0-0-9.ec2.internal" && m.Meta.Role == "agent" && m.Meta.InstanceID == instanceID {
+				return true
+			}
+		}
+		return false
+	})
+	meta.set("events/recommendations/rebalance", `{"noticeTime":"2026-11-27T09:00:00Z"}`)
+	eventually(t, "report delivered to the gossip-discovered coordinator", func() bool {
+		_, ok := coord.find(report.KindRebalance, nil)
+		return ok
+	})
+	meta.set("spot/instance-action", fmt.Sprintf(`{"action":"stop","time":%q}`, time.Now().Add(time.Minute).UTC().Format(time.RFC3339)))
+	eventually(t, "interrupted flag gossiped", func() bool {
+		for _, m := range pool.Members() {
+			if m.Name == "ip-10-0-0-9.ec2.internal" && m.Meta.Interrupted {
+				return true
+			}
+		}
+		return false
+	})
+	// On shutdown the agent leaves the pool gracefully.
+	cancel()
+	<-done
+	eventually(t, "agent listed as left", func() bool {
+		for _, m := range pool.Members() {
+			if m.Name == "ip-10-0-0-9.ec2.internal" {
+				return m.State == gossip.StateLeft
+			}
+		}
+		return false
+	})
 }

@@ -110,7 +110,7 @@ type EC2NodeClassSpec struct {
 	// +kubebuilder:validation:XValidation:message="tag contains a restricted tag matching karpenter.sh/nodepool",rule="self.all(k, k != 'karpenter.sh/nodepool')"
 	// +kubebuilder:validation:XValidation:message="tag contains a restricted tag matching karpenter.sh/nodeclaim",rule="self.all(k, k != 'karpenter.sh/nodeclaim')"
 	// +kubebuilder:validation:XValidation:message="tag contains a restricted tag matching karpenter.k8s.aws/ec2nodeclass",rule="self.all(k, k != 'karpenter.k8s.aws/ec2nodeclass')"
-	// +kubebuilder:validation:XValidation:message="tag contains a restricted tag matching dovetail.dev/",rule="self.all(k, !k.startsWith('dovetail.dev/'))"
+	// +kubebuilder:validation:XValidation:message="tag contains a restricted tag matching dovetail.dev/ (Dovetail sets these itself; only dovetail.dev/cluster may be given)",rule="self.all(k, !k.startsWith('dovetail.dev/') || k == 'dovetail.dev/cluster')"
 	// +kubebuilder:validation:MaxProperties:=50
 	// +optional
 	Tags map[string]string `json:"tags,omitempty"`
