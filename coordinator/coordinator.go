@@ -69,6 +69,9 @@ type Config struct {
 type Runtime struct {
 	Store    *raftnode.Node
 	Launcher *launcher.Launcher // nil without a cloud
+	// Cloud is Config.Cloud (nil without a cloud): leader-only components
+	// read instance types through it (cloud/ec2.Provider has InstanceTypes).
+	Cloud    launcher.CloudProvider
 	Log      *slog.Logger
 	Registry prometheus.Registerer
 	// Now is the coordinator's clock.
@@ -148,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	})})
 	comps = append(comps, cfg.Components...)
 	if cfg.Setup != nil {
-		extra, err := cfg.Setup(&Runtime{Store: node, Launcher: c.launcher, Log: log, Registry: cfg.Registry, Now: cfg.Now})
+		extra, err := cfg.Setup(&Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: cfg.Registry, Now: cfg.Now})
 		if err != nil {
 			_ = node.Kill()
 			_ = ln.Close()

@@ -300,7 +300,9 @@ func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, re
 	}
 	if !d.opts.DryRun {
 		d.events.nodeEvent(ctx, node, corev1.EventTypeNormal, "Draining", fmt.Sprintf(
-			"Draining %d pods (%d critical) for %s before %s", len(r.order), len(critical), reason, deadline.UTC().Format(time.RFC3339)))
+			"Tainted %s and %s=%s, cordoned; draining %d pods (%d critical, %d left in place) before %s",
+			DisruptedTaintKey, d.opts.ReasonTaintKey, sanitizeLabelValue(reason), len(r.order), len(critical), len(r.result.Skipped),
+			deadline.UTC().Format(time.RFC3339)))
 	}
 
 	if d.opts.DryRun {
@@ -538,9 +540,12 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 			if st.res.Outcome != OutcomeBlocked {
 				st.res.Outcome = OutcomeFailed
 			}
+			repeated := st.res.Message == err.Error()
 			st.res.Message = err.Error()
 			r.mu.Unlock()
-			log.Warn("eviction failed, retrying", "err", err)
+			if !repeated { // once per distinct error, not once a second
+				log.Warn("eviction failed, retrying until the deadline", "err", err)
+			}
 		}
 		wait := jitter(d.opts.RetryInterval)
 		if d.opts.ForceDeleteBefore > 0 {

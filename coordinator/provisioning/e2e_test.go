@@ -31,7 +31,6 @@ type kwokLauncher struct {
 	kube  kubernetes.Interface
 	dyn   dynamic.Interface
 	types map[string]*cloud.InstanceType
-	pools map[string]map[string]string // pool → template labels
 
 	mu       sync.Mutex
 	launched []cloud.LaunchOption

@@ -11,10 +11,12 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 )
 
-// TestRandomSnapshotsKeepInvariants throws random batches (fixed seeds) at
-// Solve and checks what must always hold: every pod is accounted for once,
-// every listed instance type holds its claim, hostname anti-affinity,
-// zonal affinity and zonal spread hold, limits hold.
+// TestRandomSnapshotsKeepInvariants throws random batches (fixed seeds),
+// with random existing nodes running pods of the same apps, at Solve and
+// checks what must always hold: every pod is accounted for once, every
+// listed instance type holds its claim, one-per-node constraints
+// (hostname anti-affinity and spread) hold on new and existing nodes, zonal
+// affinity and zonal spread hold counting bound pods, limits hold.
 func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 	types := fakeTypes()
 	byName := map[string]*cloud.InstanceType{}
@@ -23,15 +25,17 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 	}
 	cpus := []string{"100m", "250m", "500m", "1", "1500m", "3", "7"}
 	mems := []string{"128Mi", "512Mi", "1Gi", "3Gi", "7Gi"}
-	for seed := int64(0); seed < 3000; seed++ {
+	for seed := int64(0); seed < 300; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		var ps []*corev1.Pod
+		appOf := map[string]string{}
 		kinds := map[string]int{}
-		for a := 0; a < 1+rng.Intn(6); a++ {
+		nApps := 1 + rng.Intn(6)
+		for a := 0; a < nApps; a++ {
 			app := fmt.Sprintf("app%d", a)
 			kind := rng.Intn(6)
 			kinds[app] = kind
-			opts := []podOpt{}
+			var opts []podOpt
 			switch kind {
 			case 1:
 				opts = append(opts, withAntiAffinity(LabelHostname))
@@ -44,7 +48,10 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 			case 5:
 				opts = append(opts, withPreferredNode(10, LabelZone, "us-east-1c"), withPreferredAnti(5, LabelZone))
 			}
-			ps = append(ps, pods(1+rng.Intn(15), app, cpus[rng.Intn(len(cpus))], mems[rng.Intn(len(mems))], opts...)...)
+			for _, p := range pods(1+rng.Intn(15), app, cpus[rng.Intn(len(cpus))], mems[rng.Intn(len(mems))], opts...) {
+				appOf[p.Namespace+"/"+p.Name] = app
+				ps = append(ps, p)
+			}
 		}
 		pool := defaultPool("default")
 		limit := int64(0)
@@ -52,16 +59,39 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 			limit = int64(8 + rng.Intn(40))
 			pool.Limits = corev1.ResourceList{corev1.ResourceCPU: *resource.NewQuantity(limit, resource.DecimalSI)}
 		}
-		r := Solve(Snapshot{NodePools: []NodePool{pool}, InstanceTypes: map[string][]*cloud.InstanceType{"": types}, Pods: ps}, Options{})
+		var nodes []Node
+		boundApp := map[string]string{}
+		nodeZone := map[string]string{}
+		for n := 0; n < rng.Intn(4); n++ {
+			name := fmt.Sprintf("node%d", n)
+			zone := testZones[rng.Intn(3)]
+			nodeZone[name] = zone
+			node := Node{Name: name, Labels: map[string]string{LabelHostname: name, LabelZone: zone, LabelArch: "amd64"},
+				Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("20")}}
+			if rng.Intn(2) == 0 {
+				app := fmt.Sprintf("app%d", rng.Intn(nApps))
+				node.Pods = []*corev1.Pod{mkPod(name+"-bound", "500m", "512Mi", withLabels("app", app))}
+				boundApp[name] = app
+			}
+			nodes = append(nodes, node)
+		}
+		r := Solve(Snapshot{NodePools: []NodePool{pool}, InstanceTypes: map[string][]*cloud.InstanceType{"": types}, Pods: ps, Nodes: nodes}, Options{})
 
 		seen := map[string]int{}
-		appNodes := map[string]map[int]int{}
-		appZones := map[string]map[string]int{}
+		perHost := map[string]map[string]int{} // app → host (claim index or node) → pods, bound ones included
+		perZone := map[string]map[string]int{} // app → zone → pods, bound ones included
+		add := func(app, host, zone string) {
+			if perHost[app] == nil {
+				perHost[app], perZone[app] = map[string]int{}, map[string]int{}
+			}
+			perHost[app][host]++
+			perZone[app][zone]++
+		}
+		for name, app := range boundApp {
+			add(app, name, nodeZone[name])
+		}
 		var cpuMax int64
 		for i, nc := range r.NewNodeClaims {
-			for _, p := range nc.PodNames {
-				seen[p]++
-			}
 			var maxCPU int64
 			for _, n := range nc.InstanceTypes {
 				it := byName[n]
@@ -73,17 +103,14 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 				maxCPU = max(maxCPU, it.Capacity.Cpu().Value())
 			}
 			cpuMax += maxCPU
-			for _, p := range nc.Pods {
-				app := p.Labels["app"]
-				if appNodes[app] == nil {
-					appNodes[app], appZones[app] = map[int]int{}, map[string]int{}
-				}
-				appNodes[app][i]++
-				appZones[app][nc.Zone]++
+			for _, p := range nc.PodNames {
+				seen[p]++
+				add(appOf[p], fmt.Sprintf("claim%d", i), nc.Zone)
 			}
 		}
 		for _, p := range r.Placements {
 			seen[p.PodName]++
+			add(appOf[p.PodName], p.Node, nodeZone[p.Node])
 		}
 		for _, u := range r.Unschedulable {
 			seen[u.PodName]++
@@ -97,27 +124,35 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 			}
 		}
 		if limit > 0 && cpuMax > limit {
-			t.Fatalf("seed %d: claims could launch %d cpu over the limit %d", seed, cpuMax, limit)
+			t.Fatalf("seed %d: claims could launch %d cpu, over the limit %d", seed, cpuMax, limit)
 		}
 		for app, kind := range kinds {
 			switch kind {
 			case 1, 4:
-				for node, n := range appNodes[app] {
+				for host, n := range perHost[app] {
 					if n > 1 {
-						t.Fatalf("seed %d: %s has %d pods on claim %d", seed, app, n, node)
+						t.Fatalf("seed %d: %s (one per node) has %d pods on %s", seed, app, n, host)
 					}
 				}
 			case 2:
-				if len(appZones[app]) > 1 {
-					t.Fatalf("seed %d: %s (zonal affinity) in zones %v", seed, app, appZones[app])
+				boundZones := map[string]bool{}
+				for name, a := range boundApp {
+					if a == app {
+						boundZones[nodeZone[name]] = true
+					}
+				}
+				for z := range perZone[app] {
+					if (len(boundZones) > 0 && !boundZones[z]) || (len(boundZones) == 0 && len(perZone[app]) > 1) {
+						t.Fatalf("seed %d: %s (zonal affinity) in zones %v, bound pods in %v", seed, app, perZone[app], boundZones)
+					}
 				}
 			case 3:
 				lo, hi := 1<<30, 0
 				for _, z := range testZones {
-					lo, hi = min(lo, appZones[app][z]), max(hi, appZones[app][z])
+					lo, hi = min(lo, perZone[app][z]), max(hi, perZone[app][z])
 				}
 				if hi-lo > 1 {
-					t.Fatalf("seed %d: %s (zonal spread) skew %d: %v", seed, app, hi-lo, appZones[app])
+					t.Fatalf("seed %d: %s (zonal spread) skew %d: %v", seed, app, hi-lo, perZone[app])
 				}
 			}
 		}

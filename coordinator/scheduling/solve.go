@@ -87,7 +87,9 @@ type solver struct {
 	// remaining is the demand of the pods not yet placed; runLeft how many
 	// identical pods (this one included) are left in the current run.
 	remaining vec
-	runLeft   int64
+	// aggRemaining is remaining without the specialised runs.
+	aggRemaining vec
+	runLeft      int64
 	// strategy switches (see README "Packing strategy").
 	interleave bool
 	aggregate  bool
@@ -431,10 +433,18 @@ func (s *solver) schedule() {
 		runOf[i] = len(runs) - 1
 		runs[len(runs)-1].left++
 	}
+	s.aggRemaining = append(vec(nil), s.remaining...)
 	if s.aggregate {
 		start := 0
 		for _, r := range runs {
 			r.special = s.specialize(pods[start], r.left)
+			if r.special {
+				// Specialised runs get nodes of their own: the shared nodes
+				// are sized for what is left.
+				for d, x := range pods[start].req {
+					s.aggRemaining[d] -= x * r.left
+				}
+			}
 			start += int(r.left)
 		}
 	}
@@ -469,6 +479,9 @@ func (s *solver) schedule() {
 		r.left--
 		for d, x := range p.req {
 			s.remaining[d] -= x
+			if !r.special {
+				s.aggRemaining[d] -= x
+			}
 		}
 	}
 }
@@ -805,7 +818,7 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		if capped {
 			f := math.Inf(1)
 			for _, d := range []int{dimCPU, dimMemory, dimPods} {
-				want := sl.used.get(d) + s.remaining.get(d)
+				want := sl.used.get(d) + max(s.aggRemaining.get(d), p.req.get(d))
 				if want > 0 {
 					f = min(f, float64(pt.cap.get(d))/float64(want))
 				}

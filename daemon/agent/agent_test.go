@@ -473,3 +473,28 @@ func TestReportsFindCoordinatorThroughGossip(t *testing.T) {
 		return false
 	})
 }
+
+func TestMaintenanceDrainWaitsForTheLeadAndFollowsReschedules(t *testing.T) {
+	h := newHarness(t, appPod("web-1"))
+	eventually(t, "agent up", func() bool { return h.agent.NodeName() != "" })
+	ev := func(start time.Time) string {
+		return fmt.Sprintf(`[{"NotBefore":%q,"Code":"instance-stop","Description":"retiring","EventId":"instance-event-7","NotAfter":%q,"State":"active"}]`,
+			start.UTC().Format("2 Jan 2006 15:04:05 GMT"), start.Add(time.Hour).UTC().Format("2 Jan 2006 15:04:05 GMT"))
+	}
+	// Two hours out with a one-minute lead: reported, not drained yet.
+	h.meta.set("events/maintenance/scheduled", ev(time.Now().Add(2*time.Hour)))
+	eventually(t, "maintenance reported", func() bool {
+		_, ok := h.coord.find(report.KindMaintenance, func(r report.Report) bool { return r.EventID == "instance-event-7" && r.Action == "instance-stop" })
+		return ok
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := h.node(); n.Spec.Unschedulable {
+		t.Fatal("drained two hours early")
+	}
+	// AWS moves it forward to 20 s from now: inside the lead, drain now.
+	h.meta.set("events/maintenance/scheduled", ev(time.Now().Add(20*time.Second)))
+	eventually(t, "drained after the reschedule", func() bool {
+		pods, _ := h.cs.CoreV1().Pods("app").List(context.Background(), metav1.ListOptions{})
+		return h.node().Spec.Unschedulable && len(pods.Items) == 0
+	})
+}

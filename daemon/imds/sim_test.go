@@ -2,6 +2,7 @@ package imds
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -86,4 +87,49 @@ func TestSimulatorIMDS(t *testing.T) {
 	if lag := n.ObservedAt.Sub(deadline.Add(-ec2sim.SpotInterruptionNotice)); lag > 2*time.Second {
 		t.Logf("notice observed %v after it appeared (truncated to the second)", lag)
 	}
+}
+
+// BenchmarkSpotNoticeDetection: time from the simulator showing a spot
+// notice to the watcher delivering it, at the default 500 ms interval.
+//
+//	go test -run '^$' -bench SpotNoticeDetection -benchtime 10x ./daemon/imds/
+func BenchmarkSpotNoticeDetection(b *testing.B) {
+	s := ec2sim.New(ec2sim.Config{})
+	if err := s.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var total, worst time.Duration
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		id, err := simtest.Launch(b.Context(), s, "detect-"+time.Now().Format("150405.000000000"), "spot", "m5.large")
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := New(Config{Endpoint: s.IMDSEndpoint(id), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(b.Context())
+		out := make(chan Notice, 4)
+		go func() { _ = w.Run(ctx, out) }()
+		time.Sleep(300 * time.Millisecond) // let the loops reach a random phase
+		b.StartTimer()
+		shown := time.Now()
+		if _, err := s.InterruptSpot(id); err != nil {
+			b.Fatal(err)
+		}
+		for n := range out {
+			if n.Kind == KindSpotInterruption {
+				break
+			}
+		}
+		lag := time.Since(shown)
+		b.StopTimer()
+		cancel()
+		total += lag
+		worst = max(worst, lag)
+	}
+	b.ReportMetric(float64((total / time.Duration(b.N)).Milliseconds()), "ms-mean")
+	b.ReportMetric(float64(worst.Milliseconds()), "ms-worst")
 }

@@ -7,9 +7,10 @@
 //
 //	dovetail-nfpm -config packaging/nfpm/nfpm.yaml -target dist -packagers deb,rpm
 //
-// The config may use ${VAR} references; they are expanded from the
-// environment (nfpm's own rule), and any unset variable that the config uses
-// is an error here rather than an empty string in a package.
+// The config may use ${VAR} references anywhere outside comments (nfpm itself
+// expands only some fields, and not script paths); they are expanded from the
+// environment before nfpm parses the file, and an unset or empty variable is
+// an error here rather than an empty string in a package.
 package main
 
 import (
@@ -46,7 +47,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := checkEnv(*config, os.LookupEnv); err != nil {
+	raw, err := os.ReadFile(*config)
+	if err != nil {
+		log.Error("read config", "config", *config, "err", err)
+		return 1
+	}
+	expanded, err := expandEnv(string(raw), os.LookupEnv)
+	if err != nil {
 		log.Error("config refers to unset variables", "config", *config, "err", err)
 		return 1
 	}
@@ -59,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if format == "" {
 			continue
 		}
-		path, err := build(*config, format, *target)
+		path, err := build(expanded, format, *target)
 		if err != nil {
 			log.Error("build package", "format", format, "err", err)
 			return 1
@@ -75,12 +82,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// build writes one package of the given format into dir under nfpm's
-// conventional file name and returns its path.
-func build(configPath, format, dir string) (path string, err error) {
-	cfg, err := nfpm.ParseFile(configPath)
+// build writes one package of the given format, from an already expanded
+// config, into dir under nfpm's conventional file name and returns its path.
+func build(config, format, dir string) (path string, err error) {
+	// The identity mapping: variables were expanded by expandEnv, and nfpm's
+	// own $NFPM_* look-ups must not pick up stray environment.
+	cfg, err := nfpm.ParseWithEnvMapping(strings.NewReader(config), func(string) string { return "" })
 	if err != nil {
-		return "", fmt.Errorf("parse %s: %w", configPath, err)
+		return "", fmt.Errorf("parse config: %w", err)
 	}
 	info, err := cfg.Get(format)
 	if err != nil {
@@ -117,32 +126,33 @@ func build(configPath, format, dir string) (path string, err error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// checkEnv fails when the config uses a ${VAR} that is not set: nfpm would
-// silently expand it to "", giving e.g. a package with version "" or a
-// content source of "/dovetail-agent".
-func checkEnv(configPath string, lookup func(string) (string, bool)) error {
-	b, err := os.ReadFile(configPath)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", configPath, err)
-	}
+// expandEnv replaces every ${VAR} outside comment lines with its value and
+// fails, naming them all, when any is unset or empty: nfpm would otherwise
+// build e.g. a package with version "" or a content source "/dovetail-agent".
+// Only the braced form is expanded, so a "$1" in a description stays as is.
+func expandEnv(config string, lookup func(string) (string, bool)) (string, error) {
 	missing := map[string]bool{}
-	for _, line := range strings.Split(string(b), "\n") {
+	lines := strings.Split(config, "\n")
+	for i, line := range lines {
 		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue // comments may mention variables as documentation
+			continue // comments document the variables
 		}
-		for _, m := range envRef.FindAllStringSubmatch(line, -1) {
-			if v, ok := lookup(m[1]); !ok || v == "" {
-				missing[m[1]] = true
+		lines[i] = envRef.ReplaceAllStringFunc(line, func(ref string) string {
+			name := envRef.FindStringSubmatch(ref)[1]
+			v, ok := lookup(name)
+			if !ok || v == "" {
+				missing[name] = true
 			}
+			return v
+		})
+	}
+	if len(missing) > 0 {
+		names := make([]string, 0, len(missing))
+		for n := range missing {
+			names = append(names, n)
 		}
+		sort.Strings(names)
+		return "", fmt.Errorf("unset or empty: %s", strings.Join(names, ", "))
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(missing))
-	for n := range missing {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return fmt.Errorf("unset or empty: %s", strings.Join(names, ", "))
+	return strings.Join(lines, "\n"), nil
 }
