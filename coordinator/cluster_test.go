@@ -208,3 +208,33 @@ func TestRollingRestart(t *testing.T) {
 	c.checkInvariants(claims, 15*time.Second)
 	t.Logf("%d launches across a rolling restart of 3 replicas", len(claims))
 }
+
+// TestCoordinatorsJoinTheGossipPool: replicas join the memberlist pool as
+// role "coordinator" with their API address, which is where agents send
+// reports.
+func TestCoordinatorsJoinTheGossipPool(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{gossip: true})
+	r := c.acting(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		coords := map[string]string{}
+		for _, m := range r.Gossip().Members() {
+			if m.Meta.Role == "coordinator" && m.State == "alive" {
+				coords[m.Name] = m.Meta.RPCAddr
+			}
+		}
+		ok := len(coords) == 3
+		for _, p := range c.peers {
+			if coords[p.ID] != c.https[p.ID] {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gossip pool coordinators = %v", coords)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

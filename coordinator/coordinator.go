@@ -252,6 +252,9 @@ func (c *Coordinator) Launcher() *launcher.Launcher { return c.launcher }
 // Loop returns the leader loop.
 func (c *Coordinator) Loop() *leader.Loop { return c.loop }
 
+// Gossip returns the gossip pool member (nil when gossip is off or failed).
+func (c *Coordinator) Gossip() *gossip.Pool { return c.pool }
+
 // HTTPAddr returns the API's listen address.
 func (c *Coordinator) HTTPAddr() string { return c.ln.Addr().String() }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/gossip"
 )
 
 const testCluster = "dovetail-coord-test"
@@ -101,11 +102,13 @@ type cluster struct {
 	down   map[[2]string]bool // raft address pairs that cannot talk
 	hook   func(ctx context.Context, replica string, step launcher.Step, token string) error
 	opts   clusterOpts
+	seeds  []string // gossip addresses of started replicas
 }
 
 type clusterOpts struct {
 	leakGrace time.Duration
 	interval  time.Duration
+	gossip    bool // join a dev-mode gossip pool
 }
 
 func freeAddrs(t testing.TB, n int) []string {
@@ -216,21 +219,24 @@ func (c *cluster) start(id string) *Coordinator {
 		MembershipInterval: 200 * time.Millisecond,
 		Logger:             quietLog(),
 	}
+	if c.opts.gossip {
+		c.mu.Lock()
+		seeds := append([]string(nil), c.seeds...)
+		c.mu.Unlock()
+		cfg.Gossip = &gossip.Config{Dev: true, BindAddr: "127.0.0.1", Seeds: seeds, Label: testCluster}
+	}
 	r, err := Start(context.Background(), cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
 	c.mu.Lock()
+	if r.Gossip() != nil {
+		c.seeds = append(c.seeds, r.Gossip().LocalAddr())
+	}
 	c.reps[id] = r
 	c.clouds[id] = cc
 	c.mu.Unlock()
 	return r
-}
-
-func (c *cluster) replica(id string) *Coordinator {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.reps[id]
 }
 
 func (c *cluster) kill(id string) {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 )
 
@@ -177,4 +179,39 @@ func TestPartitionedMinorityNeverCallsEC2(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkInvariants([]string{"before", "majority-side", "minority-side"}, 15*time.Second)
+}
+
+// TestInsufficientCapacityIsReplicated: when every option is out of
+// capacity the launch fails with an ICE error, the intent resolves as
+// Failed and the refused offerings are in the replicated ICE cache, so the
+// next leader knows them too.
+func TestInsufficientCapacityIsReplicated(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	for _, o := range launchOptions() {
+		if err := c.sim.ExhaustPool(o.InstanceType, o.Zone, o.CapacityType); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.acting(5 * time.Second)
+	err := l.Launcher().Launch(context.Background(), nodeClaim("no-room"), launchOptions())
+	var ice *cloud.InsufficientCapacityError
+	if !errors.As(err, &ice) {
+		t.Fatalf("launch error = %v, want insufficient capacity", err)
+	}
+	id := l.Node().ID()
+	c.kill(id)
+	nl := c.acting(10 * time.Second)
+	st := nl.Node().State()
+	in := st.IntentByNodeClaim("no-room")
+	if in == nil || in.State != fsm.IntentFailed || !in.ICE {
+		t.Fatalf("intent = %+v", in)
+	}
+	for _, o := range launchOptions() {
+		if !st.Unavailable(o.InstanceType, o.Zone, o.CapacityType, time.Now()) {
+			t.Errorf("%s/%s/%s not in the replicated ICE cache", o.InstanceType, o.Zone, o.CapacityType)
+		}
+	}
+	if _, total := c.liveByClaim(); total != 0 {
+		t.Fatalf("%d instances launched without capacity", total)
+	}
 }

@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -229,4 +230,38 @@ func mustPort(t *testing.T, addr string) int {
 		t.Fatalf("no port in %q", addr)
 	}
 	return p
+}
+
+// BenchmarkConvergence: time for n members on loopback (LAN timings,
+// encrypted) to all see each other, each joining through one seed.
+//
+//	go test -run '^$' -bench Convergence -benchtime 3x ./gossip/
+func BenchmarkConvergence(b *testing.B) {
+	const n = 20
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		seed, err := Start(b.Context(), Config{Name: "seed", BindAddr: "127.0.0.1", Keys: [][]byte{key1}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pools := []*Pool{seed}
+		b.StartTimer()
+		for j := 1; j < n; j++ {
+			p, err := Start(b.Context(), Config{Name: fmt.Sprintf("node-%02d", j), BindAddr: "127.0.0.1", Keys: [][]byte{key1},
+				Seeds: []string{seed.LocalAddr()}, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			pools = append(pools, p)
+		}
+		for _, p := range pools {
+			for countState(p.Members(), StateAlive) < n {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		b.StopTimer()
+		for _, p := range pools {
+			_ = p.Shutdown()
+		}
+	}
 }

@@ -5,7 +5,7 @@
 #   kwok + bin/kwok-stages/                                          (sigs.k8s.io/kwok v0.8.0)
 #   ec2-metadata-mock staticcheck
 # A binary is skipped when bin/.stamps/<name> holds the hash of everything that
-# decides its content (sources, go.mod/go.sum, versions, Go toolchain, this script).
+# decides its content (sources, go.mod/go.sum, versions, Go toolchain, build recipe).
 # Binaries are built one after another: the first Kubernetes build takes minutes on
 # two cores and parallel links would only fight for memory.
 set -euo pipefail
@@ -37,12 +37,11 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 GOVERSION="$(go env GOVERSION)"
-SCRIPT_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-64)"
 START_ALL=$SECONDS
 
-hash_of() { # files... -> one hash including toolchain and this script
+hash_of() { # files... -> one hash including the toolchain and the build recipe
 	{
-		echo "$GOVERSION $SCRIPT_HASH $CGO_ENABLED"
+		echo "$GOVERSION $RECIPE $CGO_ENABLED"
 		for f in "$@"; do
 			echo "== $f"
 			cat "$REPO/$f"
@@ -88,6 +87,12 @@ VERSION_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
 -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
 -X k8s.io/client-go/pkg/version.gitTreeState=clean"
 
+# RECIPE is what, besides the sources, decides a binary's content; bump
+# RECIPE_REVISION when changing how binaries are built. Cosmetic edits to this
+# script then do not trigger minutes of rebuilding.
+RECIPE_REVISION=1
+RECIPE="r$RECIPE_REVISION -trimpath -s -w $VERSION_LDFLAGS"
+
 build_k8s() { # name
 	local name="$1"
 	local h
@@ -116,7 +121,7 @@ build_etcd() {
 go_install() {
 	local name="$1" pkg="$2" version="$3"
 	local h
-	h="$(echo "$GOVERSION $SCRIPT_HASH $pkg@$version" | sha256sum | cut -c1-64)"
+	h="$(echo "$GOVERSION $RECIPE $pkg@$version" | sha256sum | cut -c1-64)"
 	if up_to_date "$name" "$h"; then
 		echo "build-tools: $name is up to date"
 		return
@@ -133,7 +138,7 @@ build_staticcheck() {
 	local v
 	for v in $STATICCHECK_VERSIONS; do
 		local h
-		h="$(echo "$GOVERSION $SCRIPT_HASH staticcheck@$v" | sha256sum | cut -c1-64)"
+		h="$(echo "$GOVERSION $RECIPE staticcheck@$v" | sha256sum | cut -c1-64)"
 		if up_to_date staticcheck "$h"; then
 			echo "build-tools: staticcheck is up to date"
 			return
@@ -146,7 +151,7 @@ build_staticcheck() {
 		if GOBIN="$tmp" go install -trimpath -ldflags '-s -w' "honnef.co/go/tools/cmd/staticcheck@$v" && "$tmp/staticcheck" -version >/dev/null 2>&1; then
 			mv "$tmp/staticcheck" "$BIN/staticcheck"
 			rm -rf "$tmp"
-			echo "$GOVERSION $SCRIPT_HASH staticcheck@$v" | sha256sum | cut -c1-64 >"$STAMPS/staticcheck"
+			echo "$GOVERSION $RECIPE staticcheck@$v" | sha256sum | cut -c1-64 >"$STAMPS/staticcheck"
 			echo "build-tools: built staticcheck $v"
 			return
 		fi
@@ -179,6 +184,12 @@ copy_kwok_stages() {
 		done
 	done
 	chmod -R u+w "$BIN/kwok-stages.tmp"
+	# Leave an identical set alone: a control plane may be starting kwok from it.
+	if diff -rq "$BIN/kwok-stages.tmp" "$BIN/kwok-stages" >/dev/null 2>&1; then
+		rm -rf "$BIN/kwok-stages.tmp"
+		echo "build-tools: kwok stages are up to date"
+		return
+	fi
 	rm -rf "$BIN/kwok-stages"
 	mv "$BIN/kwok-stages.tmp" "$BIN/kwok-stages"
 	echo "build-tools: kwok stages in $BIN/kwok-stages ($(ls "$BIN/kwok-stages" | wc -l) files)"

@@ -71,11 +71,12 @@ it on ` + "`" + disruption.SnapshotPath + "`" + `) at --at (default now).`,
 			return nil
 		},
 	}
-	def := os.Getenv("DOVETAIL_COORDINATOR")
+	// Same default and environment as `dovetail status`: any replica's API.
+	def := os.Getenv("DOVETAIL_SERVER")
 	if def == "" {
-		def = "http://127.0.0.1:8443"
+		def = "127.0.0.1:8080"
 	}
-	cmd.Flags().StringVar(&coordinator, "coordinator", def, "coordinator API base URL (env DOVETAIL_COORDINATOR)")
+	cmd.Flags().StringVar(&coordinator, "server", def, "any coordinator replica, host:port or URL (env DOVETAIL_SERVER)")
 	cmd.Flags().StringVarP(&file, "file", "f", "", "plan offline from this snapshot file (JSON disruption.Snapshot)")
 	cmd.Flags().StringVar(&at, "at", "", "with -f: the instant to plan at (RFC 3339, default now)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
@@ -89,6 +90,9 @@ func explainOnline(ctx context.Context, base, kind, name string) (disruption.Exp
 	if kind == "pod" {
 		ns, pod, _ := strings.Cut(name, "/")
 		path = disruption.ExplainPodPath + url.PathEscape(ns) + "/" + url.PathEscape(pod)
+	}
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
 	if err != nil {

@@ -97,11 +97,11 @@ func TestExplainOnline(t *testing.T) {
 	plan := disruption.Decide(s, explainAt, disruption.Options{})
 	srv := httptest.NewServer(disruption.ExplainHandler(fixedSource{&plan, s}))
 	defer srv.Close()
-	out := runCLI(t, "explain", "node", "guarded-node", "--coordinator", srv.URL, "-f", "", "-o", "text")
+	out := runCLI(t, "explain", "node", "guarded-node", "--server", srv.URL, "-f", "", "-o", "text")
 	if !strings.Contains(out, "PodDisruptionBudget web/api") {
 		t.Fatalf("online explain:\n%s", out)
 	}
-	out = runCLI(t, "explain", "pod", "web/api-1", "--coordinator", srv.URL, "-f", "", "-o", "text")
+	out = runCLI(t, "explain", "pod", "web/api-1", "--server", srv.URL, "-f", "", "-o", "text")
 	if !strings.Contains(out, "running on node guarded-node") {
 		t.Fatalf("pod explain:\n%s", out)
 	}

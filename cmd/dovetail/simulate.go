@@ -179,6 +179,9 @@ func writeSimulationText(w io.Writer, snap scheduling.Snapshot, d provisioning.D
 			}
 		}
 	}
+	for _, f := range d.SpotFallbacks {
+		fmt.Fprintf(w, "note: %s\n", f)
+	}
 	for _, n := range append(notes, res.Stats.Warnings...) {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

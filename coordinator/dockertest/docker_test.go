@@ -44,6 +44,14 @@ type env struct {
 	httpFor map[string]string
 }
 
+// refreshPort reads the host port Docker published for a replica's API
+// (it changes when a container is restarted).
+func (e *env) refreshPort(name string) {
+	e.t.Helper()
+	hostPort := docker(e.t, "port", name, "8080/tcp")
+	e.httpFor[name] = strings.Split(hostPort, "\n")[0]
+}
+
 func (e *env) client(name string) *api.Client {
 	c := api.NewClient(e.httpFor[name])
 	c.HTTP.Timeout = 3 * time.Second
@@ -180,8 +188,7 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 			"-p", "127.0.0.1::8080", image,
 			"--bootstrap-expect=3", "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft",
 			"--raft-heartbeat-timeout=500ms", "--raft-election-timeout=500ms", "--log-format=text")
-		hostPort := docker(t, "port", n, "8080/tcp")
-		e.httpFor[n] = strings.Split(hostPort, "\n")[0]
+		e.refreshPort(n)
 	}
 	l := e.leader()
 	t.Logf("cluster formed on its own; leader %s", l)
@@ -195,6 +202,7 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 	t.Logf("killed leader %s; %s leads after %v", l, l2, time.Since(start).Round(time.Millisecond))
 	e.reportEventually("i-2", "node-a", l)
 	docker(t, "start", l) // restart with its volume: rejoins
+	e.refreshPort(l)
 	e.converged("node-a", "i-2", e.names...)
 
 	// Pause a follower: writes go on; unpaused, it catches up.
@@ -218,6 +226,7 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 	t.Logf("disconnected leader %s; %s leads", l, l3)
 	e.reportEventually("i-4", "node-a", l)
 	docker(t, "network", "connect", e.net, l)
+	e.refreshPort(l)
 	e.converged("node-a", "i-4", e.names...)
 	final := e.leader()
 

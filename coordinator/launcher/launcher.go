@@ -71,6 +71,13 @@ type InstanceTypes interface {
 	InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error)
 }
 
+// ICEMarker, when the cloud provider implements it, is told the replicated
+// ICE cache when this replica becomes leader, so a new leader does not retry
+// offerings its predecessor just found out of capacity.
+type ICEMarker interface {
+	MarkUnavailable(instanceType, zone, capacityType, code string)
+}
+
 // Step names the points of the protocol where tests inject faults.
 type Step string
 
@@ -204,6 +211,14 @@ func (l *Launcher) Run(ctx context.Context, term uint64) error {
 		}
 		l.mu.Unlock()
 	}()
+	if m, ok := l.cfg.Cloud.(ICEMarker); ok {
+		now := l.cfg.Now()
+		for _, e := range l.cfg.Store.State().ICE {
+			if e.Until.After(now) {
+				m.MarkUnavailable(e.InstanceType, e.Zone, e.CapacityType, e.Code)
+			}
+		}
+	}
 	t := time.NewTicker(l.cfg.Interval)
 	defer t.Stop()
 	for {

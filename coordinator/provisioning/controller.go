@@ -92,10 +92,20 @@ type Controller struct {
 	// launched remembers claims launched by this controller that its
 	// informer has not shown yet, so the next batch does not launch again
 	// for the same pods.
-	launched map[string]*karpv1.NodeClaim
+	launched map[string]launchedClaim
 	// lastEvent de-duplicates unschedulable events per pod.
 	lastEvent map[string]eventMemo
 }
+
+type launchedClaim struct {
+	nc *karpv1.NodeClaim
+	at time.Time
+}
+
+// launchedGrace is how long a launched claim the informer has not shown
+// yet still counts as in flight; after that the launcher is assumed to
+// have given it up (e.g. deleted it after an insufficient-capacity error).
+const launchedGrace = 2 * time.Minute
 
 type eventMemo struct {
 	msg string
@@ -132,7 +142,7 @@ func New(cfg Config) (*Controller, error) {
 		log:       cfg.Logger.With("controller", "provisioning"),
 		batcher:   NewBatcher(cfg.IdleGap, cfg.MaxWindow, cfg.Clock),
 		metrics:   newMetrics(cfg.Registerer),
-		launched:  map[string]*karpv1.NodeClaim{},
+		launched:  map[string]launchedClaim{},
 		lastEvent: map[string]eventMemo{},
 	}
 	c.kubeInformers = informers.NewSharedInformerFactory(cfg.Kube, 0)
@@ -253,6 +263,10 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	c.metrics.unschedulable.Set(float64(len(d.Unschedulable)))
 	c.log.InfoContext(ctx, "provisioning plan", "pending", len(snap.Pods), "newNodeClaims", len(d.Launches),
 		"onExisting", len(d.Placements), "unschedulable", len(d.Unschedulable), "took", d.Took, "warnings", d.Result.Stats.Warnings)
+	for _, f := range d.SpotFallbacks {
+		c.log.WarnContext(ctx, "spot unavailable, falling back to on-demand", "detail", f)
+		c.metrics.spotFallbacks.Inc()
+	}
 	c.emitUnschedulable(d.Unschedulable, notes)
 	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
@@ -314,7 +328,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
 			}
 			c.metrics.launched.WithLabelValues(l.NodeClaim.Labels[karpv1.NodePoolLabelKey]).Inc()
 			c.mu.Lock()
-			c.launched[l.NodeClaim.Name] = l.NodeClaim
+			c.launched[l.NodeClaim.Name] = launchedClaim{nc: l.NodeClaim, at: c.cfg.Clock.Now()}
 			c.mu.Unlock()
 			for _, p := range l.Pods {
 				c.cfg.Recorder.Eventf(p, corev1.EventTypeNormal, "Nominated", "Pod should schedule on: nodeclaim/%s", l.NodeClaim.Name)
@@ -369,12 +383,12 @@ func (c *Controller) inputs(ctx context.Context) (Inputs, map[string]*karpv1.Nod
 	for _, nc := range in.NodeClaims {
 		seen[nc.Name] = true
 	}
-	for name, nc := range c.launched {
-		if seen[name] || in.Now.Sub(nc.CreationTimestamp.Time) > 10*time.Minute && !nc.CreationTimestamp.IsZero() {
+	for name, l := range c.launched {
+		if seen[name] || in.Now.Sub(l.at) > launchedGrace {
 			delete(c.launched, name)
 			continue
 		}
-		in.NodeClaims = append(in.NodeClaims, nc)
+		in.NodeClaims = append(in.NodeClaims, l.nc)
 	}
 	c.mu.Unlock()
 	pools := map[string]*karpv1.NodePool{}

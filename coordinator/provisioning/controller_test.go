@@ -18,6 +18,7 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
@@ -221,6 +222,21 @@ func TestControllerReportsLaunchErrors(t *testing.T) {
 	}
 }
 
+func TestPlanReportsSpotFallback(t *testing.T) {
+	it := testType("m.large", 2, 8, 0.1)
+	for i := range it.Offerings {
+		if it.Offerings[i].CapacityType == cloud.CapacityTypeSpot {
+			it.Offerings[i].Available = false
+		}
+	}
+	np := nodePool("default", nil, karpv1.NodeSelectorRequirementWithMinValues{Key: karpv1.CapacityTypeLabelKey, Operator: corev1.NodeSelectorOpIn, Values: []string{"spot", "on-demand"}})
+	snap, _ := Build(Inputs{Pods: []*corev1.Pod{pendingPod("a", "1")}, NodePools: []*karpv1.NodePool{np}, InstanceTypes: []*cloud.InstanceType{it}}, nil)
+	d := Plan(snap, PlanOptions{Names: SequentialNames()})
+	if len(d.Launches) != 1 || d.Launches[0].Options[0].CapacityType != cloud.CapacityTypeOnDemand || len(d.SpotFallbacks) != 1 {
+		t.Fatalf("launches %d fallbacks %v", len(d.Launches), d.SpotFallbacks)
+	}
+}
+
 func TestControllerRunProvisionsPendingPods(t *testing.T) {
 	l := &fakeLauncher{}
 	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
@@ -244,5 +260,26 @@ func TestControllerRunProvisionsPendingPods(t *testing.T) {
 	}
 	if len(l.claims) != 1 {
 		t.Fatalf("Run launched %d claims, want 1", len(l.claims))
+	}
+}
+
+func TestControllerForgetsUnseenLaunchesAfterGrace(t *testing.T) {
+	l := &fakeLauncher{}
+	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1")}, []runtime.Object{nodePool("default", nil), nodeClass("default")},
+		[]*cloud.InstanceType{testType("m.large", 2, 8, 0.1)}, l, true)
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	c.cfg.Clock = clk
+	if _, err := c.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The fake launcher never creates the claim in Kubernetes: within the
+	// grace period it still counts as in flight...
+	if _, err := c.Reconcile(context.Background()); err != nil || len(l.claims) != 1 {
+		t.Fatalf("relaunched within grace: %d claims (%v)", len(l.claims), err)
+	}
+	// ...after it, the pod gets a new claim.
+	clk.Step(launchedGrace + time.Second)
+	if _, err := c.Reconcile(context.Background()); err != nil || len(l.claims) != 2 {
+		t.Fatalf("after grace: %d claims (%v)", len(l.claims), err)
 	}
 }

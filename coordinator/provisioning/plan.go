@@ -31,6 +31,10 @@ type Decision struct {
 	Placements    []scheduling.Placement
 	Unschedulable []scheduling.Unschedulable
 	Result        scheduling.Result
+	// SpotFallbacks names the launches that go on-demand although their
+	// pool allows spot (no spot offering of any fitting type is available),
+	// so the more expensive choice is never silent.
+	SpotFallbacks []string
 	// Took is how long the simulation ran (for logs and `dovetail simulate`);
 	// measured by the caller's clock, zero when not measured.
 	Took time.Duration
@@ -59,8 +63,20 @@ func Plan(snap scheduling.Snapshot, opts PlanOptions) Decision {
 	}
 	res := scheduling.Solve(snap, opts.Scheduling)
 	d := Decision{Placements: res.Placements, Unschedulable: res.Unschedulable, Result: res}
+	spotPools := map[string]bool{}
+	for _, np := range snap.NodePools {
+		for _, r := range np.Requirements {
+			if r.Key == karpv1.CapacityTypeLabelKey && allowsValue(r, cloud.CapacityTypeSpot) {
+				spotPools[np.Name] = true
+			}
+		}
+	}
 	for i := range res.NewNodeClaims {
 		c := &res.NewNodeClaims[i]
+		if spotPools[c.NodePool] && c.CapacityType != cloud.CapacityTypeSpot {
+			d.SpotFallbacks = append(d.SpotFallbacks, fmt.Sprintf("nodepool %s: no spot capacity for %d fitting instance type(s), launching %s at $%.4f/h",
+				c.NodePool, len(c.InstanceTypes), c.CapacityType, c.Price))
+		}
 		d.Launches = append(d.Launches, Launch{
 			NodeClaim: NodeClaimFor(c, names(c.NodePool), opts.Pools[c.NodePool]),
 			Options:   c.Options,
@@ -69,6 +85,28 @@ func Plan(snap scheduling.Snapshot, opts PlanOptions) Decision {
 		})
 	}
 	return d
+}
+
+func allowsValue(r scheduling.Requirement, v string) bool {
+	switch r.Operator {
+	case corev1.NodeSelectorOpIn:
+		for _, x := range r.Values {
+			if x == v {
+				return true
+			}
+		}
+		return false
+	case corev1.NodeSelectorOpNotIn:
+		for _, x := range r.Values {
+			if x == v {
+				return false
+			}
+		}
+		return true
+	case corev1.NodeSelectorOpExists:
+		return true
+	}
+	return false
 }
 
 // NodeClaimFor builds the NodeClaim object for a planned claim.

@@ -265,3 +265,49 @@ func TestParsePeersAndStatefulSet(t *testing.T) {
 		t.Fatal("bad pod name accepted")
 	}
 }
+
+// TestDeadUnexpectedServerIsRemoved: a fourth server that is not in the
+// expected peer set (say, left over from a scale-down) is removed by the
+// leader once it has failed for DeadServerTimeout; the expected three stay.
+func TestDeadUnexpectedServerIsRemoved(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader(5 * time.Second)
+	extraAddr := freePorts(t, 1)[0]
+	extraPeers := append(append([]Peer(nil), c.peers...), Peer{ID: "extra", RaftAddr: extraAddr})
+	cfg := fastConfig(t, "extra", filepath.Join(t.TempDir(), "extra"), extraPeers)
+	cfg.Peers = nil // not a founder: it waits to be added
+	extra, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range extra.LeaderNotify() {
+		}
+	}()
+	if err := l.Raft().AddVoter("extra", raft.ServerAddress(extraAddr), 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(context.Background(), &fsm.Noop{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = extra.Kill()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = l.ReconcileMembership(ctx, 50*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		servers, err := l.Servers()
+		if err == nil && len(servers) == 3 {
+			for _, s := range servers {
+				if s.ID == "extra" {
+					t.Fatal("wrong server removed")
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("servers = %v, %v", servers, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

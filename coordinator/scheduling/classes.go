@@ -191,10 +191,23 @@ func (c *podClass) initialLevel(ignorePrefs bool) levelKey {
 }
 
 // classKey builds the scheduling signature of a pod.
-func classKey(p *corev1.Pod, volKey string) string {
+//
+// Only labels some selector in the snapshot looks at (relevant) are part of
+// the signature: a StatefulSet's per-pod labels would otherwise make every
+// pod a class of its own.
+func classKey(p *corev1.Pod, volKey string, relevant map[string]bool) string {
 	var b strings.Builder
 	b.Grow(256)
-	b.WriteString(labelSetKey(p.Namespace, p.Labels))
+	lbls := p.Labels
+	if len(lbls) > 0 {
+		lbls = make(map[string]string, len(p.Labels))
+		for k, v := range p.Labels {
+			if relevant[k] {
+				lbls[k] = v
+			}
+		}
+	}
+	b.WriteString(labelSetKey(p.Namespace, lbls))
 	b.WriteString("|ns:")
 	writeMap(&b, p.Spec.NodeSelector)
 	if a := p.Spec.Affinity; a != nil {
@@ -245,6 +258,45 @@ func classKey(p *corev1.Pod, volKey string) string {
 	b.WriteString("|vol:")
 	b.WriteString(volKey)
 	return b.String()
+}
+
+// selectorKeys adds the label keys a pod's selectors look at.
+func selectorKeys(p *corev1.Pod, into map[string]bool) {
+	addSel := func(ls *metav1.LabelSelector, matchLabelKeys []string) {
+		for _, k := range matchLabelKeys {
+			into[k] = true
+		}
+		if ls == nil {
+			return
+		}
+		for k := range ls.MatchLabels {
+			into[k] = true
+		}
+		for _, e := range ls.MatchExpressions {
+			into[e.Key] = true
+		}
+	}
+	for _, t := range p.Spec.TopologySpreadConstraints {
+		addSel(t.LabelSelector, t.MatchLabelKeys)
+	}
+	a := p.Spec.Affinity
+	if a == nil {
+		return
+	}
+	terms := func(req []corev1.PodAffinityTerm, pref []corev1.WeightedPodAffinityTerm) {
+		for _, t := range req {
+			addSel(t.LabelSelector, t.MatchLabelKeys)
+		}
+		for _, t := range pref {
+			addSel(t.PodAffinityTerm.LabelSelector, t.PodAffinityTerm.MatchLabelKeys)
+		}
+	}
+	if a.PodAffinity != nil {
+		terms(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution, a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
+	}
+	if a.PodAntiAffinity != nil {
+		terms(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
+	}
 }
 
 func writeMap(b *strings.Builder, m map[string]string) {

@@ -11,8 +11,9 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 )
 
-// Packing strategy switches, chosen by measurement (see README).
-var (
+// Packing strategy switches, chosen by measurement (see README "Packing
+// strategy"); kept as switches so the alternatives stay measurable.
+const (
 	strategyInterleave = true
 	strategyAggregate  = true
 )
@@ -137,12 +138,32 @@ func Solve(snap Snapshot, opts Options) Result {
 func (s *solver) compilePods() {
 	vz := newVolumeZones(s.snap)
 	byKey := map[string]*podClass{}
+	relevant := map[string]bool{}
+	for _, p := range s.snap.Pods {
+		if p != nil {
+			selectorKeys(p, relevant)
+		}
+	}
+	for i := range s.snap.Nodes {
+		for _, p := range s.snap.Nodes[i].Pods {
+			if p != nil {
+				selectorKeys(p, relevant)
+			}
+		}
+	}
+	for i := range s.snap.NodeClaims {
+		for _, p := range s.snap.NodeClaims[i].Pods {
+			if p != nil {
+				selectorKeys(p, relevant)
+			}
+		}
+	}
 	for _, p := range s.snap.Pods {
 		if p == nil {
 			continue
 		}
 		volReqs, volKey, volErr := vz.forPod(p)
-		key := classKey(p, volKey)
+		key := classKey(p, volKey, relevant)
 		c, ok := byKey[key]
 		if !ok {
 			c = compileClass(len(s.classes), p, volReqs, s.topo)
@@ -493,7 +514,7 @@ func (s *solver) schedule() {
 // shape (lots of cpu, little memory) are much cheaper on small burstable or
 // compute types than inside a balanced node.
 func (s *solver) specialize(p *podInfo, n int64) bool {
-	if p.class.hostCapped || p.class.err != nil || len(s.pools) == 0 {
+	if p.class.hostCapped || p.class.err != nil || len(s.pools) == 0 || n < minSpecializeRun {
 		return false
 	}
 	var pool *poolInfo
@@ -554,8 +575,12 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 	return best < specializeThreshold*aggPerPod
 }
 
+// minSpecializeRun: shorter runs share nodes (one odd pod alone on a
+// cheap small node does not make a pattern worth its own nodes).
+const minSpecializeRun = 10
+
 // specializeThreshold: how much cheaper a run's own type must be per pod.
-var specializeThreshold = 0.8
+const specializeThreshold = 0.8
 
 func compareVec(a, b vec) int {
 	for i := 0; i < max(len(a), len(b)); i++ {

@@ -2,6 +2,7 @@ package scheduling
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -519,4 +520,95 @@ func TestOneNewNodeHoldsEverything(t *testing.T) {
 	if len(r.Unschedulable) != 0 || len(r.NewNodeClaims) != 1 {
 		t.Fatalf("claims %d unschedulable %d", len(r.NewNodeClaims), len(r.Unschedulable))
 	}
+}
+
+func TestPerPodLabelsDoNotSplitClasses(t *testing.T) {
+	ps := pods(50, "sts", "100m", "100Mi")
+	for i, p := range ps {
+		p.Labels["statefulset.kubernetes.io/pod-name"] = fmt.Sprint(i)
+	}
+	r := Solve(snapWith([]NodePool{defaultPool("default")}, ps...), Options{})
+	if r.Stats.Classes != 1 {
+		t.Errorf("classes %d, want 1", r.Stats.Classes)
+	}
+	// Once a selector looks at the label, it matters.
+	ps = append(ps, mkPod("watcher", "100m", "100Mi", func(p *corev1.Pod) {
+		p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+			TopologyKey: LabelHostname, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"statefulset.kubernetes.io/pod-name": "3"}}}}}}
+	}))
+	r = Solve(snapWith([]NodePool{defaultPool("default")}, ps...), Options{})
+	if r.Stats.Classes != 51 {
+		t.Errorf("classes %d, want 51", r.Stats.Classes)
+	}
+	on := podsOn(r)
+	if on["default/watcher"] == on["default/sts-3"] {
+		t.Errorf("watcher shares a node with sts-3: %v", on["default/watcher"])
+	}
+}
+
+func TestMoreSemantics(t *testing.T) {
+	pool := []NodePool{defaultPool("default")}
+	t.Run("second OR term of required node affinity is used when the first cannot be met", func(t *testing.T) {
+		p := mkPod("p", "1", "1Gi", func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{
+				{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: LabelArch, Operator: corev1.NodeSelectorOpIn, Values: []string{"s390x"}}}},
+				{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: LabelArch, Operator: corev1.NodeSelectorOpIn, Values: []string{"arm64"}}}},
+			}}}}
+		})
+		nc := oneClaim(t, Solve(snapWith(pool, p), Options{}))
+		if !reflect.DeepEqual(nc.InstanceTypes, []string{"arm"}) {
+			t.Errorf("types %v", nc.InstanceTypes)
+		}
+	})
+	t.Run("PreferNoSchedule taints are tolerated only as a last resort", func(t *testing.T) {
+		soft := defaultPool("soft")
+		soft.Taints = []corev1.Taint{{Key: "spare", Effect: corev1.TaintEffectPreferNoSchedule}}
+		r := Solve(snapWith([]NodePool{soft}, mkPod("p", "1", "1Gi")), Options{})
+		if len(r.NewNodeClaims) != 1 || r.Stats.Relaxations != 1 {
+			t.Errorf("claims %d relaxations %d", len(r.NewNodeClaims), r.Stats.Relaxations)
+		}
+	})
+	t.Run("daemonsets count only where they land", func(t *testing.T) {
+		s := snapWith(pool, mkPod("p", "1", "1Gi", withNodeSelector(LabelArch, "arm64")))
+		s.DaemonSets = []*appsv1.DaemonSet{{ObjectMeta: metav1.ObjectMeta{Name: "amd64-only"}, Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{LabelArch: "amd64"},
+			Containers:   []corev1.Container{{Name: "d", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("3")}}}}}}}}}
+		nc := oneClaim(t, Solve(s, Options{}))
+		if q := nc.Requests[corev1.ResourceCPU]; q.Cmp(resource.MustParse("1")) != 0 {
+			t.Errorf("requests %v: an amd64-only DaemonSet was charged to an arm64 node", q.String())
+		}
+	})
+	t.Run("a full in-flight claim sends pods to a new one", func(t *testing.T) {
+		s := snapWith(pool, mkPod("p", "3", "1Gi"))
+		s.NodeClaims = []NodeClaim{{Name: "c1", NodePool: "default", Requirements: []Requirement{{Key: LabelInstanceType, Operator: corev1.NodeSelectorOpIn, Values: []string{"small"}}},
+			Pods: []*corev1.Pod{mkPod("x", "1", "1Gi")}}}
+		r := Solve(s, Options{})
+		if len(r.Placements) != 0 || len(r.NewNodeClaims) != 1 {
+			t.Errorf("placements %v claims %d", r.Placements, len(r.NewNodeClaims))
+		}
+	})
+	t.Run("matchLabelKeys spreads each revision on its own", func(t *testing.T) {
+		var ps []*corev1.Pod
+		for _, rev := range []string{"r1", "r2"} {
+			ps = append(ps, pods(3, "web-"+rev, "1", "1Gi", withLabels("app", "web", "rev", rev), func(p *corev1.Pod) {
+				p.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: LabelZone, WhenUnsatisfiable: corev1.DoNotSchedule,
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, MatchLabelKeys: []string{"rev"}}}
+			})...)
+		}
+		r := Solve(snapWith(pool, ps...), Options{})
+		perRev := map[string]map[string]int{}
+		for _, nc := range r.NewNodeClaims {
+			for _, p := range nc.Pods {
+				if perRev[p.Labels["rev"]] == nil {
+					perRev[p.Labels["rev"]] = map[string]int{}
+				}
+				perRev[p.Labels["rev"]][nc.Zone]++
+			}
+		}
+		for rev, z := range perRev {
+			if len(z) != 3 {
+				t.Errorf("revision %s zones %v, want one pod in each", rev, z)
+			}
+		}
+	})
 }

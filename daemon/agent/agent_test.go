@@ -25,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dovetail-dev/dovetail/daemon/imds"
+	"github.com/dovetail-dev/dovetail/daemon/repair"
 	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/health"
@@ -496,5 +497,67 @@ func TestMaintenanceDrainWaitsForTheLeadAndFollowsReschedules(t *testing.T) {
 	eventually(t, "drained after the reschedule", func() bool {
 		pods, _ := h.cs.CoreV1().Pods("app").List(context.Background(), metav1.ListOptions{})
 		return h.node().Spec.Unschedulable && len(pods.Items) == 0
+	})
+}
+
+type unitRecorder struct {
+	mu       sync.Mutex
+	restarts []string
+}
+
+func (u *unitRecorder) RestartUnit(_ context.Context, unit string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.restarts = append(u.restarts, unit)
+	return nil
+}
+func (u *unitRecorder) Reboot(context.Context) error {
+	return fmt.Errorf("reboot not allowed in tests")
+}
+func (u *unitRecorder) count() int { u.mu.Lock(); defer u.mu.Unlock(); return len(u.restarts) }
+
+func TestSelfRepairRestartsTheUnitThenAsksForReplacement(t *testing.T) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-0-9.ec2.internal"}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID}}
+	cs := fake.NewClientset(n)
+	_, url := newMetadata(t, instanceID)
+	coord := &coordinator{}
+	srv := httptest.NewServer(coord.handler())
+	defer srv.Close()
+	check := &switchCheck{name: "kubelet", cond: health.ContainerRuntimeReady}
+	check.failing.Store(true)
+	units := &unitRecorder{}
+	stateDir := t.TempDir()
+	a, err := New(Config{Kube: cs, IMDSEndpoint: url, Coordinators: []string{srv.URL}, StateDir: stateDir,
+		HealthInterval: 50 * time.Millisecond, Checks: []health.Check{check}, Systemd: units,
+		Repair: repair.Policy{Units: repair.DefaultUnits, RestartAfter: 100 * time.Millisecond, MaxRestarts: 2,
+			RebootAfter: 400 * time.Millisecond, ReplaceAfter: 400 * time.Millisecond},
+		BootIDFile: filepath.Join(stateDir, "boot_id"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	eventually(t, "ReplaceMe reported after the restarts did not help", func() bool {
+		_, ok := coord.find(report.KindReplaceMe, nil)
+		return ok
+	})
+	if c := units.count(); c != 2 {
+		t.Fatalf("kubelet.service restarted %d times, want the limit of 2", c)
+	}
+	eventually(t, "2 SelfRepair events and 1 ReplaceRequested", func() bool {
+		evs, _ := cs.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+		var repairs, replace int
+		for _, e := range evs.Items {
+			switch e.Reason {
+			case "SelfRepair":
+				repairs++
+			case "ReplaceRequested":
+				replace++
+			}
+		}
+		return repairs == 2 && replace == 1
 	})
 }

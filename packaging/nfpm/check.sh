@@ -80,8 +80,8 @@ else
 		desc="$(file -b "$x/usr/bin/$b")"
 		[[ $desc == ELF*"$elf_machine"* ]] || bad "/usr/bin/$b is not an ELF $elf_machine binary: $desc"
 		if [[ $arch == "$(go env GOARCH)" ]]; then
-			"$x/usr/bin/$b" --version >/dev/null 2>&1 || "$x/usr/bin/$b" version >/dev/null 2>&1 ||
-				bad "/usr/bin/$b does not run (--version)"
+			out="$("$x/usr/bin/$b" --version 2>&1)" || bad "/usr/bin/$b --version failed: $out"
+			[[ $out == *"$version"* ]] || bad "/usr/bin/$b --version says '$out', not version $version"
 		fi
 	done
 	[[ $fail == 0 ]] && ok "deb $(basename "$deb")"

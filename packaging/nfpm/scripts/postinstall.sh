@@ -6,13 +6,15 @@
 # fresh install: the agent needs /etc/dovetail/agent.env and a kubeconfig,
 # which user data writes at boot, and an AMI bake must not run it. On an
 # upgrade a running agent is restarted onto the new binary.
+#
+# DPKG_ROOT is set by `dpkg --root=DIR --force-script-chrootless` (image
+# builders, and this package's tests): the scripts then act on DIR, not on
+# the host. It is empty on a normal install, and rpm never sets it.
 set -e
 
 unit=dovetail-agent.service
-# /run/systemd/system exists when systemd runs as PID 1. DOVETAIL_PKG_TEST_ROOT
-# is a prefix for the package test only (it fakes a booted systemd in a
-# scratch directory); it is empty on a real install.
-rundir="${DOVETAIL_PKG_TEST_ROOT:-}/run/systemd/system"
+# /run/systemd/system exists when systemd runs as PID 1 in the target root.
+rundir="${DPKG_ROOT:-}/run/systemd/system"
 
 upgrade=no
 case "$1" in
@@ -30,7 +32,7 @@ if [ -d "$rundir" ]; then
 fi
 # enable works without a running systemd (it only writes the wants symlink),
 # which is the case in an image build chroot.
-systemctl enable "$unit"
+systemctl ${DPKG_ROOT:+"--root=$DPKG_ROOT"} enable "$unit"
 if [ -d "$rundir" ] && [ "$upgrade" = yes ]; then
 	systemctl try-restart "$unit" || true
 fi

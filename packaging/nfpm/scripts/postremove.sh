@@ -3,16 +3,15 @@
 # and rpm (%postun 0 on erase, 1 on upgrade). Reloads systemd so it forgets
 # the removed unit; a deb purge also deletes the agent's state directory
 # (health state, repair history, report spool). The site's agent.env is left
-# to dpkg's conffile handling and rpm's .rpmsave.
+# to dpkg's conffile handling and rpm's .rpmsave. DPKG_ROOT: see postinstall.
 set -e
 
-rundir="${DOVETAIL_PKG_TEST_ROOT:-}/run/systemd/system"
-statedir="${DOVETAIL_PKG_TEST_ROOT:-}/var/lib/dovetail-agent"
+rundir="${DPKG_ROOT:-}/run/systemd/system"
 
 if [ -d "$rundir" ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || true
 fi
 if [ "$1" = purge ]; then
-	rm -rf "$statedir"
+	rm -rf "${DPKG_ROOT:-}/var/lib/dovetail-agent"
 fi
 exit 0

@@ -2,10 +2,11 @@
 # dovetail-agent pre-remove, shared by deb (prerm remove|upgrade) and rpm
 # (%preun 0 on erase, 1 on upgrade). Only a real removal stops and disables the
 # agent; an upgrade keeps it running until postinstall restarts it.
+# DPKG_ROOT: see postinstall.
 set -e
 
 unit=dovetail-agent.service
-rundir="${DOVETAIL_PKG_TEST_ROOT:-}/run/systemd/system"
+rundir="${DPKG_ROOT:-}/run/systemd/system"
 
 case "$1" in
 remove | 0) ;;
@@ -16,5 +17,5 @@ command -v systemctl >/dev/null 2>&1 || exit 0
 if [ -d "$rundir" ]; then
 	systemctl stop "$unit" || true
 fi
-systemctl disable "$unit" || true
+systemctl ${DPKG_ROOT:+"--root=$DPKG_ROOT"} disable "$unit" || true
 exit 0

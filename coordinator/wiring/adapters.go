@@ -1,0 +1,216 @@
+package wiring
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
+	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// stateReader reads the replicated state (raftnode.Node).
+type stateReader interface {
+	View(func(*fsm.State))
+}
+
+// iceAwareTypes lists the provider's instance types with every offering in
+// the replicated insufficient-capacity cache marked unavailable. The
+// provider has its own cache, but a new leader's provider starts empty:
+// the Raft copy is what the previous leader learned.
+type iceAwareTypes struct {
+	src   provisioning.InstanceTypeProvider
+	store stateReader
+	now   func() time.Time
+}
+
+// InstanceTypes implements provisioning.InstanceTypeProvider.
+func (t *iceAwareTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
+	its, err := t.src.InstanceTypes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := t.now()
+	var ice map[string]fsm.ICEEntry
+	t.store.View(func(s *fsm.State) {
+		for k, e := range s.ICE {
+			if e.Until.After(now) {
+				if ice == nil {
+					ice = map[string]fsm.ICEEntry{}
+				}
+				ice[k] = e
+			}
+		}
+	})
+	if len(ice) == 0 {
+		return its, nil
+	}
+	out := make([]*cloud.InstanceType, len(its))
+	for i, it := range its {
+		marked := false
+		for _, o := range it.Offerings {
+			if _, ok := ice[fsm.OfferingKey(it.Name, o.Zone, o.CapacityType)]; ok && o.Available {
+				marked = true
+				break
+			}
+		}
+		if !marked {
+			out[i] = it
+			continue
+		}
+		// Copy before changing: the provider's cache is shared.
+		c := *it
+		c.Offerings = append([]cloud.Offering(nil), it.Offerings...)
+		for j := range c.Offerings {
+			if _, ok := ice[fsm.OfferingKey(it.Name, c.Offerings[j].Zone, c.Offerings[j].CapacityType)]; ok {
+				c.Offerings[j].Available = false
+			}
+		}
+		out[i] = &c
+	}
+	return out, nil
+}
+
+// values returns the instance types as values (what disruption wants).
+func values(its []*cloud.InstanceType) []cloud.InstanceType {
+	out := make([]cloud.InstanceType, 0, len(its))
+	for _, it := range its {
+		if it != nil {
+			out = append(out, *it)
+		}
+	}
+	return out
+}
+
+// claimLauncher is the launcher's NodeClaim protocol (coordinator/launcher).
+type claimLauncher interface {
+	Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error
+}
+
+// stampingLauncher puts the drift annotations (NodePool template hash,
+// NodeClass hash) on every NodeClaim the provisioner launches, so the
+// disruption planner can later tell whether the pool or class changed.
+type stampingLauncher struct {
+	launcher claimLauncher
+	c        client.Reader
+	log      *slog.Logger
+}
+
+// Launch implements provisioning.Launcher.
+func (s *stampingLauncher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error {
+	stampDrift(ctx, s.c, nc, s.log)
+	return s.launcher.Launch(ctx, nc, options)
+}
+
+// stampDrift adds disruption.NodeClaimAnnotations to nc. A pool or class it
+// cannot read leaves the claim without them (it then never drifts by hash),
+// which is logged rather than blocking the launch.
+func stampDrift(ctx context.Context, c client.Reader, nc *karpv1.NodeClaim, log *slog.Logger) {
+	poolName := nc.Labels[karpv1.NodePoolLabelKey]
+	if poolName == "" {
+		return
+	}
+	var np karpv1.NodePool
+	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &np); err != nil {
+		log.Warn("NodeClaim launched without drift annotations: cannot read its NodePool", "nodeClaim", nc.Name, "nodePool", poolName, "err", err)
+		return
+	}
+	var class *awsv1.EC2NodeClass
+	if ref := nc.Spec.NodeClassRef; ref != nil && ref.Name != "" {
+		var ec awsv1.EC2NodeClass
+		if err := c.Get(ctx, client.ObjectKey{Name: ref.Name}, &ec); err == nil {
+			class = &ec
+		} else {
+			log.Warn("NodeClaim launched without its NodeClass hash", "nodeClaim", nc.Name, "nodeClass", ref.Name, "err", err)
+		}
+	}
+	if nc.Annotations == nil {
+		nc.Annotations = map[string]string{}
+	}
+	for k, v := range disruption.NodeClaimAnnotations(&np, class) {
+		nc.Annotations[k] = v
+	}
+}
+
+// termLedger commits disruption ledger commands fenced to the term the
+// controller was built for: a deposed leader's late write is refused.
+type termLedger struct {
+	store interface {
+		ApplyInTerm(ctx context.Context, term uint64, c fsm.Command) error
+	}
+	term uint64
+}
+
+// Apply implements disruption.Ledger.
+func (l termLedger) Apply(ctx context.Context, cmd fsm.Command) error {
+	if err := l.store.ApplyInTerm(ctx, l.term, cmd); err != nil {
+		return fmt.Errorf("ledger (term %d): %w", l.term, err)
+	}
+	return nil
+}
+
+// nodeEvents records disruption Events on Nodes.
+type nodeEvents struct {
+	rec  record.EventRecorder
+	uids func(node string) types.UID
+}
+
+// NodeEvent implements disruption.Events.
+func (e nodeEvents) NodeEvent(_ context.Context, node, eventType, reason, message string) {
+	uid := types.UID(node) // the kubelet's convention for Node events
+	if e.uids != nil {
+		if u := e.uids(node); u != "" {
+			uid = u
+		}
+	}
+	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node, UID: uid}
+	e.rec.Event(ref, eventType, reason, message)
+}
+
+// drainer is what the interruption-aware drainer wraps (*drain.Drainer).
+type drainer interface {
+	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
+}
+
+// interruptionDrainer bounds the drain of an interrupted node by the
+// deadline the agent reported (the instance is gone then, whatever the
+// NodePool's terminationGracePeriod says), and drains it with a drainer that
+// deletes still-refused pods just before that deadline so they stop cleanly
+// instead of being killed with the instance. Other drains pass through.
+type interruptionDrainer struct {
+	normal, forced drainer
+	store          stateReader
+	now            func() time.Time
+}
+
+// Drain implements disruption.Drainer.
+func (d interruptionDrainer) Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error) {
+	if reason != string(disruption.ReasonInterrupted) {
+		return d.normal.Drain(ctx, node, deadline, reason)
+	}
+	var notice time.Time
+	d.store.View(func(s *fsm.State) {
+		if n := s.Nodes[node]; n != nil && n.Interruption != nil && n.Interruption.Kind == report.KindInterruption {
+			notice = n.Interruption.Deadline
+		}
+	})
+	if !notice.IsZero() && notice.Before(deadline) {
+		deadline = notice
+	}
+	if deadline.Before(d.now()) {
+		deadline = d.now().Add(5 * time.Second) // past the notice: one short last attempt
+	}
+	return d.forced.Drain(ctx, node, deadline, reason)
+}

@@ -1,0 +1,194 @@
+// Package wiring joins a coordinator replica's leader-only controllers —
+// provisioning, disruption and the built-in NodePools — to its Raft store,
+// launcher, cloud provider and Kubernetes. It holds the adapters between the
+// packages' consumer-declared interfaces, so that cmd/dovetail-coordinator
+// and the end-to-end tests build exactly the same components:
+//
+//	cfg.Setup = func(rt *coordinator.Runtime) ([]leader.Named, error) {
+//		return wiring.Components(rt, wiring.Options{RESTConfig: rest, Region: "us-east-1"})
+//	}
+//
+// Every component is built afresh for each leadership term (informers,
+// controllers, their metrics), because informer factories cannot be
+// restarted once shut down and a controller's in-memory state (pending
+// validations, launches in flight) belongs to the term that made it.
+package wiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/builtin"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
+	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
+	"github.com/dovetail-dev/dovetail/drain"
+)
+
+// Options configures Components. The zero value of each tuning field takes
+// the controller's own default.
+type Options struct {
+	// RESTConfig reaches the cluster; nil means no Kubernetes, hence no
+	// leader-only controllers at all.
+	RESTConfig *rest.Config
+	// Region is put on new NodeClaims as topology.kubernetes.io/region.
+	Region string
+
+	// Builtin turns the built-in NodePools on (both off: no reconciler).
+	// Builtin.Registry and Builtin.Log are filled in.
+	Builtin builtin.Config
+
+	// Provisioning tuning.
+	Provisioning ProvisioningOptions
+	// Disruption tuning: Interval, ValidationDelay, ReplacementTimeout,
+	// PollInterval, MaxDrain, Planner. Registry, Log and Now are filled in.
+	Disruption disruption.Config
+	// Drain tunes the drainer the disruption controller uses (Registry and
+	// Logger are filled in).
+	Drain drain.Options
+
+	// NoProvisioning and NoDisruption leave a controller out.
+	NoProvisioning, NoDisruption bool
+}
+
+// ProvisioningOptions tune the provisioner (see provisioning.Config).
+type ProvisioningOptions struct {
+	IdleGap, MaxWindow, Resync time.Duration
+	Parallelism                int
+}
+
+// Components builds the leader-only components of one replica. It is
+// coordinator.Config.Setup's body; each returned component runs only while
+// the replica leads, under a context cancelled the moment it stops leading.
+func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
+	if rt == nil || rt.Store == nil {
+		return nil, errors.New("wiring: runtime with a store is required")
+	}
+	log := rt.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	now := rt.Now
+	if now == nil {
+		now = time.Now
+	}
+	if o.RESTConfig == nil {
+		log.Warn("no Kubernetes configuration: provisioning, disruption and built-in NodePools are off")
+		return nil, nil
+	}
+	kube, err := kubernetes.NewForConfig(o.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("wiring: kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(o.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("wiring: dynamic client: %w", err)
+	}
+	crc, err := newClient(o.RESTConfig)
+	if err != nil {
+		return nil, err
+	}
+
+	var comps []leader.Named
+	if o.Builtin.GeneralPurpose || o.Builtin.System {
+		bc := o.Builtin
+		bc.Registry, bc.Log = rt.Registry, log
+		r, err := builtin.NewReconciler(crc, bc)
+		if err != nil {
+			return nil, fmt.Errorf("wiring: built-in NodePools: %w", err)
+		}
+		comps = append(comps, leader.Named{Name: "builtin-nodepools", Component: r})
+	}
+	if rt.Launcher == nil || rt.Cloud == nil {
+		log.Warn("no cloud: provisioning and disruption are off (replication and API only)")
+		return comps, nil
+	}
+	src, ok := rt.Cloud.(provisioning.InstanceTypeProvider)
+	if !ok {
+		return nil, fmt.Errorf("wiring: cloud provider %T does not list instance types", rt.Cloud)
+	}
+	types := &iceAwareTypes{src: src, store: rt.Store, now: now}
+
+	if !o.NoProvisioning {
+		p := &provisioner{kube: kube, dyn: dyn, types: types, o: o.Provisioning, region: o.Region,
+			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log}
+		comps = append(comps, leader.Named{Name: "provisioning", Component: p})
+	}
+	if !o.NoDisruption {
+		dopts := o.Drain
+		dopts.Registry, dopts.Logger = rt.Registry, log
+		if dopts.Component == "" {
+			dopts.Component = "dovetail-disruption"
+		}
+		dr, err := drain.New(kube, dopts)
+		if err != nil {
+			return nil, fmt.Errorf("wiring: drainer: %w", err)
+		}
+		// Interrupted nodes die at the notice's deadline: refused pods are
+		// deleted with a short grace just before it rather than killed.
+		forced := dr.Derive(func(o *drain.Options) {
+			if o.ForceDeleteBefore <= 0 {
+				o.ForceDeleteBefore = 15 * time.Second
+			}
+		})
+		d := &disrupter{kube: kube, dyn: dyn, c: crc, store: rt.Store, launcher: rt.Launcher, types: types,
+			drainer: interruptionDrainer{normal: dr, forced: forced, store: rt.Store, now: now}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now}
+		comps = append(comps, leader.Named{Name: "disruption", Component: d})
+	}
+	return comps, nil
+}
+
+// newClient returns a controller-runtime client that knows Dovetail's kinds.
+func newClient(rc *rest.Config) (client.Client, error) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, fmt.Errorf("wiring: build scheme: %w", err)
+		}
+	}
+	c, err := client.New(rc, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("wiring: kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// provisioner runs a fresh provisioning controller for each term.
+type provisioner struct {
+	kube     kubernetes.Interface
+	dyn      dynamic.Interface
+	types    provisioning.InstanceTypeProvider
+	launcher provisioning.Launcher
+	o        ProvisioningOptions
+	region   string
+	registry registerer
+	log      *slog.Logger
+}
+
+// Run implements leader.Component.
+func (p *provisioner) Run(ctx context.Context, term uint64) error {
+	reg := newTermRegisterer(p.registry)
+	defer reg.release()
+	c, err := provisioning.New(provisioning.Config{
+		Kube: p.kube, Dynamic: p.dyn, InstanceTypes: p.types, Launcher: p.launcher, Region: p.region,
+		IdleGap: p.o.IdleGap, MaxWindow: p.o.MaxWindow, Resync: p.o.Resync, Parallelism: p.o.Parallelism,
+		Logger: p.log.With("term", term), Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
+	}
+	return c.Run(ctx)
+}

@@ -1,0 +1,255 @@
+package wiring
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
+	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/report"
+)
+
+// fsmStore is a replica store over a real fsm.FSM without Raft: commands
+// are applied in order as Raft would.
+type fsmStore struct {
+	mu    sync.Mutex
+	f     *fsm.FSM
+	index uint64
+}
+
+func newFSMStore() *fsmStore { return &fsmStore{f: fsm.New(slog.Default())} }
+
+func (s *fsmStore) ApplyInTerm(_ context.Context, _ uint64, c fsm.Command) error {
+	b, err := fsm.Encode(c)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index++
+	if res := s.f.Apply(&raft.Log{Index: s.index, Type: raft.LogCommand, Data: b}); res != nil {
+		if err, ok := res.(error); ok {
+			return err
+		}
+	}
+	return nil
+}
+func (s *fsmStore) View(fn func(*fsm.State)) { s.f.View(fn) }
+func (s *fsmStore) State() *fsm.State        { return s.f.State() }
+func (s *fsmStore) FSM() *fsm.FSM            { return s.f }
+
+func interruption(node, id string, deadline time.Time) fsm.ReportReceived {
+	return fsm.ReportReceived{Report: report.Report{ID: id, Kind: report.KindInterruption, NodeName: node,
+		Action: "terminate", Deadline: deadline, ObservedAt: deadline.Add(-2 * time.Minute)}, ReceivedAt: deadline.Add(-2 * time.Minute)}
+}
+
+func TestWatchReportsWakesOnInterruptionOnly(t *testing.T) {
+	s := newFSMStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() { watchReports(ctx, s, wake); close(done) }()
+
+	// A command that touches no report-driven state does not wake.
+	if err := s.ApplyInTerm(ctx, 1, fsm.Noop{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyInTerm(ctx, 1, fsm.ICEMark{Entries: []fsm.ICEEntry{{InstanceType: "m5.large", Zone: "us-east-1a", CapacityType: "spot", Until: time.Now().Add(time.Minute)}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+		t.Fatal("woken by a command that changes no node report")
+	case <-time.After(200 * time.Millisecond):
+	}
+	// A spot notice wakes the planner.
+	if err := s.ApplyInTerm(ctx, 1, interruption("node-a", "r1", time.Now().Add(2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an interruption report did not wake the disruption planner")
+	}
+	// The same report delivered again (deduplicated) does not.
+	if err := s.ApplyInTerm(ctx, 1, interruption("node-a", "r1", time.Now().Add(2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+		t.Fatal("woken by a duplicate report")
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	<-done
+}
+
+type fakeTypes struct{ its []*cloud.InstanceType }
+
+func (f fakeTypes) InstanceTypes(context.Context) ([]*cloud.InstanceType, error) { return f.its, nil }
+
+func TestICEAwareTypesMarksReplicatedCacheWithoutTouchingTheSource(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	src := fakeTypes{its: []*cloud.InstanceType{
+		{Name: "m5.large", Offerings: []cloud.Offering{{Zone: "a", CapacityType: "spot", Available: true}, {Zone: "a", CapacityType: "on-demand", Available: true}}},
+		{Name: "c5.large", Offerings: []cloud.Offering{{Zone: "a", CapacityType: "spot", Available: true}}},
+	}}
+	s := newFSMStore()
+	if err := s.ApplyInTerm(context.Background(), 1, fsm.ICEMark{Entries: []fsm.ICEEntry{
+		{InstanceType: "m5.large", Zone: "a", CapacityType: "spot", Code: "InsufficientInstanceCapacity", Until: now.Add(time.Minute)},
+		{InstanceType: "c5.large", Zone: "a", CapacityType: "spot", Code: "InsufficientInstanceCapacity", Until: now.Add(-time.Second)}, // expired
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	it := &iceAwareTypes{src: src, store: s, now: func() time.Time { return now }}
+	got, err := it.InstanceTypes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Offerings[0].Available || !got[0].Offerings[1].Available {
+		t.Errorf("m5.large offerings = %+v, want spot unavailable and on-demand available", got[0].Offerings)
+	}
+	if !got[1].Offerings[0].Available {
+		t.Error("an expired ICE entry still hides c5.large spot")
+	}
+	if !src.its[0].Offerings[0].Available {
+		t.Error("the provider's cached instance type was modified")
+	}
+}
+
+func TestReplacementNameIsStableAndKarpenterShaped(t *testing.T) {
+	a, b := ReplacementName("burst", "k1"), ReplacementName("burst", "k1")
+	if a != b {
+		t.Fatalf("same key gave %s and %s", a, b)
+	}
+	if ReplacementName("burst", "k2") == a {
+		t.Fatal("different keys gave the same name")
+	}
+	suffix, ok := strings.CutPrefix(a, "burst-")
+	if !ok || len(suffix) != 5 || strings.Trim(suffix, "abcdefghijklmnopqrstuvwxyz") != "" {
+		t.Fatalf("name %q is not <pool>-<5 lowercase letters>", a)
+	}
+}
+
+func TestRestrictToOptions(t *testing.T) {
+	reqs := []scheduling.Requirement{
+		{Key: scheduling.LabelInstanceType, Operator: corev1.NodeSelectorOpIn, Values: []string{"m5.large", "m5.xlarge"}},
+		{Key: scheduling.LabelZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}},
+		{Key: "kubernetes.io/arch", Operator: corev1.NodeSelectorOpIn, Values: []string{"amd64"}},
+	}
+	got := restrictTo(reqs, []cloud.LaunchOption{
+		{InstanceType: "c6a.large", Zone: "b", CapacityType: "on-demand"},
+		{InstanceType: "c5.large", Zone: "a", CapacityType: "on-demand"},
+	})
+	want := map[string][]string{
+		scheduling.LabelInstanceType: {"c5.large", "c6a.large"}, scheduling.LabelZone: {"a", "b"},
+		scheduling.LabelCapacityType: {"on-demand"}, "kubernetes.io/arch": {"amd64"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d requirements %+v, want %d", len(got), got, len(want))
+	}
+	for _, r := range got {
+		if !slices.Equal(r.Values, want[r.Key]) {
+			t.Errorf("%s = %v, want %v", r.Key, r.Values, want[r.Key])
+		}
+	}
+}
+
+func TestTermRegistererReleasesForTheNextTerm(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := func() prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "dovetail_test_total", Help: "test"})
+	}
+	first := newTermRegisterer(reg)
+	if err := first.Register(c()); err != nil {
+		t.Fatal(err)
+	}
+	second := newTermRegisterer(reg)
+	var are prometheus.AlreadyRegisteredError
+	if err := second.Register(c()); !errors.As(err, &are) {
+		t.Fatalf("while the first term runs, a second registration = %v, want AlreadyRegisteredError", err)
+	}
+	first.release()
+	if err := second.Register(c()); err != nil {
+		t.Fatalf("after the term ended: %v", err)
+	}
+	newTermRegisterer(nil).MustRegister(c()) // no registry: a no-op, never a panic
+}
+
+type recordingDrainer struct {
+	name  string
+	calls *[]string
+}
+
+func (r recordingDrainer) Drain(_ context.Context, node string, deadline time.Time, reason string) (drain.Result, error) {
+	*r.calls = append(*r.calls, r.name+" "+node+" "+reason+" "+deadline.UTC().Format(time.RFC3339))
+	return drain.Result{}, nil
+}
+
+func TestInterruptionDrainerUsesTheNoticeDeadline(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	s := newFSMStore()
+	if err := s.ApplyInTerm(context.Background(), 1, interruption("spot-1", "r1", now.Add(2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	d := interruptionDrainer{normal: recordingDrainer{name: "normal", calls: &calls}, forced: recordingDrainer{name: "forced", calls: &calls},
+		store: s, now: func() time.Time { return now }}
+	late := now.Add(time.Hour)
+	for _, c := range []struct{ node, reason string }{
+		{"spot-1", string(disruption.ReasonInterrupted)},
+		{"other", string(disruption.ReasonInterrupted)},
+		{"spot-1", string(disruption.ReasonEmpty)},
+	} {
+		if _, err := d.Drain(context.Background(), c.node, late, c.reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"forced spot-1 Interrupted 2026-11-27T10:02:00Z", // the notice, not the hour the pool allows
+		"forced other Interrupted 2026-11-27T11:00:00Z",  // no notice known: the controller's deadline
+		"normal spot-1 Empty 2026-11-27T11:00:00Z",
+	}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("drains:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestComponentsWithoutKubernetesOrCloud(t *testing.T) {
+	if _, err := Components(nil, Options{}); err == nil {
+		t.Fatal("a nil runtime was accepted")
+	}
+	rt := &coordinator.Runtime{Store: &raftnode.Node{}, Registry: prometheus.NewRegistry()}
+	// No Kubernetes: nothing to run, and no error (replication-only replicas).
+	if comps, err := Components(rt, Options{}); err != nil || len(comps) != 0 {
+		t.Fatalf("without Kubernetes: %v, %v", comps, err)
+	}
+	// Kubernetes but no cloud: only the built-in NodePools (when on).
+	kube := &rest.Config{Host: "https://127.0.0.1:1"}
+	if comps, err := Components(rt, Options{RESTConfig: kube}); err != nil || len(comps) != 0 {
+		t.Fatalf("without a cloud and built-ins off: %v, %v", comps, err)
+	}
+	o := Options{RESTConfig: kube}
+	o.Builtin.GeneralPurpose = true
+	comps, err := Components(rt, o)
+	if err != nil || len(comps) != 1 || comps[0].Name != "builtin-nodepools" {
+		t.Fatalf("without a cloud, built-ins on: %v, %v", comps, err)
+	}
+}

@@ -1,0 +1,471 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/cloud/ec2"
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/launcher"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
+	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/coordinator/wiring"
+	"github.com/dovetail-dev/dovetail/daemon/agent"
+	"github.com/dovetail-dev/dovetail/health"
+)
+
+const clusterName = "dovetail-e2e"
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
+	// client-go reports events a stopped leader could not send; the
+	// replicas' own logs go to a file per test.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	klog.SetLogger(logr.Discard())
+	os.Exit(controlplane.RunTests(m))
+}
+
+// env is one end-to-end world: the real control plane, the EC2 simulator
+// registering kwok Nodes, and three coordinator replicas in this process
+// wired exactly as cmd/dovetail-coordinator wires them (wiring.Components).
+type env struct {
+	t    *testing.T
+	ctx  context.Context
+	cp   *controlplane.ControlPlane
+	sim  *ec2sim.Sim
+	kube kubernetes.Interface
+	c    client.Client
+	log  *slog.Logger
+	opts wiring.Options
+
+	peers []raftnode.Peer
+	dirs  map[string]string
+
+	mu   sync.Mutex
+	reps map[string]*coordinator.Coordinator
+}
+
+// testOptions are wiring options with short windows so the suite is quick.
+func testOptions(rc *rest.Config) wiring.Options {
+	o := wiring.Options{RESTConfig: rc, Region: "us-east-1"}
+	o.Provisioning = wiring.ProvisioningOptions{IdleGap: 300 * time.Millisecond, MaxWindow: 2 * time.Second, Resync: 3 * time.Second}
+	o.Disruption.Interval = time.Second
+	o.Disruption.ValidationDelay = 2 * time.Second
+	o.Disruption.PollInterval = 300 * time.Millisecond
+	o.Disruption.ReplacementTimeout = time.Minute
+	o.Drain.RetryInterval = 200 * time.Millisecond
+	o.Drain.PollInterval = 100 * time.Millisecond
+	return o
+}
+
+func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	cp := controlplane.Shared(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("dovetail-e2e-%s-%d.log", t.Name(), time.Now().Unix()))
+	var w io.Writer = io.Discard
+	if f, err := os.Create(logPath); err == nil {
+		w = f
+		t.Cleanup(func() { _ = f.Close() })
+		t.Logf("coordinator logs: %s", logPath)
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	simCfg.ClusterName = clusterName
+	simCfg.RESTConfig = cp.RESTConfig
+	simCfg.Logger = log.With("part", "ec2sim")
+	if simCfg.BootDelay == 0 {
+		simCfg.BootDelay = 500 * time.Millisecond
+	}
+	sim := ec2sim.New(simCfg)
+	if err := sim.Start(ctx); err != nil {
+		t.Fatalf("start simulator: %v", err)
+	}
+	t.Cleanup(sim.Close)
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, cp: cp, sim: sim, kube: kubernetes.NewForConfigOrDie(cp.RESTConfig), c: c, log: log,
+		opts: testOptions(cp.RESTConfig), dirs: map[string]string{}, reps: map[string]*coordinator.Coordinator{}}
+	addrs := freeAddrs(t, 6)
+	base := t.TempDir()
+	for i := 0; i < 3; i++ {
+		id := fmt.Sprintf("coord-%d", i)
+		e.peers = append(e.peers, raftnode.Peer{ID: id, RaftAddr: addrs[2*i], HTTPAddr: addrs[2*i+1]})
+		e.dirs[id] = filepath.Join(base, id)
+	}
+	for _, p := range e.peers {
+		e.start(p.ID)
+	}
+	t.Cleanup(func() {
+		e.mu.Lock()
+		reps := e.reps
+		e.reps = map[string]*coordinator.Coordinator{}
+		e.mu.Unlock()
+		for _, r := range reps {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = r.Close(cctx)
+			cancel()
+		}
+	})
+	return e
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var ls []net.Listener
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return out
+}
+
+// start starts (or restarts, with its data directory) one replica.
+func (e *env) start(id string) {
+	e.t.Helper()
+	var p raftnode.Peer
+	for _, q := range e.peers {
+		if q.ID == id {
+			p = q
+		}
+	}
+	log := e.log
+	prov, err := ec2.New(e.ctx, ec2.Config{
+		Region: e.sim.Region(), Endpoint: e.sim.URL(),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+		ClusterName: clusterName, ClusterEndpoint: e.cp.APIServerURL,
+		ClusterCA: base64.StdEncoding.EncodeToString(e.cp.CACertPEM), KubernetesVersion: "1.37",
+		Logger: log.With("replica", id), MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		e.t.Fatalf("ec2 provider: %v", err)
+	}
+	cfg := coordinator.Config{
+		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+			LeaderLeaseTimeout: 150 * time.Millisecond, SegmentSize: 4 << 20},
+		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c},
+		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
+		NodeGrace: 5 * time.Second, Logger: log,
+		// The same Setup as cmd/dovetail-coordinator (components.go).
+		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, e.opts) },
+	}
+	r, err := coordinator.Start(e.ctx, cfg)
+	if err != nil {
+		e.t.Fatalf("start replica %s: %v", id, err)
+	}
+	e.mu.Lock()
+	e.reps[id] = r
+	e.mu.Unlock()
+}
+
+// leader returns the ID of the replica that leads, waiting for one.
+func (e *env) leader() string {
+	e.t.Helper()
+	var id string
+	e.eventually("a leader", time.Minute, func() (bool, string) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for k, r := range e.reps {
+			if r.Node().IsLeader() && r.Launcher() != nil && r.Launcher().Term() != 0 {
+				id = k
+				return true, ""
+			}
+		}
+		return false, "no replica leads"
+	})
+	return id
+}
+
+func (e *env) kill(id string) {
+	e.mu.Lock()
+	r := e.reps[id]
+	delete(e.reps, id)
+	e.mu.Unlock()
+	if r != nil {
+		r.Kill()
+	}
+}
+
+// eventually polls cond until it holds or the timeout passes (a
+// correctness bound, not a speed assertion), then fails with its last why.
+func (e *env) eventually(what string, timeout time.Duration, cond func() (bool, string)) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	why := ""
+	for {
+		ok, w := cond()
+		if ok {
+			return
+		}
+		why = w
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s: %s", what, why)
+		}
+		select {
+		case <-e.ctx.Done():
+			e.t.Fatalf("cancelled waiting for %s", what)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (e *env) apply(objs ...client.Object) {
+	e.t.Helper()
+	for _, o := range objs {
+		if err := e.c.Create(e.ctx, o); err != nil {
+			e.t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func decode[T any](t *testing.T, doc string) *T {
+	t.Helper()
+	v := new(T)
+	if err := yaml.UnmarshalStrict([]byte(doc), v); err != nil {
+		t.Fatalf("decode %T: %v", v, err)
+	}
+	return v
+}
+
+func nodeClass(t *testing.T, name string) *awsv1.EC2NodeClass {
+	return decode[awsv1.EC2NodeClass](t, fmt.Sprintf(`
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: %s}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: KarpenterNodeRole-e2e
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: %s}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: %s}}]
+`, name, clusterName, clusterName))
+}
+
+func deployment(ns, name string, cpu, mem string) *appsv1.Deployment {
+	zero := int32(0)
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &zero,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: new(int64),
+					Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10",
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}}},
+				},
+			},
+		},
+	}
+}
+
+func (e *env) scale(ns, name string, n int32) {
+	e.t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s, err := e.kube.AppsV1().Deployments(ns).GetScale(e.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s.Spec.Replicas = n
+		_, err = e.kube.AppsV1().Deployments(ns).UpdateScale(e.ctx, name, s, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		e.t.Fatalf("scale %s to %d: %v", name, n, err)
+	}
+}
+
+// fleet is what EC2 and Kubernetes hold at one instant.
+type fleet struct {
+	live       map[string]ec2sim.InstanceInfo   // by instance ID: pending or running
+	byClaim    map[string][]ec2sim.InstanceInfo // live instances by karpenter.sh/nodeclaim tag
+	ever       map[string]int                   // instances ever launched (any state) by nodeclaim tag
+	claims     map[string]karpv1.NodeClaim
+	nodes      map[string]corev1.Node // by name
+	nodeByProv map[string]string      // providerID → node name
+	pods       []corev1.Pod
+}
+
+func (e *env) fleet(ns string) fleet {
+	e.t.Helper()
+	f := fleet{live: map[string]ec2sim.InstanceInfo{}, byClaim: map[string][]ec2sim.InstanceInfo{}, ever: map[string]int{},
+		claims: map[string]karpv1.NodeClaim{}, nodes: map[string]corev1.Node{}, nodeByProv: map[string]string{}}
+	for _, in := range e.sim.Instances() {
+		f.ever[in.Tags[cloud.TagNodeClaim]]++
+		if in.State != cloud.StatePending && in.State != cloud.StateRunning {
+			continue
+		}
+		f.live[in.ID] = in
+		f.byClaim[in.Tags[cloud.TagNodeClaim]] = append(f.byClaim[in.Tags[cloud.TagNodeClaim]], in)
+	}
+	var claims karpv1.NodeClaimList
+	if err := e.c.List(e.ctx, &claims); err != nil {
+		e.t.Fatalf("list nodeclaims: %v", err)
+	}
+	for _, c := range claims.Items {
+		f.claims[c.Name] = c
+	}
+	nodes, err := e.kube.CoreV1().Nodes().List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatalf("list nodes: %v", err)
+	}
+	for _, n := range nodes.Items {
+		f.nodes[n.Name] = n
+		f.nodeByProv[n.Spec.ProviderID] = n.Name
+	}
+	pods, err := e.kube.CoreV1().Pods(ns).List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatalf("list pods: %v", err)
+	}
+	f.pods = pods.Items
+	return f
+}
+
+// oneToOne checks that every NodeClaim that launched has exactly one live
+// instance and that no live instance lacks a NodeClaim (no leak).
+func (f fleet) oneToOne() (bool, string) {
+	for name, c := range f.claims {
+		n := len(f.byClaim[name])
+		if n > 1 {
+			return false, fmt.Sprintf("nodeclaim %s has %d live instances", name, n)
+		}
+		if c.DeletionTimestamp == nil && c.Status.ProviderID != "" && n != 1 {
+			return false, fmt.Sprintf("launched nodeclaim %s has %d live instances", name, n)
+		}
+	}
+	for claim, ins := range f.byClaim {
+		if _, ok := f.claims[claim]; !ok {
+			return false, fmt.Sprintf("instance %s (nodeclaim tag %q) has no NodeClaim: leaked", ins[0].ID, claim)
+		}
+	}
+	return true, ""
+}
+
+// running counts pods Running on nodes of live simulator instances.
+func (f fleet) running() (running, elsewhere int) {
+	for _, p := range f.pods {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		n, ok := f.nodes[p.Spec.NodeName]
+		if !ok {
+			elsewhere++
+			continue
+		}
+		if _, launched := f.live[instanceID(n.Spec.ProviderID)]; !launched {
+			elsewhere++
+			continue
+		}
+		running++
+	}
+	return running, elsewhere
+}
+
+// instanceID is the last path element of aws:///<zone>/<id>.
+func instanceID(providerID string) string {
+	for i := len(providerID) - 1; i >= 0; i-- {
+		if providerID[i] == '/' {
+			return providerID[i+1:]
+		}
+	}
+	return providerID
+}
+
+// anyReplica returns a live replica.
+func (e *env) anyReplica() *coordinator.Coordinator {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range e.reps {
+		return r
+	}
+	e.t.Fatal("no live replica")
+	return nil
+}
+
+// startAgent runs dovetail-agent for node in this process against the
+// instance's IMDS in the simulator, reporting to every replica. Host health
+// checks are off (the node is simulated) and so is self-repair.
+func (e *env) startAgent(node, instanceID string) {
+	e.t.Helper()
+	var coords []string
+	for _, p := range e.peers {
+		coords = append(coords, p.HTTPAddr)
+	}
+	dir := e.t.TempDir()
+	a, err := agent.New(agent.Config{
+		Kube: e.kube, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
+		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true,
+		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
+	})
+	if err != nil {
+		e.t.Fatalf("agent for %s: %v", node, err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+			e.t.Errorf("agent for %s: %v", node, err)
+		}
+	}()
+	e.t.Cleanup(func() { cancel(); <-done })
+	e.eventually("the agent found its node", 30*time.Second, func() (bool, string) {
+		return a.NodeName() == node, "agent node " + a.NodeName()
+	})
+}
