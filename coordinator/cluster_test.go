@@ -102,9 +102,8 @@ func TestAnyReplicaServesTheCluster(t *testing.T) {
 func TestSnapshotRestoreAndReplicaReplacement(t *testing.T) {
 	c := newCluster(t, 3, clusterOpts{})
 	ctx := context.Background()
-	leader := c.acting(5 * time.Second)
 	for i := 0; i < 200; i++ {
-		if err := leader.Node().Apply(ctx, fsm.ReportReceived{ReceivedAt: time.Now(), Report: report.Report{
+		if err := c.apply(ctx, fsm.ReportReceived{ReceivedAt: time.Now(), Report: report.Report{
 			ID: fmt.Sprintf("r%d", i), Kind: report.KindHealth, NodeName: fmt.Sprintf("n%d", i%20)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +113,7 @@ func TestSnapshotRestoreAndReplicaReplacement(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leader = c.acting(5 * time.Second)
+	leader := c.acting(5 * time.Second)
 	if err := leader.Node().Barrier(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +137,7 @@ func TestSnapshotRestoreAndReplicaReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	// More writes while it is gone, so it needs snapshot + log.
-	if err := leader.Node().Apply(ctx, fsm.RolloutSet{Rollout: fsm.Rollout{NodePool: "default", TargetAMI: "ami-2"}}); err != nil {
+	if err := c.apply(ctx, fsm.RolloutSet{Rollout: fsm.Rollout{NodePool: "default", TargetAMI: "ami-2"}}); err != nil {
 		t.Fatal(err)
 	}
 	r := c.start(victim)

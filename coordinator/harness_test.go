@@ -24,6 +24,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/gossip"
@@ -403,3 +404,17 @@ func (c *cluster) invariants(claims []string) error {
 }
 
 var errKilled = errors.New("replica killed by test")
+
+// apply commits a command through whichever replica leads, retrying across
+// elections (a loaded test machine can miss a 200 ms heartbeat).
+func (c *cluster) apply(ctx context.Context, cmd fsm.Command) error {
+	var last error
+	for i := 0; i < 20; i++ {
+		r := c.acting(10 * time.Second)
+		if last = r.Node().Apply(ctx, cmd); last == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return last
+}

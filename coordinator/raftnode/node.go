@@ -109,6 +109,7 @@ type Node struct {
 	fsm    *fsm.FSM
 	wal    *wal.WAL
 	meta   *metadb.BoltMetaDB
+	unlock func()
 	trans  *raft.NetworkTransport
 	notify chan bool
 
@@ -119,6 +120,9 @@ type Node struct {
 	failedAt  map[raft.ServerID]time.Time // leader's view: peers failing heartbeats since
 	closeOnce sync.Once
 	closeErr  error
+	killOnce  sync.Once
+	killErr   error
+	closed    chan struct{} // closed by Kill
 }
 
 // ErrNotLeader is returned by Apply on a replica that is not the leader (or
@@ -151,6 +155,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft data dir: %w", err)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			unlock()
+		}
+	}()
 	hl := logbridge.HCLog(cfg.Logger.With("replica", cfg.ID), "raft")
 	segSize := cfg.SegmentSize
 	if segSize <= 0 {
@@ -212,8 +226,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		_ = meta.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, meta: meta, trans: trans, notify: notify,
-		failedAt: map[raft.ServerID]time.Time{}}
+	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, meta: meta, unlock: unlock, trans: trans, notify: notify,
+		failedAt: map[raft.ServerID]time.Time{}, closed: make(chan struct{})}
 	n.obsCh = make(chan raft.Observation, 64)
 	n.obs = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -225,6 +239,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	r.RegisterObserver(n.obs)
 	go n.observe()
 
+	started = true // from here on Kill releases the lock
 	if !hasState {
 		if err := n.bootstrap(); err != nil {
 			_ = n.Close(ctx)
@@ -356,7 +371,10 @@ func (n *Node) apply(ctx context.Context, term uint64, c fsm.Command) error {
 		}
 	}
 	fut := n.raft.Apply(b, timeout)
-	if err := fut.Error(); err != nil {
+	// Wait for the outcome, but not past ctx or this replica's shutdown: raft
+	// can leave a future unanswered when it shuts down with the entry
+	// handed to its FSM goroutine. Either way the outcome is unknown.
+	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return fmt.Errorf("apply %T: %w (%w)", c, ErrNotLeader, err)
@@ -385,6 +403,8 @@ func (n *Node) VerifyLeader(ctx context.Context, term uint64) error {
 		}
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-n.closed:
+		return ErrNotLeader
 	}
 	if term != 0 && n.raft.CurrentTerm() != term {
 		return ErrNotLeader
@@ -398,10 +418,24 @@ func (n *Node) Barrier(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
+	if err := n.wait(ctx, n.raft.Barrier(timeout)); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
 	}
 	return nil
+}
+
+// wait waits for a raft future, but not past ctx or this replica's shutdown.
+func (n *Node) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.closed:
+		return raft.ErrRaftShutdown
+	}
 }
 
 // Snapshot forces a snapshot (tests and operators).
@@ -441,6 +475,14 @@ func (n *Node) Close(ctx context.Context) error {
 // Kill stops the replica abruptly without a leadership transfer (a crash as
 // far as the others can tell; the data directory stays valid).
 func (n *Node) Kill() error {
+	n.killOnce.Do(func() {
+		close(n.closed)
+		n.killErr = n.shutdown()
+	})
+	return n.killErr
+}
+
+func (n *Node) shutdown() error {
 	var errs []error
 	if err := n.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
@@ -455,5 +497,6 @@ func (n *Node) Kill() error {
 	if err := n.meta.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close wal meta: %w", err))
 	}
+	n.unlock()
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -310,4 +311,18 @@ func TestDeadUnexpectedServerIsRemoved(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestDataDirInUseFailsFast(t *testing.T) {
+	c := newTestCluster(t, 3)
+	id := c.peers[0].ID
+	cfg := fastConfig(t, id, c.dirs[id], c.peers)
+	cfg.BindAddr = "127.0.0.1:0"
+	if _, err := Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second replica on the same data dir: %v", err)
+	}
+	_ = c.nodes[id].Kill()
+	_ = c.nodes[id].Kill() // idempotent
+	delete(c.nodes, id)
+	c.start(id) // the lock is released on Kill
 }

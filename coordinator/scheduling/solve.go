@@ -18,6 +18,12 @@ const (
 	strategyAggregate  = true
 )
 
+// Switches under measurement.
+var (
+	strategyBlend    = false
+	strategyOwnNodes = true
+)
+
 type slotKind int
 
 const (
@@ -50,6 +56,8 @@ type slot struct {
 	custom   requirements // pool keys narrowed by pods (nil when none)
 	target   int
 	reserved vec
+	// special: opened for a specialised run (nodes of the run's own type).
+	special bool
 }
 
 type podInfo struct {
@@ -95,6 +103,14 @@ type solver struct {
 	interleave bool
 	aggregate  bool
 	runSpecial bool
+	// largest is the largest request of each resource in the batch;
+	// poolPrices memoises unitPricesFor.
+	largest    vec
+	poolPrices map[*poolInfo]unitPrices
+	// sharedFree is the room left on new nodes shared by the batch (not
+	// opened for a specialised run); blendMemo caches blendCands.
+	sharedFree vec
+	blendMemo  map[orderKey][]blendCand
 }
 
 func (s *solver) warn(w string) {
@@ -455,10 +471,22 @@ func (s *solver) schedule() {
 		runs[len(runs)-1].left++
 	}
 	s.aggRemaining = append(vec(nil), s.remaining...)
+	s.largest = make(vec, len(s.ri.names))
+	for _, p := range pods {
+		for _, d := range []int{dimCPU, dimMemory} {
+			s.largest[d] = max(s.largest[d], p.req.get(d))
+		}
+	}
+	s.poolPrices = map[*poolInfo]unitPrices{}
+	s.sharedFree = make(vec, len(s.ri.names))
+	s.blendMemo = map[orderKey][]blendCand{}
 	if s.aggregate {
 		start := 0
 		for _, r := range runs {
 			r.special = s.specialize(pods[start], r.left)
+			if debugSpecial {
+				fmt.Println("RUN", pods[start].req, r.left, r.special)
+			}
 			if r.special {
 				// Specialised runs get nodes of their own: the shared nodes
 				// are sized for what is left.
@@ -529,32 +557,13 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 	if pool == nil {
 		return false
 	}
-	agg, aggScore := -1, math.Inf(1)
-	for i, pt := range pool.types {
-		if !cp.types.has(i) {
-			continue
-		}
-		f := math.Inf(1)
-		for _, d := range []int{dimCPU, dimMemory, dimPods} {
-			if w := s.remaining.get(d); w > 0 {
-				f = min(f, float64(pt.cap.get(d))/float64(w))
-			}
-		}
-		if sc := pt.price / min(1, f); sc < aggScore && p.req.lessOrEqual(pt.cap) {
-			agg, aggScore = i, sc
-		}
-	}
-	if agg < 0 {
+	// The run's cost per pod when it shares nodes with the rest of the
+	// batch, at the unit prices of the cheapest blend of types.
+	up := s.unitPricesFor(pool, cp)
+	if !up.ok {
 		return false
 	}
-	at := pool.types[agg]
-	share := 0.0
-	for d, r := range p.req {
-		if c := at.cap.get(d); c > 0 && r > 0 {
-			share = max(share, float64(r)/float64(c))
-		}
-	}
-	aggPerPod := at.price * share
+	sharedPerPod := up.perCPU*float64(p.req.get(dimCPU)) + up.perMem*float64(p.req.get(dimMemory))
 	best := math.Inf(1)
 	for i, pt := range pool.types {
 		if !cp.types.has(i) {
@@ -572,7 +581,32 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 		nodes := math.Ceil(float64(n) / min(per, float64(n)))
 		best = min(best, nodes*pt.price/float64(n))
 	}
-	return best < specializeThreshold*aggPerPod
+	if debugSpecial {
+		fmt.Println("SPEC", p.req.get(dimCPU), p.req.get(dimMemory)>>20, n, best, sharedPerPod, up)
+	}
+	return best < specializeThreshold*sharedPerPod
+}
+
+// unitPricesFor memoises blendPrices per pool and class type set.
+func (s *solver) unitPricesFor(pool *poolInfo, cp *classPool) unitPrices {
+	if cp.all {
+		if up, ok := s.poolPrices[pool]; ok {
+			return up
+		}
+	} else if cp.prices != nil {
+		return *cp.prices
+	}
+	allowed := cp.types
+	if cp.all {
+		allowed = pool.all
+	}
+	up := blendPrices(pool, allowed, s.remaining, s.largest)
+	if cp.all {
+		s.poolPrices[pool] = up
+	} else {
+		cp.prices = &up
+	}
+	return up
 }
 
 // minSpecializeRun: shorter runs share nodes (one odd pod alone on a
@@ -580,7 +614,7 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 const minSpecializeRun = 10
 
 // specializeThreshold: how much cheaper a run's own type must be per pod.
-const specializeThreshold = 0.8
+var specializeThreshold = 0.8
 
 func compareVec(a, b vec) int {
 	for i := 0; i < max(len(a), len(b)); i++ {
@@ -690,6 +724,12 @@ func (s *solver) find(p *podInfo, L *classLevel, run *runState) (proposal, bool)
 // rejecting pods of this run (so scans may skip it).
 func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, permanent bool) {
 	c := L.c
+	if strategyOwnNodes && s.runSpecial && sl.kind == slotNew && sl.target >= 0 && !sl.special {
+		// A specialised run's pods are cheaper on nodes of their own type;
+		// taking room on shared nodes (sized for the rest of the batch)
+		// only pushes the shared pods onto extra nodes.
+		return false, true
+	}
 	if sl.kind != slotNew || sl.target >= 0 {
 		if !fitsWithin(sl.used, p.req, sl.capacity) {
 			return false, true
@@ -832,8 +872,13 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 			return t
 		}
 	}
-	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
 	prices := s.prices(pool, zm, cm)
+	if strategyBlend && capped && !p.class.hostCapped {
+		if t := s.pickBlend(sl, types, zm, cm, prices, need); t >= 0 {
+			return t
+		}
+	}
+	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
 	for i, pt := range pool.types {
 		price := prices[i]
 		if math.IsInf(price, 1) || !types.has(i) || !need.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
@@ -866,6 +911,49 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		}
 	}
 	return best
+}
+
+// pickBlend opens a shared node with a type of the cheapest blend (at
+// most two types, see bestBlend) that covers the shared demand not yet
+// covered by room on open shared nodes: the type carrying the larger part
+// of the blend's cost. As nodes of one type open, the uncovered demand
+// tilts towards the other, so the nodes follow the blend (e.g. compute-
+// and general-purpose types for a cpu-heavy mix) instead of all being the
+// single type that is cheapest alone. -1 when no blend type holds need or
+// fits the pool's limits.
+func (s *solver) pickBlend(sl *slot, types bitset, zm uint64, cm uint8, prices []float64, need vec) int {
+	pool := sl.pool
+	var cs []blendCand
+	full := len(types) > 0 && len(pool.all) > 0 && &types[0] == &pool.all[0]
+	k := orderKey{pool, zm, cm}
+	if c, ok := s.blendMemo[k]; ok && full {
+		cs = c
+	} else {
+		cs = blendCands(pool, types, prices, s.largest)
+		if full {
+			s.blendMemo[k] = cs
+		}
+	}
+	u := make(vec, max(len(s.ri.names), len(need)))
+	for d := range u {
+		u[d] = max(0, s.aggRemaining.get(d)-s.sharedFree.get(d))
+	}
+	for d, x := range need {
+		u[d] = max(u[d], x)
+	}
+	b, ok := bestBlend(cs, u)
+	if !ok {
+		return -1
+	}
+	pick := cs[b.a].i
+	if b.b >= 0 && b.xb*cs[b.b].price > b.xa*cs[b.a].price {
+		pick = cs[b.b].i
+	}
+	pt := pool.types[pick]
+	if !need.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
+		return -1
+	}
+	return pick
 }
 
 // pickCoverAll returns the cheapest type that holds need plus the demand
@@ -1011,6 +1099,7 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 		s.slots = append(s.slots, sl)
 		s.nNew++
 		sl.pool.nodes++
+		sl.special = s.runSpecial
 	}
 	if sl.kind == slotNew {
 		sl.zoneMask, sl.ctMask = pl.zoneMask, pl.ctMask
@@ -1027,6 +1116,12 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 		}
 		if pl.target != sl.target {
 			pt := sl.pool.types[pl.target]
+			if !sl.special {
+				if sl.target >= 0 {
+					s.sharedFree.subInPlace(sl.capacity)
+				}
+				s.sharedFree.addInPlace(pt.cap)
+			}
 			for d := range sl.pool.used {
 				sl.pool.used[d] += pt.it.capacity.get(d) - sl.reserved.get(d)
 			}
@@ -1036,6 +1131,9 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 		}
 	}
 	sl.used.addInPlace(p.req)
+	if sl.kind == slotNew && !sl.special {
+		s.sharedFree.subInPlace(p.req)
+	}
 	sl.pods = append(sl.pods, p)
 	sl.ports = append(sl.ports, p.class.ports...)
 	s.countPod(sl, p.class.ns, p.class.labels, p.class.owns)

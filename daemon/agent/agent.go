@@ -103,9 +103,12 @@ type Agent struct {
 	mu          sync.Mutex
 	meta        report.Meta
 	drainCancel map[string]context.CancelFunc // scheduled or running drains by key
-	heartbeat   atomic.Int64                  // unix nanos of the last main-loop turn
-	lastHealth  []health.Result
-	lastDrain   atomic.Pointer[drain.Result]
+	// drains tracks drain goroutines so Run returns only after they have
+	// stopped writing reports and state (their contexts derive from Run's).
+	drains     sync.WaitGroup
+	heartbeat  atomic.Int64 // unix nanos of the last main-loop turn
+	lastHealth []health.Result
+	lastDrain  atomic.Pointer[drain.Result]
 
 	interruptions prometheus.Counter
 }
@@ -324,6 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 	}
 	wg.Wait()
+	a.drains.Wait()
 	return nil
 }
 

@@ -161,7 +161,9 @@ func (a *Agent) scheduleMaintenanceDrain(ctx context.Context, key string, n imds
 	a.drainCancel[key] = cancel
 	a.mu.Unlock()
 	a.log.Info("maintenance drain scheduled", "event", n.EventID, "at", start, "in", wait.Round(time.Second))
+	a.drains.Add(1)
 	go func() {
+		defer a.drains.Done()
 		if wait > 0 {
 			t := time.NewTimer(wait)
 			defer t.Stop()
@@ -192,7 +194,11 @@ func (a *Agent) startDrain(ctx context.Context, key string, deadline time.Time, 
 	dctx, cancel := context.WithCancel(ctx)
 	a.drainCancel[key] = cancel
 	a.mu.Unlock()
-	go a.runDrain(dctx, key, deadline, force, rec, first)
+	a.drains.Add(1)
+	go func() {
+		defer a.drains.Done()
+		a.runDrain(dctx, key, deadline, force, rec, first)
+	}()
 }
 
 // runDrain taints, cordons, sends first (the report that gets a

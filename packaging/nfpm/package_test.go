@@ -454,6 +454,52 @@ func TestRPMMaintainerScripts(t *testing.T) {
 	})
 }
 
+// changedRoot is a copy of the files nfpm.yaml takes from the repository,
+// with a line added to agent.env: the "next release" whose default settings
+// changed, to see how each package manager treats a locally edited config.
+func changedRoot(t *testing.T) string {
+	t.Helper()
+	src, dst := repoRoot(t), t.TempDir()
+	for _, f := range []string{
+		"systemd/dovetail-agent.service",
+		"packaging/nfpm/agent.env",
+		"packaging/nfpm/README.md",
+		"packaging/nfpm/scripts/postinstall.sh",
+		"packaging/nfpm/scripts/preremove.sh",
+		"packaging/nfpm/scripts/postremove.sh",
+	} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "packaging/nfpm/agent.env" {
+			b = append(b, "#DOVETAIL_AGENT_NEW_SETTING=\n"...)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// appendTo adds a line to a file, as an operator editing agent.env would.
+func appendTo(t *testing.T, path, line string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(line); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDpkgInstallUpgradeRemovePurge drives real dpkg through a package's
 // life in a scratch root: install, upgrade with a locally edited agent.env,
 // remove, purge.
@@ -463,7 +509,7 @@ func TestDpkgInstallUpgradeRemovePurge(t *testing.T) {
 		t.Skip("dpkg --root needs root")
 	}
 	v1 := build(t, "amd64")[".deb"]
-	v2 := build(t, "amd64", "DOVETAIL_VERSION=1.2.4")[".deb"]
+	v2 := build(t, "amd64", "DOVETAIL_VERSION=1.2.4", "DOVETAIL_ROOT="+changedRoot(t))[".deb"]
 
 	root := newRoot(t, true)
 	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"} {
@@ -510,17 +556,8 @@ func TestDpkgInstallUpgradeRemovePurge(t *testing.T) {
 	}
 
 	env := filepath.Join(root, "etc/dovetail/agent.env")
-	edit := "DOVETAIL_AGENT_COORDINATORS=10.0.0.10:7001\n"
-	f, err := os.OpenFile(env, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(edit); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	edit := "DOVETAIL_AGENT_COORDINATORS=10.0.0.10:8080\n"
+	appendTo(t, env, edit)
 
 	dpkg("-i", v2)
 	if got := status(); got != "1.2.4-1 ii" {
@@ -530,6 +567,11 @@ func TestDpkgInstallUpgradeRemovePurge(t *testing.T) {
 	expectCalls("upgrade", "daemon-reload", "daemon-reload", enable, "try-restart "+unit)
 	if b, err := os.ReadFile(env); err != nil || !strings.HasSuffix(string(b), edit) {
 		t.Errorf("upgrade lost the local edit of agent.env (err %v)", err)
+	}
+	// The new default is kept beside it (--force-confold, as unattended
+	// upgrades do), not silently merged.
+	if b, err := os.ReadFile(env + ".dpkg-dist"); err != nil || !strings.Contains(string(b), "DOVETAIL_AGENT_NEW_SETTING") {
+		t.Errorf("upgrade did not leave the new default as agent.env.dpkg-dist (err %v)", err)
 	}
 
 	dpkg("-r", "dovetail-agent")
@@ -631,4 +673,59 @@ func agentFlags(t *testing.T, dir string) map[string]bool {
 		t.Fatalf("found no fs.XxxVar flag definitions in %s: has the agent's flag set been renamed?", dir)
 	}
 	return flags
+}
+
+// TestRPMInstallUpgradeErase drives real rpm through a package's life in a
+// scratch root: install, upgrade with a locally edited agent.env, erase.
+// Scriptlets are off (they would run chrooted, and the scratch root has no
+// shell); TestRPMMaintainerScripts runs them.
+func TestRPMInstallUpgradeErase(t *testing.T) {
+	needTool(t, "rpm")
+	if os.Geteuid() != 0 {
+		t.Skip("rpm --root needs root")
+	}
+	v1 := build(t, "amd64")[".rpm"]
+	v2 := build(t, "amd64", "DOVETAIL_VERSION=1.2.4", "DOVETAIL_ROOT="+changedRoot(t))[".rpm"]
+	root := t.TempDir()
+	rpmRun := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("rpm", append([]string{"--root=" + root}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("rpm %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	exists := func(p string) bool { _, err := os.Stat(filepath.Join(root, p)); return err == nil }
+	rpmRun("--initdb")
+	install := []string{"--nodeps", "--noscripts", "--ignorearch"}
+
+	rpmRun(append([]string{"-i"}, append(install, v1)...)...)
+	if got := strings.TrimSpace(rpmRun("-q", "--qf", "%{VERSION}", "dovetail-agent")); got != testVersion {
+		t.Fatalf("after install: version %q", got)
+	}
+	rpmRun("-V", "dovetail-agent") // every file as packaged
+
+	env := filepath.Join(root, "etc/dovetail/agent.env")
+	edit := "DOVETAIL_AGENT_COORDINATORS=10.0.0.10:8080\n"
+	appendTo(t, env, edit)
+
+	rpmRun(append([]string{"-U"}, append(install, v2)...)...)
+	if got := strings.TrimSpace(rpmRun("-q", "--qf", "%{VERSION}", "dovetail-agent")); got != "1.2.4" {
+		t.Fatalf("after upgrade: version %q", got)
+	}
+	if b, err := os.ReadFile(env); err != nil || !strings.HasSuffix(string(b), edit) {
+		t.Errorf("upgrade lost the local edit of agent.env (err %v)", err)
+	}
+	if b, err := os.ReadFile(env + ".rpmnew"); err != nil || !strings.Contains(string(b), "DOVETAIL_AGENT_NEW_SETTING") {
+		t.Errorf("upgrade did not leave the new default as agent.env.rpmnew (err %v)", err)
+	}
+
+	rpmRun("-e", "--nodeps", "--noscripts", "dovetail-agent")
+	if exists("usr/bin/dovetail-agent") || exists("usr/lib/systemd/system/dovetail-agent.service") {
+		t.Error("after erase: binary or unit still there")
+	}
+	if b, err := os.ReadFile(env + ".rpmsave"); err != nil || !strings.HasSuffix(string(b), edit) {
+		t.Errorf("erase did not keep the edited agent.env as agent.env.rpmsave (err %v)", err)
+	}
 }

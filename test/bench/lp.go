@@ -22,6 +22,13 @@ import (
 // t4g.micro (489Mi allocatable) from "covering" two vCPUs that only pods
 // with tiny memory could use, and the bound stays valid.
 func LPBound(pods []*corev1.Pod, types []*cloud.InstanceType) float64 {
+	v, _ := LPSolution(pods, types)
+	return v
+}
+
+// LPSolution is LPBound plus the fractional machines of its optimum:
+// instance-type name → how many machines (fractional) the bound buys.
+func LPSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float64, map[string]float64) {
 	names := []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods}
 	scale := []float64{1, 1.0 / (1 << 30), 1} // cpu cores, GiB, pods
 	demand := make([]float64, len(names))
@@ -58,6 +65,7 @@ func LPBound(pods []*corev1.Pod, types []*cloud.InstanceType) float64 {
 	}
 	var caps [][]float64
 	var prices []float64
+	var colNames []string
 	for _, it := range types {
 		p := math.Inf(1)
 		for _, o := range it.Offerings {
@@ -132,11 +140,23 @@ func LPBound(pods []*corev1.Pod, types []*cloud.InstanceType) float64 {
 		}
 		caps = append(caps, col)
 		prices = append(prices, p)
+		colNames = append(colNames, it.Name)
 	}
-	return dualSimplex(caps, prices, demand)
+	obj, x, _ := dualSimplex(caps, prices, demand)
+	sol := map[string]float64{}
+	for j, v := range x {
+		if v > 1e-9 {
+			sol[colNames[j]] = v
+		}
+	}
+	return obj, sol
 }
 
-func dualSimplex(cols [][]float64, c, b []float64) float64 {
+// dualSimplex solves min c·x subject to A·x ≥ b, x ≥ 0 for non-negative c
+// (cols are A's columns). It returns the objective, x and the duals y of
+// the rows. Every iterate is dual feasible, so even when the iteration cap
+// stops it early, b·y is a valid lower bound.
+func dualSimplex(cols [][]float64, c, b []float64) (float64, []float64, []float64) {
 	m, n := len(b), len(cols)
 	w := n + m
 	// Rows: -A x + s = -b. Tableau T (m × w), rhs, reduced costs d.
@@ -157,7 +177,7 @@ func dualSimplex(cols [][]float64, c, b []float64) float64 {
 		basis[i] = n + i
 	}
 	const eps = 1e-12
-	for iter := 0; iter < 1000; iter++ {
+	for iter := 0; iter < 1000+20*m; iter++ {
 		r := -1
 		for i := 0; i < m; i++ {
 			if rhs[i] < -1e-9 && (r < 0 || rhs[i] < rhs[r]) {
@@ -177,7 +197,7 @@ func dualSimplex(cols [][]float64, c, b []float64) float64 {
 			}
 		}
 		if col < 0 {
-			return math.Inf(1)
+			return math.Inf(1), nil, nil
 		}
 		piv := T[r][col]
 		for j := 0; j < w; j++ {
@@ -201,10 +221,17 @@ func dualSimplex(cols [][]float64, c, b []float64) float64 {
 		basis[r] = col
 	}
 	var obj float64
+	x := make([]float64, n)
 	for i, bj := range basis {
 		if bj < n {
 			obj += c[bj] * rhs[i]
+			x[bj] = rhs[i]
 		}
 	}
-	return obj
+	// The reduced cost of row i's slack is its dual value.
+	y := make([]float64, m)
+	for i := range y {
+		y[i] = max(0, d[n+i])
+	}
+	return obj, x, y
 }

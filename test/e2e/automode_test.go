@@ -115,6 +115,7 @@ func TestAutoMode(t *testing.T) {
 	t.Logf("killed leader %s mid-burst (%d NodeClaims not yet launched); new leader %s", killed, unlaunched, e.leader())
 
 	t.Run("burst", func(t *testing.T) {
+		defer e.use(t)()
 		e.eventually("300 pods Running on launched nodes", 3*time.Minute, func() (bool, string) {
 			f := e.fleet(ns)
 			run, elsewhere := f.running()
@@ -169,6 +170,7 @@ func TestAutoMode(t *testing.T) {
 	e.start(killed)
 
 	t.Run("spot interruption", func(t *testing.T) {
+		defer e.use(t)()
 		f := e.fleet(ns)
 		victim, inst := "", ec2sim.InstanceInfo{}
 		for _, in := range f.live {
@@ -237,6 +239,7 @@ func TestAutoMode(t *testing.T) {
 	}
 
 	t.Run("scale down consolidates empty nodes", func(t *testing.T) {
+		defer e.use(t)()
 		before := len(e.fleet(ns).live)
 		for _, s := range shapes {
 			e.scale(ns, s.name, 10)

@@ -195,8 +195,8 @@ func (e *env) start(id string) {
 	}
 	cfg := coordinator.Config{
 		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond, SegmentSize: 4 << 20},
+			HeartbeatTimeout: slowdown * 300 * time.Millisecond, ElectionTimeout: slowdown * 300 * time.Millisecond,
+			LeaderLeaseTimeout: slowdown * 150 * time.Millisecond, SegmentSize: 4 << 20},
 		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c},
 		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
 		NodeGrace: 5 * time.Second, Logger: log,
@@ -244,7 +244,7 @@ func (e *env) kill(id string) {
 // correctness bound, not a speed assertion), then fails with its last why.
 func (e *env) eventually(what string, timeout time.Duration, cond func() (bool, string)) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(slowdown * timeout)
 	why := ""
 	for {
 		ok, w := cond()
@@ -329,6 +329,13 @@ func (e *env) scale(ns, name string, n int32) {
 	if err != nil {
 		e.t.Fatalf("scale %s to %d: %v", name, n, err)
 	}
+}
+
+// use makes e fail t (a subtest) until the returned restore is called.
+func (e *env) use(t *testing.T) (restore func()) {
+	prev := e.t
+	e.t = t
+	return func() { e.t = prev }
 }
 
 // fleet is what EC2 and Kubernetes hold at one instant.

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/coordinator/builtin"
+)
+
+// TestCoordinatorBinaryWithBuiltinPools runs the dovetail-coordinator
+// binary as the dev cluster does (a subprocess with flags and
+// DOVETAIL_COORDINATOR_* environment) against a private control plane and
+// the simulator, with no NodePool applied: the built-in general-purpose pool
+// and default EC2NodeClass are created by the leader and a Deployment's pods
+// get nodes from them. It checks components.go, not only package wiring.
+func TestCoordinatorBinaryWithBuiltinPools(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	cp := controlplane.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dovetail-coordinator")
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/dovetail-coordinator")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dovetail-coordinator: %v\n%s", err, out)
+	}
+
+	sim := ec2sim.New(ec2sim.Config{ClusterName: "dovetail-local", RESTConfig: cp.RESTConfig, BootDelay: 500 * time.Millisecond, DisableIMDS: true})
+	if err := sim.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+
+	addrs := freeAddrs(t, 2)
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("dovetail-e2e-binary-%d.log", time.Now().Unix()))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = logFile.Close() })
+	t.Logf("coordinator log: %s", logPath)
+	cmd := exec.CommandContext(ctx, bin,
+		"--id", "c0", "--peers", fmt.Sprintf("c0=%s|%s", addrs[0], addrs[1]),
+		"--raft-addr", addrs[0], "--http-addr", addrs[1], "--data-dir", filepath.Join(dir, "data"),
+		"--insecure-raft", "--no-gossip", "--kubeconfig", cp.Kubeconfig,
+		"--cluster-name", "dovetail-local", "--region", sim.Region(), "--ec2-endpoint", sim.URL(), "--aws-static-test-credentials",
+		"--cluster-endpoint", cp.APIServerURL, "--cluster-ca", base64.StdEncoding.EncodeToString(cp.CACertPEM),
+		"--reconcile-interval", "1s", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms",
+		"--log-format", "text", "--log-level", "debug")
+	cmd.Env = append(os.Environ(),
+		"DOVETAIL_COORDINATOR_BUILTIN_NODEPOOLS=general-purpose",
+		"DOVETAIL_COORDINATOR_NODE_ROLE=KarpenterNodeRole-dovetail-local",
+		"DOVETAIL_COORDINATOR_PROVISIONING_IDLE_GAP=300ms",
+		"DOVETAIL_COORDINATOR_PROVISIONING_MAX_WINDOW=2s")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 20 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, sim: sim, kube: kubernetes.NewForConfigOrDie(cp.RESTConfig), c: c}
+	e.eventually("the built-in general-purpose NodePool and default EC2NodeClass", time.Minute, func() (bool, string) {
+		var np karpv1.NodePool
+		var nc awsv1.EC2NodeClass
+		if err := c.Get(ctx, client.ObjectKey{Name: builtin.GeneralPurpose}, &np); err != nil {
+			return false, err.Error()
+		}
+		if err := c.Get(ctx, client.ObjectKey{Name: builtin.DefaultNodeClass}, &nc); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	e.apply(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	e.apply(deployment(ns, "web", "500m", "1Gi"))
+	e.scale(ns, "web", 20)
+	e.eventually("20 pods Running on launched nodes", 2*time.Minute, func() (bool, string) {
+		f := e.fleet(ns)
+		run, elsewhere := f.running()
+		return run == 20, fmt.Sprintf("%d Running on launched nodes, %d elsewhere, %d nodeclaims, %d live instances", run, elsewhere, len(f.claims), len(f.live))
+	})
+	f := e.fleet(ns)
+	for name, claim := range f.claims {
+		if claim.Labels[karpv1.NodePoolLabelKey] != builtin.GeneralPurpose {
+			t.Errorf("nodeclaim %s from pool %q, want %s", name, claim.Labels[karpv1.NodePoolLabelKey], builtin.GeneralPurpose)
+		}
+		if claim.Annotations["karpenter.sh/nodepool-hash"] == "" {
+			t.Errorf("nodeclaim %s lacks the drift annotations", name)
+		}
+	}
+	if ok, why := f.oneToOne(); !ok {
+		t.Error(why)
+	}
+	t.Logf("binary: %d NodeClaims from the built-in pool for 20 pods", len(f.claims))
+}
