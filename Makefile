@@ -12,7 +12,7 @@ LDFLAGS    := -s -w -X github.com/dovetail-dev/dovetail/version.Version=$(VERSIO
 GOTESTFLAGS ?= -timeout 20m
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build tools generate verify-generate lint test unit bench dev clean systemd-verify
+.PHONY: all build tools generate verify-generate lint test unit bench dev clean systemd-verify package
 
 all: build
 
@@ -49,6 +49,10 @@ bench: build
 
 dev: tools build
 	$(BIN)/dovetail dev
+
+# deb and rpm packages of the agent and CLI into dist/, checked with dpkg-deb and rpm.
+package:
+	@bash hack/package.sh --check
 
 clean:
 	rm -rf $(BIN)/dovetail $(BIN)/dovetail-agent $(BIN)/dovetail-coordinator .dev

@@ -555,3 +555,7 @@ func freePorts(n int) ([]int, error) {
 }
 
 func since(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() }
+
+// FreePorts returns n distinct free loopback ports (free when returned; a
+// process may still take one before the caller binds it).
+func FreePorts(n int) ([]int, error) { return freePorts(n) }

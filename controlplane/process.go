@@ -128,3 +128,38 @@ func tailFile(path string, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// Process is a child process run the way the control plane runs its
+// components: own process group, killed with its parent (Linux), output in
+// a log file. The dev cluster runs coordinator replicas with it.
+type Process struct{ p *process }
+
+// StartProcess starts bin with args; env entries are added to ours.
+func StartProcess(name, bin string, args, env []string, logPath string) (*Process, error) {
+	p, err := startProcess(name, bin, args, env, logPath)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{p: p}, nil
+}
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.p.done }
+
+// Err is nil while the process runs; after it exited, how, with the end of
+// its log.
+func (p *Process) Err() error {
+	if done, err := p.p.exited(); done {
+		return p.p.failure(err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the process group and SIGKILL after grace.
+func (p *Process) Stop(grace time.Duration) { p.p.stop(grace) }
+
+// Stopping reports whether Stop was called (an exit is then expected).
+func (p *Process) Stopping() bool { return p.p.stopRequested() }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.p.cmd.Process.Pid }

@@ -57,3 +57,24 @@ func TestStartServeStop(t *testing.T) {
 		t.Errorf("Stop reported as failure: %v", err)
 	}
 }
+
+// BenchmarkStartStop measures a full start (until CRDs are served and the
+// default service account exists) and stop. Run with -benchtime=3x: each
+// iteration takes seconds.
+func BenchmarkStartStop(b *testing.B) {
+	skipWithoutBinaries(b)
+	var startTotal, stopTotal time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		cp, err := Start(context.Background(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		cp.Stop()
+		startTotal += t1.Sub(t0)
+		stopTotal += time.Since(t1)
+	}
+	b.ReportMetric(startTotal.Seconds()/float64(b.N), "s-start/op")
+	b.ReportMetric(stopTotal.Seconds()/float64(b.N), "s-stop/op")
+}

@@ -11,7 +11,7 @@ import (
 // StartForTest starts a control plane for one test and stops it in
 // t.Cleanup. Without binaries the test is skipped with a message naming
 // `make tools`, except in CI (env CI=true) where that is a failure: CI must
-// have built them.
+// have built them. Under -short it always skips.
 func StartForTest(t testing.TB) *ControlPlane {
 	t.Helper()
 	skipWithoutBinaries(t)

@@ -80,3 +80,26 @@ func BenchmarkCommands(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "commands/s")
 }
+
+// BenchmarkLaunch measures whole launch protocols per second (create
+// intent, verify leadership, EC2 CreateFleet through the real provider
+// against the simulator, commit result) with 16 concurrent launches.
+func BenchmarkLaunch(b *testing.B) {
+	c := newCluster(b, 3, clusterOpts{})
+	c.acting(10 * time.Second)
+	var seq atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			name := fmt.Sprintf("bench-%d", seq.Add(1))
+			// Retried across an unplanned election, as provisioning would.
+			if err := c.launchUntilDone(context.Background(), name); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "launches/s")
+}

@@ -223,3 +223,63 @@ func TestInsufficientCapacityIsReplicated(t *testing.T) {
 		t.Fatalf("%d instances launched without capacity", total)
 	}
 }
+
+// TestDeleteDuringLaunchLeavesNoInstance deletes a NodeClaim's launch while
+// the cloud call is in flight: the late instance is terminated, not leaked.
+func TestDeleteDuringLaunchLeavesNoInstance(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{leakGrace: time.Hour}) // the leak collector must not be what saves us
+	victim := launcher.TokenFor("uid-doomed")
+	release := make(chan struct{})
+	c.mu.Lock()
+	c.hook = func(ctx context.Context, _ string, s launcher.Step, token string) error {
+		if s == launcher.StepAfterCreate && token == victim {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}
+	c.mu.Unlock()
+	l := c.acting(5 * time.Second)
+	errc := make(chan error, 1)
+	go func() { errc <- l.Launcher().Launch(context.Background(), nodeClaim("doomed"), launchOptions()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if live, _ := c.liveByClaim(); len(live["doomed"]) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instance never launched")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	delErr := make(chan error, 1)
+	go func() { delErr <- l.Launcher().Delete(context.Background(), "doomed") }()
+	for {
+		if in := l.Node().State().IntentByNodeClaim("doomed"); in != nil && in.State == fsm.IntentDeleting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("intent never marked Deleting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release) // the launch result now arrives after the deletion
+	<-errc
+	if err := <-delErr; err != nil {
+		t.Logf("delete: %v (the reconcile pass finishes it)", err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, total := c.liveByClaim()
+		st := c.acting(5 * time.Second).Node().State()
+		if total == 0 && len(st.Intents) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live instances, %d intents left", total, len(st.Intents))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

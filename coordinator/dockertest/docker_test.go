@@ -1,8 +1,9 @@
-// Package dockertest runs the coordinator as containers built FROM scratch
-// (packaging/Dockerfile) on a Docker network, each replica its own host as
-// far as Raft can tell, and kills, pauses and disconnects replicas.
-//
-// Gated: set DOVETAIL_DOCKER_TEST=1 (it builds an image and takes ~1 min).
+// Package dockertest checks the coordinator's packaging. The Docker test
+// runs the coordinator as containers built FROM scratch (packaging/Dockerfile)
+// on a Docker network, each replica its own host as far as Raft can tell, and
+// kills, pauses and disconnects replicas; it is gated by DOVETAIL_DOCKER_TEST=1
+// (it builds an image and takes about 30 s). The Helm test renders the chart
+// and applies it to a real API server (skipped without helm).
 package dockertest
 
 import (
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -240,3 +242,5 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 		t.Errorf("stopped leader did not transfer leadership; logs:\n%s", logs)
 	}
 }
+
+func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m)) }

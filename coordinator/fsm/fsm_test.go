@@ -215,3 +215,16 @@ func BenchmarkApply(b *testing.B) {
 		f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data[i%len(data)]})
 	}
 }
+
+func TestResultForDeletedInFlightIntentKeepsInstance(t *testing.T) {
+	f := New(quiet())
+	applyAll(t, f,
+		IntentCreate{Intent: Intent{Token: "t", NodeClaim: "nc"}},
+		IntentUpdate{Token: "t", Deleting: true},
+		IntentResult{Token: "t", State: IntentLaunched, Instance: &cloud.Instance{ID: "i-late"}},
+	)
+	in := f.State().Intents["t"]
+	if in.State != IntentDeleting || in.Instance == nil || in.Instance.ID != "i-late" {
+		t.Fatalf("intent = %+v", in)
+	}
+}

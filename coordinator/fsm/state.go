@@ -163,6 +163,14 @@ func (s *State) apply(c Command) error {
 		s.Intents[in.Token] = &in
 	case *IntentResult:
 		in, ok := s.Intents[c.Token]
+		if ok && in.State == IntentDeleting && in.Instance == nil && c.State == IntentLaunched && c.Instance != nil {
+			// The NodeClaim was deleted while its launch was in flight: keep
+			// the instance so the termination finds it.
+			inst := *c.Instance
+			in.Instance = &inst
+			in.LaunchedByTerm = c.Term
+			return nil
+		}
 		if !ok || in.State != IntentPending {
 			return nil
 		}

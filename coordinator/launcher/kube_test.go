@@ -152,7 +152,9 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 		if err := kc.Get(ctx, client.ObjectKey{Name: nc.Name}, got); err != nil {
 			return false, err.Error()
 		}
-		return got.IsTrue(karpv1.ConditionTypeRegistered) && got.IsTrue(karpv1.ConditionTypeInitialized) && got.Status.NodeName != "",
+		in := node.State().IntentByNodeClaim(nc.Name)
+		return got.IsTrue(karpv1.ConditionTypeRegistered) && got.IsTrue(karpv1.ConditionTypeInitialized) && got.Status.NodeName != "" &&
+				in != nil && in.Initialized,
 			"conditions " + conditionsString(got)
 	})
 	st := node.State()

@@ -493,6 +493,20 @@ func (l *Launcher) terminate(ctx context.Context, term uint64, token string) err
 	if in == nil {
 		return nil
 	}
+	if in.Instance == nil && !in.ICE {
+		// Deleted before a launch result was committed: a launch may still
+		// have reached the cloud (a crashed leader's), so look it up by tag.
+		insts, err := l.cfg.Cloud.List(ctx)
+		if err != nil {
+			return fmt.Errorf("list instances for %s: %w", in.NodeClaim, err)
+		}
+		for _, inst := range insts {
+			if inst.Tags[cloud.TagNodeClaim] == in.NodeClaim && !isTerminal(inst.State) {
+				in.Instance = inst
+				break
+			}
+		}
+	}
 	if in.Instance != nil {
 		if err := l.cfg.Store.VerifyLeader(ctx, term); err != nil {
 			return fmt.Errorf("before cloud delete: %w", err)

@@ -130,27 +130,46 @@ func (l *Loop) Run(ctx context.Context) error {
 		}(done)
 	}
 	defer stop("shutdown")
+	// Drain raft's notify channel in its own goroutine: raft blocks on that
+	// send, so a component slow to stop must never be able to wedge raft.
+	// A notification only triggers an immediate check of state and term.
+	kick := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-l.Raft.LeaderNotify():
+				if !ok {
+					return
+				}
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	check := func() {
+		leading := l.Raft.IsLeader()
+		switch {
+		case cancel != nil && (!leading || l.Raft.Term() != term):
+			stop("leadership changed")
+			if leading {
+				start()
+			}
+		case cancel == nil && leading:
+			start()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case isLeader := <-l.Raft.LeaderNotify():
-			if !isLeader {
-				stop("leadership lost")
-			} else if cancel == nil {
-				start()
-			}
+		case <-kick:
+			check()
 		case <-tick.C:
-			leading := l.Raft.IsLeader()
-			switch {
-			case cancel != nil && (!leading || l.Raft.Term() != term):
-				stop("leadership changed")
-				if leading {
-					start()
-				}
-			case cancel == nil && leading:
-				start()
-			}
+			check()
 		}
 		if done != nil {
 			select {

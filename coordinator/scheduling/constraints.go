@@ -16,7 +16,6 @@ type classPool struct {
 	zoneMask uint64 // zones where some qualifying type is offered
 	ctMask   uint8
 	custom   requirements // pod requirements on the pool's custom keys (nil if none)
-	prices   *unitPrices  // memoised unit prices over types (nil until asked)
 }
 
 func (s *solver) classPool(L *classLevel, pool *poolInfo) *classPool {

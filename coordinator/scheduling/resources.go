@@ -117,15 +117,6 @@ func (v *vec) addInPlace(o vec) {
 	}
 }
 
-func (v *vec) subInPlace(o vec) {
-	for len(*v) < len(o) {
-		*v = append(*v, 0)
-	}
-	for i, x := range o {
-		(*v)[i] -= x
-	}
-}
-
 // fitsWithin reports whether used+req <= capacity in every dimension.
 func fitsWithin(used, req, capacity vec) bool {
 	for i, r := range req {

@@ -16,11 +16,8 @@ import (
 const (
 	strategyInterleave = true
 	strategyAggregate  = true
-)
-
-// Switches under measurement.
-var (
-	strategyBlend    = false
+	// strategyOwnNodes: a specialised run's pods never take room on nodes
+	// opened for the shared mix.
 	strategyOwnNodes = true
 )
 
@@ -105,12 +102,12 @@ type solver struct {
 	runSpecial bool
 	// largest is the largest request of each resource in the batch;
 	// poolPrices memoises unitPricesFor.
-	largest    vec
-	poolPrices map[*poolInfo]unitPrices
-	// sharedFree is the room left on new nodes shared by the batch (not
-	// opened for a specialised run); blendMemo caches blendCands.
-	sharedFree vec
-	blendMemo  map[orderKey][]blendCand
+	largest      vec
+	sharedDemand vec
+	poolPrices   map[*poolInfo]unitPrices
+	classPrices  map[*classPool]unitPrices
+	// sharedFallback: find is retrying a specialised pod on shared nodes.
+	sharedFallback bool
 }
 
 func (s *solver) warn(w string) {
@@ -477,24 +474,35 @@ func (s *solver) schedule() {
 			s.largest[d] = max(s.largest[d], p.req.get(d))
 		}
 	}
-	s.poolPrices = map[*poolInfo]unitPrices{}
-	s.sharedFree = make(vec, len(s.ri.names))
-	s.blendMemo = map[orderKey][]blendCand{}
 	if s.aggregate {
-		start := 0
-		for _, r := range runs {
-			r.special = s.specialize(pods[start], r.left)
-			if debugSpecial {
-				fmt.Println("RUN", pods[start].req, r.left, r.special)
-			}
-			if r.special {
-				// Specialised runs get nodes of their own: the shared nodes
-				// are sized for what is left.
-				for d, x := range pods[start].req {
-					s.aggRemaining[d] -= x * r.left
+		// Which runs get their own nodes depends on the unit prices of the
+		// shared nodes, which depend on what is left to share: iterate to a
+		// fixed point (it settles in two or three passes).
+		s.sharedDemand = s.remaining
+		for pass := 0; pass < specializePasses; pass++ {
+			s.poolPrices = map[*poolInfo]unitPrices{}
+			s.classPrices = map[*classPool]unitPrices{}
+			agg := append(vec(nil), s.remaining...)
+			changed := false
+			start := 0
+			for _, r := range runs {
+				sp := s.specialize(pods[start], r.left)
+				changed = changed || sp != r.special
+				r.special = sp
+				if r.special {
+					// Specialised runs get nodes of their own: the shared
+					// nodes are sized for what is left.
+					for d, x := range pods[start].req {
+						agg[d] -= x * r.left
+					}
 				}
+				start += int(r.left)
 			}
-			start += int(r.left)
+			s.aggRemaining = agg
+			s.sharedDemand = agg
+			if !changed && pass > 0 {
+				break
+			}
 		}
 	}
 	order := make([]int, len(pods))
@@ -542,7 +550,7 @@ func (s *solver) schedule() {
 // shape (lots of cpu, little memory) are much cheaper on small burstable or
 // compute types than inside a balanced node.
 func (s *solver) specialize(p *podInfo, n int64) bool {
-	if p.class.hostCapped || p.class.err != nil || len(s.pools) == 0 || n < minSpecializeRun {
+	if p.class.hostCapped || p.class.err != nil || len(s.pools) == 0 || n < minSpecializeRun || s.opts.NoNewNodeClaims || s.opts.MaxNewNodeClaims > 0 {
 		return false
 	}
 	var pool *poolInfo
@@ -554,7 +562,8 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 			break
 		}
 	}
-	if pool == nil {
+	if pool == nil || pool.nodeCap >= 0 {
+		// Under a node limit, more and smaller nodes can leave pods out.
 		return false
 	}
 	// The run's cost per pod when it shares nodes with the rest of the
@@ -581,9 +590,6 @@ func (s *solver) specialize(p *podInfo, n int64) bool {
 		nodes := math.Ceil(float64(n) / min(per, float64(n)))
 		best = min(best, nodes*pt.price/float64(n))
 	}
-	if debugSpecial {
-		fmt.Println("SPEC", p.req.get(dimCPU), p.req.get(dimMemory)>>20, n, best, sharedPerPod, up)
-	}
 	return best < specializeThreshold*sharedPerPod
 }
 
@@ -593,28 +599,31 @@ func (s *solver) unitPricesFor(pool *poolInfo, cp *classPool) unitPrices {
 		if up, ok := s.poolPrices[pool]; ok {
 			return up
 		}
-	} else if cp.prices != nil {
-		return *cp.prices
+	} else if up, ok := s.classPrices[cp]; ok {
+		return up
 	}
 	allowed := cp.types
 	if cp.all {
 		allowed = pool.all
 	}
-	up := blendPrices(pool, allowed, s.remaining, s.largest)
+	up := blendPrices(pool, allowed, s.sharedDemand, s.largest)
 	if cp.all {
 		s.poolPrices[pool] = up
 	} else {
-		cp.prices = &up
+		s.classPrices[cp] = up
 	}
 	return up
 }
+
+// specializePasses caps the fixed-point iteration of specialisation.
+const specializePasses = 3
 
 // minSpecializeRun: shorter runs share nodes (one odd pod alone on a
 // cheap small node does not make a pattern worth its own nodes).
 const minSpecializeRun = 10
 
 // specializeThreshold: how much cheaper a run's own type must be per pod.
-var specializeThreshold = 0.8
+const specializeThreshold = 0.99
 
 func compareVec(a, b vec) int {
 	for i := 0; i < max(len(a), len(b)); i++ {
@@ -686,7 +695,19 @@ type proposal struct {
 }
 
 // find looks for the first slot that takes the pod, then for a new one.
+// A specialised run's pod that finds neither (a node limit, one new node
+// for consolidation) may still take room on the shared nodes.
 func (s *solver) find(p *podInfo, L *classLevel, run *runState) (proposal, bool) {
+	pl, ok := s.findSlot(p, L, run)
+	if !ok && s.runSpecial && strategyOwnNodes && !s.sharedFallback {
+		s.sharedFallback = true
+		pl, ok = s.findSlot(p, L, &runState{level: L})
+		s.sharedFallback = false
+	}
+	return pl, ok
+}
+
+func (s *solver) findSlot(p *podInfo, L *classLevel, run *runState) (proposal, bool) {
 	var pl proposal
 	if run.last > 0 {
 		if ok, _ := s.fits(s.slots[run.last-1], p, L, &pl); ok {
@@ -724,7 +745,7 @@ func (s *solver) find(p *podInfo, L *classLevel, run *runState) (proposal, bool)
 // rejecting pods of this run (so scans may skip it).
 func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, permanent bool) {
 	c := L.c
-	if strategyOwnNodes && s.runSpecial && sl.kind == slotNew && sl.target >= 0 && !sl.special {
+	if strategyOwnNodes && s.runSpecial && !s.sharedFallback && sl.kind == slotNew && sl.target >= 0 && !sl.special {
 		// A specialised run's pods are cheaper on nodes of their own type;
 		// taking room on shared nodes (sized for the rest of the batch)
 		// only pushes the shared pods onto extra nodes.
@@ -873,11 +894,6 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		}
 	}
 	prices := s.prices(pool, zm, cm)
-	if strategyBlend && capped && !p.class.hostCapped {
-		if t := s.pickBlend(sl, types, zm, cm, prices, need); t >= 0 {
-			return t
-		}
-	}
 	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
 	for i, pt := range pool.types {
 		price := prices[i]
@@ -911,49 +927,6 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		}
 	}
 	return best
-}
-
-// pickBlend opens a shared node with a type of the cheapest blend (at
-// most two types, see bestBlend) that covers the shared demand not yet
-// covered by room on open shared nodes: the type carrying the larger part
-// of the blend's cost. As nodes of one type open, the uncovered demand
-// tilts towards the other, so the nodes follow the blend (e.g. compute-
-// and general-purpose types for a cpu-heavy mix) instead of all being the
-// single type that is cheapest alone. -1 when no blend type holds need or
-// fits the pool's limits.
-func (s *solver) pickBlend(sl *slot, types bitset, zm uint64, cm uint8, prices []float64, need vec) int {
-	pool := sl.pool
-	var cs []blendCand
-	full := len(types) > 0 && len(pool.all) > 0 && &types[0] == &pool.all[0]
-	k := orderKey{pool, zm, cm}
-	if c, ok := s.blendMemo[k]; ok && full {
-		cs = c
-	} else {
-		cs = blendCands(pool, types, prices, s.largest)
-		if full {
-			s.blendMemo[k] = cs
-		}
-	}
-	u := make(vec, max(len(s.ri.names), len(need)))
-	for d := range u {
-		u[d] = max(0, s.aggRemaining.get(d)-s.sharedFree.get(d))
-	}
-	for d, x := range need {
-		u[d] = max(u[d], x)
-	}
-	b, ok := bestBlend(cs, u)
-	if !ok {
-		return -1
-	}
-	pick := cs[b.a].i
-	if b.b >= 0 && b.xb*cs[b.b].price > b.xa*cs[b.a].price {
-		pick = cs[b.b].i
-	}
-	pt := pool.types[pick]
-	if !need.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
-		return -1
-	}
-	return pick
 }
 
 // pickCoverAll returns the cheapest type that holds need plus the demand
@@ -1116,12 +1089,6 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 		}
 		if pl.target != sl.target {
 			pt := sl.pool.types[pl.target]
-			if !sl.special {
-				if sl.target >= 0 {
-					s.sharedFree.subInPlace(sl.capacity)
-				}
-				s.sharedFree.addInPlace(pt.cap)
-			}
 			for d := range sl.pool.used {
 				sl.pool.used[d] += pt.it.capacity.get(d) - sl.reserved.get(d)
 			}
@@ -1131,9 +1098,6 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 		}
 	}
 	sl.used.addInPlace(p.req)
-	if sl.kind == slotNew && !sl.special {
-		s.sharedFree.subInPlace(p.req)
-	}
 	sl.pods = append(sl.pods, p)
 	sl.ports = append(sl.ports, p.class.ports...)
 	s.countPod(sl, p.class.ns, p.class.labels, p.class.owns)

@@ -60,6 +60,10 @@ type Options struct {
 	// Logger are filled in).
 	Drain drain.Options
 
+	// Explain, when set, is bound to the disruption controller so its
+	// Handlers serve `dovetail explain` on this replica.
+	Explain *Explain
+
 	// NoProvisioning and NoDisruption leave a controller out.
 	NoProvisioning, NoDisruption bool
 }
@@ -146,6 +150,9 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 		})
 		d := &disrupter{kube: kube, dyn: dyn, c: crc, store: rt.Store, launcher: rt.Launcher, types: types,
 			drainer: interruptionDrainer{normal: dr, forced: forced, store: rt.Store, now: now}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now}
+		if o.Explain != nil {
+			o.Explain.bind(d)
+		}
 		comps = append(comps, leader.Named{Name: "disruption", Component: d})
 	}
 	return comps, nil

@@ -253,3 +253,20 @@ func TestComponentsWithoutKubernetesOrCloud(t *testing.T) {
 		t.Fatalf("without a cloud, built-ins on: %v, %v", comps, err)
 	}
 }
+
+func TestExplainWithoutALeaderHasNoPlan(t *testing.T) {
+	x := NewExplain()
+	if _, _, ok := x.LatestPlan(); ok {
+		t.Fatal("an unbound Explain has a plan")
+	}
+	x.bind(&disrupter{}) // bound, but no term running
+	if _, _, ok := x.LatestPlan(); ok {
+		t.Fatal("a replica that does not lead has a plan")
+	}
+	hs := x.Handlers()
+	for _, p := range []string{disruption.ExplainNodePath, disruption.ExplainPodPath, disruption.SnapshotPath, disruption.PlanPath} {
+		if hs[p] == nil {
+			t.Errorf("no handler for %s", p)
+		}
+	}
+}

@@ -166,7 +166,7 @@ func assignmentSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float6
 		col[i] = bestN
 		cols, costs, colType = append(cols, col), append(costs, ts[best].price), append(colType, best)
 	}
-	const maxIter, perIter = 400, 40
+	const maxIter, perIter = 400, 150
 	bound := 0.0
 	var x []float64
 	for iter := 0; iter < maxIter; iter++ {
@@ -199,6 +199,17 @@ func assignmentSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float6
 			break
 		}
 		sort.Slice(gens, func(i, j int) bool { return gens[i].ratio > gens[j].ratio })
+		// Keep the master small: the starting columns (feasibility), the
+		// ones in use, and the new ones. Dropping columns never makes the
+		// bound invalid: Farley's bound holds for any non-negative duals.
+		k := len(shapes)
+		for j := len(shapes); j < len(cols); j++ {
+			if x[j] > 1e-12 {
+				cols[k], costs[k], colType[k] = cols[j], costs[j], colType[j]
+				k++
+			}
+		}
+		cols, costs, colType = cols[:k], costs[:k], colType[:k]
 		for _, g := range gens[:min(len(gens), perIter)] {
 			cols, costs, colType = append(cols, g.a), append(costs, ts[g.t].price), append(colType, g.t)
 		}

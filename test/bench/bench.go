@@ -183,7 +183,7 @@ type Row struct {
 	Nodes         int           `json:"nodes"`
 	Price         float64       `json:"pricePerHour"`
 	Bound         float64       `json:"lowerBound"` // the issue's per-resource bound
-	LPBound       float64       `json:"lpBound"`    // linear-relaxation bound (tighter)
+	LPBound       float64       `json:"lpBound"`    // the larger of LPBound and AssignmentBound (tighter)
 	Ratio         float64       `json:"ratio"`      // price / Bound
 	LPRatio       float64       `json:"lpRatio"`    // price / LPBound
 	PeakHeapMiB   float64       `json:"peakHeapMiB"`
@@ -214,7 +214,7 @@ func Measure(c Case) Row {
 	d := time.Since(start)
 	peak := stop()
 	r := Row{Catalogue: c.Catalogue, Mix: c.Mix, Pods: c.Pods, Duration: d, Nodes: len(res.NewNodeClaims),
-		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), LPBound: LPBound(pods, c.Types), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable)}
+		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), LPBound: max(LPBound(pods, c.Types), AssignmentBound(pods, c.Types)), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable)}
 	if d > 0 {
 		r.PodsPerSecond = float64(c.Pods) / d.Seconds()
 	}

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -261,11 +264,34 @@ func TestAutoMode(t *testing.T) {
 			return len(empty) == 0 && run == 30, fmt.Sprintf("%d Running, %d empty nodes %s", run, len(empty), strings.Join(empty, " "))
 		})
 		e.eventually("one instance per NodeClaim and no leak after consolidation", time.Minute, e.fleet(ns).oneToOneFn(e))
-		after := len(e.fleet(ns).live)
+		f := e.fleet(ns)
+		after := len(f.live)
 		t.Logf("consolidation: %d → %d instances", before, after)
 		if after >= before {
 			t.Errorf("no instance was removed: %d before, %d after", before, after)
 		}
+		// `dovetail explain node` against the leader: the disruption plan
+		// the wiring's Explain serves from the current term's controller.
+		var node string
+		for name, n := range f.nodes {
+			if n.Labels[karpv1.NodePoolLabelKey] == poolName {
+				node = name
+				break
+			}
+		}
+		e.eventually("the leader explains a node", 30*time.Second, func() (bool, string) {
+			r := e.replica(e.leader())
+			if r == nil {
+				return false, "leader gone"
+			}
+			resp, err := http.Get("http://" + r.HTTPAddr() + disruption.ExplainNodePath + node)
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode == http.StatusOK && strings.Contains(string(body), node), fmt.Sprintf("%s: %.200s", resp.Status, body)
+		})
 	})
 }
 

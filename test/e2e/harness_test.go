@@ -193,7 +193,11 @@ func (e *env) start(id string) {
 	if err != nil {
 		e.t.Fatalf("ec2 provider: %v", err)
 	}
+	explain := wiring.NewExplain()
+	opts := e.opts
+	opts.Explain = explain
 	cfg := coordinator.Config{
+		ExtraHandlers: explain.Handlers(),
 		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
 			HeartbeatTimeout: slowdown * 300 * time.Millisecond, ElectionTimeout: slowdown * 300 * time.Millisecond,
 			LeaderLeaseTimeout: slowdown * 150 * time.Millisecond, SegmentSize: 4 << 20},
@@ -201,7 +205,7 @@ func (e *env) start(id string) {
 		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
 		NodeGrace: 5 * time.Second, Logger: log,
 		// The same Setup as cmd/dovetail-coordinator (components.go).
-		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, e.opts) },
+		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, opts) },
 	}
 	r, err := coordinator.Start(e.ctx, cfg)
 	if err != nil {
@@ -432,6 +436,13 @@ func instanceID(providerID string) string {
 		}
 	}
 	return providerID
+}
+
+// replica returns the live replica id.
+func (e *env) replica(id string) *coordinator.Coordinator {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reps[id]
 }
 
 // anyReplica returns a live replica.

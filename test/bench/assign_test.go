@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"math"
+	"testing"
+
+	"github.com/dovetail-dev/dovetail/catalog"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
+)
+
+func TestAssignmentBoundExactOnProportionalCatalogue(t *testing.T) {
+	// Every synthetic type is k × (1 vCPU, 2 GiB, 10 pods) at k × $0.30, so
+	// fractionally a batch of one shape costs $0.30 × max(vCPU, GiB/2, pods/10).
+	pods := Pods(100, MixPlain, 1)
+	for _, p := range pods {
+		p.Spec.Containers[0].Resources.Requests = Pods(1, MixPlain, 7)[0].Spec.Containers[0].Resources.Requests
+	}
+	var cpu, mem float64
+	for _, p := range pods {
+		cpu += p.Spec.Containers[0].Resources.Requests.Cpu().AsApproximateFloat64()
+		mem += p.Spec.Containers[0].Resources.Requests.Memory().AsApproximateFloat64() / (1 << 30)
+	}
+	want := math.Max(math.Max(0.3*cpu, 0.15*mem), 0.03*float64(len(pods)))
+	if got := AssignmentBound(pods, SyntheticTypes()); math.Abs(got-want) > 1e-6*want {
+		t.Fatalf("bound %v, want %v", got, want)
+	}
+}
+
+// The bound is a floor: no packing Solve finds costs less, and it is at
+// least as tight as the per-resource bound once converged.
+func TestAssignmentBoundIsAValidFloor(t *testing.T) {
+	real := catalog.MustLoad().InstanceTypes("us-east-1", Zones)
+	for _, c := range []struct {
+		types []*cloud.InstanceType
+		mix   Mix
+		n     int
+	}{{real, MixPlain, 300}, {real, MixFifths, 300}, {real, MixPlain, 2000}, {SyntheticTypes(), MixFifths, 500}} {
+		pods := Pods(c.n, c.mix, 3)
+		res := scheduling.Solve(scheduling.Snapshot{Region: "us-east-1", Pods: pods, NodePools: []scheduling.NodePool{Pool()},
+			InstanceTypes: map[string][]*cloud.InstanceType{"": c.types}}, scheduling.Options{})
+		if len(res.Unschedulable) > 0 {
+			t.Fatalf("%s %d: unschedulable pods", c.mix, c.n)
+		}
+		b := AssignmentBound(pods, c.types)
+		if b <= 0 || b > res.TotalPrice()*(1+1e-9) {
+			t.Errorf("%s %d: bound %v, packing costs %v", c.mix, c.n, b, res.TotalPrice())
+		}
+		if simple := LowerBound(pods, c.types); b < simple*(1-1e-6) {
+			t.Errorf("%s %d: bound %v below the per-resource bound %v", c.mix, c.n, b, simple)
+		}
+	}
+}
