@@ -16,7 +16,7 @@ import (
 func TestStartServeStop(t *testing.T) {
 	skipWithoutBinaries(t)
 	start := time.Now()
-	cp, err := Start(context.Background(), Options{Log: testLogWriter{t}})
+	cp, err := Start(context.Background(), Options{Log: t.Output()})
 	if err != nil {
 		t.Fatal(err)
 	}

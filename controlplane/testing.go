@@ -15,7 +15,7 @@ import (
 func StartForTest(t testing.TB) *ControlPlane {
 	t.Helper()
 	skipWithoutBinaries(t)
-	cp, err := Start(context.Background(), Options{Log: testLogWriter{t}})
+	cp, err := Start(context.Background(), Options{Log: t.Output()})
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
 	}
@@ -94,20 +94,4 @@ func RunTests(m *testing.M) int {
 		shared.cp = nil
 	}
 	return code
-}
-
-// testLogWriter sends progress lines to the test log.
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(string(trimNewline(p)))
-	return len(p), nil
-}
-
-func trimNewline(p []byte) []byte {
-	if n := len(p); n > 0 && p[n-1] == '\n' {
-		return p[:n-1]
-	}
-	return p
 }

@@ -27,8 +27,11 @@ type Coordinators struct {
 	Binary string
 
 	procs []*controlplane.Process
-	// HTTPAddrs are the replicas' API addresses (host:port), for `dovetail status --server`.
+	// HTTPAddrs are the replicas' API addresses (host:port), for `dovetail status --server`
+	// and agents' --coordinators.
 	HTTPAddrs []string
+	// GossipAddrs are the replicas' memberlist addresses, for agents' --gossip-seeds.
+	GossipAddrs []string
 }
 
 // Name implements Part.
@@ -73,6 +76,7 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 		peers = append(peers, r.id+"="+r.raft+"|"+r.http)
 		seeds = append(seeds, r.gossip)
 		c.HTTPAddrs = append(c.HTTPAddrs, r.http)
+		c.GossipAddrs = append(c.GossipAddrs, r.gossip)
 	}
 	dataRoot := filepath.Join(cl.StateDir, "coordinators")
 	// Raft state from an earlier run belongs to a cluster that no longer exists.

@@ -38,7 +38,9 @@ type CloudProvider interface {
 type Store interface {
 	ApplyInTerm(ctx context.Context, term uint64, c fsm.Command) error
 	VerifyLeader(ctx context.Context, term uint64) error
+	// State is a deep copy (for whole-state passes); View reads in place.
 	State() *fsm.State
+	View(func(*fsm.State))
 }
 
 // NodeClasses resolves an EC2NodeClass by name.
@@ -214,10 +216,16 @@ func (l *Launcher) Run(ctx context.Context, term uint64) error {
 	}()
 	if m, ok := l.cfg.Cloud.(ICEMarker); ok {
 		now := l.cfg.Now()
-		for _, e := range l.cfg.Store.State().ICE {
-			if e.Until.After(now) {
-				m.MarkUnavailable(e.InstanceType, e.Zone, e.CapacityType, e.Code)
+		var live []fsm.ICEEntry
+		l.cfg.Store.View(func(s *fsm.State) {
+			for _, e := range s.ICE {
+				if e.Until.After(now) {
+					live = append(live, e)
+				}
 			}
+		})
+		for _, e := range live {
+			m.MarkUnavailable(e.InstanceType, e.Zone, e.CapacityType, e.Code)
 		}
 	}
 	t := time.NewTicker(l.cfg.Interval)
@@ -306,7 +314,42 @@ func (l *Launcher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []c
 
 // Intent returns the committed intent of a NodeClaim, or nil.
 func (l *Launcher) Intent(nodeClaim string) *fsm.Intent {
-	return l.cfg.Store.State().IntentByNodeClaim(nodeClaim)
+	var out *fsm.Intent
+	l.cfg.Store.View(func(s *fsm.State) { out = copyIntent(s.IntentByNodeClaim(nodeClaim)) })
+	return out
+}
+
+// intent returns a copy of one intent without copying the whole state
+// (State() deep-copies everything, which per launch would cost O(intents)).
+func (l *Launcher) intent(token string) *fsm.Intent {
+	var out *fsm.Intent
+	l.cfg.Store.View(func(s *fsm.State) { out = copyIntent(s.Intents[token]) })
+	return out
+}
+
+func copyIntent(in *fsm.Intent) *fsm.Intent {
+	if in == nil {
+		return nil
+	}
+	c := *in
+	c.Options = append([]cloud.LaunchOption(nil), in.Options...)
+	if in.Labels != nil {
+		c.Labels = make(map[string]string, len(in.Labels))
+		for k, v := range in.Labels {
+			c.Labels[k] = v
+		}
+	}
+	if in.Instance != nil {
+		inst := *in.Instance
+		if in.Instance.Tags != nil {
+			inst.Tags = make(map[string]string, len(in.Instance.Tags))
+			for k, v := range in.Instance.Tags {
+				inst.Tags[k] = v
+			}
+		}
+		c.Instance = &inst
+	}
+	return &c
 }
 
 func (l *Launcher) hook(ctx context.Context, s Step, token string) error {
@@ -330,7 +373,7 @@ func (l *Launcher) lockToken(token string) func() {
 func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm.Intent, error) {
 	unlock := l.lockToken(token)
 	defer unlock()
-	in := l.cfg.Store.State().Intents[token]
+	in := l.intent(token)
 	if in == nil {
 		return nil, fmt.Errorf("intent %s not found", token)
 	}
@@ -378,7 +421,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 				return nil, fmt.Errorf("commit ICE failure: %w", err)
 			}
 			l.m.results.WithLabelValues("ice").Inc()
-			res := l.cfg.Store.State().Intents[token]
+			res := l.intent(token)
 			l.afterResult(ctx, term, res)
 			return res, nil
 		}
@@ -394,7 +437,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 	if err := l.hook(ctx, StepAfterResult, token); err != nil {
 		return nil, err
 	}
-	res := l.cfg.Store.State().Intents[token]
+	res := l.intent(token)
 	l.afterResult(ctx, term, res)
 	return res, nil
 }
@@ -466,7 +509,7 @@ func (l *Launcher) Delete(ctx context.Context, nodeClaim string) error {
 	if !ok {
 		return ErrNotLeader
 	}
-	in := l.cfg.Store.State().IntentByNodeClaim(nodeClaim)
+	in := l.Intent(nodeClaim)
 	if in == nil {
 		if l.cfg.Claims != nil {
 			return l.cfg.Claims.Delete(ctx, nodeClaim)
@@ -489,7 +532,7 @@ func (l *Launcher) Delete(ctx context.Context, nodeClaim string) error {
 func (l *Launcher) terminate(ctx context.Context, term uint64, token string) error {
 	unlock := l.lockToken(token)
 	defer unlock()
-	in := l.cfg.Store.State().Intents[token]
+	in := l.intent(token)
 	if in == nil {
 		return nil
 	}

@@ -113,3 +113,21 @@ func TestOddRunFallsBackToSharedNodesAtNodeLimit(t *testing.T) {
 		t.Fatalf("one new node: %d unschedulable, %d nodes", len(r.Unschedulable), len(r.NewNodeClaims))
 	}
 }
+
+// One pod too large for any type does not switch the cost model off for
+// the rest of the batch.
+func TestOddRunWithAnUnschedulableGiant(t *testing.T) {
+	types := []*cloud.InstanceType{
+		fakeType("big", 16, 64, 110, 0.40, nil, nil),
+		fakeType("tiny", 2, 1, 20, 0.02, nil, nil),
+	}
+	ps := append(pods(200, "balanced", "1", "4Gi"), pods(50, "light", "1", "200Mi")...)
+	ps = append(ps, mkPod("giant", "64", "1Gi"))
+	r := Solve(Snapshot{Pods: ps, NodePools: []NodePool{defaultPool("default")}, InstanceTypes: map[string][]*cloud.InstanceType{"": types}}, Options{})
+	if len(r.Unschedulable) != 1 || r.Unschedulable[0].PodName != "default/giant" {
+		t.Fatalf("unschedulable: %+v", r.Unschedulable)
+	}
+	if want := 25*0.008 + 13*0.16; math.Abs(r.TotalPrice()-want) > 1e-9 {
+		t.Fatalf("price %v, want %v", r.TotalPrice(), want)
+	}
+}
