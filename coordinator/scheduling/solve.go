@@ -560,7 +560,7 @@ func (s *solver) schedule() {
 	// With host-capped pods in the batch, their nodes (sized for everything
 	// still pending) take the other pods in interleaved order; balancing
 	// that order was measured to cost more there (mixed bench +1–3 %).
-	if !s.interleave || !strategyBalance || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
+	if !s.interleave || !strategyBalance || len(runs) > maxBalancedRuns || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
 		for _, i := range order {
 			place(i)
 		}
@@ -630,7 +630,12 @@ func (s *solver) schedule() {
 
 // balanceWindow: how far ahead of the interleaved order (as a fraction of
 // each run's progress) balanced placement may pick a complementary pod.
-var balanceWindow = 0.1
+const balanceWindow = 0.1
+
+// maxBalancedRuns: each balanced pick scans every unfinished run, so
+// batches of many short runs (e.g. every pod a different size) keep the
+// plain interleaved order.
+const maxBalancedRuns = 512
 
 // specialize decides whether a run of n identical pods should get nodes
 // of its own best type rather than share nodes sized for the whole batch:
