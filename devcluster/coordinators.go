@@ -25,6 +25,9 @@ type Coordinators struct {
 	// ./cmd/dovetail-coordinator into <state>/bin, so the dev cluster always
 	// runs the code in the tree.
 	Binary string
+	// Env entries are added to each replica's environment, e.g. the
+	// DOVETAIL_COORDINATOR_* interval knobs (see cmd/dovetail-coordinator).
+	Env []string
 
 	procs []*controlplane.Process
 	// HTTPAddrs are the replicas' API addresses (host:port), for `dovetail status --server`
@@ -33,6 +36,10 @@ type Coordinators struct {
 	// GossipAddrs are the replicas' memberlist addresses, for agents' --gossip-seeds.
 	GossipAddrs []string
 }
+
+// clusterName is the dev cluster's name: the simulator's discovery tags and
+// the coordinators' gossip label use it.
+const clusterName = "dovetail-local"
 
 // Name implements Part.
 func (c *Coordinators) Name() string {
@@ -97,7 +104,7 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 			"--gossip-dev",
 			"--data-dir=" + filepath.Join(dataRoot, r.id),
 			"--kubeconfig=" + cl.ControlPlane.Kubeconfig,
-			"--cluster-name=dovetail-local",
+			"--cluster-name=" + clusterName,
 			"--cluster-endpoint=" + cl.ControlPlane.APIServerURL,
 			"--cluster-ca=" + base64.StdEncoding.EncodeToString(cl.ControlPlane.CACertPEM),
 			"--log-format=text",
@@ -107,7 +114,7 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 		} else {
 			args = append(args, "--no-cloud")
 		}
-		p, err := controlplane.StartProcess(r.id, bin, args, nil, filepath.Join(logDir, r.id+".log"))
+		p, err := controlplane.StartProcess(r.id, bin, args, c.Env, filepath.Join(logDir, r.id+".log"))
 		if err != nil {
 			return err
 		}
@@ -116,6 +123,9 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 	if err := c.waitReady(ctx); err != nil {
 		return err
 	}
+	cl.CoordinatorAddrs = append([]string(nil), c.HTTPAddrs...)
+	cl.GossipSeeds = append([]string(nil), c.GossipAddrs...)
+	cl.GossipLabel = clusterName
 	printer{w: cl.Out}.line("  · coordinator API on " + strings.Join(c.HTTPAddrs, ", ") +
 		"; try: DOVETAIL_SERVER=" + c.HTTPAddrs[0] + " bin/dovetail status")
 	return nil

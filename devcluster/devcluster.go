@@ -18,11 +18,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
 
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 )
 
@@ -48,6 +50,10 @@ type Config struct {
 	SummaryEvery time.Duration
 	// Ready, if set, is called once everything is up (tests use it).
 	Ready func(*Cluster)
+	// Demo, if set, runs once everything is up (`dovetail dev --demo`); the
+	// summary line stays quiet while it runs, and the cluster keeps running
+	// after it.
+	Demo *Demo
 }
 
 // Cluster is what the running parts share.
@@ -65,6 +71,15 @@ type Cluster struct {
 	EC2Endpoint string
 	// EC2Region is the simulator's region.
 	EC2Region string
+	// Sim is the in-process simulator once the ec2sim part started (nil
+	// otherwise): the agents part watches its instances, the demo drives it.
+	Sim *ec2sim.Sim
+	// CoordinatorAddrs are the replicas' API addresses (host:port) and
+	// GossipSeeds their memberlist addresses, once the coordinators started.
+	CoordinatorAddrs []string
+	GossipSeeds      []string
+	// GossipLabel is the coordinators' gossip label (their cluster name).
+	GossipLabel string
 }
 
 // Part is one piece of the dev cluster beyond the control plane.
@@ -170,6 +185,24 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Ready(cl)
 	}
 
+	demoDone := make(chan struct{})
+	var demoRunning atomic.Bool
+	if cfg.Demo != nil {
+		demoCtx, demoCancel := context.WithCancel(ctx)
+		// Runs before the parts stop (defers run last-in first-out).
+		defer func() { demoCancel(); <-demoDone }()
+		demoRunning.Store(true)
+		go func() {
+			defer close(demoDone)
+			defer demoRunning.Store(false)
+			if err := cfg.Demo.Run(demoCtx, cl); err != nil && demoCtx.Err() == nil {
+				p.line("  ! demo: " + err.Error())
+			}
+		}()
+	} else {
+		close(demoDone)
+	}
+
 	sum, err := newSummarizer(cp.RESTConfig)
 	if err != nil {
 		return err
@@ -190,6 +223,9 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-cp.Failed():
 			return fmt.Errorf("control plane failed: %w", cp.Err())
 		case <-tick:
+			if demoRunning.Load() {
+				continue // the demo prints its own progress
+			}
 			s, err := sum.summary(ctx)
 			if err != nil {
 				if ctx.Err() != nil {

@@ -28,6 +28,7 @@ func (e *EC2Sim) Start(ctx context.Context, c *Cluster) error {
 	}
 	c.EC2Endpoint = e.sim.URL()
 	c.EC2Region = e.sim.Region()
+	c.Sim = e.sim
 	return nil
 }
 

@@ -50,6 +50,9 @@ func (p printer) ready(c *Cluster, cfg Config, took time.Duration) {
 		p.line("  EC2 simulator: " + c.EC2Endpoint + " (region " + c.EC2Region + ")")
 	}
 	p.line("  Logs: " + logs + "/*.log, " + filepath.Join(filepath.Base(cfg.StateDir), "dev.log"))
+	if cfg.Demo == nil {
+		p.line("  Guided demo (pods get nodes, spot interruption, consolidation, AMI roll): bin/dovetail dev --demo")
+	}
 	p.line("  Stop: Ctrl-C")
 	p.line("")
 }

@@ -8,8 +8,9 @@ package devcluster
 //     instances as kwok Nodes; sets Cluster.EC2Endpoint/EC2Region.
 //  2. Coordinators (cmd/dovetail-coordinator, three subprocesses forming a
 //     Raft group on loopback, EC2 endpoint = the simulator).
-//  3. Agents (cmd/dovetail-agent, one per simulated node): need the node
-//     name, the node's IMDS endpoint (Sim.IMDSEndpoint) and the gossip seeds.
+//  3. Agents (daemon/agent in process, one per running simulated instance,
+//     found by polling Sim.Instances): the node name, the instance's IMDS
+//     (Sim.IMDSEndpoint), the coordinators' API and gossip addresses.
 func DefaultParts() []Part {
-	return []Part{&EC2Sim{}, &Coordinators{}}
+	return []Part{&EC2Sim{}, &Coordinators{}, &Agents{}}
 }

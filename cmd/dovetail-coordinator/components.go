@@ -25,17 +25,18 @@ import (
 // The Setup hook receives only the runtime, so the few command-line values
 // the controllers need (--kubeconfig, --region, --cluster-name, --no-kube)
 // are read again from the same command line and environment main parsed.
-// Settings main has no flag for come from the environment only:
+// Each can also be set in the environment:
 //
 //	DOVETAIL_COORDINATOR_BUILTIN_NODEPOOLS  "general-purpose,system", "none" (default none)
 //	DOVETAIL_COORDINATOR_NODE_ROLE          IAM role of the built-in EC2NodeClass
 //	DOVETAIL_COORDINATOR_DISRUPTION_INTERVAL, _VALIDATION_DELAY  (durations)
 //	DOVETAIL_COORDINATOR_PROVISIONING_IDLE_GAP, _MAX_WINDOW      (durations)
-func leaderComponents(rt *coordinator.Runtime) ([]leader.Named, error) {
+func leaderComponents(rt *coordinator.Runtime, explain *wiring.Explain) ([]leader.Named, error) {
 	o, err := componentOptions(os.Args[1:], os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
+	o.Explain = explain
 	if rt.Log != nil {
 		// controller-runtime's client logs through its global logger; give it
 		// the replica's so it does not complain that none was set.

@@ -37,7 +37,9 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2"
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/version"
 )
@@ -64,6 +66,11 @@ type options struct {
 	heartbeat, election                 time.Duration
 	logLevel, logFormat                 string
 	showVersion                         bool
+	// Read again by leaderComponents (components.go) from the same command
+	// line; registered here so the flag set accepts them and --help lists them.
+	builtinPools, nodeRole                     string
+	disruptionInterval, validationDelay        time.Duration
+	provisioningIdleGap, provisioningMaxWindow time.Duration
 }
 
 func main() {
@@ -122,6 +129,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.builtinPools, "builtin-nodepools", "none", "built-in NodePools to keep: general-purpose,system or none")
+	fs.StringVar(&o.nodeRole, "node-role", "", "IAM role of the built-in EC2NodeClass")
+	fs.DurationVar(&o.disruptionInterval, "disruption-interval", 0, "how often the disruption planner runs (0: its default)")
+	fs.DurationVar(&o.validationDelay, "validation-delay", 0, "wait before a voluntary disruption is validated again and executed (0: its default)")
+	fs.DurationVar(&o.provisioningIdleGap, "provisioning-idle-gap", 0, "a batch of pending pods closes after this idle gap (0: 1s)")
+	fs.DurationVar(&o.provisioningMaxWindow, "provisioning-max-window", 0, "a batch of pending pods closes after at most this long (0: 10s)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dovetail-coordinator [flags]\n\n"+
 			"The Dovetail coordinator: one Raft replica of the control loop.\n\n"+
@@ -312,7 +325,11 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 		}
 		cfg.Gossip = g
 	}
-	cfg.Setup = leaderComponents
+	// The explain endpoints are served by every replica and answer from the
+	// disruption controller of the current leader term.
+	explain := wiring.NewExplain()
+	cfg.ExtraHandlers = explain.Handlers()
+	cfg.Setup = func(rt *coordinator.Runtime) ([]leader.Named, error) { return leaderComponents(rt, explain) }
 	return cfg, nil
 }
 

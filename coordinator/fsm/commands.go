@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -67,25 +69,29 @@ const (
 // Intent is a launch the leader committed to before calling the cloud.
 type Intent struct {
 	// Token is the EC2 client token, derived from the NodeClaim UID; the key.
-	Token          string               `json:"token"`
-	NodeClaim      string               `json:"nodeClaim"`
-	NodeClaimUID   string               `json:"nodeClaimUID"`
-	NodePool       string               `json:"nodePool"`
-	NodeClass      string               `json:"nodeClass"`
-	Options        []cloud.LaunchOption `json:"options"`
-	Labels         map[string]string    `json:"labels,omitempty"`
-	State          string               `json:"state"`
-	Term           uint64               `json:"term"` // leader term that created the intent
-	Attempts       int                  `json:"attempts"`
-	CreatedAt      time.Time            `json:"createdAt"`
-	UpdatedAt      time.Time            `json:"updatedAt"`
-	Instance       *cloud.Instance      `json:"instance,omitempty"`
-	Error          string               `json:"error,omitempty"`
-	ICE            bool                 `json:"ice,omitempty"` // failed for lack of capacity
-	Registered     bool                 `json:"registered,omitempty"`
-	Initialized    bool                 `json:"initialized,omitempty"`
-	NodeName       string               `json:"nodeName,omitempty"`
-	LaunchedByTerm uint64               `json:"launchedByTerm,omitempty"`
+	Token        string               `json:"token"`
+	NodeClaim    string               `json:"nodeClaim"`
+	NodeClaimUID string               `json:"nodeClaimUID"`
+	NodePool     string               `json:"nodePool"`
+	NodeClass    string               `json:"nodeClass"`
+	Options      []cloud.LaunchOption `json:"options"`
+	Labels       map[string]string    `json:"labels,omitempty"`
+	// Taints and StartupTaints are registered by the kubelet with the node
+	// (the NodePool template's); they travel in the instance's user data.
+	Taints         []corev1.Taint  `json:"taints,omitempty"`
+	StartupTaints  []corev1.Taint  `json:"startupTaints,omitempty"`
+	State          string          `json:"state"`
+	Term           uint64          `json:"term"` // leader term that created the intent
+	Attempts       int             `json:"attempts"`
+	CreatedAt      time.Time       `json:"createdAt"`
+	UpdatedAt      time.Time       `json:"updatedAt"`
+	Instance       *cloud.Instance `json:"instance,omitempty"`
+	Error          string          `json:"error,omitempty"`
+	ICE            bool            `json:"ice,omitempty"` // failed for lack of capacity
+	Registered     bool            `json:"registered,omitempty"`
+	Initialized    bool            `json:"initialized,omitempty"`
+	NodeName       string          `json:"nodeName,omitempty"`
+	LaunchedByTerm uint64          `json:"launchedByTerm,omitempty"`
 }
 
 // Open reports whether the intent still needs the cloud to act.

@@ -284,6 +284,7 @@ func (l *Launcher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []c
 		Token: token, NodeClaim: nc.Name, NodeClaimUID: string(nc.UID),
 		NodePool: nc.Labels[karpv1.NodePoolLabelKey], NodeClass: nodeClass,
 		Options: options, Labels: nc.Labels, State: fsm.IntentPending, Term: term,
+		Taints: nc.Spec.Taints, StartupTaints: nc.Spec.StartupTaints,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentCreate{Intent: in}); err != nil {
@@ -395,6 +396,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 	req := &cloud.LaunchRequest{
 		ClientToken: token, NodeClaimName: in.NodeClaim, NodePoolName: in.NodePool,
 		NodeClassName: in.NodeClass, LeaderTerm: term, Options: in.Options, Labels: in.Labels,
+		Taints: in.Taints, StartupTaints: in.StartupTaints,
 	}
 	l.m.cloudCalls.WithLabelValues("create").Inc()
 	inst, cerr := l.cfg.Cloud.Create(ctx, nodeClass, req)

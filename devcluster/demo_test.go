@@ -1,0 +1,158 @@
+package devcluster
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/controlplane/manifest"
+)
+
+// The demo's manifests decode into the API types the coordinators read,
+// with what the story depends on: spot allowed, a short consolidateAfter,
+// empty nodes unbudgeted and a two-node budget otherwise, pods pinned to
+// the pool and starting at zero.
+func TestDemoManifests(t *testing.T) {
+	objs, err := manifest.Decode("demo", []byte(demoManifests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 || objs[0].GetKind() != "NodePool" || objs[1].GetKind() != "Deployment" {
+		t.Fatalf("want a NodePool and a Deployment, got %d objects", len(objs))
+	}
+	raw, err := objs[0].MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var np karpv1.NodePool
+	if err := yaml.UnmarshalStrict(raw, &np); err != nil {
+		t.Fatalf("NodePool does not decode strictly: %v", err)
+	}
+	if np.Name != demoPool {
+		t.Errorf("pool name %q", np.Name)
+	}
+	spot := false
+	for _, r := range np.Spec.Template.Spec.Requirements {
+		if r.Key == karpv1.CapacityTypeLabelKey {
+			for _, v := range r.Values {
+				spot = spot || v == "spot"
+			}
+		}
+	}
+	if !spot {
+		t.Error("the demo pool must allow spot: step (b) interrupts a spot instance")
+	}
+	if ca := np.Spec.Disruption.ConsolidateAfter; ca.Duration == nil || *ca.Duration != 10*time.Second {
+		t.Errorf("consolidateAfter %+v, want 10s", ca)
+	}
+	if len(np.Spec.Disruption.Budgets) != 2 || np.Spec.Disruption.Budgets[1].Nodes != "2" || len(np.Spec.Disruption.Budgets[1].Reasons) != 0 {
+		t.Errorf("budgets %+v: want 100%% for Empty and %d otherwise", np.Spec.Disruption.Budgets, demoBudget)
+	}
+	dep := objs[1]
+	sel, _, _ := unstructured.NestedStringMap(dep.Object, "spec", "template", "spec", "nodeSelector")
+	if sel[karpv1.NodePoolLabelKey] != demoPool {
+		t.Errorf("deployment nodeSelector %v does not pin the demo pool", sel)
+	}
+	if n, _, _ := unstructured.NestedInt64(dep.Object, "spec", "replicas"); n != 0 {
+		t.Errorf("deployment starts at %d replicas", n)
+	}
+	labels, _, _ := unstructured.NestedStringMap(dep.Object, "spec", "template", "metadata", "labels")
+	if dep.GetName() != demoDeployment || labels[demoAppLabel] != demoDeployment {
+		t.Errorf("deployment %s labels %v do not match what the demo watches", dep.GetName(), labels)
+	}
+}
+
+func readyNode(name string, unschedulable bool, taints ...string) corev1.Node {
+	n := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{karpv1.NodePoolLabelKey: demoPool}},
+		Spec:   corev1.NodeSpec{Unschedulable: unschedulable},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+	for _, k := range taints {
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: k, Effect: corev1.TaintEffectNoSchedule})
+	}
+	return n
+}
+
+func demoPod(name, node string, phase corev1.PodPhase) corev1.Pod {
+	return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: demoNamespace, Labels: map[string]string{demoAppLabel: demoDeployment}},
+		Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase}}
+}
+
+func demoInstance(id, dns, capType, state, ami string) ec2sim.InstanceInfo {
+	return ec2sim.InstanceInfo{ID: id, PrivateDNS: dns, CapacityType: capType, State: state, ImageID: ami,
+		Tags: map[string]string{cloud.TagNodePool: demoPool}}
+}
+
+func claim(name string, replacement bool) unstructured.Unstructured {
+	u := unstructured.Unstructured{}
+	u.SetName(name)
+	u.SetLabels(map[string]string{karpv1.NodePoolLabelKey: demoPool})
+	if replacement {
+		u.SetAnnotations(map[string]string{disruptionKeyAnnotation: "k"})
+	}
+	return u
+}
+
+// observeDemo counts only the demo pool's instances, nodes and pods, finds
+// empty nodes and replacements, and picks the fullest schedulable spot node
+// to interrupt.
+func TestObserveDemo(t *testing.T) {
+	instances := []ec2sim.InstanceInfo{
+		demoInstance("i-1", "n1", "spot", "running", "ami-old"),
+		demoInstance("i-2", "n2", "spot", "running", "ami-old"),
+		demoInstance("i-3", "n3", "on-demand", "running", "ami-new"),
+		demoInstance("i-4", "n4", "spot", "running", "ami-new"), // empty
+		demoInstance("i-5", "n5", "spot", "shutting-down", "ami-old"),
+		{ID: "i-9", PrivateDNS: "other", CapacityType: "spot", State: "running", Tags: map[string]string{cloud.TagNodePool: "general-purpose"}},
+	}
+	other := readyNode("other", false)
+	other.Labels[karpv1.NodePoolLabelKey] = "general-purpose"
+	nodes := []corev1.Node{readyNode("n1", false), readyNode("n2", false), readyNode("n3", false), readyNode("n4", true, interruptionTaint), other}
+	nodes[3].Status.Conditions[0].Status = corev1.ConditionFalse
+	pods := []corev1.Pod{
+		demoPod("a", "n1", corev1.PodRunning), demoPod("b", "n2", corev1.PodRunning), demoPod("c", "n2", corev1.PodRunning),
+		demoPod("d", "n3", corev1.PodRunning), demoPod("e", "n3", corev1.PodRunning), demoPod("f", "n3", corev1.PodRunning),
+		demoPod("g", "", corev1.PodPending),
+		{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"app": "else"}}, Spec: corev1.PodSpec{NodeName: "n4"}},
+	}
+	s := observeDemo(instances, nodes, pods, []unstructured.Unstructured{claim("demo-a", false), claim("demo-b", true), claim("demo-c", false), claim("demo-d", false)})
+	if s.Claims != 4 || len(s.Replacements) != 1 || !s.Replacements["demo-b"] {
+		t.Errorf("claims %d replacements %v", s.Claims, s.Replacements)
+	}
+	if s.Instances != 4 || s.Spot != 3 || s.ShuttingDown != 1 {
+		t.Errorf("instances %d spot %d shutting down %d", s.Instances, s.Spot, s.ShuttingDown)
+	}
+	if s.Nodes != 4 || s.Ready != 3 || s.Cordons != 1 {
+		t.Errorf("nodes %d ready %d cordoned %d", s.Nodes, s.Ready, s.Cordons)
+	}
+	if s.Pods != 7 || s.PodsRunning != 6 || s.PodsOn["n3"] != 3 || s.PodsOn["n4"] != 0 {
+		t.Errorf("pods %d running %d on %v", s.Pods, s.PodsRunning, s.PodsOn)
+	}
+	if strings.Join(s.EmptyNodes, ",") != "n4" {
+		t.Errorf("empty nodes %v, want n4", s.EmptyNodes)
+	}
+	if got := s.onAMIs(map[string]bool{"ami-new": true}); got != 2 {
+		t.Errorf("%d instances on the new AMI, want 2", got)
+	}
+	// n3 has the most pods but is on-demand; n4 is cordoned and empty.
+	if v, ok := s.pickSpotVictim(); !ok || v.ID != "i-2" {
+		t.Errorf("victim %v %v, want i-2 (spot, most pods)", v.ID, ok)
+	}
+	want := "nodeclaims 4 · instances 4 (3 spot) · nodes 3/4 ready · pods 6/7 running · 1 cordoned · 1 shutting down"
+	if got := s.line(); got != want {
+		t.Errorf("line:\n got %s\nwant %s", got, want)
+	}
+
+	// No spot node with pods: nothing to interrupt, said so rather than guessed.
+	s = observeDemo(instances[2:4], nodes[2:4], pods[3:6], nil)
+	if v, ok := s.pickSpotVictim(); ok {
+		t.Errorf("picked %s although no schedulable spot node has pods", v.ID)
+	}
+}
