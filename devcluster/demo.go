@@ -337,7 +337,7 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 	r.p.line(fmt.Sprintf("  interrupted %s (%s %s, %d demo pods): spot notice in its IMDS, terminated at %s",
 		victim.ID, victim.InstanceType, node, before.PodsOn[node], deadline.Format("15:04:05")))
 	want := r.d.Replicas
-	var cordoned, drained, replaced time.Duration
+	var cordoned, drained, replaced, gone time.Duration
 	replacement := ""
 	s, done := r.watch(ctx, start, func(s demoState) bool {
 		if n, ok := s.NodeByName[node]; ok && cordoned == 0 && n.Spec.Unschedulable && hasTaint(n, interruptionTaint) {
@@ -357,7 +357,11 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 			drained = time.Since(start)
 			r.p.line(fmt.Sprintf("  %6s  %s drained (no demo pods left)", since(start), node))
 		}
-		return drained > 0 && s.PodsRunning >= want && s.Pods == want
+		if _, live := s.Live[node]; !live && gone == 0 {
+			gone = time.Since(start)
+			r.p.line(fmt.Sprintf("  %6s  instance %s is gone (its NodeClaim deleted, or the notice's deadline reached)", since(start), victim.ID))
+		}
+		return drained > 0 && gone > 0 && s.PodsRunning >= want && s.Pods == want
 	})
 	if !done {
 		var missing []string
@@ -366,6 +370,9 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 		}
 		if drained == 0 {
 			missing = append(missing, fmt.Sprintf("%d demo pods still on the node", s.PodsOn[node]))
+		}
+		if gone == 0 {
+			missing = append(missing, "the instance still runs")
 		}
 		if replaced == 0 {
 			missing = append(missing, "no replacement NodeClaim")
@@ -380,7 +387,7 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 	} else {
 		detail += "; no replacement NodeClaim (the pods fitted on other nodes)"
 	}
-	return true, detail + fmt.Sprintf("; the instance terminates at its deadline %s", deadline.Format("15:04:05"))
+	return true, detail + fmt.Sprintf("; instance gone after %s (deadline was %s)", round(gone), deadline.Format("15:04:05"))
 }
 
 func round(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/daemon/agent"
 	"github.com/dovetail-dev/dovetail/daemon/repair"
+	"github.com/dovetail-dev/dovetail/flagenv"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/health"
 	"github.com/dovetail-dev/dovetail/systemd"
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"Every flag may be set in the environment as DOVETAIL_AGENT_<FLAG> (e.g. DOVETAIL_AGENT_STATE_DIR).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := applyEnv(fs, os.LookupEnv); err != nil {
+	if err := flagenv.Apply(fs, "DOVETAIL_AGENT_", os.LookupEnv); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
@@ -123,21 +124,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// applyEnv sets each flag not given on the command line from its
-// DOVETAIL_AGENT_* variable (applied before Parse, so the command line wins).
-func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "DOVETAIL_AGENT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookup(name); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {

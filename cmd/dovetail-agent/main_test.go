@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestVersionAndHelp(t *testing.T) {
@@ -22,26 +20,6 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 	if code := run([]string{"--no-such-flag"}, &out, &errb); code != 2 {
 		t.Fatalf("bad flag exit %d", code)
-	}
-}
-
-func TestEnvFillsFlagsAndCommandLineWins(t *testing.T) {
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	dir := fs.String("state-dir", "/default", "")
-	iv := fs.Duration("imds-interval", time.Second, "")
-	env := map[string]string{"DOVETAIL_AGENT_STATE_DIR": "/from/env", "DOVETAIL_AGENT_IMDS_INTERVAL": "250ms"}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.Parse([]string{"--state-dir=/from/flag"}); err != nil {
-		t.Fatal(err)
-	}
-	if *dir != "/from/flag" || *iv != 250*time.Millisecond {
-		t.Fatalf("state-dir %q interval %v", *dir, *iv)
-	}
-	env["DOVETAIL_AGENT_IMDS_INTERVAL"] = "soon"
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil {
-		t.Fatal("bad env value accepted")
 	}
 }
 

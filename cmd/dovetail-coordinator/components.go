@@ -14,6 +14,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
+	"github.com/dovetail-dev/dovetail/flagenv"
 )
 
 // leaderComponents builds the leader-only controllers (provisioning,
@@ -51,7 +52,7 @@ func componentOptions(args []string, env func(string) (string, bool)) (wiring.Op
 		if v, ok := argValue(args, flag); ok {
 			return v, true
 		}
-		return env(envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")))
+		return env(flagenv.Name(envPrefix, flag))
 	}
 	if v, ok := setting("no-kube"); ok {
 		if b, err := strconv.ParseBool(v); err == nil && b {
@@ -94,7 +95,7 @@ func componentOptions(args []string, env func(string) (string, bool)) (wiring.Op
 		if v, ok := setting(flag); ok {
 			d, err := time.ParseDuration(v)
 			if err != nil {
-				return o, fmt.Errorf("%s%s: %w", envPrefix, strings.ToUpper(strings.ReplaceAll(flag, "-", "_")), err)
+				return o, fmt.Errorf("%s: %w", flagenv.Name(envPrefix, flag), err)
 			}
 			*dst = d
 		}

@@ -40,6 +40,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
+	"github.com/dovetail-dev/dovetail/flagenv"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/version"
 )
@@ -141,7 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"Every flag may be set in the environment as %s<FLAG> (e.g. %sDATA_DIR).\n\nFlags:\n", envPrefix, envPrefix)
 		fs.PrintDefaults()
 	}
-	if err := applyEnv(fs); err != nil {
+	if err := flagenv.Apply(fs, envPrefix, os.LookupEnv); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
@@ -173,20 +174,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("coordinator stopped")
 	return 0
-}
-
-// applyEnv sets flags from DOVETAIL_COORDINATOR_* before the command line is parsed.
-func applyEnv(fs *flag.FlagSet) error {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
