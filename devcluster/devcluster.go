@@ -54,6 +54,9 @@ type Config struct {
 	// summary line stays quiet while it runs, and the cluster keeps running
 	// after it.
 	Demo *Demo
+	// DemoDone, if set, is called when the demo has finished (tests stop
+	// the cluster with it).
+	DemoDone func()
 }
 
 // Cluster is what the running parts share.
@@ -197,6 +200,9 @@ func Run(ctx context.Context, cfg Config) error {
 			defer demoRunning.Store(false)
 			if err := cfg.Demo.Run(demoCtx, cl); err != nil && demoCtx.Err() == nil {
 				p.line("  ! demo: " + err.Error())
+			}
+			if cfg.DemoDone != nil {
+				cfg.DemoDone()
 			}
 		}()
 	} else {

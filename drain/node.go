@@ -7,13 +7,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 )
 
 // Taint keys Dovetail puts on a node it is taking away.
 const (
 	// DisruptedTaintKey is Karpenter's taint: the node is being disrupted,
 	// schedule nothing new here.
-	DisruptedTaintKey = "karpenter.sh/disrupted"
+	DisruptedTaintKey = karpv1.DisruptedTaintKey
 	// InterruptionTaintKey names why (value: spot, maintenance, ...), so a
 	// person reading `kubectl describe node` sees the cause.
 	InterruptionTaintKey = "dovetail.dev/interruption"

@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
@@ -40,21 +41,22 @@ const (
 	ReasonUnhealthy Reason = "Unhealthy"
 )
 
-// Well-known annotations, labels and taints.
+// Well-known annotations, labels and taints: the API's, under the short
+// names the planners use.
 const (
-	AnnotationDoNotDisrupt    = "karpenter.sh/do-not-disrupt"
-	AnnotationNodePoolHash    = "karpenter.sh/nodepool-hash"
-	AnnotationNodePoolHashVer = "karpenter.sh/nodepool-hash-version"
+	AnnotationDoNotDisrupt    = karpv1.DoNotDisruptAnnotationKey
+	AnnotationNodePoolHash    = karpv1.NodePoolHashAnnotationKey
+	AnnotationNodePoolHashVer = karpv1.NodePoolHashVersionAnnotationKey
 	AnnotationNodeClassHash   = "karpenter.k8s.aws/ec2nodeclass-hash"
 	// AnnotationMinSavings on a NodePool asks for a minimum saving before an
 	// underutilized node is replaced, e.g. "15%". Deletions are not affected.
-	AnnotationMinSavings = "dovetail.dev/consolidation-min-savings"
+	AnnotationMinSavings = karpv1.ConsolidationMinSavingsAnnotationKey
 	// TaintDisrupted is put on a node before it is drained.
-	TaintDisrupted = "karpenter.sh/disrupted"
-	LabelNodePool  = "karpenter.sh/nodepool"
-	LabelCapacity  = "karpenter.sh/capacity-type"
-	LabelZone      = "topology.kubernetes.io/zone"
-	LabelType      = "node.kubernetes.io/instance-type"
+	TaintDisrupted = karpv1.DisruptedTaintKey
+	LabelNodePool  = karpv1.NodePoolLabelKey
+	LabelCapacity  = karpv1.CapacityTypeLabelKey
+	LabelZone      = karpv1.LabelTopologyZone
+	LabelType      = karpv1.LabelInstanceType
 )
 
 // Consolidation policies.
