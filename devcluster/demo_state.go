@@ -10,6 +10,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/drain"
 )
 
 // Names the demo creates.
@@ -19,9 +20,11 @@ const (
 	demoNamespace  = "default"
 	demoAppLabel   = "app"
 	// interruptionTaint is the taint the agent puts on a node with a spot notice.
-	interruptionTaint = "dovetail.dev/interruption"
+	interruptionTaint = drain.InterruptionTaintKey
 	// disruptionKeyAnnotation marks NodeClaims the coordinator launched as
-	// replacements (interruption, drift, consolidation).
+	// replacements (interruption, drift, consolidation): the value of
+	// coordinator/wiring.AnnotationDisruptionKey, not imported so the CLI
+	// does not link the coordinator's controllers.
 	disruptionKeyAnnotation = "dovetail.dev/disruption-key"
 )
 

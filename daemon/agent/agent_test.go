@@ -529,8 +529,10 @@ func TestSelfRepairRestartsTheUnitThenAsksForReplacement(t *testing.T) {
 	stateDir := t.TempDir()
 	a, err := New(Config{Kube: cs, IMDSEndpoint: url, Coordinators: []string{srv.URL}, StateDir: stateDir,
 		HealthInterval: 50 * time.Millisecond, Checks: []health.Check{check}, Systemd: units,
+		// Restarts are 100 ms apart; the reboot/replace horizon leaves room for
+		// both on a loaded machine.
 		Repair: repair.Policy{Units: repair.DefaultUnits, RestartAfter: 100 * time.Millisecond, MaxRestarts: 2,
-			RebootAfter: 400 * time.Millisecond, ReplaceAfter: 400 * time.Millisecond},
+			RebootAfter: 1500 * time.Millisecond, ReplaceAfter: 1500 * time.Millisecond},
 		BootIDFile: filepath.Join(stateDir, "boot_id"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

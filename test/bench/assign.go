@@ -29,11 +29,16 @@ import (
 // (cpu, memory, pods). The returned value is Farley's bound, the master's
 // dual value divided by the largest ratio of a configuration's dual value
 // to its price, which is a valid floor at every iteration, so capping the
-// iterations only loosens it.
+// iterations only loosens it. Batches with more than maxShapes distinct
+// request shapes get 0 (no bound).
 func AssignmentBound(pods []*corev1.Pod, types []*cloud.InstanceType) float64 {
 	v, _ := assignmentSolution(pods, types)
 	return v
 }
+
+// maxShapes bounds the distinct pod shapes AssignmentBound takes on; with
+// more it returns 0 (no bound) rather than a huge dense LP.
+const maxShapes = 1000
 
 type lpShape struct {
 	req   [3]float64 // cpu cores, GiB, pods
@@ -129,6 +134,10 @@ func batchTypes(shapes []lpShape, types []*cloud.InstanceType) []lpType {
 // fractional) of the last restricted master.
 func assignmentSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float64, map[string]float64) {
 	shapes := batchShapes(pods)
+	if len(shapes) > maxShapes {
+		// The master's dense tableau grows with the square of the shapes.
+		return 0, nil
+	}
 	ts := batchTypes(shapes, types)
 	if len(shapes) == 0 || len(ts) == 0 {
 		return 0, nil
