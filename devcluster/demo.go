@@ -215,6 +215,7 @@ func (d *Demo) Run(ctx context.Context, cl *Cluster) error {
 		ok, detail := s.run(sctx)
 		cancel()
 		if ctx.Err() != nil {
+			r.p.line(fmt.Sprintf("  demo stopped during step (%s)", s.id))
 			return nil
 		}
 		res := StepResult{Step: s.id, Title: s.title, OK: ok, Took: time.Since(start).Round(100 * time.Millisecond), Detail: detail}
