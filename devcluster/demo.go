@@ -27,6 +27,7 @@ import (
 var DemoCoordinatorEnv = []string{
 	"DOVETAIL_COORDINATOR_DISRUPTION_INTERVAL=5s",
 	"DOVETAIL_COORDINATOR_VALIDATION_DELAY=5s",
+	"DOVETAIL_COORDINATOR_NODECLASS_INTERVAL=5s",
 }
 
 // demoManifests is the demo's NodePool and Deployment. The pool allows spot
@@ -521,7 +522,7 @@ func (r *demoRun) nodeClassAMIs(ctx context.Context, newAMIs map[string]bool) st
 	}
 	amis, _, _ := unstructured.NestedSlice(nc.Object, "status", "amis")
 	if len(amis) == 0 {
-		return "EC2NodeClass default has no status.amis (nothing in this tree writes it yet), so no node can drift on its AMI"
+		return "EC2NodeClass default has no status.amis yet (the nodeclass-status component resolves it every --nodeclass-interval), so no node can drift on its AMI"
 	}
 	var ids []string
 	for _, a := range amis {

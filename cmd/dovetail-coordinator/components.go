@@ -31,6 +31,7 @@ import (
 //	DOVETAIL_COORDINATOR_BUILTIN_NODEPOOLS  "general-purpose,system", "none" (default none)
 //	DOVETAIL_COORDINATOR_NODE_ROLE          IAM role of the built-in EC2NodeClass
 //	DOVETAIL_COORDINATOR_DISRUPTION_INTERVAL, _VALIDATION_DELAY  (durations)
+//	DOVETAIL_COORDINATOR_NODECLASS_INTERVAL                      (duration; EC2NodeClass status)
 //	DOVETAIL_COORDINATOR_PROVISIONING_IDLE_GAP, _MAX_WINDOW      (durations)
 func leaderComponents(rt *coordinator.Runtime, explain *wiring.Explain) ([]leader.Named, error) {
 	o, err := componentOptions(os.Args[1:], os.LookupEnv)
@@ -88,6 +89,7 @@ func componentOptions(args []string, env func(string) (string, bool)) (wiring.Op
 	o.Builtin.Options = builtin.Options{ClusterName: cluster, Role: role}
 	for flag, dst := range map[string]*time.Duration{
 		"disruption-interval":     &o.Disruption.Interval,
+		"nodeclass-interval":      &o.NodeClass.Interval,
 		"validation-delay":        &o.Disruption.ValidationDelay,
 		"provisioning-idle-gap":   &o.Provisioning.IdleGap,
 		"provisioning-max-window": &o.Provisioning.MaxWindow,

@@ -71,6 +71,7 @@ type options struct {
 	// line; registered here so the flag set accepts them and --help lists them.
 	builtinPools, nodeRole                     string
 	disruptionInterval, validationDelay        time.Duration
+	nodeClassInterval                          time.Duration
 	provisioningIdleGap, provisioningMaxWindow time.Duration
 }
 
@@ -133,6 +134,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.builtinPools, "builtin-nodepools", "none", "built-in NodePools to keep: general-purpose,system or none")
 	fs.StringVar(&o.nodeRole, "node-role", "", "IAM role of the built-in EC2NodeClass")
 	fs.DurationVar(&o.disruptionInterval, "disruption-interval", 0, "how often the disruption planner runs (0: its default)")
+	fs.DurationVar(&o.nodeClassInterval, "nodeclass-interval", 0, "how often EC2NodeClass status (resolved AMIs, subnets, security groups) is refreshed (0: 1m)")
 	fs.DurationVar(&o.validationDelay, "validation-delay", 0, "wait before a voluntary disruption is validated again and executed (0: its default)")
 	fs.DurationVar(&o.provisioningIdleGap, "provisioning-idle-gap", 0, "a batch of pending pods closes after this idle gap (0: 1s)")
 	fs.DurationVar(&o.provisioningMaxWindow, "provisioning-max-window", 0, "a batch of pending pods closes after at most this long (0: 10s)")

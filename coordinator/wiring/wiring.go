@@ -34,6 +34,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
+	"github.com/dovetail-dev/dovetail/coordinator/nodeclass"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/drain"
 )
@@ -66,6 +67,12 @@ type Options struct {
 
 	// NoProvisioning and NoDisruption leave a controller out.
 	NoProvisioning, NoDisruption bool
+
+	// NodeClass tunes the EC2NodeClass status controller: Interval (default
+	// 1 minute), Timeout. Client, Kube, Resolver, Registry and Log are filled in.
+	NodeClass nodeclass.Config
+	// NoNodeClass leaves the EC2NodeClass status controller out.
+	NoNodeClass bool
 }
 
 // ProvisioningOptions tune the provisioner (see provisioning.Config).
@@ -115,6 +122,11 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 			return nil, fmt.Errorf("wiring: built-in NodePools: %w", err)
 		}
 		comps = append(comps, leader.Named{Name: "builtin-nodepools", Component: r})
+	}
+	// EC2NodeClass status (resolved AMIs, subnets, security groups): the
+	// disruption planner's AMI drift reads status.amis.
+	if res, ok := rt.Cloud.(nodeclass.Resolver); ok && !o.NoNodeClass {
+		comps = append(comps, leader.Named{Name: "nodeclass-status", Component: nodeClassStatus(o.NodeClass, crc, kube, res, rt.Registry, log)})
 	}
 	if rt.Launcher == nil || rt.Cloud == nil {
 		log.Warn("no cloud: provisioning and disruption are off (replication and API only)")
@@ -198,4 +210,20 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 	return c.Run(ctx)
+}
+
+// nodeClassStatus runs a fresh EC2NodeClass status controller for each term
+// (its metrics are released when the term ends).
+func nodeClassStatus(cfg nodeclass.Config, c client.Client, kube kubernetes.Interface, res nodeclass.Resolver, registry registerer, log *slog.Logger) leader.Component {
+	return leader.Func(func(ctx context.Context, term uint64) error {
+		reg := newTermRegisterer(registry)
+		defer reg.release()
+		cfg := cfg
+		cfg.Client, cfg.Kube, cfg.Resolver, cfg.Registry, cfg.Log = c, kube, res, reg, log.With("term", term)
+		ctl, err := nodeclass.New(cfg)
+		if err != nil {
+			return fmt.Errorf("nodeclass status: %w", err)
+		}
+		return ctl.Run(ctx)
+	})
 }
