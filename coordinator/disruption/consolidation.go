@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
 // Consolidation, in order of least disruption for the saving:
@@ -126,7 +127,7 @@ func (s *sim) fits(pod *Pod, sn *simNode) bool {
 			}
 			ok := false
 			for j := range pod.Tolerations {
-				if tolerates(&pod.Tolerations[j], t) {
+				if scheduling.ToleratesTaint(&pod.Tolerations[j], t) {
 					ok = true
 					break
 				}
@@ -570,25 +571,4 @@ func (p *planner) consolidateReplace(s *sim, pool *Pool, under []int) {
 		d.Budget = lim.Budget
 		p.decide(*d)
 	}
-}
-
-// tolerates is the core toleration rule (empty effect matches every effect,
-// empty key with Exists matches every key, Exists ignores the value).
-func tolerates(tol *corev1.Toleration, t *corev1.Taint) bool {
-	if tol.Effect != "" && tol.Effect != t.Effect {
-		return false
-	}
-	if tol.Key == "" {
-		return tol.Operator == corev1.TolerationOpExists
-	}
-	if tol.Key != t.Key {
-		return false
-	}
-	switch tol.Operator {
-	case corev1.TolerationOpExists:
-		return true
-	case "", corev1.TolerationOpEqual:
-		return tol.Value == t.Value
-	}
-	return false
 }

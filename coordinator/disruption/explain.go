@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
 // HTTP paths the coordinator's API serves explanations on; the CLI
@@ -195,7 +196,7 @@ func poolRejects(pool *Pool, pod *Pod) string {
 	for _, t := range pool.Taints {
 		ok := false
 		for j := range pod.Tolerations {
-			if tolerates(&pod.Tolerations[j], &t) {
+			if scheduling.ToleratesTaint(&pod.Tolerations[j], &t) {
 				ok = true
 				break
 			}

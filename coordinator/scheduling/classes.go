@@ -506,7 +506,7 @@ func tolerates(tols []corev1.Toleration, taints []corev1.Taint, tolPrefer bool) 
 		}
 		ok := false
 		for j := range tols {
-			if toleratesTaint(&tols[j], t) {
+			if ToleratesTaint(&tols[j], t) {
 				ok = true
 				break
 			}
@@ -518,8 +518,10 @@ func tolerates(tols []corev1.Toleration, taints []corev1.Taint, tolPrefer bool) 
 	return true, nil
 }
 
-// toleratesTaint is the Kubernetes toleration matching rule.
-func toleratesTaint(tol *corev1.Toleration, t *corev1.Taint) bool {
+// ToleratesTaint is the Kubernetes toleration matching rule (empty effect
+// matches every effect, empty key with Exists matches every key, Exists
+// ignores the value), without the klog dependency of corev1's method.
+func ToleratesTaint(tol *corev1.Toleration, t *corev1.Taint) bool {
 	if tol.Effect != "" && tol.Effect != t.Effect {
 		return false
 	}
