@@ -102,6 +102,12 @@ type Instance struct {
 	PrivateIP    string            `json:"privateIP,omitempty"`
 	LaunchTime   time.Time         `json:"launchTime"`
 	Tags         map[string]string `json:"tags,omitempty"`
+	// SubnetID and SecurityGroupIDs are where the instance runs on the
+	// network; the disruption planner compares them with the EC2NodeClass's
+	// resolved subnets and security groups to detect drift. Empty when
+	// unknown (e.g. an instance recorded before these fields existed).
+	SubnetID         string   `json:"subnetID,omitempty"`
+	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
 }
 
 // ProviderID formats the Kubernetes providerID of an EC2 instance.

@@ -169,9 +169,16 @@ func toInstance(in *ec2types.Instance) *cloud.Instance {
 	for _, t := range in.Tags {
 		tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
+	var sgs []string
+	for _, g := range in.SecurityGroups {
+		if id := aws.ToString(g.GroupId); id != "" {
+			sgs = append(sgs, id)
+		}
+	}
 	return &cloud.Instance{
 		ID: id, ProviderID: cloud.ProviderID(zone, id), InstanceType: string(in.InstanceType), Zone: zone,
 		CapacityType: ct, ImageID: aws.ToString(in.ImageId), State: state, PrivateIP: aws.ToString(in.PrivateIpAddress),
 		LaunchTime: aws.ToTime(in.LaunchTime), Tags: tags,
+		SubnetID: aws.ToString(in.SubnetId), SecurityGroupIDs: sgs,
 	}
 }

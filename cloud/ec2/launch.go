@@ -265,7 +265,7 @@ func (p *Provider) launch(ctx context.Context, nc nodeClass, resolved *cloud.Res
 	if err != nil {
 		return nil, nil, err
 	}
-	return p.fleetResult(ctx, req, a, out, tags, zoneOfSubnet, byAMI)
+	return p.fleetResult(ctx, req, a, out, tags, sgs, zoneOfSubnet, byAMI)
 }
 
 // createFleet calls CreateFleet with a token derived from the request's.
@@ -380,7 +380,7 @@ func onlyThrottled(errs []ec2types.CreateFleetError) bool {
 	return true
 }
 
-func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a attempt, out *awsec2.CreateFleetOutput, tags map[string]string, zoneOfSubnet map[string]string, byAMI map[string][]override) (*cloud.Instance, []cloud.UnavailableOffering, error) {
+func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a attempt, out *awsec2.CreateFleetOutput, tags map[string]string, sgs []string, zoneOfSubnet map[string]string, byAMI map[string][]override) (*cloud.Instance, []cloud.UnavailableOffering, error) {
 	var refused []cloud.UnavailableOffering
 	var other []string
 	for _, e := range out.Errors {
@@ -433,6 +433,10 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 		if zone == "" {
 			zone = zoneOfSubnet[aws.ToString(fi.SubnetId)]
 		}
+		subnet := aws.ToString(fi.SubnetId)
+		if lo := fi.LaunchTemplateAndOverrides; subnet == "" && lo != nil && lo.Overrides != nil {
+			subnet = aws.ToString(lo.Overrides.SubnetId)
+		}
 		image := ""
 		arch := p.archOf(itype)
 		for ami, ovs := range byAMI {
@@ -443,7 +447,12 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 		inst := &cloud.Instance{
 			ID: id, ProviderID: cloud.ProviderID(zone, id), InstanceType: itype, Zone: zone,
 			CapacityType: lifecycleCapacityType(fi.Lifecycle, a.capacityType), ImageID: image,
-			State: cloud.StatePending, LaunchTime: p.clock.Now(), Tags: tags,
+			State: cloud.StatePending, LaunchTime: p.clock.Now(), Tags: tags, SubnetID: subnet,
+		}
+		if len(sgs) > 0 {
+			// The launch template carries exactly these groups, so the
+			// instance runs in them; recording them spares a DescribeInstances.
+			inst.SecurityGroupIDs = append([]string(nil), sgs...)
 		}
 		p.recent.add(inst)
 		p.log.InfoContext(ctx, "instance launched", "nodeClaim", req.NodeClaimName, "instance", id, "type", itype, "zone", zone, "capacityType", inst.CapacityType, "refusedFirst", len(refused))

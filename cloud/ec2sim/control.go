@@ -196,25 +196,27 @@ func (s *Sim) httpGetInstance(w http.ResponseWriter, r *http.Request) {
 
 // InstanceInfo is the control API's view of an instance.
 type InstanceInfo struct {
-	ID            string            `json:"id"`
-	InstanceType  string            `json:"instanceType"`
-	Zone          string            `json:"zone"`
-	SubnetID      string            `json:"subnetID"`
-	CapacityType  string            `json:"capacityType"`
-	ImageID       string            `json:"imageID"`
-	State         string            `json:"state"`
-	StateReason   string            `json:"stateReason,omitempty"`
-	PrivateIP     string            `json:"privateIP"`
-	PrivateDNS    string            `json:"privateDNSName"`
-	ProviderID    string            `json:"providerID"`
-	LaunchTime    time.Time         `json:"launchTime"`
-	ClientToken   string            `json:"clientToken,omitempty"`
-	Tags          map[string]string `json:"tags"`
-	VolumeTags    map[string]string `json:"volumeTags"`
-	IMDSEndpoint  string            `json:"imdsEndpoint,omitempty"`
-	UserData      string            `json:"userData,omitempty"`
-	SpotAction    *time.Time        `json:"spotActionTime,omitempty"`
-	RebalanceTime *time.Time        `json:"rebalanceNoticeTime,omitempty"`
+	ID           string `json:"id"`
+	InstanceType string `json:"instanceType"`
+	Zone         string `json:"zone"`
+	SubnetID     string `json:"subnetID"`
+	// SecurityGroupIDs are the groups the instance's network interface is in.
+	SecurityGroupIDs []string          `json:"securityGroupIDs,omitempty"`
+	CapacityType     string            `json:"capacityType"`
+	ImageID          string            `json:"imageID"`
+	State            string            `json:"state"`
+	StateReason      string            `json:"stateReason,omitempty"`
+	PrivateIP        string            `json:"privateIP"`
+	PrivateDNS       string            `json:"privateDNSName"`
+	ProviderID       string            `json:"providerID"`
+	LaunchTime       time.Time         `json:"launchTime"`
+	ClientToken      string            `json:"clientToken,omitempty"`
+	Tags             map[string]string `json:"tags"`
+	VolumeTags       map[string]string `json:"volumeTags"`
+	IMDSEndpoint     string            `json:"imdsEndpoint,omitempty"`
+	UserData         string            `json:"userData,omitempty"`
+	SpotAction       *time.Time        `json:"spotActionTime,omitempty"`
+	RebalanceTime    *time.Time        `json:"rebalanceNoticeTime,omitempty"`
 }
 
 func (s *Sim) infoLocked(in *instance) InstanceInfo {
@@ -223,7 +225,7 @@ func (s *Sim) infoLocked(in *instance) InstanceInfo {
 		ImageID: in.imageID, State: in.state, StateReason: in.stateReason, PrivateIP: in.privateIP,
 		PrivateDNS: in.privateDNS, ProviderID: "aws:///" + in.zone + "/" + in.id, LaunchTime: in.launched,
 		ClientToken: in.clientToken, Tags: copyTags(in.tags), VolumeTags: copyTags(in.volumeTags),
-		UserData: string(in.userData),
+		UserData: string(in.userData), SecurityGroupIDs: append([]string(nil), in.sgIDs...),
 	}
 	if in.imds != nil {
 		info.IMDSEndpoint = in.imds.url

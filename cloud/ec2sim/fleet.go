@@ -316,6 +316,7 @@ func (s *Sim) writeFleet(w *xw, rec *fleetRecord) {
 		}
 		w.close("instanceIds")
 		w.elem("instanceType", l.ov.itype)
+		w.opt("subnetId", l.ov.subnetID)
 		w.close("item")
 	}
 	w.close("fleetInstanceSet")

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 )
 
 // The cluster-state commands talk to any coordinator replica: reads are
@@ -199,9 +200,10 @@ func launchesCmd() *cobra.Command {
 func rolloutsCmd() *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
-		Use:   "rollouts",
-		Short: "Show AMI rollouts per NodePool",
-		Args:  cobra.NoArgs,
+		Use:     "rollouts",
+		Aliases: []string{"rollout"},
+		Short:   "Show AMI rollouts per NodePool",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r api.Rollouts
 			if err := f.get(cmd, api.PathRollouts, &r); err != nil {
@@ -212,13 +214,14 @@ func rolloutsCmd() *cobra.Command {
 				return printJSON(w, r)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODEPOOL\tTARGET AMI\tDONE\tIN PROGRESS\tREMAINING\tBLOCKED\tUPDATED")
+			fmt.Fprintln(tw, "NODEPOOL\tTARGET AMI\tSTATE\tDONE\tIN PROGRESS\tREMAINING\tBLOCKED\tUPDATED")
 			for _, ro := range r.Rollouts {
 				blocked := ro.BlockedReason
 				if ro.Paused {
 					blocked = "paused " + blocked
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", ro.NodePool, ro.TargetAMI, len(ro.Done), len(ro.InProgress),
+				done, total, state := disruption.RolloutProgress(*ro)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", ro.NodePool, ro.TargetAMI, state, done, total, len(ro.InProgress),
 					len(ro.Remaining), dash(strings.TrimSpace(blocked)), since(ro.UpdatedAt))
 			}
 			if len(r.Rollouts) == 0 {
@@ -228,5 +231,6 @@ func rolloutsCmd() *cobra.Command {
 		},
 	}
 	f.add(cmd)
+	cmd.AddCommand(rolloutResumeCmd())
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -79,4 +80,60 @@ func (c *Client) Launches(ctx context.Context, open bool) (*Launches, error) {
 func (c *Client) Rollouts(ctx context.Context) (*Rollouts, error) {
 	var r Rollouts
 	return &r, c.Get(ctx, PathRollouts, &r)
+}
+
+// HTTPError is a non-2xx answer to a write, with the server's error body,
+// so callers can tell 404 (unknown) and 409 (wrong state) from failures.
+type HTTPError struct {
+	Method, Path string
+	StatusCode   int
+	Status       string
+	Body         Error
+}
+
+func (e *HTTPError) Error() string {
+	if e.Body.Error != "" {
+		return fmt.Sprintf("%s %s: %s: %s", e.Method, e.Path, e.Status, e.Body.Error)
+	}
+	return fmt.Sprintf("%s %s: %s", e.Method, e.Path, e.Status)
+}
+
+// Post sends a body-less POST to path and decodes the answer into out
+// (skipped when out is nil). A non-2xx answer is an *HTTPError.
+func (c *Client) Post(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		he := &HTTPError{Method: http.MethodPost, Path: path, StatusCode: resp.StatusCode, Status: resp.Status}
+		_ = json.Unmarshal(body, &he.Body)
+		return he
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("POST %s: decode: %w", path, err)
+	}
+	return nil
+}
+
+// ResumeRollout resumes pool's halted rollout (POST
+// /v1/rollouts/{nodepool}/resume on any replica).
+func (c *Client) ResumeRollout(ctx context.Context, pool string) (*RolloutResumed, error) {
+	var r RolloutResumed
+	if err := c.Post(ctx, RolloutResumePath(url.PathEscape(pool)), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

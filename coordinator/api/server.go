@@ -99,6 +99,7 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+PathRollouts, h.read(h.rollouts))
 	h.mux.HandleFunc("GET "+PathDisruptions, h.read(h.disruptions))
 	h.mux.HandleFunc("POST "+report.Path, h.postReport)
+	h.mux.HandleFunc("POST "+PathRolloutResume, h.resumeRollout)
 	for p, eh := range cfg.Extra {
 		h.mux.Handle(p, eh)
 	}

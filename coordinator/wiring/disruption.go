@@ -190,9 +190,11 @@ func (s *snapshotSource) Snapshot(ctx context.Context) (*disruption.Snapshot, er
 	if err != nil {
 		return nil, fmt.Errorf("instance types: %w", err)
 	}
+	st := s.store.State()
 	snap, errs := disruption.BuildSnapshot(disruption.ClusterState{
 		NodePools: o.nodePools, NodeClasses: o.nodeClasses, NodeClaims: o.nodeClaims, Nodes: o.nodes,
-		Pods: o.pods, PDBs: o.pdbs, InstanceTypes: values(its), Raft: s.store.State(),
+		Pods: o.pods, PDBs: o.pdbs, InstanceTypes: values(its), Raft: st,
+		InstanceNetwork: instanceNetwork(st),
 	})
 	for _, e := range errs {
 		s.view.log.Debug("disruption snapshot", "note", e)
