@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
@@ -43,17 +42,6 @@ func explainSnapshot(t *testing.T) *disruption.Snapshot {
 		InstanceTypes: types,
 		PendingPods:   []disruption.Pod{{Namespace: "web", Name: "huge", Requests: disruption.Resources{MilliCPU: 900000, Pods: 1}}},
 	}
-}
-
-func runCLI(t *testing.T, args ...string) string {
-	t.Helper()
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetArgs(args)
-	if err := rootCmd.Execute(); err != nil {
-		t.Fatalf("dovetail %v: %v", args, err)
-	}
-	return out.String()
 }
 
 func TestExplainOffline(t *testing.T) {

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,46 +13,13 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
-	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 )
-
-func runResumeCLI(args ...string) (string, error) {
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetArgs(args)
-	err := rootCmd.Execute()
-	return out.String(), err
-}
 
 // TestRolloutsResume resumes a halted rollout with `dovetail rollouts resume`
 // against a real coordinator API, and checks the answers for a pool without
 // a rollout and for a rollout that is not halted.
 func TestRolloutsResume(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node, err := raftnode.Start(context.Background(), raftnode.Config{ID: "cli-r", DataDir: filepath.Join(t.TempDir(), "r"),
-		BindAddr: addr, Peers: []raftnode.Peer{{ID: "cli-r", RaftAddr: addr}}, SegmentSize: 1 << 20, Logger: quiet,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Kill() })
-	go func() {
-		for range node.LeaderNotify() {
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !node.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	node := startLeader(t, "cli-r")
 	ctx := context.Background()
 	now := time.Now()
 	for _, c := range []fsm.Command{
@@ -70,26 +33,26 @@ func TestRolloutsResume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(api.New(api.Config{Backend: node, Log: quiet}))
+	srv := httptest.NewServer(api.New(api.Config{Backend: node, Log: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(srv.Close)
 
-	out, err := runResumeCLI("rollouts", "--server", srv.URL, "-o", "text")
+	out, err := execCLI("rollouts", "--server", srv.URL, "-o", "text")
 	if err != nil || !strings.Contains(out, "paused replacement gp-x") || !strings.Contains(out, "Halted") || !strings.Contains(out, "1/4") {
 		t.Fatalf("rollouts before resume: %v\n%s", err, out)
 	}
-	if _, err := runResumeCLI("rollouts", "resume", "nope", "--server", srv.URL, "-o", "text"); err == nil ||
+	if _, err := execCLI("rollouts", "resume", "nope", "--server", srv.URL, "-o", "text"); err == nil ||
 		!strings.Contains(err.Error(), `nodepool "nope" has no rollout`) {
 		t.Fatalf("unknown pool: %v", err)
 	}
-	if _, err := runResumeCLI("rollouts", "resume", "web", "--server", srv.URL, "-o", "text"); err == nil ||
+	if _, err := execCLI("rollouts", "resume", "web", "--server", srv.URL, "-o", "text"); err == nil ||
 		!strings.Contains(err.Error(), "nothing to resume") || !strings.Contains(err.Error(), "not halted (Rolling)") {
 		t.Fatalf("rolling pool: %v", err)
 	}
-	if _, err := runResumeCLI("rollouts", "resume", "--server", srv.URL); err == nil {
+	if _, err := execCLI("rollouts", "resume", "--server", srv.URL); err == nil {
 		t.Fatal("resume without a nodepool accepted")
 	}
 
-	out, err = runResumeCLI("rollouts", "resume", "gp", "--server", srv.URL, "-o", "text")
+	out, err = execCLI("rollouts", "resume", "gp", "--server", srv.URL, "-o", "text")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +65,14 @@ func TestRolloutsResume(t *testing.T) {
 	if st.Rollouts["gp"].Paused || st.Rollouts["gp"].BlockedReason != "" || st.Disruptions["b"] != nil {
 		t.Fatalf("state after resume: %+v %+v", st.Rollouts["gp"], st.Disruptions)
 	}
-	out, err = runResumeCLI("rollouts", "--server", srv.URL, "-o", "text")
+	out, err = execCLI("rollouts", "--server", srv.URL, "-o", "text")
 	if err != nil || strings.Contains(out, "paused") || strings.Contains(out, "Halted") || !strings.Contains(out, "Rolling") {
 		t.Fatalf("rollouts after resume: %v\n%s", err, out)
 	}
 
 	// The hint the planner prints (`dovetail rollout resume POOL`) works too;
 	// the rollout is no longer halted, so the answer is 409 (an error).
-	if _, err := runResumeCLI("rollout", "resume", "gp", "--server", srv.URL, "-o", "json"); err == nil ||
+	if _, err := execCLI("rollout", "resume", "gp", "--server", srv.URL, "-o", "json"); err == nil ||
 		!strings.Contains(err.Error(), "nothing to resume") {
 		t.Fatalf("second resume: %v", err)
 	}
@@ -117,7 +80,7 @@ func TestRolloutsResume(t *testing.T) {
 	if err := node.Apply(ctx, fsm.RolloutSet{Rollout: fsm.Rollout{NodePool: "gp", TargetAMI: "ami-0new", Paused: true, StartedAt: now}}); err != nil {
 		t.Fatal(err)
 	}
-	out, err = runResumeCLI("rollout", "resume", "gp", "--server", srv.URL, "-o", "json")
+	out, err = execCLI("rollout", "resume", "gp", "--server", srv.URL, "-o", "json")
 	var res api.RolloutResumed
 	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Rollout.Paused || res.Leader != "cli-r" {
 		t.Fatalf("resume -o json: %v\n%s", err, out)

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,49 +12,13 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
-	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/report"
 )
-
-func runStatusCLI(t *testing.T, args ...string) string {
-	t.Helper()
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetArgs(args)
-	if err := rootCmd.Execute(); err != nil {
-		t.Fatalf("dovetail %v: %v", args, err)
-	}
-	return out.String()
-}
 
 // TestClusterStateCommands runs status, nodes, launches and rollouts against
 // a real (single-replica) coordinator API.
 func TestClusterStateCommands(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node, err := raftnode.Start(context.Background(), raftnode.Config{ID: "cli-0", DataDir: filepath.Join(t.TempDir(), "r"),
-		BindAddr: addr, Peers: []raftnode.Peer{{ID: "cli-0", RaftAddr: addr}}, SegmentSize: 1 << 20, Logger: quiet,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Kill() })
-	go func() {
-		for range node.LeaderNotify() {
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !node.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	node := startLeader(t, "cli-0")
 	ctx := context.Background()
 	now := time.Now()
 	for _, c := range []fsm.Command{
@@ -75,29 +35,29 @@ func TestClusterStateCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(api.New(api.Config{Backend: node, Log: quiet}))
+	srv := httptest.NewServer(api.New(api.Config{Backend: node, Log: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(srv.Close)
 
-	out := runStatusCLI(t, "status", "--server", srv.URL)
+	out := runCLI(t, "status", "--server", srv.URL)
 	for _, want := range []string{"Leader:        cli-0", "1 open, 2 total", "cli-0", "Voter"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
-	out = runStatusCLI(t, "nodes", "--server", srv.URL, "--consistent")
+	out = runCLI(t, "nodes", "--server", srv.URL, "--consistent")
 	if !strings.Contains(out, "ip-10-0-0-2") || !strings.Contains(out, "containerd=failed") || !strings.Contains(out, "i-2") {
 		t.Errorf("nodes output:\n%s", out)
 	}
-	out = runStatusCLI(t, "launches", "--server", srv.URL)
+	out = runCLI(t, "launches", "--server", srv.URL)
 	if !strings.Contains(out, "default-x1") || strings.Contains(out, "default-x2") {
 		t.Errorf("open launches output:\n%s", out)
 	}
-	out = runStatusCLI(t, "launches", "--server", srv.URL, "-A", "-o", "json")
+	out = runCLI(t, "launches", "--server", srv.URL, "-A", "-o", "json")
 	var launches api.Launches
 	if err := json.Unmarshal([]byte(out), &launches); err != nil || len(launches.Intents) != 2 {
 		t.Errorf("launches -A -o json: %v\n%s", err, out)
 	}
-	out = runStatusCLI(t, "rollouts", "--server", srv.URL, "-o", "text")
+	out = runCLI(t, "rollouts", "--server", srv.URL, "-o", "text")
 	if !strings.Contains(out, "ami-new") || !strings.Contains(out, "budget") {
 		t.Errorf("rollouts output:\n%s", out)
 	}
