@@ -26,6 +26,10 @@ go run "$CONTROLLER_GEN" \
 	paths=./api/... \
 	output:crd:artifacts:config="$scratch"
 
+# Validation of embedded core types (taints, NodeClaim conditions) that no
+# marker can express, as Karpenter patches its own CRDs.
+go run ./hack/crdpatch "$scratch"
+
 mkdir -p packaging/crds
 rm -f packaging/crds/*.yaml
 cp "$scratch"/*.yaml packaging/crds/

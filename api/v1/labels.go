@@ -134,12 +134,10 @@ const (
 )
 
 // RestrictedLabelDomains are label domains users may not set in requirements
-// or template labels, except for the keys in WellKnownLabels and the
-// subdomains in LabelDomainExceptions.
-var RestrictedLabelDomains = []string{"kubernetes.io", "k8s.io", Group, AWSGroup}
-
-// LabelDomainExceptions are subdomains of restricted domains users may use.
-var LabelDomainExceptions = []string{"kops.k8s.io", "node.kubernetes.io", "node-restriction.kubernetes.io"}
+// or template labels, except for the keys in WellKnownLabels. As in
+// Karpenter v1.14, only Karpenter's own domains are restricted: other
+// kubernetes.io and k8s.io keys are the user's (and the kubelet's) business.
+var RestrictedLabelDomains = []string{Group, AWSGroup}
 
 // WellKnownLabels are the restricted-domain labels users may use in
 // requirements: Dovetail knows their values for every instance type/offering.
@@ -156,13 +154,16 @@ var WellKnownLabels = []string{
 	LabelInstanceGPUManufacturer, LabelInstanceGPUCount, LabelInstanceGPUMemory,
 	LabelInstanceAcceleratorName, LabelInstanceAcceleratorManufacturer, LabelInstanceAcceleratorCount,
 	LabelInstanceCapabilityFlex, LabelCapacityReservationID, LabelCapacityReservationType,
+	AWSGroup + "/instance-tenancy", AWSGroup + "/capacity-reservation-interruptible", AWSGroup + "/ec2nodeclass",
+	AWSGroup + "/placement-group-id", AWSGroup + "/placement-group-partition",
 }
 
 // ValidateRequirementKey returns an error if key may not be used in a NodePool
 // requirement. It mirrors the CEL rules in the CRD, for code paths (CLI,
 // simulate) that see objects the API server has not validated.
 func ValidateRequirementKey(key string) error {
-	if key == NodePoolLabelKey {
+	switch key {
+	case NodePoolLabelKey, LabelHostname:
 		return fmt.Errorf("label %q is restricted", key)
 	}
 	if isWellKnown(key) {
@@ -197,11 +198,6 @@ func restrictedDomain(key string) error {
 	// Like the CRD's CEL rules, the domain is everything before the first
 	// "/", or the whole key when it has none.
 	domain, _, _ := strings.Cut(key, "/")
-	for _, e := range LabelDomainExceptions {
-		if strings.HasSuffix(domain, e) {
-			return nil
-		}
-	}
 	for _, r := range RestrictedLabelDomains {
 		if strings.HasSuffix(domain, r) {
 			return fmt.Errorf("label domain %q is restricted", r)

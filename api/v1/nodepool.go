@@ -13,12 +13,13 @@ import (
 // +kubebuilder:resource:path=nodepools,scope=Cluster,categories=karpenter,shortName={np,nps}
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="NodeClass",type="string",JSONPath=".spec.template.spec.nodeClassRef.name"
-// +kubebuilder:printcolumn:name="Weight",type="integer",JSONPath=".spec.weight",priority=1
-// +kubebuilder:printcolumn:name="CPU",type="string",JSONPath=".status.resources.cpu"
-// +kubebuilder:printcolumn:name="Memory",type="string",JSONPath=".status.resources.memory"
-// +kubebuilder:printcolumn:name="Nodes",type="string",JSONPath=".status.resources.nodes"
+// +kubebuilder:printcolumn:name="Nodes",type="string",JSONPath=".status.nodes"
 // +kubebuilder:printcolumn:name="Ready",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].status"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+// +kubebuilder:printcolumn:name="Weight",type="integer",JSONPath=".spec.weight",priority=1
+// +kubebuilder:printcolumn:name="CPU",type="string",JSONPath=".status.resources.cpu",priority=1
+// +kubebuilder:printcolumn:name="Memory",type="string",JSONPath=".status.resources.memory",priority=1
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.nodes
 type NodePool struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -38,6 +39,14 @@ type NodePoolList struct {
 }
 
 // NodePoolSpec is what a NodePool asks for.
+//
+// A static pool (replicas set) keeps a fixed node count, so the knobs that
+// only steer dynamic provisioning are refused on it, and a pool cannot switch
+// between the two modes (its nodes would be owned by the wrong controller).
+//
+// +kubebuilder:validation:XValidation:rule="has(self.replicas) == has(oldSelf.replicas)",message="Cannot transition NodePool between static (replicas set) and dynamic (replicas unset) provisioning modes"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || (!has(self.limits) || size(self.limits) == 0 || (size(self.limits) == 1 && 'nodes' in self.limits))",message="only 'limits.nodes' is supported on static NodePools"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || !has(self.weight)",message="'weight' is not supported on static NodePools"
 type NodePoolSpec struct {
 	// Template describes the NodeClaims this pool creates.
 	// +required
@@ -57,16 +66,25 @@ type NodePoolSpec struct {
 	// +kubebuilder:validation:Maximum:=100
 	// +optional
 	Weight *int32 `json:"weight,omitempty"`
+
+	// Replicas makes the pool static: it keeps exactly this many nodes,
+	// whatever is pending. Unset means a dynamic pool.
+	// +kubebuilder:validation:Minimum:=0
+	// +optional
+	Replicas *int64 `json:"replicas,omitempty"`
 }
 
 // ConsolidationPolicy says which nodes consolidation may act on.
-// +kubebuilder:validation:Enum:={WhenEmpty,WhenEmptyOrUnderutilized}
+// +kubebuilder:validation:Enum:={WhenEmpty,WhenEmptyOrUnderutilized,Balanced}
 type ConsolidationPolicy string
 
 // Consolidation policies.
 const (
 	ConsolidationPolicyWhenEmpty                = ConsolidationPolicy("WhenEmpty")
 	ConsolidationPolicyWhenEmptyOrUnderutilized = ConsolidationPolicy("WhenEmptyOrUnderutilized")
+	// ConsolidationPolicyBalanced consolidates like WhenEmptyOrUnderutilized
+	// but only when the saving is worth the disruption (Karpenter v1.14).
+	ConsolidationPolicyBalanced = ConsolidationPolicy("Balanced")
 )
 
 // DisruptionReason is why a node is disrupted; budgets may be limited to reasons.
@@ -97,20 +115,20 @@ type Disruption struct {
 
 	// Budgets limit how many nodes may be disrupted at once. The most
 	// restrictive active budget applies. Default: 10% of nodes.
+	// +kubebuilder:validation:XValidation:message="'schedule' must be set with 'duration'",rule="self.all(x, has(x.schedule) == has(x.duration))"
 	// +kubebuilder:default:={{nodes: "10%"}}
 	// +kubebuilder:validation:MaxItems=50
+	// +listType=atomic
 	// +optional
 	Budgets []Budget `json:"budgets,omitempty"`
 }
 
 // Budget limits voluntary disruption of a pool's nodes, optionally only in a
 // schedule window and only for some reasons.
-//
-// +kubebuilder:validation:XValidation:message="'schedule' must be set with 'duration': a budget with a schedule needs a duration",rule="has(self.duration) || !has(self.schedule)"
-// +kubebuilder:validation:XValidation:message="'duration' must be set with 'schedule': a budget with a duration needs a schedule",rule="has(self.schedule) || !has(self.duration)"
 type Budget struct {
 	// Reasons this budget applies to; all reasons when empty.
-	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:MaxItems=50
+	// +listType=set
 	// +optional
 	Reasons []DisruptionReason `json:"reasons,omitempty"`
 
@@ -155,18 +173,21 @@ type NodeClaimTemplate struct {
 
 // ObjectMeta is the part of object metadata a template may set.
 type ObjectMeta struct {
-	// Labels to put on the NodeClaim and its node.
-	// +kubebuilder:validation:XValidation:message="label domain \"kubernetes.io\" is restricted",rule="self.all(x, x in [\"beta.kubernetes.io/instance-type\", \"failure-domain.beta.kubernetes.io/region\", \"beta.kubernetes.io/os\", \"beta.kubernetes.io/arch\", \"failure-domain.beta.kubernetes.io/zone\", \"topology.kubernetes.io/zone\", \"topology.kubernetes.io/region\", \"node.kubernetes.io/instance-type\", \"kubernetes.io/arch\", \"kubernetes.io/os\", \"node.kubernetes.io/windows-build\"] || x.find(\"^([^/]+)\").endsWith(\"node.kubernetes.io\") || x.find(\"^([^/]+)\").endsWith(\"node-restriction.kubernetes.io\") || !x.find(\"^([^/]+)\").endsWith(\"kubernetes.io\"))"
-	// +kubebuilder:validation:XValidation:message="label domain \"k8s.io\" is restricted",rule="self.all(x, x.find(\"^([^/]+)\").endsWith(\"kops.k8s.io\") || !x.find(\"^([^/]+)\").endsWith(\"k8s.io\"))"
+	// Labels to put on the NodeClaim and its node. Keys in the domains
+	// Karpenter owns are refused unless they are well-known labels a user may
+	// pin; other kubernetes.io and k8s.io keys are the user's business, as in
+	// Karpenter.
 	// +kubebuilder:validation:XValidation:message="label domain \"karpenter.sh\" is restricted",rule="self.all(x, x in [\"karpenter.sh/capacity-type\", \"karpenter.sh/nodepool\"] || !x.find(\"^([^/]+)\").endsWith(\"karpenter.sh\"))"
-	// +kubebuilder:validation:XValidation:message="label domain \"karpenter.k8s.aws\" is restricted",rule="self.all(x, x in [\"karpenter.k8s.aws/instance-hypervisor\", \"karpenter.k8s.aws/instance-encryption-in-transit-supported\", \"karpenter.k8s.aws/instance-category\", \"karpenter.k8s.aws/instance-family\", \"karpenter.k8s.aws/instance-generation\", \"karpenter.k8s.aws/instance-local-nvme\", \"karpenter.k8s.aws/instance-size\", \"karpenter.k8s.aws/instance-cpu\", \"karpenter.k8s.aws/instance-cpu-manufacturer\", \"karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz\", \"karpenter.k8s.aws/instance-memory\", \"karpenter.k8s.aws/instance-ebs-bandwidth\", \"karpenter.k8s.aws/instance-network-bandwidth\", \"karpenter.k8s.aws/instance-gpu-name\", \"karpenter.k8s.aws/instance-gpu-manufacturer\", \"karpenter.k8s.aws/instance-gpu-count\", \"karpenter.k8s.aws/instance-gpu-memory\", \"karpenter.k8s.aws/instance-accelerator-name\", \"karpenter.k8s.aws/instance-accelerator-manufacturer\", \"karpenter.k8s.aws/instance-accelerator-count\", \"karpenter.k8s.aws/instance-capability-flex\", \"karpenter.k8s.aws/capacity-reservation-id\", \"karpenter.k8s.aws/capacity-reservation-type\"] || !x.find(\"^([^/]+)\").endsWith(\"karpenter.k8s.aws\"))"
 	// +kubebuilder:validation:XValidation:message="label \"karpenter.sh/nodepool\" is restricted",rule="self.all(x, x != \"karpenter.sh/nodepool\")"
 	// +kubebuilder:validation:XValidation:message="label \"kubernetes.io/hostname\" is restricted",rule="self.all(x, x != \"kubernetes.io/hostname\")"
+	// +kubebuilder:validation:XValidation:message="label domain \"karpenter.k8s.aws\" is restricted",rule="self.all(x, x in [\"karpenter.k8s.aws/instance-tenancy\", \"karpenter.k8s.aws/capacity-reservation-type\", \"karpenter.k8s.aws/capacity-reservation-id\", \"karpenter.k8s.aws/capacity-reservation-interruptible\", \"karpenter.k8s.aws/ec2nodeclass\", \"karpenter.k8s.aws/instance-encryption-in-transit-supported\", \"karpenter.k8s.aws/instance-category\", \"karpenter.k8s.aws/instance-hypervisor\", \"karpenter.k8s.aws/instance-family\", \"karpenter.k8s.aws/instance-generation\", \"karpenter.k8s.aws/instance-local-nvme\", \"karpenter.k8s.aws/instance-size\", \"karpenter.k8s.aws/instance-cpu\", \"karpenter.k8s.aws/instance-cpu-manufacturer\", \"karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz\", \"karpenter.k8s.aws/instance-memory\", \"karpenter.k8s.aws/instance-ebs-bandwidth\", \"karpenter.k8s.aws/instance-network-bandwidth\", \"karpenter.k8s.aws/instance-gpu-name\", \"karpenter.k8s.aws/instance-gpu-manufacturer\", \"karpenter.k8s.aws/instance-gpu-count\", \"karpenter.k8s.aws/instance-gpu-memory\", \"karpenter.k8s.aws/instance-accelerator-name\", \"karpenter.k8s.aws/instance-accelerator-manufacturer\", \"karpenter.k8s.aws/instance-accelerator-count\", \"karpenter.k8s.aws/instance-capability-flex\", \"karpenter.k8s.aws/placement-group-id\", \"karpenter.k8s.aws/placement-group-partition\"] || !x.find(\"^([^/]+)\").endsWith(\"karpenter.k8s.aws\"))"
 	// +kubebuilder:validation:MaxProperties=100
+	// +mapType=atomic
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 
 	// Annotations to put on the NodeClaim and its node.
+	// +mapType=granular
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -174,11 +195,13 @@ type ObjectMeta struct {
 // NodeClaimTemplateSpec is a NodeClaimSpec without resources (the scheduler fills those in).
 type NodeClaimTemplateSpec struct {
 	// Taints put on the node at creation.
+	// +listType=atomic
 	// +optional
 	Taints []corev1.Taint `json:"taints,omitempty"`
 
 	// StartupTaints are put on the node at creation and expected to be
 	// removed by something else (a CNI or driver) once the node is ready.
+	// +listType=atomic
 	// +optional
 	StartupTaints []corev1.Taint `json:"startupTaints,omitempty"`
 
@@ -186,10 +209,13 @@ type NodeClaimTemplateSpec struct {
 	// architectures ... the pool may launch.
 	// +kubebuilder:validation:XValidation:message="label \"karpenter.sh/nodepool\" is restricted",rule="self.all(x, x.key != \"karpenter.sh/nodepool\")"
 	// +kubebuilder:validation:MaxItems:=100
+	// +listType=atomic
 	// +required
 	Requirements []NodeSelectorRequirementWithMinValues `json:"requirements"`
 
 	// NodeClassRef names the cloud-specific node class (an EC2NodeClass).
+	// +kubebuilder:validation:XValidation:rule="self.group == oldSelf.group",message="nodeClassRef.group is immutable"
+	// +kubebuilder:validation:XValidation:rule="self.kind == oldSelf.kind",message="nodeClassRef.kind is immutable"
 	// +required
 	NodeClassRef *NodeClassReference `json:"nodeClassRef"`
 
@@ -214,6 +240,12 @@ type NodePoolStatus struct {
 	// Resources is the sum of the capacity of the pool's nodes (and "nodes", their count).
 	// +optional
 	Resources corev1.ResourceList `json:"resources,omitempty"`
+
+	// Nodes is the number of the pool's nodes (the scale subresource's
+	// replica count).
+	// +kubebuilder:default:=0
+	// +optional
+	Nodes *int64 `json:"nodes,omitempty"`
 
 	// NodeClassObservedGeneration is the NodeClass generation last seen ready.
 	// +optional

@@ -384,8 +384,9 @@ func TestLabelKeyRules(t *testing.T) {
 		"kubernetes.io/hostname":               false,
 		"node.kubernetes.io/instance-type":     true,
 		"topology.kubernetes.io/zone":          true,
-		"example.kubernetes.io/foo":            false,
-		"k8s.io/foo":                           false,
+		"example.kubernetes.io/foo":            true, // Karpenter v1.14 restricts only its own domains
+		"k8s.io/foo":                           true,
+		"karpenter.k8s.aws/instance-tenancy":   true,
 		"kops.k8s.io/instancegroup":            true,
 		"karpenter.k8s.aws/instance-family":    true,
 		"karpenter.k8s.aws/something-else":     false,

@@ -12,6 +12,7 @@ const (
 	AliasFamilyBottlerocket = "bottlerocket"
 	AliasFamilyWindows2019  = "windows2019"
 	AliasFamilyWindows2022  = "windows2022"
+	AliasFamilyWindows2025  = "windows2025"
 )
 
 // AliasVersionLatest is the alias version that tracks the newest release.
@@ -39,25 +40,24 @@ var aliasFamilies = map[string]string{
 	AliasFamilyBottlerocket: AMIFamilyBottlerocket,
 	AliasFamilyWindows2019:  AMIFamilyWindows2019,
 	AliasFamilyWindows2022:  AMIFamilyWindows2022,
+	AliasFamilyWindows2025:  AMIFamilyWindows2025,
 }
 
-// ParseAlias parses family@version with the same rules as the CRD: a known
-// family, and a version that is "latest" or starts with "v" (windows
-// families: "latest" only). Families are matched case-insensitively, as
-// Karpenter does when it resolves aliases.
+// ParseAlias parses family@version with the same rules as Karpenter v1.14's
+// CRD: a known family and any version after the first "@" (windows
+// families: "latest" only); a pinned version need not start with "v"
+// (bottlerocket@1.10.0 is accepted). Families are matched
+// case-insensitively, as Karpenter does when it resolves aliases.
 func ParseAlias(s string) (Alias, error) {
 	family, version, ok := strings.Cut(s, "@")
-	if !ok || family == "" || version == "" || strings.Contains(version, "@") {
+	if !ok || family == "" || version == "" {
 		return Alias{}, fmt.Errorf("alias %q is improperly formatted, must match the format 'family@version'", s)
 	}
 	family = strings.ToLower(family)
 	if _, known := aliasFamilies[family]; !known {
-		return Alias{}, fmt.Errorf("alias %q: family %q is not supported, must be one of al2, al2023, bottlerocket, windows2019, windows2022", s, family)
+		return Alias{}, fmt.Errorf("alias %q: family %q is not supported, must be one of al2, al2023, bottlerocket, windows2019, windows2022, windows2025", s, family)
 	}
-	if version != AliasVersionLatest && !strings.HasPrefix(version, "v") {
-		return Alias{}, fmt.Errorf("alias %q: version %q must be %q or start with 'v'", s, version, AliasVersionLatest)
-	}
-	if (family == AliasFamilyWindows2019 || family == AliasFamilyWindows2022) && version != AliasVersionLatest {
+	if strings.HasPrefix(family, "windows") && version != AliasVersionLatest {
 		return Alias{}, fmt.Errorf("alias %q: windows families may only specify version %q", s, AliasVersionLatest)
 	}
 	return Alias{Family: family, Version: version}, nil

@@ -33,14 +33,13 @@ func TestParseAlias(t *testing.T) {
 		}
 	}
 	for in, msg := range map[string]string{
-		"al2023":              "improperly formatted",
-		"al2023@":             "improperly formatted",
-		"@latest":             "improperly formatted",
-		"al2023@latest@x":     "improperly formatted",
-		"ubuntu@latest":       "not supported",
-		"bottlerocket@1.20.5": "must be \"latest\" or start with 'v'",
-		"windows2019@v1":      "only specify version",
-		"":                    "improperly formatted",
+		"al2023":         "improperly formatted",
+		"al2023@":        "improperly formatted",
+		"@latest":        "improperly formatted",
+		"ubuntu@latest":  "not supported",
+		"windows2019@v1": "only specify version",
+		"windows2025@v1": "only specify version",
+		"":               "improperly formatted",
 	} {
 		_, err := ParseAlias(in)
 		if err == nil || !strings.Contains(err.Error(), msg) {
