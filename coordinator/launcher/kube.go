@@ -66,10 +66,41 @@ func (k *KubeClaims) updateStatus(ctx context.Context, name string, mutate func(
 	}
 	base := nc.DeepCopy()
 	mutate(nc)
+	SetReady(nc)
 	if err := k.C.Status().Patch(ctx, nc, client.MergeFrom(base)); err != nil {
 		return fmt.Errorf("patch NodeClaim %s status: %w", name, err)
 	}
 	return nil
+}
+
+// readyDependents are the conditions Karpenter's NodeClaim Ready summarises.
+var readyDependents = []string{karpv1.ConditionTypeLaunched, karpv1.ConditionTypeRegistered, karpv1.ConditionTypeInitialized}
+
+// SetReady sets the root Ready condition as Karpenter does: True once the
+// claim is Launched, Registered and Initialized; False if one of them is
+// False; Unknown while one is still unknown. Without it `kubectl get
+// nodeclaims` shows an empty READY column.
+func SetReady(nc *karpv1.NodeClaim) {
+	status, reason := metav1.ConditionTrue, "Ready"
+	var msgs []string
+	for _, t := range readyDependents {
+		c := nc.GetCondition(t)
+		switch {
+		case c == nil || c.Status == metav1.ConditionUnknown:
+			if status == metav1.ConditionTrue {
+				status = metav1.ConditionUnknown
+			}
+			msgs = append(msgs, t+"=Unknown")
+		case c.Status == metav1.ConditionFalse:
+			status = metav1.ConditionFalse
+			msgs = append(msgs, t+"=False")
+		}
+	}
+	msg := ""
+	if status != metav1.ConditionTrue {
+		reason, msg = "UnhealthyDependents", strings.Join(msgs, ", ")
+	}
+	nc.SetCondition(metav1.Condition{Type: karpv1.ConditionTypeReady, Status: status, Reason: reason, Message: msg})
 }
 
 // MarkLaunched implements Claims: providerID, imageID, capacity,

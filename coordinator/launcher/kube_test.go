@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +147,9 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 	if got.Labels[karpv1.LabelInstanceType] != "m5.large" || got.Labels[karpv1.LabelTopologyZone] != "us-east-1a" {
 		t.Fatalf("labels = %v", got.Labels)
 	}
+	if got.GetCondition(karpv1.ConditionTypeReady) == nil {
+		t.Fatalf("no root Ready condition after launch: %s", conditionsString(got))
+	}
 	instanceID := la.Intent(nc.Name).Instance.ID
 
 	waitUntil(t, "Registered and Initialized", 60*time.Second, func() (bool, string) {
@@ -154,6 +158,7 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 		}
 		in := node.State().IntentByNodeClaim(nc.Name)
 		return got.IsTrue(karpv1.ConditionTypeRegistered) && got.IsTrue(karpv1.ConditionTypeInitialized) && got.Status.NodeName != "" &&
+				got.IsTrue(karpv1.ConditionTypeReady) &&
 				in != nil && in.Initialized,
 			"conditions " + conditionsString(got)
 	})
@@ -192,4 +197,24 @@ func boolStr(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+func TestSetReadySummarisesLaunchRegisterInitialize(t *testing.T) {
+	nc := &karpv1.NodeClaim{}
+	launcher.SetReady(nc)
+	if c := nc.GetCondition(karpv1.ConditionTypeReady); c.Status != metav1.ConditionUnknown || c.Reason != "UnhealthyDependents" {
+		t.Fatalf("fresh claim Ready = %+v", c)
+	}
+	nc.SetTrue(karpv1.ConditionTypeLaunched, "Launched", "")
+	nc.SetFalse(karpv1.ConditionTypeRegistered, "NodeNotFound", "")
+	launcher.SetReady(nc)
+	if c := nc.GetCondition(karpv1.ConditionTypeReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "Registered=False") {
+		t.Fatalf("Ready with Registered=False = %+v", c)
+	}
+	nc.SetTrue(karpv1.ConditionTypeRegistered, "Registered", "")
+	nc.SetTrue(karpv1.ConditionTypeInitialized, "Initialized", "")
+	launcher.SetReady(nc)
+	if !nc.IsTrue(karpv1.ConditionTypeReady) {
+		t.Fatalf("Ready with all dependents True = %+v", nc.GetCondition(karpv1.ConditionTypeReady))
+	}
 }

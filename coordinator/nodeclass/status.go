@@ -24,6 +24,9 @@ const (
 	// ReasonNotResolved is put on a condition that was never set when another
 	// selector failed first (the provider stops at the first failure).
 	ReasonNotResolved = "NotResolved"
+	// ReasonUnsupported marks capacityReservationSelectorTerms, which
+	// Dovetail accepts but does not launch into yet.
+	ReasonUnsupported = "Unsupported"
 )
 
 // maxMessage bounds condition messages: the API allows 32 KiB, a status
@@ -76,6 +79,10 @@ func Apply(nc *awsv1.EC2NodeClass, r *cloud.ResolvedNodeClass, resolveErr error)
 		work.SetTrue(awsv1.ConditionTypeAMIsReady, ReasonResolved, amiMessage(work.Status.AMIs))
 		work.SetTrue(awsv1.ConditionTypeSubnetsReady, ReasonResolved, subnetMessage(work.Status.Subnets))
 		work.SetTrue(awsv1.ConditionTypeSecurityGroupsReady, ReasonResolved, sgMessage(work.Status.SecurityGroups))
+		work.Status.InstanceProfile = instanceProfile(work)
+		work.SetTrue(awsv1.ConditionTypeInstanceProfileReady, ReasonResolved, "instance profile "+work.Status.InstanceProfile)
+		work.SetTrue(awsv1.ConditionTypeValidationSucceeded, ReasonResolved, "the node class resolved and its settings are valid")
+		setCapacityReservations(work)
 		work.SetTrue(awsv1.ConditionTypeReady, ReasonResolved, fmt.Sprintf("%d AMIs, %d subnets and %d security groups resolved",
 			len(work.Status.AMIs), len(work.Status.Subnets), len(work.Status.SecurityGroups)))
 	case resolveErr == nil:
@@ -113,6 +120,30 @@ func Apply(nc *awsv1.EC2NodeClass, r *cloud.ResolvedNodeClass, resolveErr error)
 	before, after := nc.GetCondition(awsv1.ConditionTypeReady), work.GetCondition(awsv1.ConditionTypeReady)
 	out.ReadyChanged = before == nil || before.Status != after.Status || before.Reason != after.Reason
 	return out, nil
+}
+
+// instanceProfile is the profile instances are launched with: the named
+// one, else a profile named after the role (Dovetail has no IAM access to
+// create one, see cloud/ec2).
+func instanceProfile(nc *awsv1.EC2NodeClass) string {
+	if nc.Spec.InstanceProfile != nil && *nc.Spec.InstanceProfile != "" {
+		return *nc.Spec.InstanceProfile
+	}
+	return nc.Spec.Role
+}
+
+// setCapacityReservations writes CapacityReservationsReady only for classes
+// that select reservations (as Karpenter), and says plainly that Dovetail
+// does not use them yet rather than claiming it resolved them. It is not
+// part of Ready: the class still launches on-demand and spot.
+func setCapacityReservations(nc *awsv1.EC2NodeClass) {
+	if len(nc.Spec.CapacityReservationSelectorTerms) == 0 {
+		nc.ClearCondition(awsv1.ConditionTypeCapacityReservationsReady)
+		nc.Status.CapacityReservations = nil
+		return
+	}
+	nc.SetFalse(awsv1.ConditionTypeCapacityReservationsReady, ReasonUnsupported,
+		"capacityReservationSelectorTerms are accepted but Dovetail does not launch into capacity reservations yet; instances use spot or on-demand capacity")
 }
 
 // toAMIs converts the provider's AMIs to status entries, each with the

@@ -223,3 +223,33 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// Karpenter v1.14 writes one condition per part of the class; `kubectl get
+// ec2nodeclasses -o yaml` should show the same set, and a class selecting
+// capacity reservations says Dovetail does not use them instead of lying.
+func TestApplyWritesKarpentersConditionTypes(t *testing.T) {
+	in := class(1)
+	in.Spec.Role = "KarpenterNodeRole-demo"
+	nc, _ := applied(t, in, resolution("ami-0b", "ami-0a"), nil)
+	for _, typ := range []string{awsv1.ConditionTypeAMIsReady, awsv1.ConditionTypeSubnetsReady, awsv1.ConditionTypeSecurityGroupsReady,
+		awsv1.ConditionTypeInstanceProfileReady, awsv1.ConditionTypeValidationSucceeded, awsv1.ConditionTypeReady} {
+		if c := condition(t, nc, typ); c.Status != metav1.ConditionTrue {
+			t.Errorf("%s = %+v, want True", typ, c)
+		}
+	}
+	if nc.Status.InstanceProfile != "KarpenterNodeRole-demo" {
+		t.Errorf("status.instanceProfile = %q, want the role's name", nc.Status.InstanceProfile)
+	}
+	if nc.GetCondition(awsv1.ConditionTypeCapacityReservationsReady) != nil {
+		t.Errorf("CapacityReservationsReady set on a class without capacityReservationSelectorTerms")
+	}
+
+	nc.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-123"}}
+	nc, _ = applied(t, nc, resolution("ami-0b", "ami-0a"), nil)
+	if c := condition(t, nc, awsv1.ConditionTypeCapacityReservationsReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonUnsupported {
+		t.Errorf("CapacityReservationsReady = %+v, want False/%s", c, ReasonUnsupported)
+	}
+	if !nc.IsTrue(awsv1.ConditionTypeReady) {
+		t.Errorf("Ready went False because of reservations Dovetail ignores")
+	}
+}

@@ -32,3 +32,8 @@ func (in *EC2NodeClass) SetTrue(t, reason, message string) bool {
 func (in *EC2NodeClass) SetFalse(t, reason, message string) bool {
 	return in.SetCondition(metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: message})
 }
+
+// ClearCondition removes condition t; it reports whether it was there.
+func (in *EC2NodeClass) ClearCondition(t string) bool {
+	return meta.RemoveStatusCondition(&in.Status.Conditions, t)
+}

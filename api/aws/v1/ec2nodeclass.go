@@ -535,6 +535,9 @@ const (
 	ConditionTypeAMIsReady            = "AMIsReady"
 	ConditionTypeInstanceProfileReady = "InstanceProfileReady"
 	ConditionTypeValidationSucceeded  = "ValidationSucceeded"
+	// ConditionTypeCapacityReservationsReady is set only on classes with
+	// capacityReservationSelectorTerms, as Karpenter does.
+	ConditionTypeCapacityReservationsReady = "CapacityReservationsReady"
 )
 
 // CapacityReservationType is the kind of a capacity reservation.
