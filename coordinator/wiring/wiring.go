@@ -35,6 +35,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/nodeclass"
+	"github.com/dovetail-dev/dovetail/coordinator/nodepoolstatus"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/drain"
 )
@@ -73,6 +74,9 @@ type Options struct {
 	NodeClass nodeclass.Config
 	// NoNodeClass leaves the EC2NodeClass status controller out.
 	NoNodeClass bool
+	// NodePoolStatus tunes the NodePool status controller (Interval);
+	// Client and Log are filled in.
+	NodePoolStatus nodepoolstatus.Config
 }
 
 // ProvisioningOptions tune the provisioner (see provisioning.Config).
@@ -128,6 +132,9 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if res, ok := rt.Cloud.(nodeclass.Resolver); ok && !o.NoNodeClass {
 		comps = append(comps, leader.Named{Name: "nodeclass-status", Component: nodeClassStatus(o.NodeClass, crc, kube, res, rt.Registry, log)})
 	}
+	// NodePool status (nodes, resources, conditions): what `kubectl get
+	// nodepools` and the scale subresource read.
+	comps = append(comps, leader.Named{Name: "nodepool-status", Component: nodePoolStatus(o.NodePoolStatus, crc, log)})
 	if rt.Launcher == nil || rt.Cloud == nil {
 		log.Warn("no cloud: provisioning and disruption are off (replication and API only)")
 		return comps, nil
@@ -210,6 +217,19 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 	return c.Run(ctx)
+}
+
+// nodePoolStatus runs a NodePool status controller for each term.
+func nodePoolStatus(cfg nodepoolstatus.Config, c client.Client, log *slog.Logger) leader.Component {
+	return leader.Func(func(ctx context.Context, term uint64) error {
+		cfg := cfg
+		cfg.Client, cfg.Log = c, log.With("term", term)
+		ctl, err := nodepoolstatus.New(cfg)
+		if err != nil {
+			return fmt.Errorf("nodepool status: %w", err)
+		}
+		return ctl.Run(ctx)
+	})
 }
 
 // nodeClassStatus runs a fresh EC2NodeClass status controller for each term
