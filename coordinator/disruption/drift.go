@@ -160,7 +160,7 @@ func satisfies(labels map[string]string, r corev1.NodeSelectorRequirement) (bool
 		if has {
 			return false, fmt.Sprintf("label %s=%s present, NodePool requires it absent", r.Key, v)
 		}
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
+	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt, "Gte", "Lte":
 		if !has || len(r.Values) != 1 {
 			return false, fmt.Sprintf("label %s missing for %s %v", r.Key, r.Operator, r.Values)
 		}
@@ -169,7 +169,8 @@ func satisfies(labels map[string]string, r corev1.NodeSelectorRequirement) (bool
 		if err1 != nil || err2 != nil {
 			return false, fmt.Sprintf("%s=%s not comparable with %s %s", r.Key, v, r.Operator, r.Values[0])
 		}
-		if (r.Operator == corev1.NodeSelectorOpGt && nv <= rv) || (r.Operator == corev1.NodeSelectorOpLt && nv >= rv) {
+		if (r.Operator == corev1.NodeSelectorOpGt && nv <= rv) || (r.Operator == corev1.NodeSelectorOpLt && nv >= rv) ||
+			(r.Operator == "Gte" && nv < rv) || (r.Operator == "Lte" && nv > rv) {
 			return false, fmt.Sprintf("%s=%s, NodePool now requires %s %s", r.Key, v, r.Operator, r.Values[0])
 		}
 	}

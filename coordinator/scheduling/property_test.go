@@ -194,3 +194,41 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 		}
 	}
 }
+
+// Gte/Lte bound integers inclusively; Gt/Lt exclusively.
+func TestInclusiveIntegerOperators(t *testing.T) {
+	for _, c := range []struct {
+		op     corev1.NodeSelectorOperator
+		bound  string
+		in     []string
+		out    []string
+		absent bool
+	}{
+		{OpGte, "4", []string{"4", "5", "100"}, []string{"3", "-1", "four"}, false},
+		{OpLte, "4", []string{"4", "0", "-7"}, []string{"5", "x"}, false},
+		{corev1.NodeSelectorOpGt, "4", []string{"5"}, []string{"4"}, false},
+		{OpGte, "-9223372036854775808", []string{"-9223372036854775808", "0"}, nil, false},
+		{OpLte, "9223372036854775807", []string{"9223372036854775807"}, nil, false},
+	} {
+		v, err := newValueSet(c.op, []string{c.bound})
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.op, c.bound, err)
+		}
+		for _, s := range c.in {
+			if !v.has(s) {
+				t.Errorf("%s %s excludes %s", c.op, c.bound, s)
+			}
+		}
+		for _, s := range c.out {
+			if v.has(s) {
+				t.Errorf("%s %s admits %s", c.op, c.bound, s)
+			}
+		}
+		if v.allowsAbsent() != c.absent {
+			t.Errorf("%s %s: allowsAbsent = %v", c.op, c.bound, v.allowsAbsent())
+		}
+	}
+	if _, err := newValueSet(OpGte, []string{"1", "2"}); err == nil {
+		t.Error("Gte with two values accepted")
+	}
+}

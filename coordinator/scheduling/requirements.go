@@ -10,6 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// Karpenter v1.14's inclusive integer operators (not in corev1).
+const (
+	OpGte corev1.NodeSelectorOperator = "Gte"
+	OpLte corev1.NodeSelectorOperator = "Lte"
+)
+
 // valueSet is the set of values a label may take: either the finite set
 // values (complement false) or every value except values (complement true),
 // further bounded by gt/lt for integer-valued labels. An empty finite set
@@ -39,7 +45,7 @@ func newValueSet(op corev1.NodeSelectorOperator, values []string) (valueSet, err
 	case corev1.NodeSelectorOpExists:
 	case corev1.NodeSelectorOpDoesNotExist:
 		v.complement = false
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
+	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt, OpGte, OpLte:
 		if len(values) != 1 {
 			return v, fmt.Errorf("operator %s needs exactly one value, got %d", op, len(values))
 		}
@@ -47,10 +53,23 @@ func newValueSet(op corev1.NodeSelectorOperator, values []string) (valueSet, err
 		if err != nil {
 			return v, fmt.Errorf("operator %s needs an integer value: %w", op, err)
 		}
-		if op == corev1.NodeSelectorOpGt {
+		// Labels compared this way are integers, so Gte n is Gt n-1 and Lte
+		// n is Lt n+1 (Karpenter v1.14); the bounds stay exclusive.
+		switch op {
+		case corev1.NodeSelectorOpGt:
 			v.gt = n
-		} else {
+		case corev1.NodeSelectorOpLt:
 			v.lt = n
+		case OpGte:
+			if n == math.MinInt64 {
+				break // every integer is >= MinInt64
+			}
+			v.gt = n - 1
+		case OpLte:
+			if n == math.MaxInt64 {
+				break
+			}
+			v.lt = n + 1
 		}
 		if v.gt != math.MinInt64 && v.lt != math.MaxInt64 && v.lt-v.gt <= 1 {
 			return valueSet{gt: math.MinInt64, lt: math.MaxInt64}, nil

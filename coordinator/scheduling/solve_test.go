@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -227,6 +228,25 @@ func TestSolveSemantics(t *testing.T) {
 			nc := oneClaim(t, r)
 			if !reflect.DeepEqual(nc.InstanceTypes, []string{"arm", "medium"}) {
 				t.Errorf("types %v, want [arm medium]", nc.InstanceTypes)
+			}
+		}},
+		{"Gte and Lte are inclusive (Karpenter v1.14)", snapWith([]NodePool{defaultPool("four",
+			Requirement{Key: "karpenter.k8s.aws/instance-cpu", Operator: OpGte, Values: []string{"4"}},
+			Requirement{Key: "karpenter.k8s.aws/instance-cpu", Operator: OpLte, Values: []string{"4"}},
+			Requirement{Key: LabelCapacityType, Operator: corev1.NodeSelectorOpIn, Values: []string{"on-demand"}})},
+			mkPod("p", "100m", "100Mi")), Options{}, func(t *testing.T, r Result) {
+			nc := oneClaim(t, r)
+			if !reflect.DeepEqual(nc.InstanceTypes, []string{"arm", "medium"}) {
+				t.Errorf("types %v, want [arm medium] (cpu == 4)", nc.InstanceTypes)
+			}
+		}},
+		{"Gte with minValues counts only the types left", snapWith([]NodePool{defaultPool("big",
+			Requirement{Key: "karpenter.k8s.aws/instance-cpu", Operator: OpGte, Values: []string{"4"}},
+			Requirement{Key: LabelInstanceType, Operator: corev1.NodeSelectorOpExists, MinValues: ptr(3)})},
+			mkPod("p", "100m", "100Mi")), Options{MaxInstanceTypes: 1}, func(t *testing.T, r Result) {
+			nc := oneClaim(t, r)
+			if len(nc.InstanceTypes) != 3 || slices.Contains(nc.InstanceTypes, "small") {
+				t.Errorf("types %v, want 3 types with cpu >= 4", nc.InstanceTypes)
 			}
 		}},
 		{"minValues keeps the list flexible", snapWith([]NodePool{defaultPool("flex", Requirement{Key: LabelInstanceType, Operator: corev1.NodeSelectorOpExists, MinValues: ptr(3)})},
