@@ -413,6 +413,12 @@ func (p *planner) consolidateDelete(s *sim, pool *Pool, under []int) []int {
 			rest = append(rest, i)
 			continue
 		}
+		if why := p.balancedRejects(pool, []*Node{sn.n}, sn.n.Price); why != "" {
+			s.undo(placed)
+			rest = append(rest, i)
+			p.skip(sn.n, ReasonUnderutilized, SkipBalanced, "%s", why)
+			continue
+		}
 		allowed, lim := p.allowance(pool, ReasonUnderutilized)
 		if allowed <= 0 {
 			s.undo(placed)
@@ -492,6 +498,14 @@ func (p *planner) replacementFor(s *sim, pool *Pool, group []int, commit bool) (
 		}
 	}
 	opts = capOptions(opts, p.o.MaxLaunchOptions)
+	var moving []*Node
+	for _, g := range group {
+		moving = append(moving, s.nodes[g].n)
+	}
+	if why := p.balancedRejects(pool, moving, price-opts[0].Price); why != "" {
+		s.undo(placed)
+		return nil, SkipBalanced, why
+	}
 	d := &Decision{Reason: ReasonUnderutilized, Pool: pool.Name, DrainDeadline: drainDeadline(pool),
 		Replacement: &Replacement{Pool: pool.Name, NodeClass: pool.NodeClass, Options: opts, Price: opts[0].Price, Requests: need},
 		Savings:     price - opts[0].Price}

@@ -104,15 +104,17 @@ const (
 	SkipBudget           = "Budget"
 	SkipConsolidateAfter = "ConsolidateAfter"
 	SkipPolicy           = "ConsolidationPolicy"
-	SkipDisabled         = "ConsolidationDisabled"
-	SkipNoCheaperFit     = "NoCheaperFit"
-	SkipMinSavings       = "MinSavings"
-	SkipSpotFlexibility  = "SpotFlexibility"
-	SkipRepairLimit      = "RepairLimit"
-	SkipRolloutHalted    = "RolloutHalted"
-	SkipSurge            = "WaitingForMovedPods"
-	SkipUnknownPool      = "UnknownNodePool"
-	SkipReceivingPods    = "ReceivingPods"
+	// SkipBalanced: a Balanced pool judged the saving not worth the disruption.
+	SkipBalanced        = "BalancedScore"
+	SkipDisabled        = "ConsolidationDisabled"
+	SkipNoCheaperFit    = "NoCheaperFit"
+	SkipMinSavings      = "MinSavings"
+	SkipSpotFlexibility = "SpotFlexibility"
+	SkipRepairLimit     = "RepairLimit"
+	SkipRolloutHalted   = "RolloutHalted"
+	SkipSurge           = "WaitingForMovedPods"
+	SkipUnknownPool     = "UnknownNodePool"
+	SkipReceivingPods   = "ReceivingPods"
 )
 
 // Skip records why a node was not disrupted by one method.
