@@ -117,6 +117,14 @@ func (k *KubeClaims) MarkLaunched(ctx context.Context, name string, inst *cloud.
 	nc.Labels[karpv1.LabelInstanceType] = inst.InstanceType
 	nc.Labels[karpv1.LabelTopologyZone] = inst.Zone
 	nc.Labels[karpv1.CapacityTypeLabelKey] = inst.CapacityType
+	// Well-known labels Karpenter sets on every claim it launches.
+	nc.Labels[karpv1.AWSGroup+"/instance-tenancy"] = "default" // Dovetail launches shared tenancy only
+	if ref := nc.Spec.NodeClassRef; ref != nil {
+		nc.Labels[karpv1.LabelNodeClass] = ref.Name
+		if id := k.zoneID(ctx, ref.Name, inst.Zone); id != "" {
+			nc.Labels[karpv1.LabelTopologyZoneID] = id
+		}
+	}
 	if it != nil {
 		for key, v := range it.Labels {
 			if _, set := nc.Labels[key]; !set {
@@ -139,8 +147,72 @@ func (k *KubeClaims) MarkLaunched(ctx context.Context, name string, inst *cloud.
 	})
 }
 
+// zoneID maps a zone to its id through the node class's resolved subnets
+// ("" when unknown: the label is then left off rather than guessed).
+func (k *KubeClaims) zoneID(ctx context.Context, class, zone string) string {
+	nc := &awsv1.EC2NodeClass{}
+	if err := k.C.Get(ctx, client.ObjectKey{Name: class}, nc); err != nil {
+		return ""
+	}
+	for _, s := range nc.Status.Subnets {
+		if s.Zone == zone && s.ZoneID != "" {
+			return s.ZoneID
+		}
+	}
+	return ""
+}
+
+// labelRegistered puts karpenter.sh/registered (and initialized) on the
+// NodeClaim and its Node, as Karpenter does; a Node not found yet is left
+// for the next registration pass.
+func (k *KubeClaims) labelRegistered(ctx context.Context, name, nodeName string, initialized bool) error {
+	want := map[string]string{karpv1.NodeRegisteredLabelKey: "true"}
+	if initialized {
+		want[karpv1.NodeInitializedLabelKey] = "true"
+	}
+	for _, obj := range []client.Object{&karpv1.NodeClaim{}, &corev1.Node{}} {
+		key := name
+		if _, isNode := obj.(*corev1.Node); isNode {
+			key = nodeName
+		}
+		if key == "" {
+			continue
+		}
+		if err := k.C.Get(ctx, client.ObjectKey{Name: key}, obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("get %s for labels: %w", key, err)
+		}
+		labels, missing := obj.GetLabels(), false
+		for l, v := range want {
+			if labels[l] != v {
+				missing = true
+			}
+		}
+		if !missing {
+			continue
+		}
+		patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		for l, v := range want {
+			labels[l] = v
+		}
+		obj.SetLabels(labels)
+		if err := k.C.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("label %s registered: %w", key, err)
+		}
+	}
+	return nil
+}
+
 // MarkRegistered implements Claims.
 func (k *KubeClaims) MarkRegistered(ctx context.Context, name, nodeName string, initialized bool) error {
+	if err := k.labelRegistered(ctx, name, nodeName, initialized); err != nil {
+		return err
+	}
 	return k.updateStatus(ctx, name, func(nc *karpv1.NodeClaim) {
 		nc.Status.NodeName = nodeName
 		nc.SetCondition(metav1.Condition{Type: karpv1.ConditionTypeRegistered, Status: metav1.ConditionTrue,

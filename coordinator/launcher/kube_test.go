@@ -3,6 +3,7 @@ package launcher_test
 import (
 	"context"
 	"io"
+	corev1 "k8s.io/api/core/v1"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -162,6 +163,19 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 				in != nil && in.Initialized,
 			"conditions " + conditionsString(got)
 	})
+	for l, v := range map[string]string{karpv1.NodeRegisteredLabelKey: "true", karpv1.NodeInitializedLabelKey: "true",
+		karpv1.LabelNodeClass: "default", karpv1.AWSGroup + "/instance-tenancy": "default"} {
+		if got.Labels[l] != v {
+			t.Errorf("NodeClaim label %s = %q, want %q (labels %v)", l, got.Labels[l], v, got.Labels)
+		}
+	}
+	kn := &corev1.Node{}
+	if err := kc.Get(ctx, client.ObjectKey{Name: got.Status.NodeName}, kn); err != nil {
+		t.Fatal(err)
+	}
+	if kn.Labels[karpv1.NodeRegisteredLabelKey] != "true" || kn.Labels[karpv1.NodeInitializedLabelKey] != "true" {
+		t.Errorf("Node labels %v lack karpenter.sh/registered and initialized", kn.Labels)
+	}
 	st := node.State()
 	if in := st.IntentByNodeClaim(nc.Name); !in.Registered || !in.Initialized || in.NodeName != got.Status.NodeName {
 		t.Fatalf("intent after registration = %+v", in)
