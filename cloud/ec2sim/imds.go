@@ -181,13 +181,14 @@ func (s *Sim) imdsDocLocked(in *instance, path string, now time.Time) ([]byte, s
 		}
 		return append([]byte(nil), in.userData...), "application/octet-stream", true
 	case path == "dynamic/instance-identity/document":
-		return js(map[string]any{
-			"accountId": s.cfg.AccountID, "architecture": in.arch, "availabilityZone": in.zone,
-			"billingProducts": nil, "devpayProductCodes": nil, "marketplaceProductCodes": nil,
-			"imageId": in.imageID, "instanceId": in.id, "instanceType": in.itype, "kernelId": nil,
-			"pendingTime": in.launched.UTC().Format(time.RFC3339), "privateIp": in.privateIP,
-			"ramdiskId": nil, "region": s.cfg.Region, "version": "2017-09-30",
-		})
+		return s.identityDocLocked(in), "text/plain", true
+	case path == "dynamic/instance-identity/signature":
+		sig, err := s.iid.sign(s.cfg.Region, s.identityDocLocked(in))
+		if err != nil {
+			s.log.Error("imds identity signature failed", "instance", in.id, "err", err)
+			return nil, "", false
+		}
+		return sig, "text/plain", true
 	case path == "meta-data" || path == "meta-data/":
 		return text(strings.Join([]string{"ami-id", "events/", "hostname", "instance-action", "instance-id", "instance-life-cycle",
 			"instance-type", "local-hostname", "local-ipv4", "mac", "placement/", "services/", "spot/"}, "\n"))
@@ -260,4 +261,18 @@ func (s *Sim) imdsDocLocked(in *instance, path string, now time.Time) ([]byte, s
 		return js([]any{})
 	}
 	return nil, "", false
+}
+
+// identityDocLocked renders the instance identity document. The bytes are
+// deterministic, so the signature endpoint signs exactly what the document
+// endpoint serves.
+func (s *Sim) identityDocLocked(in *instance) []byte {
+	b, _ := json.MarshalIndent(map[string]any{
+		"accountId": s.cfg.AccountID, "architecture": in.arch, "availabilityZone": in.zone,
+		"billingProducts": nil, "devpayProductCodes": nil, "marketplaceProductCodes": nil,
+		"imageId": in.imageID, "instanceId": in.id, "instanceType": in.itype, "kernelId": nil,
+		"pendingTime": in.launched.UTC().Format(time.RFC3339), "privateIp": in.privateIP,
+		"ramdiskId": nil, "region": s.cfg.Region, "version": "2017-09-30",
+	}, "", "  ")
+	return b
 }

@@ -138,6 +138,7 @@ type Sim struct {
 	clock   Clock
 	metrics *simMetrics
 	nodes   *nodeRegistrar
+	iid     iidSigner // instance identity document signer
 
 	mu        sync.Mutex
 	seq       uint64
