@@ -15,7 +15,7 @@ func TestBalancedWeighsSavingsAgainstDisruption(t *testing.T) {
 			testNode(t, "c", "gp", "m5.xlarge", od, pod("c1", 3000, 1)),
 		}
 	}
-	busy := pods("tiny", 10, 100, 0.1) // a: disruption 11 of the pool's 15, saves 1/3 of its cost: score 0.45
+	busy := pods("tiny", 10, 100, 0.1)   // a: disruption 11 of the pool's 15, saves 1/3 of its cost: score 0.45
 	light := []Pod{pod("one", 500, 0.5)} // a: disruption 2 of 6, saves 1/3: score 1
 
 	for _, c := range []struct {

@@ -46,7 +46,12 @@ func Compute(np *karpv1.NodePool, claims []karpv1.NodeClaim, class *awsv1.EC2Nod
 
 	// Resources: Karpenter sums the capacity of the pool's nodes; a claim
 	// that has launched carries that capacity in its status.
+	// Karpenter starts from zero cpu, memory, pods and ephemeral-storage, so
+	// an empty pool shows 0 rather than blank CPU/MEMORY columns.
 	res := corev1.ResourceList{}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods, corev1.ResourceEphemeralStorage} {
+		res[name] = *resource.NewQuantity(0, resource.DecimalSI)
+	}
 	var count int64
 	registered, failed := 0, 0
 	for i := range claims {

@@ -85,6 +85,9 @@ func TestComputeNotReadyReasons(t *testing.T) {
 	if *np.Status.Nodes != 0 {
 		t.Errorf("nodes = %d", *np.Status.Nodes)
 	}
+	if cpu, ok := np.Status.Resources[corev1.ResourceCPU]; !ok || !cpu.IsZero() {
+		t.Errorf("empty pool: resources.cpu = %v (present %v), want 0", cpu.String(), ok)
+	}
 
 	notReady := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "c"}}
 	notReady.SetFalse(awsv1.ConditionTypeReady, "AMINotFound", "no AMI matches")
