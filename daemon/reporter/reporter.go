@@ -192,6 +192,7 @@ func (c *Client) Send(r report.Report) report.Report {
 			if e.Report.Kind == r.Kind {
 				c.removeFile(e)
 				c.metrics.dropped.WithLabelValues("superseded").Inc()
+				c.log.Info("report dropped from spool", "id", e.Report.ID, "kind", e.Report.Kind, "reason", "superseded", "by", r.ID)
 				continue
 			}
 			kept = append(kept, e)
@@ -212,9 +213,11 @@ func (c *Client) Send(r report.Report) report.Report {
 	for len(c.pending) > c.cfg.MaxSpool {
 		// Drop the least important, oldest report.
 		worst := len(c.pending) - 1
-		c.removeFile(c.pending[worst])
+		gone := c.pending[worst]
+		c.removeFile(gone)
 		c.pending = c.pending[:worst]
 		c.metrics.dropped.WithLabelValues("spool-full").Inc()
+		c.log.Warn("report dropped from spool", "id", gone.Report.ID, "kind", gone.Report.Kind, "reason", "spool-full")
 	}
 	if c.isIdle {
 		c.idle, c.isIdle = make(chan struct{}), false
@@ -281,7 +284,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.metrics.delivered.WithLabelValues(string(e.Report.Kind)).Inc()
 			continue
 		case errors.As(err, &perm):
-			c.log.Error("coordinator rejected report; dropping it", "id", e.Report.ID, "kind", e.Report.Kind, "err", err)
+			c.log.Error("every coordinator replica rejected the report as malformed; dropping it", "id", e.Report.ID, "kind", e.Report.Kind, "reason", "rejected", "err", err)
 			c.metrics.dropped.WithLabelValues("rejected").Inc()
 			c.done(e)
 			continue
@@ -372,20 +375,29 @@ func (c *Client) deliver(ctx context.Context, e *entry) error {
 	if err != nil {
 		return &permanentError{fmt.Errorf("encode report: %w", err)}
 	}
+	// Any failure from one replica means "try the next": a replica that is
+	// restarting, behind a proxy, on an older version (404) or refusing a
+	// request it cannot judge must not cost the report. Only when every
+	// replica answered that the report itself is malformed is it dropped.
 	var errs []error
+	unanimous := true
 	for _, a := range addrs {
 		err := c.post(ctx, a, body)
 		if err == nil {
 			return nil
 		}
 		var perm *permanentError
-		if errors.As(err, &perm) {
-			return err
+		if !errors.As(err, &perm) {
+			unanimous = false
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
+			unanimous = false
 			break
 		}
+	}
+	if unanimous {
+		return &permanentError{errors.Join(errs...)}
 	}
 	return errors.Join(errs...)
 }
@@ -411,11 +423,15 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) error {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300, resp.StatusCode == http.StatusConflict:
 		// 409: already applied under this ID.
 		return nil
-	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests,
-		resp.StatusCode == http.StatusMisdirectedRequest, resp.StatusCode >= 500:
-		return fmt.Errorf("post %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))
-	default:
+	case resp.StatusCode == http.StatusBadRequest, resp.StatusCode == http.StatusRequestEntityTooLarge,
+		resp.StatusCode == http.StatusUnprocessableEntity:
+		// The report itself is refused; the caller drops it only if every
+		// replica says so.
 		return &permanentError{fmt.Errorf("post %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))}
+	default:
+		// 401/403 (credentials to renew), 404 (a replica without the route),
+		// 408, 429, 5xx: retried, here or on the next replica.
+		return fmt.Errorf("post %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
 }
 

@@ -115,14 +115,24 @@ func TestSpoolsWhileDownAndDeliversInPriorityOrder(t *testing.T) {
 	}
 	runClient(t, c2)
 	flush(t, c2)
-	got := coord.reports()
-	if len(got) != 3 || got[0].ID != spot.ID || got[1].Kind != report.KindRebalance || got[2].Message != "new" {
-		t.Fatalf("delivered %+v", got)
-	}
-	for id, n := range coord.ids {
-		if n != 1 {
-			t.Errorf("report %s delivered %d times", id, n)
+	// The contract is at-least-once: a POST the coordinator applied but
+	// whose answer the agent lost (timeout under load, agent stopped
+	// mid-request) is sent again under the same ID, and the coordinator
+	// applies each ID once. So: every spooled report arrives, duplicates
+	// carry the same ID, and the first arrivals follow priority order.
+	var got []report.Report
+	seen := map[string]bool{}
+	for _, r := range coord.reports() {
+		if !seen[r.ID] {
+			seen[r.ID] = true
+			got = append(got, r)
 		}
+	}
+	if len(got) != 3 || got[0].ID != spot.ID || got[1].Kind != report.KindRebalance || got[2].Message != "new" {
+		t.Fatalf("delivered (first arrivals) %+v", got)
+	}
+	if len(coord.ids) != 3 {
+		t.Fatalf("distinct report IDs delivered: %d, want 3 (superseded health must not be sent)", len(coord.ids))
 	}
 	if got[0].ObservedAt.IsZero() || got[0].ID == "" {
 		t.Fatal("ID/ObservedAt not stamped")
@@ -183,5 +193,51 @@ func TestNoAddressKeepsSpooling(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if c.Pending() != 1 {
 		t.Fatal("report lost without any coordinator")
+	}
+}
+
+// Issue 10: with two replicas known and one answering 404 (or any other
+// 4xx that is not about the report itself), every report reaches the
+// other replica; nothing is dropped.
+func TestOneReplicaAnswering404DoesNotLoseReports(t *testing.T) {
+	var notFound sync.Map
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		notFound.Store(r.RemoteAddr, true)
+		http.NotFound(w, r)
+	}))
+	defer bad.Close()
+	coord := &coordinator{}
+	good := httptest.NewServer(coord)
+	defer good.Close()
+	c := newClient(t, Config{Coordinators: []string{bad.URL, good.URL}})
+	runClient(t, c)
+	var sent []report.Report
+	for range 6 {
+		sent = append(sent, c.Send(report.Report{Kind: report.KindInterruption, NodeName: "n1", Action: "terminate"}))
+	}
+	flush(t, c)
+	for _, r := range sent {
+		if coord.ids[r.ID] == 0 {
+			t.Fatalf("report %s was dropped after a 404 from the other replica", r.ID)
+		}
+	}
+	hit := false
+	notFound.Range(func(any, any) bool { hit = true; return false })
+	if !hit {
+		t.Fatal("the 404 replica was never tried; the test did not exercise the failover")
+	}
+}
+
+// A replica-specific refusal from the only replica keeps the report
+// spooled (retried) instead of dropping it.
+func TestOnlyReplicaAnswering404KeepsReportSpooled(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	c := newClient(t, Config{Coordinators: []string{srv.URL}})
+	runClient(t, c)
+	c.Send(report.Report{Kind: report.KindInterruption, NodeName: "n1"})
+	time.Sleep(100 * time.Millisecond) // several delivery rounds
+	if c.Pending() != 1 {
+		t.Fatalf("pending %d, want the report still spooled", c.Pending())
 	}
 }
