@@ -33,6 +33,10 @@ type templateSpec struct {
 	Metadata  metadataOptions
 	Monitor   bool
 	PublicIP  *bool
+	// omitempty keeps the names (hashes) of templates without them stable.
+	IPPrefixCount int32      `json:",omitempty"`
+	ConnTrack     *connTrack `json:",omitempty"`
+	NestedVirt    string     `json:",omitempty"`
 }
 
 var ltNameUnsafe = regexp.MustCompile(`[^a-zA-Z0-9().\-/_]`)
@@ -78,13 +82,33 @@ func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 	if t.Profile != "" {
 		d.IamInstanceProfile = &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(t.Profile)}
 	}
-	if t.PublicIP != nil {
-		// A public-IP choice needs an explicit primary interface, which
-		// then carries the security groups.
-		d.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{{
+	if t.PublicIP != nil || t.IPPrefixCount > 0 || t.ConnTrack != nil {
+		// These are settings of the primary interface, which must then be
+		// declared explicitly and carries the security groups.
+		nic := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
 			DeviceIndex: aws.Int32(0), AssociatePublicIpAddress: t.PublicIP, Groups: t.SGs,
-		}}
+		}
+		if t.IPPrefixCount > 0 {
+			nic.Ipv4PrefixCount = aws.Int32(t.IPPrefixCount)
+		}
+		if c := t.ConnTrack; c != nil {
+			ct := &ec2types.ConnectionTrackingSpecificationRequest{}
+			if c.TCPEstablished > 0 {
+				ct.TcpEstablishedTimeout = aws.Int32(c.TCPEstablished)
+			}
+			if c.UDPStream > 0 {
+				ct.UdpStreamTimeout = aws.Int32(c.UDPStream)
+			}
+			if c.UDP > 0 {
+				ct.UdpTimeout = aws.Int32(c.UDP)
+			}
+			nic.ConnectionTrackingSpecification = ct
+		}
+		d.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{nic}
 		d.SecurityGroupIds = nil
+	}
+	if t.NestedVirt != "" {
+		d.CpuOptions = &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: ec2types.NestedVirtualizationSpecification(t.NestedVirt)}
 	}
 	for _, b := range t.Devices {
 		ebs := &ec2types.LaunchTemplateEbsBlockDeviceRequest{
@@ -109,6 +133,9 @@ func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 		}
 		if b.SnapshotID != "" {
 			ebs.SnapshotId = aws.String(b.SnapshotID)
+		}
+		if b.VolumeInitializationRate > 0 {
+			ebs.VolumeInitializationRate = aws.Int32(b.VolumeInitializationRate)
 		}
 		d.BlockDeviceMappings = append(d.BlockDeviceMappings, ec2types.LaunchTemplateBlockDeviceMappingRequest{DeviceName: aws.String(b.DeviceName), Ebs: ebs})
 	}

@@ -37,6 +37,17 @@ type nodeClass struct {
 	Kubelet            kubeletConfig
 	AssociatePublicIP  *bool
 	DetailedMonitoring bool
+	// Interface and CPU settings that reach the launch template.
+	IPPrefixCount        int32
+	ConnTrack            *connTrack
+	NestedVirtualization string // enabled|disabled, "" = EC2's default
+}
+
+// connTrack holds the primary interface's conntrack idle timeouts (s).
+type connTrack struct {
+	TCPEstablished int32 `json:",omitempty"`
+	UDPStream      int32 `json:",omitempty"`
+	UDP            int32 `json:",omitempty"`
 }
 
 type amiTerm struct {
@@ -66,6 +77,8 @@ type blockDevice struct {
 	SnapshotID          string
 	DeleteOnTermination *bool
 	RootVolume          bool
+	// VolumeInitializationRate (MiB/s) hydrates a snapshot-backed volume.
+	VolumeInitializationRate int32 `json:",omitempty"`
 }
 
 type metadataOptions struct {

@@ -22,6 +22,13 @@ func fromAPI(in *awsv1.EC2NodeClass) (nodeClass, error) {
 		AssociatePublicIP:  s.AssociatePublicIPAddress,
 		DetailedMonitoring: s.DetailedMonitoring != nil && *s.DetailedMonitoring,
 	}
+	nc.IPPrefixCount = deref(s.IPPrefixCount)
+	if c := s.ConnectionTracking; c != nil {
+		nc.ConnTrack = &connTrack{TCPEstablished: deref(c.TCPEstablishedTimeout), UDPStream: deref(c.UDPStreamTimeout), UDP: deref(c.UDPTimeout)}
+	}
+	if c := s.CPUOptions; c != nil {
+		nc.NestedVirtualization = deref(c.NestedVirtualization)
+	}
 	if s.AMIFamily != nil {
 		nc.AMIFamily = *s.AMIFamily
 	} else if a, ok, err := in.Alias(); ok && err == nil {
@@ -75,6 +82,7 @@ func fromAPI(in *awsv1.EC2NodeClass) (nodeClass, error) {
 			bd.KMSKeyID = deref(e.KMSKeyID)
 			bd.SnapshotID = deref(e.SnapshotID)
 			bd.DeleteOnTermination = e.DeleteOnTermination
+			bd.VolumeInitializationRate = deref(e.VolumeInitializationRate)
 		}
 		nc.BlockDevices = append(nc.BlockDevices, bd)
 	}

@@ -189,8 +189,11 @@ func (s *Sim) createLaunchTemplate(p *params, w *xw) *apiError {
 	if img != "" && s.imageByID(img) == nil {
 		return &apiError{Status: 400, Code: "InvalidAMIID.NotFound", Message: fmt.Sprintf("The image id '[%s]' does not exist", img)}
 	}
+	if err := checkTemplateData(p); err != nil {
+		return err
+	}
 	lt := &launchTemplate{
-		id: s.nextID("lt"), name: name, created: s.clock.Now(), token: token,
+		id: s.nextID("lt"), name: name, created: s.clock.Now(), token: token, data: p.prefixed("LaunchTemplateData."),
 		imageID:   img,
 		instType:  p.str("LaunchTemplateData.InstanceType"),
 		userData:  p.str("LaunchTemplateData.UserData"),

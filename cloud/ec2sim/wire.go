@@ -75,6 +75,15 @@ func (p *params) indices(prefix string) []int {
 	return out
 }
 
+// prefixed returns every parameter whose key starts with prefix.
+func (p *params) prefixed(prefix string) map[string]string {
+	out := map[string]string{}
+	for i := sort.SearchStrings(p.keys, prefix); i < len(p.keys) && strings.HasPrefix(p.keys[i], prefix); i++ {
+		out[p.keys[i]] = p.v.Get(p.keys[i])
+	}
+	return out
+}
+
 // list returns the values of prefix.1, prefix.2, ... (a flattened string list).
 func (p *params) list(prefix string) []string {
 	var out []string

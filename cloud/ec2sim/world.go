@@ -78,6 +78,9 @@ type launchTemplate struct {
 	tagSpecs  map[string]map[string]string // resource type → tags to apply at launch
 	tags      map[string]string
 	httpToken string
+	// data is every LaunchTemplateData.* parameter as sent (tests read it
+	// through Sim.LaunchTemplateData).
+	data map[string]string
 }
 
 type poolKey struct{ itype, zone, capType string }
