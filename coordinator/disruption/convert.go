@@ -105,6 +105,11 @@ func BuildSnapshot(cs ClusterState) (*Snapshot, []error) {
 		var status *fsm.NodeStatus
 		if cs.Raft != nil {
 			status = cs.Raft.Nodes[n.Name]
+			if status != nil && !status.SameInstance(n.Spec.ProviderID, "") {
+				// The status is about an earlier instance that had this
+				// hostname: joining it would force-replace a healthy node.
+				status = nil
+			}
 		}
 		node := NodeFromAPI(n, claim, podsByNode[n.Name], pdb, status)
 		node.Price = priceOf(cs.InstanceTypes, node.InstanceType, node.Zone, node.CapacityType)

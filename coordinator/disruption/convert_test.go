@@ -127,3 +127,32 @@ func TestNodeClaimAnnotationsDriveHashDrift(t *testing.T) {
 		t.Fatalf("nodeclass change should drift by hash, got %q", k)
 	}
 }
+
+// Issue 12: a new instance that reuses an old instance's hostname must not
+// inherit the old one's Interruption / ReplaceRequested (it would be
+// force-replaced while healthy); the join is by instance identity.
+func TestBuildSnapshotDoesNotJoinStatusOfEarlierInstanceWithSameName(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-0-1"}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1a/i-new"}}
+	old := &fsm.NodeStatus{NodeName: "ip-10-0-0-1", InstanceID: "i-old", ProviderID: "aws:///us-east-1a/i-old", ReplaceRequested: true,
+		Interruption: &report.Report{Kind: report.KindInterruption, ObservedAt: t0, Deadline: t0.Add(2 * time.Minute)}}
+	for _, tc := range []struct {
+		name    string
+		status  *fsm.NodeStatus
+		inherit bool
+	}{
+		{"earlier instance", old, false},
+		{"earlier instance, instance ID only", &fsm.NodeStatus{NodeName: old.NodeName, InstanceID: "i-old", ReplaceRequested: true, Interruption: old.Interruption}, false},
+		{"this instance", &fsm.NodeStatus{NodeName: old.NodeName, InstanceID: "i-new", ProviderID: "aws:///us-east-1a/i-new", ReplaceRequested: true, Interruption: old.Interruption}, true},
+	} {
+		raftState := fsm.NewState()
+		raftState.Nodes[node.Name] = tc.status
+		s, _ := BuildSnapshot(ClusterState{Nodes: []*corev1.Node{node}, Raft: raftState})
+		if len(s.Nodes) != 1 {
+			t.Fatalf("%s: nodes %d", tc.name, len(s.Nodes))
+		}
+		n := s.Nodes[0]
+		if got := n.Interruption != nil || n.ReplaceRequested; got != tc.inherit {
+			t.Errorf("%s: interruption=%v replaceRequested=%v, want inherited=%v", tc.name, n.Interruption, n.ReplaceRequested, tc.inherit)
+		}
+	}
+}

@@ -228,3 +228,31 @@ func TestResultForDeletedInFlightIntentKeepsInstance(t *testing.T) {
 		t.Fatalf("intent = %+v", in)
 	}
 }
+
+// Issue 12: a report from a new instance under a reused hostname starts a
+// fresh status instead of inheriting the earlier instance's interruption
+// and replace request.
+func TestReportFromNewInstanceUnderReusedNameStartsClean(t *testing.T) {
+	f := New(quiet())
+	applyAll(t, f,
+		ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "a1", Kind: report.KindInterruption, NodeName: "ip-1", InstanceID: "i-old",
+			ProviderID: "aws:///us-east-1a/i-old", Action: "terminate", Deadline: t0.Add(2 * time.Minute)}},
+		ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "a2", Kind: report.KindReplaceMe, NodeName: "ip-1", InstanceID: "i-old"}},
+	)
+	st := f.State()
+	if n := st.Nodes["ip-1"]; n == nil || n.Interruption == nil || !n.ReplaceRequested {
+		t.Fatalf("setup: %+v", n)
+	}
+	applyAll(t, f, ReportReceived{ReceivedAt: t0.Add(time.Minute), Report: report.Report{ID: "b1", Kind: report.KindHealth, NodeName: "ip-1",
+		InstanceID: "i-new", ProviderID: "aws:///us-east-1b/i-new", Checks: []report.CheckResult{{Name: "kubelet", State: "ok"}}}})
+	n := f.State().Nodes["ip-1"]
+	if n == nil || n.InstanceID != "i-new" || n.Interruption != nil || n.ReplaceRequested {
+		t.Fatalf("new instance inherited the old one's state: %+v", n)
+	}
+	// The same instance's later report keeps its own state.
+	applyAll(t, f, ReportReceived{ReceivedAt: t0.Add(2 * time.Minute), Report: report.Report{ID: "b2", Kind: report.KindReplaceMe, NodeName: "ip-1", InstanceID: "i-new"}})
+	applyAll(t, f, ReportReceived{ReceivedAt: t0.Add(3 * time.Minute), Report: report.Report{ID: "b3", Kind: report.KindHealth, NodeName: "ip-1", InstanceID: "i-new"}})
+	if n := f.State().Nodes["ip-1"]; !n.ReplaceRequested {
+		t.Fatalf("same instance lost its replace request: %+v", n)
+	}
+}

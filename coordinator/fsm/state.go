@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/dovetail-dev/dovetail/report"
@@ -29,6 +30,26 @@ type NodeStatus struct {
 	// ReplaceRequested is set by a ReplaceMe report: self-repair gave up.
 	ReplaceRequested bool      `json:"replaceRequested,omitempty"`
 	LastReportAt     time.Time `json:"lastReportAt"`
+}
+
+// SameInstance reports whether this status may describe the instance with
+// the given provider ID and/or instance ID. Node names are hostnames that EC2
+// reuses, so a status is about an instance, not a name: when both sides name
+// an instance and they differ, it is another machine. A side that names no
+// instance (a node not yet initialised, a status from before the agent knew
+// its identity) cannot disprove it.
+func (n *NodeStatus) SameInstance(providerID, instanceID string) bool {
+	if instanceID == "" && providerID != "" {
+		instanceID = providerID[strings.LastIndex(providerID, "/")+1:]
+	}
+	mine := n.InstanceID
+	if mine == "" && n.ProviderID != "" {
+		mine = n.ProviderID[strings.LastIndex(n.ProviderID, "/")+1:]
+	}
+	if n.ProviderID != "" && providerID != "" {
+		return n.ProviderID == providerID
+	}
+	return mine == "" || instanceID == "" || mine == instanceID
 }
 
 // State is the whole replicated state. Maps are keyed as documented.
@@ -302,6 +323,12 @@ func (s *State) applyReport(c *ReportReceived) error {
 		}
 	}
 	n := s.Nodes[r.NodeName]
+	if n != nil && !n.SameInstance(r.ProviderID, r.InstanceID) {
+		// EC2 reuses private-IP hostnames: a new instance under an old
+		// node's name starts with a clean slate, never the old one's
+		// interruption, drain or replace request.
+		n = nil
+	}
 	if n == nil {
 		n = &NodeStatus{NodeName: r.NodeName}
 		s.Nodes[r.NodeName] = n
