@@ -108,3 +108,50 @@ func TestKarpenterCorpus(t *testing.T) {
 	}
 	t.Logf("corpus: %d manifests accepted as Karpenter accepts them, %d refused as it refuses them", accepted, refused)
 }
+
+// `kubectl scale nodepool` goes through the scale subresource
+// (spec.replicas / status.nodes) of a static NodePool, and is refused on a
+// dynamic one (Karpenter's static/dynamic transition rule).
+func TestKubectlScaleStaticNodePool(t *testing.T) {
+	cp, _ := cluster(t)
+	f := filepath.Join(t.TempDir(), "static.yaml")
+	manifest := `apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: scale-static
+spec:
+  replicas: 1
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: scale-dynamic
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]
+`
+	if err := os.WriteFile(f, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl(t, cp.Kubeconfig, "apply", "--server-side", "-f", f); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = kubectl(t, cp.Kubeconfig, "delete", "--ignore-not-found", "-f", f) })
+	if out, err := kubectl(t, cp.Kubeconfig, "scale", "nodepool", "scale-static", "--replicas=3"); err != nil {
+		t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+	out, err := kubectl(t, cp.Kubeconfig, "get", "nodepool", "scale-static", "-o", "jsonpath={.spec.replicas}")
+	if err != nil || strings.TrimSpace(out) != "3" {
+		t.Fatalf("spec.replicas after kubectl scale = %q (%v), want 3", out, err)
+	}
+	out, err = kubectl(t, cp.Kubeconfig, "scale", "nodepool", "scale-dynamic", "--replicas=2")
+	if err == nil || !strings.Contains(out, "Cannot transition NodePool between static") {
+		t.Fatalf("kubectl scale of a dynamic pool: %v\n%s; want Karpenter's transition refusal", err, out)
+	}
+}
