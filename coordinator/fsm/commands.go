@@ -239,6 +239,10 @@ type ReportReceived struct {
 // NodeForget drops health, interruption and binding data about a node.
 type NodeForget struct {
 	NodeName string `json:"nodeName"`
+	// InstanceID, when set, forgets only that instance's status (a newer
+	// instance under the same hostname keeps its own) and not the node's
+	// disruption or bindings.
+	InstanceID string `json:"instanceID,omitempty"`
 }
 
 // LeaderEpoch is committed by every new leader after its barrier. Its At is

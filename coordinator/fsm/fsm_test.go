@@ -256,3 +256,43 @@ func TestReportFromNewInstanceUnderReusedNameStartsClean(t *testing.T) {
 		t.Fatalf("same instance lost its replace request: %+v", n)
 	}
 }
+
+// Issue 12: State.Nodes is bounded by live instances. Deleting an intent
+// (committed once its instance is terminated) forgets that instance's
+// status, but not a newer instance's that reuses the hostname.
+func TestTerminatedInstanceIsForgotten(t *testing.T) {
+	f := New(quiet())
+	launch := func(token, id, node string) []Command {
+		return []Command{
+			IntentCreate{Intent: Intent{Token: token, NodeClaim: "nc-" + token, CreatedAt: t0}},
+			IntentResult{Token: token, State: IntentLaunched, Instance: &cloud.Instance{ID: id, ProviderID: "aws:///us-east-1a/" + id}, Term: 1, At: t0},
+			IntentUpdate{Token: token, Registered: true, NodeName: node, At: t0},
+			ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "r-" + token, Kind: report.KindReplaceMe, NodeName: node, InstanceID: id}},
+		}
+	}
+	applyAll(t, f, launch("t1", "i-1", "ip-1")...)
+	applyAll(t, f, launch("t2", "i-2", "ip-2")...)
+	if n := len(f.State().Nodes); n != 2 {
+		t.Fatalf("nodes %d", n)
+	}
+	applyAll(t, f, IntentDelete{Token: "t1"})
+	st := f.State()
+	if _, ok := st.Nodes["ip-1"]; ok || len(st.Nodes) != 1 {
+		t.Fatalf("terminated instance's status kept: %+v", st.Nodes)
+	}
+
+	// i-3 reuses ip-2's hostname before i-2's intent is deleted.
+	applyAll(t, f, launch("t3", "i-3", "ip-2")...)
+	applyAll(t, f, IntentDelete{Token: "t2"})
+	if n := f.State().Nodes["ip-2"]; n == nil || n.InstanceID != "i-3" || !n.ReplaceRequested {
+		t.Fatalf("newer instance's status under the reused name was forgotten: %+v", n)
+	}
+	applyAll(t, f, NodeForget{NodeName: "ip-2", InstanceID: "i-2"})
+	if f.State().Nodes["ip-2"] == nil {
+		t.Fatal("NodeForget of the old instance removed the new one's status")
+	}
+	applyAll(t, f, NodeForget{NodeName: "ip-2", InstanceID: "i-3"})
+	if n := len(f.State().Nodes); n != 0 {
+		t.Fatalf("nodes %d after forgetting every instance", n)
+	}
+}

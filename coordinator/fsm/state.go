@@ -246,7 +246,11 @@ func (s *State) apply(c Command) error {
 	case *IntentDelete:
 		if in, ok := s.Intents[c.Token]; ok {
 			if in.Instance != nil {
+				// IntentDelete is committed only once the instance is gone
+				// (terminated or never launched), so what its agent reported
+				// goes with it: State.Nodes is bounded by live instances.
 				delete(s.Bindings, in.Instance.ID)
+				s.forgetInstance(in.NodeName, in.Instance.ProviderID, in.Instance.ID)
 			}
 			delete(s.Intents, c.Token)
 		}
@@ -290,6 +294,10 @@ func (s *State) apply(c Command) error {
 	case *ReportReceived:
 		return s.applyReport(c)
 	case *NodeForget:
+		if c.InstanceID != "" {
+			s.forgetInstance(c.NodeName, "", c.InstanceID)
+			return nil
+		}
 		delete(s.Nodes, c.NodeName)
 		delete(s.Disruptions, c.NodeName)
 		for id, b := range s.Bindings {
@@ -375,4 +383,24 @@ func worstHealth(checks []report.CheckResult) string {
 		}
 	}
 	return worst
+}
+
+// forgetInstance drops the node status of one instance. The status is
+// found by the node name, or by identity when the name is unknown; a status
+// under that name that belongs to a newer instance (reused hostname) stays.
+func (s *State) forgetInstance(nodeName, providerID, instanceID string) {
+	for name, n := range s.Nodes {
+		if nodeName != "" && name != nodeName {
+			continue
+		}
+		if n.InstanceID == "" && n.ProviderID == "" {
+			// A status with no identity can only be matched by name.
+			if nodeName == "" {
+				continue
+			}
+		} else if !n.SameInstance(providerID, instanceID) {
+			continue
+		}
+		delete(s.Nodes, name)
+	}
 }
