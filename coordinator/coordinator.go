@@ -19,6 +19,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -236,6 +237,9 @@ func (c *Coordinator) registerMetrics() {
 				return float64(k)
 			}),
 	}
+	// Karpenter's own metric names, computed from the same state, so a
+	// Karpenter operator's dashboards and alerts work unchanged.
+	gauges = append(gauges, karpentermetrics.New(n, c.cfg.Now))
 	for _, g := range gauges {
 		if err := c.reg.Register(g); err != nil {
 			c.log.Warn("register metric", "err", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/drain"
 )
 
@@ -277,7 +278,7 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 			if err := c.verifier.Verify(ctx, snap, d); err != nil {
 				c.m.invalidated.Inc()
 				for _, n := range d.Nodes {
-					c.events.NodeEvent(ctx, n, "Normal", "DisruptionBlocked", fmt.Sprintf("%s: scheduling simulation refused: %v", d.Reason, err))
+					c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionBlocked, fmt.Sprintf("%s: scheduling simulation refused: %v", d.Reason, err))
 				}
 				continue
 			}
@@ -363,7 +364,7 @@ func (c *Controller) emitSkips(ctx context.Context, p Plan) {
 	c.mu.Unlock()
 	for _, s := range emit {
 		c.m.skips.WithLabelValues(string(s.Method), s.Code).Inc()
-		c.events.NodeEvent(ctx, s.Node, "Normal", "DisruptionBlocked", fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message))
+		c.events.NodeEvent(ctx, s.Node, "Normal", karpenterevents.DisruptionBlocked, fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message))
 	}
 }
 
@@ -392,7 +393,7 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 	}
 	c.m.decisions.WithLabelValues(string(d.Reason)).Inc()
 	for _, n := range d.Nodes {
-		c.events.NodeEvent(ctx, n, "Normal", "Disrupting", fmt.Sprintf("%s: %s", d.Reason, d.Message))
+		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting Node: %s: %s", d.Reason, d.Message))
 	}
 	c.track(d.Nodes, true)
 	c.wg.Add(1)
@@ -465,7 +466,7 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		if !ok {
 			c.m.failures.WithLabelValues("replacement-not-ready").Inc()
 			for _, n := range d.Nodes {
-				c.events.NodeEvent(ctx, n, "Warning", "ReplacementNotReady",
+				c.events.NodeEvent(ctx, n, "Warning", karpenterevents.ReplacementNotReady,
 					fmt.Sprintf("replacement %s not Ready after %s; node kept", replacement, c.cfg.ReplacementTimeout))
 			}
 			_ = c.launcher.Delete(ctx, replacement)
@@ -506,7 +507,7 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		}
 		if !res.Complete && !d.Forceful && d.DrainDeadline == 0 {
 			c.m.failures.WithLabelValues("drain-blocked").Inc()
-			c.events.NodeEvent(ctx, n, "Warning", "DrainBlocked", fmt.Sprintf("%d pod(s) could not be evicted within %s; disruption abandoned", res.Remaining(), limit))
+			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.FailedDraining, fmt.Sprintf("Failed to drain node, %d pod(s) could not be evicted within %s; disruption abandoned (check PodDisruptionBudgets and do-not-disrupt pods)", res.Remaining(), limit))
 			return end()
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
@@ -331,7 +332,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
 			c.launched[l.NodeClaim.Name] = launchedClaim{nc: l.NodeClaim, at: c.cfg.Clock.Now()}
 			c.mu.Unlock()
 			for _, p := range l.Pods {
-				c.cfg.Recorder.Eventf(p, corev1.EventTypeNormal, "Nominated", "Pod should schedule on: nodeclaim/%s", l.NodeClaim.Name)
+				c.cfg.Recorder.Eventf(p, corev1.EventTypeNormal, karpenterevents.Nominated, "Pod should schedule on: nodeclaim/%s", l.NodeClaim.Name)
 			}
 		}()
 	}

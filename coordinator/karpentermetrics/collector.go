@@ -1,0 +1,206 @@
+// Package karpentermetrics serves Karpenter v1.14's karpenter_* metrics from
+// Dovetail's replicated state, so an operator's Karpenter dashboards and
+// alerts keep working. Everything here is computed from one snapshot of the
+// FSM state at scrape time: gauges directly, counters by diffing the snapshot
+// against the previous scrape's (see Collector). Only the leader serves them;
+// followers would double-count.
+package karpentermetrics
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+)
+
+// Source is what the collector reads: the replica's state and whether it
+// leads. *raftnode.Node satisfies it.
+type Source interface {
+	View(func(*fsm.State))
+	IsLeader() bool
+}
+
+// Label names as Karpenter v1.14 spells them.
+const (
+	lNodePool     = "nodepool"
+	lReason       = "reason"
+	lCapacityType = "capacity_type"
+	lNodeName     = "node_name"
+	lInstanceType = "instance_type"
+	lZone         = "zone"
+	lMinRelaxed   = "min_values_relaxed"
+)
+
+var (
+	descNodeCount = prometheus.NewDesc("karpenter_cluster_state_node_count",
+		"Current count of nodes in cluster state.", nil, nil)
+	descSynced = prometheus.NewDesc("karpenter_cluster_state_synced",
+		"Returns 1 if cluster state is synced and 0 otherwise.", nil, nil)
+	descLifetime = prometheus.NewDesc("karpenter_nodes_current_lifetime_seconds",
+		"Node age in seconds.", []string{lNodeName, lNodePool}, nil)
+	descOffering = prometheus.NewDesc("karpenter_cloudprovider_instance_type_offering_available",
+		"Instance type offering availability, based on instance type, capacity type, and zone.",
+		[]string{lInstanceType, lCapacityType, lZone}, nil)
+	descCreated = prometheus.NewDesc("karpenter_nodeclaims_created_total",
+		"Number of nodeclaims created in total by Karpenter.", []string{lReason, lNodePool, lMinRelaxed}, nil)
+	descTerminated = prometheus.NewDesc("karpenter_nodeclaims_terminated_total",
+		"Number of nodeclaims terminated in total by Karpenter.", []string{lNodePool, lCapacityType}, nil)
+	descDisrupted = prometheus.NewDesc("karpenter_nodeclaims_disrupted_total",
+		"Number of nodeclaims disrupted in total by Karpenter.", []string{lReason, lNodePool, lCapacityType}, nil)
+	descDecisions = prometheus.NewDesc("karpenter_voluntary_disruption_decisions_total",
+		"Number of disruption decisions performed.", []string{"decision", lReason, "consolidation_type"}, nil)
+)
+
+// Collector is a prometheus.Collector over a Source. Counters are derived
+// from transitions between consecutive scrapes: an intent seen for the first
+// time counts as created, one gone as terminated, a new disruption-ledger
+// entry as disrupted. The first scrape only takes a baseline so a new leader
+// does not recount history. Entries that appear and vanish between two
+// scrapes are missed; at a 15-30 s scrape interval that is a node that lived
+// less than the interval.
+type Collector struct {
+	src Source
+	now func() time.Time
+
+	mu       sync.Mutex
+	baseline bool
+	intents  map[string]intentSeen  // by token
+	disrupt  map[string]disruptSeen // by node name
+	created  map[[3]string]float64  // reason, nodepool, min_values_relaxed
+	term     map[[2]string]float64  // nodepool, capacity_type
+	disr     map[[3]string]float64  // reason, nodepool, capacity_type
+	decided  map[[3]string]float64  // decision, reason, consolidation_type
+}
+
+type intentSeen struct{ nodePool, capacityType string }
+type disruptSeen struct{ reason, nodePool string }
+
+// New returns a collector; now is the injected clock.
+func New(src Source, now func() time.Time) *Collector {
+	return &Collector{src: src, now: now,
+		intents: map[string]intentSeen{}, disrupt: map[string]disruptSeen{},
+		created: map[[3]string]float64{}, term: map[[2]string]float64{},
+		disr: map[[3]string]float64{}, decided: map[[3]string]float64{}}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descNodeCount, descSynced, descLifetime, descOffering,
+		descCreated, descTerminated, descDisrupted, descDecisions} {
+		ch <- d
+	}
+}
+
+// Reason is Karpenter's metric spelling of a disruption reason: lowercase
+// ("drifted", "underutilized", "empty", "expired", "interrupted" ...).
+func Reason(r string) string { return strings.ToLower(r) }
+
+// consolidationType is Karpenter's consolidation_type label for a reason.
+func consolidationType(reason string) string {
+	switch reason {
+	case "empty":
+		return "empty"
+	case "underutilized":
+		return "single"
+	}
+	return ""
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	if !c.src.IsLeader() {
+		return
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.src.View(func(s *fsm.State) {
+		c.observe(s)
+		nodes := 0
+		for _, b := range s.Bindings {
+			if b.NodeName == "" {
+				continue
+			}
+			nodes++
+			ch <- prometheus.MustNewConstMetric(descLifetime, prometheus.GaugeValue,
+				now.Sub(b.Since).Seconds(), b.NodeName, b.NodePool)
+		}
+		ch <- prometheus.MustNewConstMetric(descNodeCount, prometheus.GaugeValue, float64(nodes))
+		synced := 0.0
+		if !s.InGracePeriod(now, 0) && s.Epoch.Term > 0 {
+			synced = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSynced, prometheus.GaugeValue, synced)
+		for _, e := range s.ICE {
+			if e.Until.After(now) {
+				ch <- prometheus.MustNewConstMetric(descOffering, prometheus.GaugeValue, 0,
+					e.InstanceType, e.CapacityType, e.Zone)
+			}
+		}
+	})
+	for k, v := range c.created {
+		ch <- prometheus.MustNewConstMetric(descCreated, prometheus.CounterValue, v, k[0], k[1], k[2])
+	}
+	for k, v := range c.term {
+		ch <- prometheus.MustNewConstMetric(descTerminated, prometheus.CounterValue, v, k[0], k[1])
+	}
+	for k, v := range c.disr {
+		ch <- prometheus.MustNewConstMetric(descDisrupted, prometheus.CounterValue, v, k[0], k[1], k[2])
+	}
+	for k, v := range c.decided {
+		ch <- prometheus.MustNewConstMetric(descDecisions, prometheus.CounterValue, v, k[0], k[1], k[2])
+	}
+}
+
+// observe diffs s against the previous scrape and advances the counters.
+func (c *Collector) observe(s *fsm.State) {
+	capOf := map[string]string{} // node name -> capacity type
+	seen := make(map[string]intentSeen, len(s.Intents))
+	for tok, in := range s.Intents {
+		ct := ""
+		if in.Instance != nil {
+			ct = in.Instance.CapacityType
+			if in.NodeName != "" {
+				capOf[in.NodeName] = ct
+			}
+		}
+		seen[tok] = intentSeen{nodePool: in.NodePool, capacityType: ct}
+		if _, ok := c.intents[tok]; !ok && c.baseline {
+			// Dovetail launches only for pending pods or as a disruption
+			// replacement; the ledger says which.
+			reason := "provisioning"
+			for _, d := range s.Disruptions {
+				for _, r := range d.Replacements {
+					if r == in.NodeClaim {
+						reason = Reason(d.Reason)
+					}
+				}
+			}
+			c.created[[3]string{reason, in.NodePool, "false"}]++
+		}
+	}
+	if c.baseline {
+		for tok, old := range c.intents {
+			if _, ok := seen[tok]; !ok {
+				c.term[[2]string{old.nodePool, old.capacityType}]++
+			}
+		}
+	}
+	dseen := make(map[string]disruptSeen, len(s.Disruptions))
+	for name, d := range s.Disruptions {
+		r := Reason(d.Reason)
+		dseen[name] = disruptSeen{reason: r, nodePool: d.NodePool}
+		if _, ok := c.disrupt[name]; !ok && c.baseline {
+			c.disr[[3]string{r, d.NodePool, capOf[name]}]++
+			decision := "delete"
+			if len(d.Replacements) > 0 {
+				decision = "replace"
+			}
+			c.decided[[3]string{decision, r, consolidationType(r)}]++
+		}
+	}
+	c.intents, c.disrupt, c.baseline = seen, dseen, true
+}

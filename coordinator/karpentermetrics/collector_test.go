@@ -1,0 +1,92 @@
+package karpentermetrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+)
+
+type stateSource struct {
+	s      *fsm.State
+	leader bool
+}
+
+func (s *stateSource) View(fn func(*fsm.State)) { fn(s.s) }
+func (s *stateSource) IsLeader() bool           { return s.leader }
+
+func TestCollectorFollowsStateTransitions(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	st := fsm.NewState()
+	st.Epoch = fsm.LeaderEpoch{Term: 1, At: t0}
+	src := &stateSource{s: st, leader: true}
+	c := New(src, func() time.Time { return now })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+
+	// Baseline: an intent that existed before this leader is not "created".
+	st.Intents["old"] = &fsm.Intent{Token: "old", NodeClaim: "nc-old", NodePool: "general",
+		Instance: &cloud.Instance{CapacityType: "spot"}, NodeName: "n-old"}
+	st.Bindings["i-old"] = &fsm.NodeBinding{InstanceID: "i-old", NodeName: "n-old", NodePool: "general", Since: t0}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+
+	now = t0.Add(90 * time.Second)
+	st.Intents["new"] = &fsm.Intent{Token: "new", NodeClaim: "nc-new", NodePool: "general"}
+	st.Disruptions["n-old"] = &fsm.Disruption{NodeName: "n-old", NodePool: "general", Reason: "Underutilized",
+		Replacements: []string{"nc-new"}}
+	st.ICE["x"] = fsm.ICEEntry{InstanceType: "m5.large", Zone: "us-west-2a", CapacityType: "spot", Until: now.Add(time.Minute)}
+	want := `
+# HELP karpenter_cluster_state_node_count Current count of nodes in cluster state.
+# TYPE karpenter_cluster_state_node_count gauge
+karpenter_cluster_state_node_count 1
+# HELP karpenter_cluster_state_synced Returns 1 if cluster state is synced and 0 otherwise.
+# TYPE karpenter_cluster_state_synced gauge
+karpenter_cluster_state_synced 1
+# HELP karpenter_nodes_current_lifetime_seconds Node age in seconds.
+# TYPE karpenter_nodes_current_lifetime_seconds gauge
+karpenter_nodes_current_lifetime_seconds{node_name="n-old",nodepool="general"} 90
+# HELP karpenter_cloudprovider_instance_type_offering_available Instance type offering availability, based on instance type, capacity type, and zone.
+# TYPE karpenter_cloudprovider_instance_type_offering_available gauge
+karpenter_cloudprovider_instance_type_offering_available{capacity_type="spot",instance_type="m5.large",zone="us-west-2a"} 0
+# HELP karpenter_nodeclaims_created_total Number of nodeclaims created in total by Karpenter.
+# TYPE karpenter_nodeclaims_created_total counter
+karpenter_nodeclaims_created_total{min_values_relaxed="false",nodepool="general",reason="underutilized"} 1
+# HELP karpenter_nodeclaims_disrupted_total Number of nodeclaims disrupted in total by Karpenter.
+# TYPE karpenter_nodeclaims_disrupted_total counter
+karpenter_nodeclaims_disrupted_total{capacity_type="spot",nodepool="general",reason="underutilized"} 1
+# HELP karpenter_voluntary_disruption_decisions_total Number of disruption decisions performed.
+# TYPE karpenter_voluntary_disruption_decisions_total counter
+karpenter_voluntary_disruption_decisions_total{consolidation_type="single",decision="replace",reason="underutilized"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old node goes away: terminated counts once, by its capacity type.
+	delete(st.Intents, "old")
+	delete(st.Bindings, "i-old")
+	delete(st.Disruptions, "n-old")
+	for i := 0; i < 2; i++ {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP karpenter_nodeclaims_terminated_total Number of nodeclaims terminated in total by Karpenter.
+# TYPE karpenter_nodeclaims_terminated_total counter
+karpenter_nodeclaims_terminated_total{capacity_type="spot",nodepool="general"} 1
+`), "karpenter_nodeclaims_terminated_total"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A follower serves nothing (the leader's numbers would be doubled).
+	src.leader = false
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+		t.Fatalf("follower served %d series (err %v)", n, err)
+	}
+}
