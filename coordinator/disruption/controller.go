@@ -394,6 +394,10 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 	c.m.decisions.WithLabelValues(string(d.Reason)).Inc()
 	for _, n := range d.Nodes {
 		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting Node: %s: %s", d.Reason, d.Message))
+		if d.Reason == ReasonInterrupted {
+			// The AWS provider's reason for acting on a notice.
+			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.TerminatingOnInterruption, "Interruption triggered termination for the Node: "+d.Message)
+		}
 	}
 	c.track(d.Nodes, true)
 	c.wg.Add(1)

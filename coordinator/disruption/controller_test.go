@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,6 +190,12 @@ func TestControllerDeletesEmptyNode(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no DisruptionBlocked event for the skipped node: %v", r.ev.got)
+	}
+	// The disrupted node got Karpenter's reason, with the disruption reason.
+	if !slices.ContainsFunc(r.ev.got, func(e string) bool {
+		return strings.HasPrefix(e, "empty Normal DisruptionTerminating: Disrupting Node: Empty")
+	}) {
+		t.Fatalf("no DisruptionTerminating event for the disrupted node: %v", r.ev.got)
 	}
 }
 

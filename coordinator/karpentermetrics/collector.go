@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/report"
 )
 
 // Source is what the collector reads: the replica's state and whether it
@@ -50,6 +51,8 @@ var (
 		"Number of nodeclaims terminated in total by Karpenter.", []string{lNodePool, lCapacityType}, nil)
 	descDisrupted = prometheus.NewDesc("karpenter_nodeclaims_disrupted_total",
 		"Number of nodeclaims disrupted in total by Karpenter.", []string{lReason, lNodePool, lCapacityType}, nil)
+	descInterruption = prometheus.NewDesc("karpenter_interruption_received_messages_total",
+		"Count of messages received from the interruption source.", []string{"message_type"}, nil)
 	descDecisions = prometheus.NewDesc("karpenter_voluntary_disruption_decisions_total",
 		"Number of disruption decisions performed.", []string{"decision", lReason, "consolidation_type"}, nil)
 )
@@ -73,6 +76,8 @@ type Collector struct {
 	term     map[[2]string]float64  // nodepool, capacity_type
 	disr     map[[3]string]float64  // reason, nodepool, capacity_type
 	decided  map[[3]string]float64  // decision, reason, consolidation_type
+	notices  map[string]string      // node name -> ID of its active notice
+	received map[string]float64     // message_type
 }
 
 type intentSeen struct{ nodePool, capacityType string }
@@ -83,13 +88,14 @@ func New(src Source, now func() time.Time) *Collector {
 	return &Collector{src: src, now: now,
 		intents: map[string]intentSeen{}, disrupt: map[string]disruptSeen{},
 		created: map[[3]string]float64{}, term: map[[2]string]float64{},
-		disr: map[[3]string]float64{}, decided: map[[3]string]float64{}}
+		disr: map[[3]string]float64{}, decided: map[[3]string]float64{},
+		notices: map[string]string{}, received: map[string]float64{}}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNodeCount, descSynced, descLifetime, descOffering,
-		descCreated, descTerminated, descDisrupted, descDecisions} {
+		descCreated, descTerminated, descDisrupted, descDecisions, descInterruption} {
 		ch <- d
 	}
 }
@@ -150,6 +156,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range c.disr {
 		ch <- prometheus.MustNewConstMetric(descDisrupted, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
+	for k, v := range c.received {
+		ch <- prometheus.MustNewConstMetric(descInterruption, prometheus.CounterValue, v, k)
+	}
 	for k, v := range c.decided {
 		ch <- prometheus.MustNewConstMetric(descDecisions, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
@@ -202,5 +211,31 @@ func (c *Collector) observe(s *fsm.State) {
 			c.decided[[3]string{decision, r, consolidationType(r)}]++
 		}
 	}
+	notices := map[string]string{}
+	for name, ns := range s.Nodes {
+		r := ns.Interruption
+		if r == nil {
+			continue
+		}
+		notices[name] = r.ID
+		if c.notices[name] != r.ID && c.baseline {
+			c.received[messageType(r.Kind)]++
+		}
+	}
+	c.notices = notices
 	c.intents, c.disrupt, c.baseline = seen, dseen, true
+}
+
+// messageType is the AWS provider's message_type for an agent notice: the
+// agent reads IMDS where Karpenter reads EventBridge, the facts are the same.
+func messageType(k report.Kind) string {
+	switch k {
+	case report.KindInterruption:
+		return "spot_interrupted"
+	case report.KindRebalance:
+		return "rebalance_recommendation"
+	case report.KindMaintenance:
+		return "scheduled_change"
+	}
+	return "unknown"
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/report"
 )
 
 type stateSource struct {
@@ -42,6 +43,8 @@ func TestCollectorFollowsStateTransitions(t *testing.T) {
 	st.Intents["new"] = &fsm.Intent{Token: "new", NodeClaim: "nc-new", NodePool: "general"}
 	st.Disruptions["n-old"] = &fsm.Disruption{NodeName: "n-old", NodePool: "general", Reason: "Underutilized",
 		Replacements: []string{"nc-new"}}
+	st.Nodes["n-old"] = &fsm.NodeStatus{NodeName: "n-old",
+		Interruption: &report.Report{ID: "r1", Kind: report.KindInterruption, NodeName: "n-old", Action: "terminate"}}
 	st.ICE["x"] = fsm.ICEEntry{InstanceType: "m5.large", Zone: "us-west-2a", CapacityType: "spot", Until: now.Add(time.Minute)}
 	want := `
 # HELP karpenter_cluster_state_node_count Current count of nodes in cluster state.
@@ -62,6 +65,9 @@ karpenter_nodeclaims_created_total{min_values_relaxed="false",nodepool="general"
 # HELP karpenter_nodeclaims_disrupted_total Number of nodeclaims disrupted in total by Karpenter.
 # TYPE karpenter_nodeclaims_disrupted_total counter
 karpenter_nodeclaims_disrupted_total{capacity_type="spot",nodepool="general",reason="underutilized"} 1
+# HELP karpenter_interruption_received_messages_total Count of messages received from the interruption source.
+# TYPE karpenter_interruption_received_messages_total counter
+karpenter_interruption_received_messages_total{message_type="spot_interrupted"} 1
 # HELP karpenter_voluntary_disruption_decisions_total Number of disruption decisions performed.
 # TYPE karpenter_voluntary_disruption_decisions_total counter
 karpenter_voluntary_disruption_decisions_total{consolidation_type="single",decision="replace",reason="underutilized"} 1
