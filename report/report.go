@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxMetaBytes bounds the gossip metadata record (memberlist's node meta limit is 512).
@@ -67,6 +68,12 @@ type CheckResult struct {
 
 // Report is an authoritative report from a node agent. ID is unique per
 // report so that a retried delivery is applied once.
+// MaxBytes bounds one encoded report. A real report is well under 2 KiB
+// (a health report with a dozen checks); the coordinator refuses larger
+// ones with 413 before decoding, so no sender can grow the replicated
+// state with a large report.
+const MaxBytes = 8 << 10
+
 type Report struct {
 	ID         string    `json:"id"`
 	Kind       Kind      `json:"kind"`
@@ -95,3 +102,35 @@ type Report struct {
 
 // Path is the coordinator HTTP endpoint that accepts a JSON Report.
 const Path = "/v1/reports"
+
+// Clipped returns r with its free-text fields and check list cut so that
+// it encodes well under MaxBytes: a verbose health check must not make the
+// coordinator refuse the whole report.
+func (r Report) Clipped() Report {
+	// 16 checks × 2 × 128 bytes + the fixed fields + 2 × 512 stays < 8 KiB.
+	const maxText, maxCheckText, maxChecks = 512, 128, 16
+	clipTo := func(s string, maxText int) string {
+		if len(s) <= maxText {
+			return s
+		}
+		s = s[:maxText]
+		for len(s) > 0 && !utf8.ValidString(s) {
+			s = s[:len(s)-1] // do not cut a rune in half
+		}
+		return s + "…"
+	}
+	clip := func(s string) string { return clipTo(s, maxText) }
+	r.Message, r.Blocked = clip(r.Message), clip(r.Blocked)
+	if len(r.Checks) > maxChecks {
+		r.Checks = r.Checks[:maxChecks]
+	}
+	if r.Checks != nil {
+		checks := make([]CheckResult, len(r.Checks))
+		for i, c := range r.Checks {
+			c.Message, c.Reason = clipTo(c.Message, maxCheckText), clipTo(c.Reason, maxCheckText)
+			checks[i] = c
+		}
+		r.Checks = checks
+	}
+	return r
+}

@@ -67,6 +67,15 @@ func TestReportValidationAndIntake(t *testing.T) {
 	if code := post(`{"kind":"Health","nodeName":"n"}`); code != http.StatusBadRequest {
 		t.Fatalf("no id: %d", code)
 	}
+	// Bounded input: a report over report.MaxBytes is refused before it is
+	// decoded, and nothing about its node is committed.
+	big := `{"id":"big","kind":"Health","nodeName":"huge","message":"` + strings.Repeat("x", report.MaxBytes) + `"}`
+	if code := post(big); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized report: %d", code)
+	}
+	if n.State().Nodes["huge"] != nil {
+		t.Fatal("oversized report was committed")
+	}
 	if code := post(`{"id":"x1","kind":"Interruption","nodeName":"n","action":"terminate"}`); code != http.StatusOK {
 		t.Fatalf("valid report: %d", code)
 	}

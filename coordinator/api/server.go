@@ -205,8 +205,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 }
 
 func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, report.MaxBytes))
 	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.cfg.Log.Warn("report refused", "reason", "too_large", "limit", report.MaxBytes, "remote", r.RemoteAddr)
+			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("report larger than %d bytes", report.MaxBytes))
+			return
+		}
 		h.fail(w, http.StatusBadRequest, err)
 		return
 	}

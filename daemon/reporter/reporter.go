@@ -185,6 +185,7 @@ func (c *Client) Send(r report.Report) report.Report {
 	if r.ObservedAt.IsZero() {
 		r.ObservedAt = c.cfg.Now()
 	}
+	r = r.Clipped() // the coordinator refuses reports over report.MaxBytes
 	c.mu.Lock()
 	if coalesces(r.Kind) {
 		kept := c.pending[:0]

@@ -241,3 +241,21 @@ func TestOnlyReplicaAnswering404KeepsReportSpooled(t *testing.T) {
 		t.Fatalf("pending %d, want the report still spooled", c.Pending())
 	}
 }
+
+// A verbose health report is clipped below report.MaxBytes, so the
+// coordinator's size cap never refuses what an agent really sends.
+func TestVerboseReportFitsTheCoordinatorsCap(t *testing.T) {
+	c := newClient(t, Config{})
+	var checks []report.CheckResult
+	for range 100 {
+		checks = append(checks, report.CheckResult{Name: "disk", State: "failed", Message: strings.Repeat("é", 4000)})
+	}
+	r := c.Send(report.Report{Kind: report.KindHealth, NodeName: "n1", Message: strings.Repeat("m", 9000), Checks: checks})
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > report.MaxBytes {
+		t.Fatalf("clipped report is %d bytes, cap %d", len(b), report.MaxBytes)
+	}
+}
