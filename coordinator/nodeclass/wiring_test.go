@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 )
@@ -41,20 +43,28 @@ func TestWiredComponent(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	// A cloud but no launcher: only the status controller among the cloud components.
+	// A cloud but no launcher: the EC2NodeClass status controller is the only cloud
+	// component (the NodePool status controller runs whenever there is Kubernetes).
 	rt := &coordinator.Runtime{Store: &raftnode.Node{}, Cloud: prov, Log: quiet, Registry: reg}
 	o := wiring.Options{RESTConfig: cp.RESTConfig}
 	o.NodeClass.Interval = 100 * time.Millisecond
+	names := func(comps []leader.Named) []string {
+		var out []string
+		for _, c := range comps {
+			out = append(out, c.Name)
+		}
+		return out
+	}
 	comps, err := wiring.Components(rt, o)
-	if err != nil || len(comps) != 1 || comps[0].Name != "nodeclass-status" {
-		t.Fatalf("components %v, %v", comps, err)
+	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "nodepool-status"}) {
+		t.Fatalf("components %v, %v", got, err)
 	}
 	o.NoNodeClass = true
-	if off, err := wiring.Components(rt, o); err != nil || len(off) != 0 {
-		t.Fatalf("NoNodeClass: %v, %v", off, err)
+	if off, err := wiring.Components(rt, o); err != nil || slices.Contains(names(off), "nodeclass-status") {
+		t.Fatalf("NoNodeClass: %v, %v", names(off), err)
 	}
-	if none, err := wiring.Components(&coordinator.Runtime{Store: &raftnode.Node{}}, wiring.Options{RESTConfig: cp.RESTConfig}); err != nil || len(none) != 0 {
-		t.Fatalf("without a cloud: %v, %v", none, err)
+	if none, err := wiring.Components(&coordinator.Runtime{Store: &raftnode.Node{}}, wiring.Options{RESTConfig: cp.RESTConfig}); err != nil || slices.Contains(names(none), "nodeclass-status") {
+		t.Fatalf("without a cloud: %v, %v", names(none), err)
 	}
 
 	scheme := runtime.NewScheme()
