@@ -73,6 +73,13 @@ type Config struct {
 	// Registry, when set, receives the watcher's metrics.
 	Registry prometheus.Registerer
 	Now      func() time.Time
+	// VanishAfter is how long an active maintenance event must stay absent
+	// before it counts as cancelled. IMDS has been seen to answer 404 for a
+	// moment (150 ms) and then list the event again; without this the agent
+	// would uncordon and re-cordon the node. Default 2 s: undoing a drain
+	// is never urgent, while a new or cancelled-by-state event is still
+	// reported at once.
+	VanishAfter time.Duration
 }
 
 // Watcher polls IMDS.
@@ -96,6 +103,9 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.VanishAfter <= 0 {
+		cfg.VanishAfter = 2 * time.Second
 	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
@@ -228,10 +238,17 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Notice) error {
 type pollState struct {
 	seen   map[string]bool   // keys of notices already sent
 	events map[string]Notice // maintenance events by id, as last seen
+	// missing: when an active maintenance event was first seen absent, so
+	// a short 404 flap is not taken for a cancellation.
+	missing map[string]time.Time
+}
+
+func newPollState() *pollState {
+	return &pollState{seen: map[string]bool{}, events: map[string]Notice{}, missing: map[string]time.Time{}}
 }
 
 func (w *Watcher) pollLoop(ctx context.Context, path string, parse func([]byte, *pollState) ([]Notice, error), out chan<- Notice) {
-	st := &pollState{seen: map[string]bool{}, events: map[string]Notice{}}
+	st := newPollState()
 	failing := false
 	for {
 		b, err := w.get(ctx, path)
@@ -281,11 +298,6 @@ func (w *Watcher) parseSpot(b []byte, st *pollState) ([]Notice, error) {
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, fmt.Errorf("spot/instance-action: malformed JSON: %w", err)
 	}
-	switch a.Action {
-	case "terminate", "stop", "hibernate":
-	default:
-		return nil, fmt.Errorf("spot/instance-action: unknown action %q", a.Action)
-	}
 	t, err := time.Parse(time.RFC3339, a.Time)
 	if err != nil {
 		return nil, fmt.Errorf("spot/instance-action: bad time %q: %w", a.Time, err)
@@ -295,7 +307,19 @@ func (w *Watcher) parseSpot(b []byte, st *pollState) ([]Notice, error) {
 		return nil, nil
 	}
 	st.seen[key] = true
-	return []Notice{{Kind: KindSpotInterruption, Action: a.Action, Time: t, ObservedAt: w.cfg.Now()}}, nil
+	n := Notice{Kind: KindSpotInterruption, Action: a.Action, Time: t, ObservedAt: w.cfg.Now()}
+	switch a.Action {
+	case "terminate", "stop", "hibernate":
+	default:
+		// A well-formed notice with an action this agent does not know
+		// (a new EC2 action, or a typo upstream) still means the instance
+		// is going away: act as for the most disruptive known action,
+		// terminate, and say so, rather than ignore it and lose the pods.
+		w.log.Warn("unknown spot instance-action; treating it as terminate", "action", a.Action, "time", a.Time)
+		n.Action = "terminate"
+		n.Description = fmt.Sprintf("unknown spot action %q treated as terminate", a.Action)
+	}
+	return []Notice{n}, nil
 }
 
 func (w *Watcher) parseRebalance(b []byte, st *pollState) ([]Notice, error) {
@@ -359,6 +383,7 @@ func (w *Watcher) parseScheduled(b []byte, st *pollState) ([]Notice, error) {
 			continue
 		}
 		current[e.EventID] = true
+		delete(st.missing, e.EventID)
 		n := Notice{
 			Kind: KindMaintenance, Action: e.Code, EventID: e.EventID, State: e.State, Description: e.Description,
 			Time: parseEventTime(e.NotBefore), NotAfter: parseEventTime(e.NotAfter),
@@ -387,11 +412,22 @@ func (w *Watcher) parseScheduled(b []byte, st *pollState) ([]Notice, error) {
 		if current[id] {
 			continue
 		}
-		delete(st.events, id)
 		if prev.Cancelled || prev.Completed {
+			delete(st.events, id)
 			continue
 		}
-		// An active event that vanished did not happen: treat as cancelled.
+		// An active event that vanished did not happen: treat as cancelled,
+		// once it has stayed away for VanishAfter (debounce a 404 flap).
+		since, ok := st.missing[id]
+		if !ok {
+			st.missing[id] = now
+			continue
+		}
+		if now.Sub(since) < w.cfg.VanishAfter {
+			continue
+		}
+		delete(st.missing, id)
+		delete(st.events, id)
 		gone := prev
 		gone.Cancelled, gone.State, gone.ObservedAt = true, "vanished", now
 		out = append(out, gone)

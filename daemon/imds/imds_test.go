@@ -148,7 +148,7 @@ func TestSurvivesFaultsThenSeesSpotNotice(t *testing.T) {
 	f.setDelay(0)
 	f.set("spot/instance-action", `{"action": "terminate", "time": `)
 	none(t, out, 200*time.Millisecond)
-	f.set("spot/instance-action", `{"action": "explode", "time": "2026-01-01T00:00:00Z"}`)
+	f.set("spot/instance-action", `{"action": "terminate", "time": "yesterday"}`)
 	f.set("events/maintenance/scheduled", `{"not": "a list"}`)
 	f.set("events/recommendations/rebalance", `[]`)
 	none(t, out, 200*time.Millisecond)
@@ -242,4 +242,47 @@ func TestIdentityGivesUpWithContext(t *testing.T) {
 	if _, err := newWatcher(t, url).Identity(ctx); err == nil {
 		t.Fatal("identity without IMDS")
 	}
+}
+
+func TestUnknownSpotActionTreatedAsTerminate(t *testing.T) {
+	f, url := newFake(t)
+	out := run(t, newWatcher(t, url))
+	f.set("spot/instance-action", `{"action": "explode", "time": "2026-01-01T00:00:00Z"}`)
+	n := next(t, out)
+	if n.Kind != KindSpotInterruption || n.Action != "terminate" || !strings.Contains(n.Description, `"explode"`) {
+		t.Fatalf("unknown action not acted on as terminate: %+v", n)
+	}
+	none(t, out, 200*time.Millisecond)
+}
+
+func TestMaintenance404FlapIsDebounced(t *testing.T) {
+	f, url := newFake(t)
+	w, err := New(Config{Endpoint: url, Interval: 50 * time.Millisecond, Timeout: 300 * time.Millisecond,
+		VanishAfter: 600 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, w)
+	active := `[{"NotBefore":"27 Nov 2026 12:00:00 GMT","Code":"system-reboot","EventId":"instance-event-7","State":"active"}]`
+	f.set("events/maintenance/scheduled", active)
+	if n := next(t, out); n.EventID != "instance-event-7" || n.Cancelled {
+		t.Fatalf("%+v", n)
+	}
+	// The path answers 404 for 150 ms, then lists the event again: neither
+	// a cancel nor a second notice.
+	f.set("events/maintenance/scheduled", "")
+	time.Sleep(150 * time.Millisecond)
+	f.set("events/maintenance/scheduled", active)
+	none(t, out, time.Second)
+	// Gone for good: cancelled once, after the debounce.
+	f.set("events/maintenance/scheduled", "")
+	gone := time.Now()
+	n := next(t, out)
+	if n.EventID != "instance-event-7" || !n.Cancelled || n.State != "vanished" {
+		t.Fatalf("%+v", n)
+	}
+	if d := time.Since(gone); d < 500*time.Millisecond {
+		t.Fatalf("cancelled after %v, before the 600 ms debounce", d)
+	}
+	none(t, out, 200*time.Millisecond)
 }
