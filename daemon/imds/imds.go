@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -67,9 +66,15 @@ type Config struct {
 	// Interval between polls of each path. Default 500 ms, so a notice is
 	// seen within half a second of IMDS showing it.
 	Interval time.Duration
-	// Timeout bounds each request. Default 800 ms.
+	// Timeout bounds each request attempt. Default 800 ms.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Retries is how many more attempts one read gets after a failed one
+	// (5xx, connection error, attempt timeout). Default 1; the poll loop
+	// is the longer-term retry. RetryBackoff is the wait before the first
+	// retry, doubled for each further one. Default 50 ms.
+	Retries      int
+	RetryBackoff time.Duration
+	Logger       *slog.Logger
 	// Registry, when set, receives the watcher's metrics.
 	Registry prometheus.Registerer
 	Now      func() time.Time
@@ -104,6 +109,14 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Retries < 0 {
+		cfg.Retries = 0
+	} else if cfg.Retries == 0 {
+		cfg.Retries = 1
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 50 * time.Millisecond
+	}
 	if cfg.VanishAfter <= 0 {
 		cfg.VanishAfter = 2 * time.Second
 	}
@@ -118,12 +131,12 @@ func New(cfg Config) (*Watcher, error) {
 		ClientEnableState:     imds.ClientEnabled,
 		DisableDefaultTimeout: true, // each call carries our own, shorter, timeout
 		HTTPClient:            &http.Client{Timeout: cfg.Timeout},
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
-			// The poll loop is the retry: one quick extra attempt covers a
-			// dropped connection without delaying the next poll.
-			o.MaxAttempts = 2
-			o.MaxBackoff = 100 * time.Millisecond
-		}),
+		// Retries are ours (get). The SDK's retryer, wrapped by the imds
+		// client in a 1 s max backoff, slept up to a second after a 500 and
+		// so ran into our deadline: the status was lost and the retry never
+		// sent, and the log said "context deadline exceeded".
+		Retryer:                  aws.NopRetryer{},
+		DisableDefaultMaxBackoff: true,
 	})
 	return &Watcher{cfg: cfg, client: client, log: cfg.Logger.With("component", "imds"), metrics: m}, nil
 }
@@ -132,7 +145,40 @@ func New(cfg Config) (*Watcher, error) {
 var errNotFound = errors.New("not found")
 
 // get reads one metadata path as bytes, mapping 404 to errNotFound.
+// Each attempt has its own Timeout; failed attempts are retried Retries
+// times after RetryBackoff (doubling). The error returned is the last
+// attempt's and names its HTTP status when there was one.
 func (w *Watcher) get(ctx context.Context, path string) ([]byte, error) {
+	backoff := w.cfg.RetryBackoff
+	var err error
+	for attempt := 0; ; attempt++ {
+		var b []byte
+		b, err = w.getOnce(ctx, path)
+		if err == nil || errors.Is(err, errNotFound) {
+			return b, err
+		}
+		w.metrics.errors.WithLabelValues(path).Inc()
+		if attempt >= w.cfg.Retries || ctx.Err() != nil {
+			break
+		}
+		if !sleep(ctx, backoff) {
+			break
+		}
+		backoff *= 2
+	}
+	return nil, fmt.Errorf("imds get %s: %w", path, err)
+}
+
+// StatusError is an IMDS answer other than 200 or 404.
+type StatusError struct {
+	Status int
+	Err    error
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("HTTP %d: %v", e.Status, e.Err) }
+func (e *StatusError) Unwrap() error { return e.Err }
+
+func (w *Watcher) getOnce(ctx context.Context, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
@@ -140,18 +186,19 @@ func (w *Watcher) get(ctx context.Context, path string) ([]byte, error) {
 	w.metrics.latency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		var re interface{ HTTPStatusCode() int }
-		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
-			return nil, errNotFound
+		if errors.As(err, &re) {
+			if re.HTTPStatusCode() == http.StatusNotFound {
+				return nil, errNotFound
+			}
+			return nil, &StatusError{Status: re.HTTPStatusCode(), Err: err}
 		}
-		w.metrics.errors.WithLabelValues(path).Inc()
-		return nil, fmt.Errorf("imds get %s: %w", path, err)
+		return nil, err
 	}
 	defer func() { _ = out.Content.Close() }()
 	// Notices are tiny; cap reads so a broken endpoint cannot feed us forever.
 	b, err := io.ReadAll(io.LimitReader(out.Content, 1<<20))
 	if err != nil {
-		w.metrics.errors.WithLabelValues(path).Inc()
-		return nil, fmt.Errorf("imds read %s: %w", path, err)
+		return nil, fmt.Errorf("read: %w", err)
 	}
 	return b, nil
 }
