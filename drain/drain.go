@@ -28,6 +28,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/dovetail-dev/dovetail/podreq"
 )
 
 // Options configures a Drainer. The zero value is usable.
@@ -215,13 +217,12 @@ const (
 // Classify says whether the drain evicts pod, and if so whether it is
 // critical; skip is the reason a pod stays (daemonset, mirror, terminal).
 func Classify(pod *corev1.Pod) (evict, critical bool, skip string) {
-	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+	// The same rule as podreq.MovesOnDrain, with the reason kept.
+	if podreq.IsMirror(pod) {
 		return false, false, "mirror"
 	}
-	for _, o := range pod.OwnerReferences {
-		if o.Kind == "DaemonSet" && o.Controller != nil && *o.Controller {
-			return false, false, "daemonset"
-		}
+	if podreq.IsDaemonSetPod(pod) {
+		return false, false, "daemonset"
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return false, false, "terminal"

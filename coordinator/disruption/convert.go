@@ -19,6 +19,8 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+
+	"github.com/dovetail-dev/dovetail/podreq"
 )
 
 // This file turns the Kubernetes objects and the Raft state into the
@@ -343,35 +345,18 @@ func nodeCondition(n *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondi
 	return nil
 }
 
-// PodFromAPI converts a pod: effective requests (containers summed, init
-// containers as a max, plus overhead), where it may go, and whether it
-// holds its node.
+// PodFromAPI converts a pod: effective requests (podreq.Requests, the rule
+// the provisioner and kube-scheduler use, native sidecars included), where
+// it may go, and whether it holds its node (podreq.MovesOnDrain).
 func PodFromAPI(p *corev1.Pod, pdb *PDBIndex) Pod {
-	var req Resources
-	for _, c := range p.Spec.Containers {
-		req = req.Add(ResourcesOf(c.Resources.Requests))
-	}
-	for _, c := range p.Spec.InitContainers {
-		ic := ResourcesOf(c.Resources.Requests)
-		req.MilliCPU = max(req.MilliCPU, ic.MilliCPU)
-		req.Memory = max(req.Memory, ic.Memory)
-		req.Accel = max(req.Accel, ic.Accel)
-	}
-	req = req.Add(ResourcesOf(p.Spec.Overhead))
+	req := ResourcesOf(podreq.Requests(p))
 	req.Pods = 1
 	out := Pod{
 		Namespace: p.Namespace, Name: p.Name, Requests: req,
 		NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations,
 		DoNotDisrupt: p.Annotations[karpv1.DoNotDisruptAnnotationKey] == "true",
 		Created:      p.CreationTimestamp.Time,
-	}
-	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
-		out.Stays = true
-	}
-	for _, o := range p.OwnerReferences {
-		if o.Kind == "DaemonSet" && o.Controller != nil && *o.Controller {
-			out.Stays = true
-		}
+		Stays:        !podreq.MovesOnDrain(p),
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {

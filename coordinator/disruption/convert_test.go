@@ -12,6 +12,7 @@ import (
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/podreq"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -154,5 +155,31 @@ func TestBuildSnapshotDoesNotJoinStatusOfEarlierInstanceWithSameName(t *testing.
 		if got := n.Interruption != nil || n.ReplaceRequested; got != tc.inherit {
 			t.Errorf("%s: interruption=%v replaceRequested=%v, want inherited=%v", tc.name, n.Interruption, n.ReplaceRequested, tc.inherit)
 		}
+	}
+}
+
+// A native sidecar (init container with restartPolicy Always) runs beside
+// the app for the pod's life: the kubelet, kube-scheduler and the
+// provisioner count 1 CPU app + 1 CPU sidecar as 2 CPU, and consolidation
+// must too, or it packs a node past what fits.
+func TestPodFromAPICountsNativeSidecars(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	cpu := func(v string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(v)}}
+	}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app"},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "proxy", RestartPolicy: &always, Resources: cpu("1")}},
+			Containers:     []corev1.Container{{Name: "app", Resources: cpu("1")}},
+		},
+	}
+	got := PodFromAPI(p, nil).Requests.MilliCPU
+	if got != 2000 {
+		t.Fatalf("PodFromAPI counts %dm CPU, want 2000m (app + native sidecar)", got)
+	}
+	sched := podreq.Requests(p)[corev1.ResourceCPU]
+	if got != sched.MilliValue() {
+		t.Fatalf("PodFromAPI counts %dm, the scheduler's rule %dm", got, sched.MilliValue())
 	}
 }

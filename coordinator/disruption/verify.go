@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
+	"github.com/dovetail-dev/dovetail/podreq"
 )
 
 // SchedulingVerifier checks a decision with the full scheduling simulation
@@ -85,20 +86,7 @@ func verifyWith(snap scheduling.Snapshot, opts scheduling.Options, d Decision) e
 }
 
 // moves reports whether a pod must find a new home when its node goes.
-func moves(p *corev1.Pod) bool {
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
-		return false
-	}
-	for _, o := range p.OwnerReferences {
-		if o.Kind == "DaemonSet" && o.Controller != nil && *o.Controller {
-			return false
-		}
-	}
-	return true
-}
+func moves(p *corev1.Pod) bool { return podreq.MovesOnDrain(p) }
 
 // stripBinding returns the pod as its replacement would look: unbound.
 func stripBinding(p *corev1.Pod) *corev1.Pod {

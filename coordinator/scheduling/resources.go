@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/dovetail-dev/dovetail/podreq"
 )
 
 // Resource dimensions 0..3 are fixed; extended resources get the next
@@ -150,54 +152,11 @@ func firstShortDim(used, req, capacity vec) int {
 	return -1
 }
 
-func containerRequests(c *corev1.Container) corev1.ResourceList {
-	out := corev1.ResourceList{}
-	for n, q := range c.Resources.Limits {
-		out[n] = q // requests default to limits
-	}
-	for n, q := range c.Resources.Requests {
-		out[n] = q
-	}
-	return out
-}
-
-// podRequests returns the pod's effective requests the way the kubelet
-// and kube-scheduler compute them: the larger of (sum of app containers +
-// restartable init "sidecar" containers) and the peak during init, plus
-// the pod overhead, plus one "pods" slot.
+// podRequests returns the pod's effective requests (podreq.Requests: the
+// kubelet's and kube-scheduler's rule, native sidecars included, plus the
+// overhead) and one "pods" slot.
 func (ri *resourceIndex) podRequests(p *corev1.Pod) vec {
-	sum := make(vec, len(ri.names))
-	for i := range p.Spec.Containers {
-		ri.addList(&sum, containerRequests(&p.Spec.Containers[i]), 1)
-	}
-	sidecars := make(vec, len(ri.names))
-	initPeak := make(vec, len(ri.names))
-	for i := range p.Spec.InitContainers {
-		c := &p.Spec.InitContainers[i]
-		r := ri.fromList(containerRequests(c))
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			sidecars.addInPlace(r)
-			r = sidecars
-		} else {
-			r = r.plus(sidecars)
-		}
-		for d, x := range r {
-			for len(initPeak) <= d {
-				initPeak = append(initPeak, 0)
-			}
-			initPeak[d] = max(initPeak[d], x)
-		}
-	}
-	total := sum.plus(sidecars)
-	for d, x := range initPeak {
-		for len(total) <= d {
-			total = append(total, 0)
-		}
-		total[d] = max(total[d], x)
-	}
-	if p.Spec.Overhead != nil {
-		ri.addList(&total, p.Spec.Overhead, 1)
-	}
+	total := ri.fromList(podreq.Requests(p))
 	for len(total) <= dimPods {
 		total = append(total, 0)
 	}
