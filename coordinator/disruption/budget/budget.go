@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	// Time zone data is embedded so CRON_TZ works on minimal images (FROM scratch).
 	_ "time/tzdata"
 
@@ -84,19 +85,54 @@ func (b Budget) Validate() error {
 
 // parseSchedule parses a 5-field cron expression or a descriptor (@daily...),
 // with an optional CRON_TZ= or TZ= prefix naming an IANA time zone.
-func parseSchedule(s string) (cron.Schedule, error) {
-	spec := strings.TrimSpace(s)
-	// Without a prefix, evaluate in UTC (Karpenter's rule), not the
-	// process's local zone that robfig/cron would otherwise use.
-	if !strings.HasPrefix(spec, "CRON_TZ=") && !strings.HasPrefix(spec, "TZ=") {
-		spec = "CRON_TZ=UTC " + spec
+//
+// The spec is checked before robfig/cron sees it: that parser panics on a
+// time-zone prefix not followed by a space (e.g. tab-separated fields), and
+// it accepts schedules that never fire (0 0 30 2 *), whose Next is the zero
+// time and would otherwise read as "always active".
+func parseSchedule(s string) (sched cron.Schedule, err error) {
+	fields := strings.Fields(s)
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("budget schedule %q: empty", s)
 	}
-	sched, err := parser.Parse(spec)
+	if strings.ContainsFunc(s, func(r rune) bool { return r != ' ' && unicode.IsSpace(r) }) {
+		return nil, fmt.Errorf("budget schedule %q: fields must be separated by spaces, not tabs or newlines", s)
+	}
+	tz := "CRON_TZ=UTC" // Karpenter's rule: UTC unless a zone is named, never the process's local zone.
+	if strings.HasPrefix(fields[0], "CRON_TZ=") || strings.HasPrefix(fields[0], "TZ=") {
+		tz, fields = fields[0], fields[1:]
+		if _, zerr := time.LoadLocation(tz[strings.Index(tz, "=")+1:]); zerr != nil || strings.HasSuffix(tz, "=") {
+			return nil, fmt.Errorf("budget schedule %q: unknown time zone in %q", s, tz)
+		}
+	}
+	switch {
+	case len(fields) == 1 && strings.HasPrefix(fields[0], "@"):
+	case len(fields) == 5:
+	default:
+		return nil, fmt.Errorf("budget schedule %q: want 5 cron fields (minute hour day-of-month month day-of-week) or a @descriptor, got %d fields", s, len(fields))
+	}
+	// Belt and braces: a parser panic on input we did not foresee must be an
+	// invalid schedule, never a leader crash.
+	defer func() {
+		if r := recover(); r != nil {
+			sched, err = nil, fmt.Errorf("budget schedule %q: unparseable: %v", s, r)
+		}
+	}()
+	sched, err = parser.Parse(tz + " " + strings.Join(fields, " "))
 	if err != nil {
 		return nil, fmt.Errorf("budget schedule %q: %w", s, err)
 	}
+	// robfig/cron searches five years ahead; a schedule with no hit from a
+	// fixed leap-year reference never fires (Feb 30, Apr 31).
+	if sched.Next(scheduleProbe).IsZero() {
+		return nil, fmt.Errorf("budget schedule %q: never fires (no matching date)", s)
+	}
 	return sched, nil
 }
+
+// scheduleProbe is the reference from which a schedule must fire at least
+// once; its five-year search window covers a leap day.
+var scheduleProbe = time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // parseNodes returns (value, isPercent).
 func parseNodes(s string) (int, bool, error) {
@@ -122,6 +158,10 @@ func (b Budget) Active(now time.Time) (bool, error) {
 	// The latest hit at or before now is inside the window iff the first hit
 	// strictly after now-duration is not after now.
 	next := sched.Next(now.Add(-b.Duration))
+	if next.IsZero() {
+		// No hit found: never active (the zero time is not after now).
+		return false, fmt.Errorf("budget schedule %q: never fires", b.Schedule)
+	}
 	return !next.After(now), nil
 }
 

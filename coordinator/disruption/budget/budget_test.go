@@ -116,3 +116,39 @@ func TestEvaluate(t *testing.T) {
 		})
 	}
 }
+
+// TestScheduleBadInputNeverPanicsNorActive covers issue 10: a tab-separated
+// CRON_TZ schedule used to panic inside robfig/cron, and a schedule that
+// never fires used to read as always active.
+func TestScheduleBadInputNeverPanicsNorActive(t *testing.T) {
+	now := at("2026-11-23T12:00:00Z")
+	for _, s := range []string{
+		"CRON_TZ=UTC\t0\t9\t*\t*\t1-5",
+		"TZ=UTC\t0 9 * * *",
+		"CRON_TZ=UTC",
+		"CRON_TZ= 0 9 * * *",
+		"CRON_TZ=Nowhere/Atlantis 0 9 * * *",
+		"0 0 30 2 *",
+		"0 0 31 4 *",
+		"0 9 * *",
+		"0 9 * * * *",
+		"   ",
+	} {
+		b := Budget{Nodes: "0", Schedule: s, Duration: time.Hour}
+		if err := b.Validate(); err == nil {
+			t.Errorf("Validate(%q) = nil, want error", s)
+		}
+		if active, err := b.Active(now); active || err == nil {
+			t.Errorf("Active(%q) = %v, %v; want false and an error", s, active, err)
+		}
+		lim := Evaluate([]Budget{b}, ReasonEmpty, 10, 0, now)
+		if lim.Allowed != 0 || lim.Err == "" {
+			t.Errorf("Evaluate(%q) = %+v; want fail-closed with an error", s, lim)
+		}
+	}
+	for _, s := range []string{"CRON_TZ=UTC 0 9 * * 1-5", "TZ=Europe/Berlin 0 9 * * *", "@daily", "0 0 29 2 *", " 0 9 * * 1-5 "} {
+		if err := (Budget{Nodes: "0", Schedule: s, Duration: time.Hour}).Validate(); err != nil {
+			t.Errorf("Validate(%q) = %v, want nil", s, err)
+		}
+	}
+}
