@@ -159,19 +159,7 @@ func PoolFromAPI(np *karpv1.NodePool) (Pool, error) {
 		d := t.Spec.TerminationGracePeriod.Duration
 		p.TerminationGracePeriod = &d
 	}
-	for _, b := range np.Spec.Disruption.Budgets {
-		bb := budget.Budget{Nodes: b.Nodes}
-		if b.Schedule != nil {
-			bb.Schedule = *b.Schedule
-		}
-		if b.Duration != nil {
-			bb.Duration = b.Duration.Duration
-		}
-		for _, r := range b.Reasons {
-			bb.Reasons = append(bb.Reasons, budget.Reason(r))
-		}
-		p.Budgets = append(p.Budgets, bb)
-	}
+	p.Budgets = BudgetsOf(np)
 	for _, r := range t.Spec.Requirements {
 		p.Requirements = append(p.Requirements, corev1.NodeSelectorRequirement{Key: r.Key, Operator: r.Operator, Values: r.Values})
 	}
@@ -418,4 +406,25 @@ func NodeClaimAnnotations(np *karpv1.NodePool, nc *awsv1.EC2NodeClass) map[strin
 		ann[AnnotationNodeClassHash] = NodeClassHash(nc.Spec)
 	}
 	return ann
+}
+
+// BudgetsOf converts a NodePool's disruption budgets to the evaluator's form.
+// The NodePool status controller validates the same values, so what it flags
+// as invalid is exactly what the planner would fail to evaluate.
+func BudgetsOf(np *karpv1.NodePool) []budget.Budget {
+	var out []budget.Budget
+	for _, b := range np.Spec.Disruption.Budgets {
+		bb := budget.Budget{Nodes: b.Nodes}
+		if b.Schedule != nil {
+			bb.Schedule = *b.Schedule
+		}
+		if b.Duration != nil {
+			bb.Duration = b.Duration.Duration
+		}
+		for _, r := range b.Reasons {
+			bb.Reasons = append(bb.Reasons, budget.Reason(r))
+		}
+		out = append(out, bb)
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 )
 
 // Condition reasons.
@@ -77,7 +78,8 @@ func Compute(np *karpv1.NodePool, claims []karpv1.NodeClaim, class *awsv1.EC2Nod
 	st.Nodes = &count
 
 	// ValidationSucceeded: the checks the CRD cannot make (Karpenter's
-	// RuntimeValidate): label keys must be valid label keys.
+	// RuntimeValidate): label keys must be valid label keys, budgets must
+	// be evaluable.
 	if err := validate(np); err != nil {
 		work.SetFalse(karpv1.ConditionTypeValidationSucceeded, ReasonInvalid, err.Error())
 	} else {
@@ -147,6 +149,14 @@ func validate(np *karpv1.NodePool) error {
 	for _, r := range np.Spec.Template.Spec.Requirements {
 		if err := validLabelKey(r.Key); err != nil {
 			return fmt.Errorf("requirement key %q: %w", r.Key, err)
+		}
+	}
+	// Budgets the CRD pattern lets through but the evaluator cannot use (a
+	// tab-separated or never-firing schedule): the planner fails closed on
+	// them, and this condition tells the user why nothing is disrupted.
+	for i, b := range disruption.BudgetsOf(np) {
+		if err := b.Validate(); err != nil {
+			return fmt.Errorf("disruption budget %d: %w", i, err)
 		}
 	}
 	return nil

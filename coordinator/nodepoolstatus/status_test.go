@@ -2,6 +2,7 @@ package nodepoolstatus
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,16 @@ func TestComputeNotReadyReasons(t *testing.T) {
 	}
 	if c := np.GetCondition(karpv1.ConditionTypeNodeRegistrationHealthy); c.Status != metav1.ConditionFalse {
 		t.Errorf("NodeRegistrationHealthy with only failed launches = %+v", c)
+	}
+	// Schedules the CRD pattern accepts but that can never be evaluated
+	// (issue 10): flagged, with the reason, instead of crashing the leader.
+	for _, sched := range []string{"CRON_TZ=UTC\t0\t9\t*\t*\t1-5", "0 0 30 2 *"} {
+		np = pool("p", "c")
+		np.Spec.Disruption.Budgets = []karpv1.Budget{{Nodes: "1", Schedule: &sched, Duration: &metav1.Duration{Duration: time.Hour}}}
+		np.Status = Compute(np, nil, notReady)
+		if c := np.GetCondition(karpv1.ConditionTypeValidationSucceeded); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "disruption budget 0") {
+			t.Errorf("ValidationSucceeded with schedule %q = %+v", sched, c)
+		}
 	}
 }
 
