@@ -57,6 +57,8 @@ type Config struct {
 	// Client forwards requests to the leader.
 	Client *http.Client
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
+	// They answer from leader-only state, so a follower forwards them to the
+	// leader like a consistent read: any replica answers every CLI command.
 	Extra map[string]http.Handler
 	Now   func() time.Time
 	Log   *slog.Logger
@@ -101,7 +103,7 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("POST "+report.Path, h.postReport)
 	h.mux.HandleFunc("POST "+PathRolloutResume, h.resumeRollout)
 	for p, eh := range cfg.Extra {
-		h.mux.Handle(p, eh)
+		h.mux.Handle(p, h.leaderOnly(eh))
 	}
 	return h
 }
@@ -163,6 +165,18 @@ func (h *Handler) read(fn func(w http.ResponseWriter, r *http.Request, st *fsm.S
 		}
 		fn(w, r, h.cfg.Backend.State())
 	}
+}
+
+// leaderOnly serves next on the leader and forwards the request to it from
+// any other replica.
+func (h *Handler) leaderOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.cfg.Backend.IsLeader() {
+			h.forward(w, r, nil)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // forward proxies a request to the leader once.
