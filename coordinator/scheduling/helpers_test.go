@@ -151,6 +151,15 @@ func withSpread(key string, skew int32, when corev1.UnsatisfiableConstraintActio
 	}
 }
 
+// withSpreadOn spreads on a selector of one label (not the pod's own app).
+func withSpreadOn(key string, skew int32, label, value string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Spec.TopologySpreadConstraints = append(p.Spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{
+			MaxSkew: skew, TopologyKey: key, WhenUnsatisfiable: corev1.DoNotSchedule,
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{label: value}}})
+	}
+}
+
 func withAffinity(key string) podOpt {
 	return func(p *corev1.Pod) {
 		a := ensureAffinity(p)

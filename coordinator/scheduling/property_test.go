@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"math/rand"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dovetail-dev/dovetail/cloud"
 )
@@ -25,17 +27,37 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 	}
 	cpus := []string{"100m", "250m", "500m", "1", "1500m", "3", "7"}
 	mems := []string{"128Mi", "512Mi", "1Gi", "3Gi", "7Gi"}
+	tiers := []string{"x", "y"}
+	replayFailures, replayRefused := 0, 0
+	defer func() {
+		if replayFailures > 0 {
+			t.Logf("%d of 300 seeds have plans kube-scheduler would refuse (%d pods)", replayFailures, replayRefused)
+		}
+	}()
 	for seed := int64(0); seed < 300; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		var ps []*corev1.Pod
 		appOf := map[string]string{}
 		kinds := map[string]int{}
 		nApps := 1 + rng.Intn(6)
+		// A label shared across apps (Karpenter's benchmark does the same):
+		// spread and affinity selectors on it count other apps' pods too.
+		tierOf := map[string]string{}
 		for a := 0; a < nApps; a++ {
 			app := fmt.Sprintf("app%d", a)
-			kind := rng.Intn(6)
+			kind := rng.Intn(8)
 			kinds[app] = kind
 			var opts []podOpt
+			if rng.Intn(2) == 0 {
+				tierOf[app] = tiers[rng.Intn(len(tiers))]
+				opts = append(opts, withLabels("tier", tierOf[app]))
+			}
+			created := metav1.NewTime(time.Unix(1_700_000_000+int64(rng.Intn(4)), 0))
+			opts = append(opts, func(p *corev1.Pod) { p.CreationTimestamp = created })
+			if rng.Intn(5) == 0 {
+				prio := int32(rng.Intn(3))
+				opts = append(opts, func(p *corev1.Pod) { p.Spec.Priority = &prio })
+			}
 			switch kind {
 			case 1:
 				opts = append(opts, withAntiAffinity(LabelHostname))
@@ -47,6 +69,10 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 				opts = append(opts, withSpread(LabelHostname, 1, corev1.DoNotSchedule), withNodeSelector(LabelArch, "amd64"))
 			case 5:
 				opts = append(opts, withPreferredNode(10, LabelZone, "us-east-1c"), withPreferredAnti(5, LabelZone))
+			case 6:
+				opts = append(opts, withSpreadOn(LabelHostname, 1, "tier", tiers[rng.Intn(len(tiers))]))
+			case 7:
+				opts = append(opts, withSpreadOn(LabelZone, 1, "tier", tiers[rng.Intn(len(tiers))]))
 			}
 			for _, p := range pods(1+rng.Intn(15), app, cpus[rng.Intn(len(cpus))], mems[rng.Intn(len(mems))], opts...) {
 				appOf[p.Namespace+"/"+p.Name] = app
@@ -86,12 +112,28 @@ func TestRandomSnapshotsKeepInvariants(t *testing.T) {
 				Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("20")}}
 			if rng.Intn(2) == 0 {
 				app := fmt.Sprintf("app%d", rng.Intn(nApps))
-				node.Pods = []*corev1.Pod{mkPod(name+"-bound", "500m", "512Mi", withLabels("app", app))}
+				bound := mkPod(name+"-bound", "500m", "512Mi", withLabels("app", app))
+				if tier := tierOf[app]; tier != "" {
+					bound.Labels["tier"] = tier
+				}
+				node.Pods = []*corev1.Pod{bound}
 				boundApp[name] = app
 			}
 			nodes = append(nodes, node)
 		}
-		r := Solve(Snapshot{NodePools: []NodePool{pool, tainted}, InstanceTypes: map[string][]*cloud.InstanceType{"": types}, Pods: ps, Nodes: nodes}, Options{})
+		rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+		snap := Snapshot{NodePools: []NodePool{pool, tainted}, InstanceTypes: map[string][]*cloud.InstanceType{"": types}, Pods: ps, Nodes: nodes}
+		r := Solve(snap, Options{})
+		// The contract: kube-scheduler, binding in its queue order, accepts
+		// every pod on its planned node.
+		if refused := Replay(snap, r); len(refused) > 0 {
+			replayRefused += len(refused)
+
+			if replayFailures == 0 {
+				t.Logf("seed %d: %d pods refused on replay, first: %+v", seed, len(refused), refused[0])
+			}
+			replayFailures++
+		}
 
 		seen := map[string]int{}
 		perHost := map[string]map[string]int{} // app → host (claim index or node) → pods, bound ones included

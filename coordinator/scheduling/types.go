@@ -58,6 +58,11 @@ type Snapshot struct {
 	PersistentVolumeClaims []*corev1.PersistentVolumeClaim
 	PersistentVolumes      []*corev1.PersistentVolume
 	StorageClasses         []*storagev1.StorageClass
+	// Namespaces maps each namespace's name to its labels, for the
+	// namespaceSelector of pod (anti-)affinity terms. nil means unknown: a
+	// non-empty namespaceSelector then counts every namespace (a warning
+	// says so).
+	Namespaces map[string]map[string]string
 }
 
 // Node is an existing node as the simulation sees it.
