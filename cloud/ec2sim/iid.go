@@ -13,6 +13,8 @@ import (
 	"math/big"
 	"sync"
 	"time"
+
+	"github.com/smallstep/pkcs7"
 )
 
 // iidSigner is the simulator's stand-in for AWS's per-region identity
@@ -24,6 +26,7 @@ import (
 type iidSigner struct {
 	once    sync.Once
 	key     *rsa.PrivateKey
+	cert    *x509.Certificate
 	certPEM []byte
 	err     error
 }
@@ -47,7 +50,12 @@ func (g *iidSigner) init(region string) error {
 			g.err = fmt.Errorf("self-sign identity certificate: %w", err)
 			return
 		}
-		g.key = key
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			g.err = fmt.Errorf("parse identity certificate: %w", err)
+			return
+		}
+		g.key, g.cert = key, cert
 		g.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	})
 	return g.err
@@ -65,6 +73,29 @@ func (g *iidSigner) sign(region string, doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("sign identity document: %w", err)
 	}
 	return []byte(base64.StdEncoding.EncodeToString(sig)), nil
+}
+
+// signRSA2048 returns the form IMDS serves at
+// dynamic/instance-identity/rsa2048: base64 of a PKCS #7 SignedData that
+// embeds doc, signed RSA/SHA-256. Like AWS's, it is verified against the
+// published certificate, not one carried inside.
+func (g *iidSigner) signRSA2048(region string, doc []byte) ([]byte, error) {
+	if err := g.init(region); err != nil {
+		return nil, err
+	}
+	sd, err := pkcs7.NewSignedData(doc)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs7 identity document: %w", err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	if err := sd.AddSigner(g.cert, g.key, pkcs7.SignerInfoConfig{}); err != nil {
+		return nil, fmt.Errorf("pkcs7 sign identity document: %w", err)
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("pkcs7 identity document: %w", err)
+	}
+	return []byte(base64.StdEncoding.EncodeToString(der)), nil
 }
 
 // IdentityCertificatePEM is the certificate that verifies this simulator's

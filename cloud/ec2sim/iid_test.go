@@ -81,3 +81,58 @@ func TestIMDSIdentityDocumentSignature(t *testing.T) {
 		t.Fatalf("foreign signer: %v", err)
 	}
 }
+
+// The rsa2048 form (PKCS #7 embedding the document) verifies against the
+// simulator's certificate, carries exactly the served document, and is
+// refused when the PKCS #7 is altered, sent with another document, or
+// checked against AWS's real certificates only (production trusts no
+// simulator).
+func TestIMDSIdentityRSA2048(t *testing.T) {
+	s := startSim(t, Config{Clock: newFakeClock()})
+	id := launchOne(t, s, "iid-2", "on-demand", "m5.large", "")
+	c := imdsClient(t, s, id)
+	doc := getDynamic(t, c, "instance-identity/document")
+	p7 := getDynamic(t, c, "instance-identity/rsa2048")
+	pemBytes, err := s.IdentityCertificatePEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := attest.ParseBundle(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := attest.Verifier{Roots: roots, AccountID: "123456789012", Region: s.Region()}
+	d, err := v.VerifyFormat(attest.FormatRSA2048, doc, p7)
+	if err != nil {
+		t.Fatalf("verify rsa2048: %v", err)
+	}
+	if d.InstanceID != id {
+		t.Fatalf("document: %+v", d)
+	}
+	if d2, err := v.VerifyFormat(attest.FormatRSA2048, nil, p7); err != nil || d2.InstanceID != id {
+		t.Fatalf("rsa2048 without the plain document: %+v %v", d2, err)
+	}
+	other := getDynamic(t, imdsClient(t, s, launchOne(t, s, "iid-3", "on-demand", "m5.large", "")), "instance-identity/document")
+	if _, err := v.VerifyFormat(attest.FormatRSA2048, other, p7); attest.ReasonOf(err) != attest.ReasonBadSignature {
+		t.Fatalf("rsa2048 with another document: %v", err)
+	}
+	bad := []byte(string(p7[:len(p7)-8]) + "AAAAAAA=")
+	if _, err := v.VerifyFormat(attest.FormatRSA2048, nil, bad); attest.ReasonOf(err) != attest.ReasonBadSignature {
+		t.Fatalf("altered rsa2048: %v", err)
+	}
+	awsOnly, err := attest.TrustConfig{Region: s.Region()}.Roots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod := attest.Verifier{Roots: awsOnly, AccountID: v.AccountID, Region: v.Region}
+	if _, err := prod.VerifyFormat(attest.FormatRSA2048, doc, p7); attest.ReasonOf(err) != attest.ReasonBadSignature {
+		t.Fatalf("simulator document accepted by AWS-only roots: %v", err)
+	}
+	sig := getDynamic(t, c, "instance-identity/signature")
+	if _, err := prod.VerifyFormat(attest.FormatSignature, doc, sig); attest.ReasonOf(err) != attest.ReasonBadSignature {
+		t.Fatalf("simulator signature accepted by AWS-only roots: %v", err)
+	}
+	if _, err := v.VerifyFormat(attest.FormatPKCS7, doc, p7); attest.ReasonOf(err) != attest.ReasonBadSignature {
+		t.Fatalf("pkcs7 (DSA) form: %v", err)
+	}
+}

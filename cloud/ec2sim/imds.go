@@ -189,6 +189,13 @@ func (s *Sim) imdsDocLocked(in *instance, path string, now time.Time) ([]byte, s
 			return nil, "", false
 		}
 		return sig, "text/plain", true
+	case path == "dynamic/instance-identity/rsa2048":
+		sig, err := s.iid.signRSA2048(s.cfg.Region, s.identityDocLocked(in))
+		if err != nil {
+			s.log.Error("imds identity rsa2048 signature failed", "instance", in.id, "err", err)
+			return nil, "", false
+		}
+		return sig, "text/plain", true
 	case path == "meta-data" || path == "meta-data/":
 		return text(strings.Join([]string{"ami-id", "events/", "hostname", "instance-action", "instance-id", "instance-life-cycle",
 			"instance-type", "local-hostname", "local-ipv4", "mac", "placement/", "services/", "spot/"}, "\n"))

@@ -60,14 +60,18 @@ type Config struct {
 	// They answer from leader-only state, so a follower forwards them to the
 	// leader like a consistent read: any replica answers every CLI command.
 	Extra map[string]http.Handler
-	Now   func() time.Time
-	Log   *slog.Logger
+	// Attest, when set, requires every report to be signed by an attested
+	// node agent (intake.go); nil accepts unsigned reports.
+	Attest *AttestConfig
+	Now    func() time.Time
+	Log    *slog.Logger
 }
 
 // Handler serves the API.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	intake *intake
 }
 
 // New returns the API handler.
@@ -90,7 +94,7 @@ func New(cfg Config) *Handler {
 	if cfg.NodeGrace == 0 {
 		cfg.NodeGrace = 2 * time.Minute
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), intake: newIntake(cfg.Attest)}
 	h.mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	h.mux.HandleFunc("GET "+PathReadyz, h.readyz)
 	h.mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
@@ -102,6 +106,9 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+PathDisruptions, h.read(h.disruptions))
 	h.mux.HandleFunc("POST "+report.Path, h.postReport)
 	h.mux.HandleFunc("POST "+PathRolloutResume, h.resumeRollout)
+	h.mux.HandleFunc("POST "+report.AttestPath, h.postAttest)
+	// Mutating operator endpoint: behind the API's authorisation.
+	h.mux.HandleFunc("POST "+PathAttestReset, h.resetAttestation)
 	for p, eh := range cfg.Extra {
 		h.mux.Handle(p, h.leaderOnly(eh))
 	}
@@ -199,6 +206,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	copySignedHeaders(req.Header, r.Header)
 	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {
@@ -223,11 +231,19 @@ func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.cfg.Log.Warn("report refused", "reason", "too_large", "limit", report.MaxBytes, "remote", r.RemoteAddr)
+			if h.intake != nil {
+				h.intake.refused.WithLabelValues(RefusedTooLarge).Inc()
+			}
+			h.cfg.Log.Warn("report refused", "reason", RefusedTooLarge, "limit", report.MaxBytes, "remote", r.RemoteAddr)
 			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("report larger than %d bytes", report.MaxBytes))
 			return
 		}
 		h.fail(w, http.StatusBadRequest, err)
+		return
+	}
+	if h.intake != nil && r.Header.Get(report.HeaderSignature) == "" {
+		// Refused on any replica, before decoding: nothing unsigned is read.
+		h.deny(w, r, refuseWith(http.StatusUnauthorized, RefusedNoCredentials, "report is not signed (attestation required)"), "", "")
 		return
 	}
 	var rep report.Report
@@ -243,8 +259,23 @@ func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
 		h.forward(w, r, body)
 		return
 	}
-	err = h.cfg.Backend.Apply(r.Context(), fsm.ReportReceived{Report: rep, ReceivedAt: h.cfg.Now()})
+	cmd := fsm.ReportReceived{Report: rep, ReceivedAt: h.cfg.Now()}
+	if h.intake != nil {
+		// The leader judges the signature against the committed binding; a
+		// follower's forward carries the agent's headers, never its own word.
+		inst, seq, rf := h.authenticateReport(r, body, &cmd.Report)
+		if rf != nil {
+			h.deny(w, r, rf, inst, rep.NodeName)
+			return
+		}
+		cmd.AttestedInstance, cmd.Seq = inst, seq
+	}
+	err = h.cfg.Backend.Apply(r.Context(), cmd)
 	if err != nil {
+		if errors.Is(err, fsm.ErrReplayed) {
+			h.deny(w, r, refuseWith(http.StatusForbidden, RefusedReplayedRequest, "%w", err), cmd.AttestedInstance, rep.NodeName)
+			return
+		}
 		h.cfg.Log.Warn("commit report", "id", rep.ID, "node", rep.NodeName, "err", err)
 		if errors.Is(err, raft.ErrNotLeader) {
 			h.refuse(w, http.StatusServiceUnavailable, err)

@@ -111,6 +111,12 @@ func (v *Verifier) Verify(doc, signature []byte) (Document, error) {
 	if !verified {
 		return Document{}, refuse(ReasonBadSignature, "signature verifies against none of %d trusted certificates", len(v.Roots))
 	}
+	return v.check(doc)
+}
+
+// check parses a document whose signature verified and compares its
+// account and region with the cluster's.
+func (v *Verifier) check(doc []byte) (Document, error) {
 	var d Document
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return Document{}, refuse(ReasonMalformed, "identity document: %w", err)

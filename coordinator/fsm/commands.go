@@ -49,6 +49,8 @@ const (
 	TypeNodeForget      Type = 13 // NodeForget
 	TypeLeaderEpoch     Type = 14 // LeaderEpoch
 	TypeIntentUpdate    Type = 15 // IntentUpdate
+	TypeAttestBind      Type = 16 // AttestBind
+	TypeAttestReset     Type = 17 // AttestReset
 	TypeNoop            Type = FlagIgnorable | 1
 )
 
@@ -234,6 +236,11 @@ type RolloutDelete struct {
 type ReportReceived struct {
 	Report     report.Report `json:"report"`
 	ReceivedAt time.Time     `json:"receivedAt"`
+	// AttestedInstance and Seq are set for a report signed with an
+	// attestation key: the FSM refuses it unless Seq is above the binding's
+	// LastSeq, and then raises LastSeq.
+	AttestedInstance string `json:"attestedInstance,omitempty"`
+	Seq              int64  `json:"seq,omitempty"`
 }
 
 // NodeForget drops health, interruption and binding data about a node.
@@ -251,6 +258,47 @@ type LeaderEpoch struct {
 	Term   uint64    `json:"term"`
 	Leader string    `json:"leader"`
 	At     time.Time `json:"at"`
+}
+
+// Attestation binds an EC2 instance, proven by its identity document, to
+// the Ed25519 key its node agent generated (trust on first use). Every
+// report about the instance must be signed with that key.
+type Attestation struct {
+	InstanceID string `json:"instanceID"`
+	NodeName   string `json:"nodeName"`
+	// PublicKey is the raw 32-byte Ed25519 public key.
+	PublicKey []byte `json:"publicKey"`
+	// Format is the IMDS signature form that proved the document.
+	Format string    `json:"format,omitempty"`
+	Since  time.Time `json:"since"`
+	// LastSeq is the sequence (the signing time in Unix nanoseconds) of the
+	// last committed signed request: a request at or below it is a replay,
+	// refused on every replica and across leader changes.
+	LastSeq int64 `json:"lastSeq,omitempty"`
+}
+
+// ErrKeyMismatch is the FSM's refusal of an AttestBind for an instance
+// already bound to another key (a replayed document, or a reinstalled agent
+// that needs an operator's reset).
+var ErrKeyMismatch = errors.New("instance is bound to another key")
+
+// ErrNotOwned refuses an AttestBind for an instance no launch of this
+// cluster owns: bindings stay bounded by live instances.
+var ErrNotOwned = errors.New("no NodeClaim owns the instance")
+
+// ErrReplayed refuses a signed report whose sequence is not above the
+// committed one.
+var ErrReplayed = errors.New("report sequence already used")
+
+// AttestBind commits a first attestation, or renews one with the same key.
+type AttestBind struct {
+	Attestation Attestation `json:"attestation"`
+}
+
+// AttestReset forgets an instance's key binding (operator action, so a
+// reinstalled agent with a new key may attest again).
+type AttestReset struct {
+	InstanceID string `json:"instanceID"`
 }
 
 // Noop changes nothing; it exists to test FlagIgnorable and as a write probe.
@@ -274,6 +322,8 @@ func (ReportReceived) CommandType() Type  { return TypeReport }
 func (NodeForget) CommandType() Type      { return TypeNodeForget }
 func (LeaderEpoch) CommandType() Type     { return TypeLeaderEpoch }
 func (Noop) CommandType() Type            { return TypeNoop }
+func (AttestBind) CommandType() Type      { return TypeAttestBind }
+func (AttestReset) CommandType() Type     { return TypeAttestReset }
 
 // Encode serialises a command as its type byte and JSON body.
 func Encode(c Command) ([]byte, error) {
@@ -334,6 +384,10 @@ func Decode(b []byte) (Command, error) {
 		c = &LeaderEpoch{}
 	case TypeNoop:
 		c = &Noop{}
+	case TypeAttestBind:
+		c = &AttestBind{}
+	case TypeAttestReset:
+		c = &AttestReset{}
 	default:
 		if t&FlagIgnorable != 0 {
 			return nil, nil

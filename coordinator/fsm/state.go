@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -63,19 +64,23 @@ type State struct {
 	Rollouts    map[string]*Rollout     `json:"rollouts"`    // by NodePool
 	Nodes       map[string]*NodeStatus  `json:"nodes"`       // by node name
 	ReportIDs   map[string]time.Time    `json:"reportIDs"`   // dedupe window
-	Epoch       LeaderEpoch             `json:"epoch"`
+	// Attestations are the agents' key bindings, by instance ID; only
+	// instances with a binding (launched by this cluster) have one.
+	Attestations map[string]*Attestation `json:"attestations"`
+	Epoch        LeaderEpoch             `json:"epoch"`
 }
 
 // NewState returns an empty state.
 func NewState() *State {
 	return &State{
-		Intents:     map[string]*Intent{},
-		Bindings:    map[string]*NodeBinding{},
-		ICE:         map[string]ICEEntry{},
-		Disruptions: map[string]*Disruption{},
-		Rollouts:    map[string]*Rollout{},
-		Nodes:       map[string]*NodeStatus{},
-		ReportIDs:   map[string]time.Time{},
+		Intents:      map[string]*Intent{},
+		Bindings:     map[string]*NodeBinding{},
+		ICE:          map[string]ICEEntry{},
+		Disruptions:  map[string]*Disruption{},
+		Rollouts:     map[string]*Rollout{},
+		Nodes:        map[string]*NodeStatus{},
+		ReportIDs:    map[string]time.Time{},
+		Attestations: map[string]*Attestation{},
 	}
 }
 
@@ -119,6 +124,9 @@ func (s *State) fillNil() {
 	}
 	if s.ReportIDs == nil {
 		s.ReportIDs = map[string]time.Time{}
+	}
+	if s.Attestations == nil {
+		s.Attestations = map[string]*Attestation{}
 	}
 }
 
@@ -250,6 +258,7 @@ func (s *State) apply(c Command) error {
 				// (terminated or never launched), so what its agent reported
 				// goes with it: State.Nodes is bounded by live instances.
 				delete(s.Bindings, in.Instance.ID)
+				delete(s.Attestations, in.Instance.ID)
 				s.forgetInstance(in.NodeName, in.Instance.ProviderID, in.Instance.ID)
 			}
 			delete(s.Intents, c.Token)
@@ -262,6 +271,7 @@ func (s *State) apply(c Command) error {
 		s.Bindings[b.InstanceID] = &b
 	case *NodeUnbind:
 		delete(s.Bindings, c.InstanceID)
+		delete(s.Attestations, c.InstanceID)
 	case *ICEMark:
 		for _, e := range c.Entries {
 			if old, ok := s.ICE[e.Key()]; ok && old.Until.After(e.Until) {
@@ -296,6 +306,7 @@ func (s *State) apply(c Command) error {
 	case *NodeForget:
 		if c.InstanceID != "" {
 			s.forgetInstance(c.NodeName, "", c.InstanceID)
+			delete(s.Attestations, c.InstanceID)
 			return nil
 		}
 		delete(s.Nodes, c.NodeName)
@@ -305,10 +316,19 @@ func (s *State) apply(c Command) error {
 				delete(s.Bindings, id)
 			}
 		}
+		for id, a := range s.Attestations {
+			if a.NodeName == c.NodeName {
+				delete(s.Attestations, id)
+			}
+		}
 	case *LeaderEpoch:
 		if c.Term >= s.Epoch.Term {
 			s.Epoch = *c
 		}
+	case *AttestBind:
+		return s.applyAttestBind(c)
+	case *AttestReset:
+		delete(s.Attestations, c.InstanceID)
 	case *Noop:
 	default:
 		return fmt.Errorf("%w %T", ErrUnknownCommand, c)
@@ -316,10 +336,69 @@ func (s *State) apply(c Command) error {
 	return nil
 }
 
+func (s *State) applyAttestBind(c *AttestBind) error {
+	a := c.Attestation
+	if a.InstanceID == "" || len(a.PublicKey) != 32 {
+		return fmt.Errorf("attest bind: instance id and a 32-byte Ed25519 key are required")
+	}
+	if s.Bindings[a.InstanceID] == nil {
+		return fmt.Errorf("attest bind %s: %w", a.InstanceID, ErrNotOwned)
+	}
+	old := s.Attestations[a.InstanceID]
+	if old != nil {
+		if !bytes.Equal(old.PublicKey, a.PublicKey) {
+			return fmt.Errorf("attest bind %s: %w", a.InstanceID, ErrKeyMismatch)
+		}
+		// Same key: a re-attestation (after a 401) keeps the replay fence.
+		a.LastSeq = max(a.LastSeq, old.LastSeq)
+	}
+	s.Attestations[a.InstanceID] = &a
+	return nil
+}
+
+// NodeOfInstance is the node name the cluster knows for an instance (from
+// its binding or its launch), or "".
+func (s *State) NodeOfInstance(instanceID string) string {
+	if b := s.Bindings[instanceID]; b != nil && b.NodeName != "" {
+		return b.NodeName
+	}
+	for _, in := range s.Intents {
+		if in.Instance != nil && in.Instance.ID == instanceID && in.NodeName != "" {
+			return in.NodeName
+		}
+	}
+	return ""
+}
+
+// InstanceOfNode is the instance the cluster knows under a node name, or "".
+func (s *State) InstanceOfNode(nodeName string) string {
+	for id, b := range s.Bindings {
+		if b.NodeName == nodeName {
+			return id
+		}
+	}
+	for _, in := range s.Intents {
+		if in.Instance != nil && in.NodeName == nodeName {
+			return in.Instance.ID
+		}
+	}
+	return ""
+}
+
 func (s *State) applyReport(c *ReportReceived) error {
 	r := c.Report
 	if r.ID == "" || r.NodeName == "" {
 		return fmt.Errorf("report: id and node name are required")
+	}
+	if c.AttestedInstance != "" {
+		a := s.Attestations[c.AttestedInstance]
+		if a == nil {
+			return fmt.Errorf("report %s: instance %s is not attested", r.ID, c.AttestedInstance)
+		}
+		if c.Seq <= a.LastSeq {
+			return fmt.Errorf("report %s: %w (%d <= %d)", r.ID, ErrReplayed, c.Seq, a.LastSeq)
+		}
+		a.LastSeq = c.Seq
 	}
 	if _, dup := s.ReportIDs[r.ID]; dup {
 		return nil
