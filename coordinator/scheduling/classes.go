@@ -40,6 +40,14 @@ type podClass struct {
 	// hostCapped: at most a few pods of this class per node (hostname
 	// anti-affinity or spread); placed first because they decide node count.
 	hostCapped bool
+	// eligTerms are the pod's nodeSelector and required node affinity
+	// (no volume zones, no preferences): the nodes a spread with
+	// nodeAffinityPolicy Honor counts. nil: every node.
+	eligTerms []requirements
+	// ordered: the class takes part in a constraint whose outcome depends
+	// on bind order (zone-like spread, required pod affinity): such pods
+	// are placed in kube-scheduler's queue order among themselves.
+	ordered bool
 }
 
 type hostPort struct {
@@ -71,6 +79,12 @@ type spreadC struct {
 	maxSkew    int32
 	minDomains int32
 	self       bool
+	// hard: DoNotSchedule (kube-scheduler filters on it); ScheduleAnyway
+	// constraints only score there, so Solve honours them until relaxed.
+	hard bool
+	// affHonor/taintHonor: nodeAffinityPolicy and nodeTaintsPolicy
+	// (kube-scheduler's defaults Honor and Ignore): which nodes count.
+	affHonor, taintHonor bool
 }
 
 // levelKey identifies how far a class's preferences have been relaxed.
@@ -411,6 +425,23 @@ func (c *podClass) compile(p *corev1.Pod, volReqs requirements, topo *topology) 
 	if len(c.nodeTerms) == 0 {
 		c.nodeTerms = []requirements{base}
 	}
+	if len(p.Spec.NodeSelector) > 0 || (a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil) {
+		sel := requirements{}
+		for k, v := range p.Spec.NodeSelector {
+			sel.add(k, valueSet{values: []string{v}, gt: anyValue().gt, lt: anyValue().lt})
+		}
+		if a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+			for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+				tr, err := compileSelectorTerm(t)
+				if err != nil {
+					return err
+				}
+				c.eligTerms = append(c.eligTerms, sel.merge(tr))
+			}
+		} else {
+			c.eligTerms = []requirements{sel}
+		}
+	}
 	mkTerm := func(t *corev1.PodAffinityTerm, kind groupKind) (termC, error) {
 		sel, err := selectorFor(t.LabelSelector, t.MatchLabelKeys, p.Labels)
 		if err != nil {
@@ -479,8 +510,15 @@ func (c *podClass) compile(p *corev1.Pod, volReqs requirements, topo *topology) 
 		if err != nil {
 			return err
 		}
+		if sel.Empty() {
+			// kube-scheduler counts no pod for an empty selector, so the
+			// skew is at most 1 (the pod itself): never refused.
+			continue
+		}
 		g := topo.group(countMatching, t.TopologyKey, false, []string{p.Namespace}, sel)
-		s := spreadC{g: g, maxSkew: t.MaxSkew, self: g.matches(p.Namespace, p.Labels)}
+		s := spreadC{g: g, maxSkew: t.MaxSkew, self: g.matches(p.Namespace, p.Labels), hard: t.WhenUnsatisfiable != corev1.ScheduleAnyway,
+			affHonor:   t.NodeAffinityPolicy == nil || *t.NodeAffinityPolicy == corev1.NodeInclusionPolicyHonor,
+			taintHonor: t.NodeTaintsPolicy != nil && *t.NodeTaintsPolicy == corev1.NodeInclusionPolicyHonor}
 		if t.MinDomains != nil {
 			s.minDomains = *t.MinDomains
 		}

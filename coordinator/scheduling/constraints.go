@@ -213,6 +213,15 @@ func (s *solver) hostnameOK(L *classLevel, sl *slot) bool {
 			return false
 		}
 	}
+	// A pod with a hostname spread on the slot capped how many pods its
+	// selector matches may end up there, whatever their bind order.
+	for _, g := range L.c.match.matching {
+		if g.key == LabelHostname {
+			if c := g.capOf(i); c > 0 && g.slotCount(i)+1 > c {
+				return false
+			}
+		}
+	}
 	return true
 }
 
@@ -336,10 +345,10 @@ func (s *solver) computeAllowed(L *classLevel, key string) map[string]bool {
 		if sp.g.key != key {
 			continue
 		}
-		elig := s.eligible(L, key)
+		counts, elig := s.spreadView(L, sp)
 		minC := int32(math.MaxInt32)
 		for _, v := range elig {
-			minC = min(minC, sp.g.domain[v])
+			minC = min(minC, counts[v])
 		}
 		if len(elig) == 0 || int32(len(elig)) < sp.minDomains {
 			minC = 0
@@ -348,8 +357,8 @@ func (s *solver) computeAllowed(L *classLevel, key string) map[string]bool {
 		if sp.self {
 			self = 1
 		}
-		g, skew := sp.g, sp.maxSkew
-		restrict(func(v string) bool { return g.domain[v]+self <= skew+minC }, elig)
+		skew := sp.maxSkew
+		restrict(func(v string) bool { return counts[v]+self <= skew+minC }, elig)
 	}
 	for _, t := range L.affs {
 		if t.g.key != key {
@@ -410,6 +419,119 @@ func (s *solver) domainUniverse(key string) []string {
 	}
 	s.universe[key] = u
 	return u
+}
+
+// spreadView is what kube-scheduler's PodTopologySpread sees for a
+// zone-like constraint: the matching pods per domain on the nodes the
+// constraint counts (nodeAffinityPolicy Honor: nodes matching the pod's
+// nodeSelector and required node affinity; nodeTaintsPolicy Honor: nodes
+// whose taints it tolerates), and the domains of those nodes: existing
+// ones, new ones opened so far, and those a new node for the pod could be
+// in (preferences aside).
+func (s *solver) spreadView(L *classLevel, sp spreadC) (map[string]int32, []string) {
+	c := L.c
+	key := sp.g.key
+	filter := (sp.affHonor && c.eligTerms != nil) || sp.taintHonor
+	set := map[string]bool{}
+	var doms []string
+	addDom := func(v string) {
+		if v != "" && !set[v] {
+			set[v] = true
+			doms = append(doms, v)
+		}
+	}
+	for t := range c.nodeTerms {
+		k := L.key
+		k.term, k.nodePref = t, len(c.nodePrefs)
+		for _, v := range s.eligible(c.level(k), key) {
+			addDom(v)
+		}
+	}
+	counts := sp.g.domain
+	if filter {
+		counts = map[string]int32{}
+	}
+	for _, sl := range s.slots {
+		if filter && !s.spreadCounts(c, sp, sl) {
+			continue
+		}
+		v := s.domainOf(sl, key)
+		if v == "" {
+			continue
+		}
+		if sl.kind != slotNew || len(sl.pods) > 0 {
+			addDom(v)
+		}
+		if filter {
+			counts[v] += sp.g.slotCount(sl.idx)
+		}
+	}
+	sort.Strings(doms)
+	return counts, doms
+}
+
+// spreadCounts reports whether a slot's pods count for the spread (and
+// its domain is one), per the constraint's node inclusion policies.
+func (s *solver) spreadCounts(c *podClass, sp spreadC, sl *slot) bool {
+	if sp.taintHonor {
+		taints := sl.taints
+		if sl.kind == slotNew {
+			taints = sl.pool.np.Taints
+		}
+		if ok, _ := tolerates(c.tolerations, taints, true); !ok {
+			return false
+		}
+	}
+	if !sp.affHonor || c.eligTerms == nil {
+		return true
+	}
+	for _, t := range c.eligTerms {
+		if s.slotMatches(sl, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// slotMatches reports whether the node a slot becomes satisfies r: existing
+// nodes and claims by their labels, new nodes by their pool's labels, the
+// domains pinned so far and their target type's labels.
+func (s *solver) slotMatches(sl *slot, r requirements) bool {
+	for k, v := range r {
+		val, ok := s.slotLabel(sl, k)
+		if !ok {
+			if !v.allowsAbsent() {
+				return false
+			}
+			continue
+		}
+		if !v.has(val) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *solver) slotLabel(sl *slot, k string) (string, bool) {
+	if sl.kind != slotNew {
+		v, ok := sl.labels[k]
+		return v, ok
+	}
+	switch {
+	case k == LabelZone || k == LabelCapacityType:
+		v := s.domainOf(sl, k)
+		return v, v != ""
+	case s.typeKeys[k]:
+		if sl.target >= 0 {
+			v, ok := sl.pool.types[sl.target].it.it.Labels[k]
+			return v, ok
+		}
+		return "", false
+	}
+	if v := s.domainOf(sl, k); v != "" {
+		return v, true
+	}
+	return "", false
 }
 
 // eligible lists the domains a spread constraint counts for this level:

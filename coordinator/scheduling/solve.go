@@ -64,6 +64,8 @@ type podInfo struct {
 	req   vec
 	class *podClass
 	name  string
+	// rank is the pod's position in kube-scheduler's queue order.
+	rank int
 }
 
 type solver struct {
@@ -206,6 +208,37 @@ func (s *solver) compilePods() {
 	for _, c := range s.classes {
 		c.match = s.topo.match(c.ns, c.labels)
 		c.current = c.initialLevel(s.opts.IgnorePreferences)
+	}
+	// Queue order: kube-scheduler binds by priority, then creation time.
+	byQueue := append([]*podInfo(nil), s.pods...)
+	sort.SliceStable(byQueue, func(i, j int) bool { return QueueLess(byQueue[i].pod, byQueue[j].pod) })
+	for i, p := range byQueue {
+		p.rank = i
+	}
+	// Constraints whose outcome depends on bind order: a zone-like spread
+	// (its global minimum moves as pods bind) and required pod affinity
+	// (the first pod of a group may go anywhere). Hostname spreads are made
+	// order-free instead (capSlot), anti-affinity is symmetric already.
+	for _, c := range s.classes {
+		for _, sp := range c.hardSpread {
+			if sp.g.key != LabelHostname {
+				sp.g.ordered = true
+			}
+		}
+		for _, t := range c.reqAff {
+			t.g.ordered = true
+		}
+	}
+	for _, c := range s.classes {
+		for _, sp := range c.hardSpread {
+			c.ordered = c.ordered || sp.g.ordered
+		}
+		for _, t := range c.reqAff {
+			c.ordered = c.ordered || t.g.ordered
+		}
+		for _, g := range c.match.matching {
+			c.ordered = c.ordered || g.ordered
+		}
 	}
 }
 
@@ -417,8 +450,8 @@ func (s *solver) countPod(sl *slot, ns string, lbls map[string]string, owned []*
 
 func (s *solver) bump(g *topoGroup, sl *slot) {
 	g.total++
+	g.addSlot(sl.idx, 1)
 	if g.key == LabelHostname {
-		g.addSlot(sl.idx, 1)
 		return
 	}
 	if d := s.domainOf(sl, g.key); d != "" {
@@ -543,6 +576,24 @@ func (s *solver) schedule() {
 			return key[order[a]] < key[order[b]]
 		})
 	}
+	// Pods taking part in order-dependent constraints are placed in
+	// kube-scheduler's queue order among themselves (in the slots of the
+	// order above that they held), so every check counts exactly the pods
+	// bound before them.
+	ordered := false
+	{
+		var at, which []int
+		for k, i := range order {
+			if pods[i].class.ordered {
+				at, which = append(at, k), append(which, i)
+			}
+		}
+		sort.SliceStable(which, func(a, b int) bool { return pods[which[a]].rank < pods[which[b]].rank })
+		for k, pos := range at {
+			order[pos] = which[k]
+		}
+		ordered = len(at) > 0
+	}
 	place := func(i int) {
 		p := pods[i]
 		r := runs[runOf[i]]
@@ -560,7 +611,7 @@ func (s *solver) schedule() {
 	// With host-capped pods in the batch, their nodes (sized for everything
 	// still pending) take the other pods in interleaved order; balancing
 	// that order was measured to cost more there (mixed bench +1–3 %).
-	if !s.interleave || !strategyBalance || len(runs) > maxBalancedRuns || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
+	if !s.interleave || !strategyBalance || ordered || len(runs) > maxBalancedRuns || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
 		for _, i := range order {
 			place(i)
 		}
@@ -1192,6 +1243,11 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 			sl.reserved = append(vec(nil), pt.it.capacity...)
 			sl.target = pl.target
 			sl.capacity = pt.cap
+		}
+	}
+	for _, sp := range L.spreads {
+		if sp.hard && sp.g.key == LabelHostname {
+			sp.g.setCap(sl.idx, sp.maxSkew)
 		}
 	}
 	sl.used.addInPlace(p.req)

@@ -34,8 +34,31 @@ type topoGroup struct {
 	ns     map[string]bool
 	sel    labels.Selector
 	domain map[string]int32 // by domain value (zone, capacity type, label value)
-	slot   []int32          // by slot index, for the hostname key
+	slot   []int32          // by slot index (every key: eligibility-filtered spread counts)
 	total  int32
+	// capSlot: per slot, the most pods matching the group that the slot may
+	// hold (0: no cap), set by pods with a DoNotSchedule hostname spread
+	// on the group. Any bind order then passes kube-scheduler's skew check.
+	capSlot []int32
+	// ordered: a zone-like spread or a required affinity uses the group, so
+	// the pods it counts are placed in queue order.
+	ordered bool
+}
+
+func (g *topoGroup) capOf(i int) int32 {
+	if i < len(g.capSlot) {
+		return g.capSlot[i]
+	}
+	return 0
+}
+
+func (g *topoGroup) setCap(i int, c int32) {
+	for len(g.capSlot) <= i {
+		g.capSlot = append(g.capSlot, 0)
+	}
+	if g.capSlot[i] == 0 || c < g.capSlot[i] {
+		g.capSlot[i] = c
+	}
 }
 
 func (g *topoGroup) matches(ns string, lbls labels.Set) bool {
