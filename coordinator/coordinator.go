@@ -77,6 +77,15 @@ type Runtime struct {
 	Registry prometheus.Registerer
 	// Now is the coordinator's clock.
 	Now func() time.Time
+
+	onPanic []func(context.Context, *leader.Panic)
+}
+
+// OnComponentPanic adds f to what is told of a recovered leader component
+// panic (after the loop logged and counted it), e.g. to record a Warning
+// Event on the object that caused it.
+func (rt *Runtime) OnComponentPanic(f func(ctx context.Context, p *leader.Panic)) {
+	rt.onPanic = append(rt.onPanic, f)
 }
 
 // Coordinator is a running replica.
@@ -151,8 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return node.ReconcileMembership(ctx, cfg.MembershipInterval)
 	})})
 	comps = append(comps, cfg.Components...)
+	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: cfg.Registry, Now: cfg.Now}
 	if cfg.Setup != nil {
-		extra, err := cfg.Setup(&Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: cfg.Registry, Now: cfg.Now})
+		extra, err := cfg.Setup(rt)
 		if err != nil {
 			_ = node.Kill()
 			_ = ln.Close()
@@ -161,7 +171,12 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		comps = append(comps, extra...)
 	}
 	c.loop = &leader.Loop{
-		Raft: node, Components: comps, Log: log,
+		Raft: node, Components: comps, Log: log, Registry: cfg.Registry,
+		OnPanic: func(ctx context.Context, p *leader.Panic) {
+			for _, f := range rt.onPanic {
+				f(ctx, p)
+			}
+		},
 		OnElected: func(ctx context.Context, term uint64) error {
 			return node.ApplyInTerm(ctx, term, fsm.LeaderEpoch{Term: term, Leader: cfg.Raft.ID, At: cfg.Now()})
 		},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/drain"
 )
 
@@ -402,6 +403,9 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 	c.track(d.Nodes, true)
 	c.wg.Add(1)
 	go func() {
+		// A panic here is the disruption component's (recovered, blamed on
+		// the NodeClaim, component restarted), never a process crash.
+		defer leader.Recover(nodeCtx(ctx, d))
 		defer c.wg.Done()
 		defer c.track(d.Nodes, false)
 		if err := c.execute(ctx, d, since, ""); err != nil && ctx.Err() == nil {
@@ -608,6 +612,7 @@ func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
 		c.track(d.Nodes, true)
 		c.wg.Add(1)
 		go func(d Decision, since time.Time, repl string) {
+			defer leader.Recover(nodeCtx(ctx, d))
 			defer c.wg.Done()
 			defer c.track(d.Nodes, false)
 			if err := c.execute(ctx, d, since, repl); err != nil && ctx.Err() == nil {
@@ -615,6 +620,14 @@ func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
 			}
 		}(d, e.Since, repl)
 	}
+}
+
+// nodeCtx names the NodeClaim a decision acts on for panic reports.
+func nodeCtx(ctx context.Context, d Decision) context.Context {
+	if len(d.NodeClaims) > 0 && d.NodeClaims[0] != "" {
+		ctx, _ = leader.WorkingOn(ctx, leader.Object{Kind: "NodeClaim", Name: d.NodeClaims[0]})
+	}
+	return ctx
 }
 
 func findPool(s *Snapshot, name string) *Pool {

@@ -53,6 +53,13 @@ const (
 	// NodeClassReady: the EC2NodeClass resolved its AMIs, subnets and
 	// security groups.
 	NodeClassReady = "Ready"
+	// InvalidBudget: a NodePool disruption budget the evaluator refuses
+	// (e.g. a tab-separated or never-firing schedule); next to
+	// ValidationSucceeded=False.
+	InvalidBudget = "InvalidBudget"
+	// LeaderComponentPanic: a leader component panicked while working on
+	// this object; it was recovered and the component restarted.
+	LeaderComponentPanic = "LeaderComponentPanic"
 )
 
 // Info says what kind of Event a reason is and where it appears.
@@ -91,4 +98,6 @@ var All = map[string]Info{
 	TerminatingOnInterruption:      {"Warning", []string{"Node", "NodeClaim"}, true},
 	ReplacementNotReady:            {"Warning", []string{"Node"}, false},
 	NodeClassReady:                 {"Normal", []string{"EC2NodeClass"}, false},
+	InvalidBudget:                  {"Warning", []string{"NodePool"}, false},
+	LeaderComponentPanic:           {"Warning", []string{"NodePool", "NodeClaim"}, false},
 }

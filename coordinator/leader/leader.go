@@ -3,14 +3,29 @@
 // leader's state includes everything its predecessor committed, then runs
 // every component under a context that is cancelled the moment leadership is
 // lost. Components restart with backoff if they fail while still leading.
+//
+// A panic in a component (in its Run goroutine, or in a goroutine it started
+// with Go or guarded with Recover) never crashes the process: it is
+// recovered, logged with its stack, counted in
+// dovetail_leader_component_panics_total{component}, reported to OnPanic
+// with the object the component was working on (WorkingOn), and the
+// component is restarted with the same exponential backoff as a failure.
+// Before this, one NodePool whose budget panicked the cron parser crashed
+// every leader in turn.
 package leader
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"k8s.io/utils/clock"
 )
 
 // Component is leader-only work. Run must return promptly when ctx is
@@ -51,6 +66,20 @@ type Loop struct {
 	// CheckInterval is how often leadership is re-checked besides the
 	// notify channel (default 200ms).
 	CheckInterval time.Duration
+	// Clock times restart backoff (default the real clock).
+	Clock clock.Clock
+	// Registry receives dovetail_leader_component_panics_total (nil: the
+	// counter is kept but not exported).
+	Registry prometheus.Registerer
+	// OnPanic, when set, is told of every recovered component panic after
+	// it was logged and counted (e.g. to put a Warning Event on the object
+	// that caused it). ctx ends with this leadership. It runs in the
+	// component's goroutine before the restart backoff; a panic in it is
+	// recovered and logged.
+	OnPanic func(ctx context.Context, p *Panic)
+
+	metricsOnce sync.Once
+	panics      *prometheus.CounterVec
 
 	mu     sync.Mutex
 	acting uint64
@@ -80,7 +109,7 @@ func (l *Loop) setActing(term uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.acting = term
-	l.since = time.Now()
+	l.since = l.Clock.Now()
 	if term == 0 {
 		return
 	}
@@ -92,11 +121,42 @@ func (l *Loop) setActing(term uint64) {
 	}
 }
 
+func (l *Loop) init() {
+	l.metricsOnce.Do(func() {
+		if l.Log == nil {
+			l.Log = slog.Default()
+		}
+		if l.Clock == nil {
+			l.Clock = clock.RealClock{}
+		}
+		l.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_leader_component_panics_total",
+			Help: "Panics recovered in leader components (each restarted the component with backoff).",
+		}, []string{"component"})
+		if l.Registry != nil {
+			if err := l.Registry.Register(l.panics); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if errors.As(err, &are) {
+					if c, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+						l.panics = c
+					}
+				} else {
+					l.Log.Warn("register leader metrics", "err", err)
+				}
+			}
+		}
+	})
+}
+
+// Panics returns how many panics the component has had recovered.
+func (l *Loop) Panics(component string) float64 {
+	l.init()
+	return counterValue(l.panics.WithLabelValues(component))
+}
+
 // Run blocks until ctx is done.
 func (l *Loop) Run(ctx context.Context) error {
-	if l.Log == nil {
-		l.Log = slog.Default()
-	}
+	l.init()
 	interval := l.CheckInterval
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
@@ -207,35 +267,100 @@ func (l *Loop) lead(ctx context.Context, term uint64) {
 		wg.Add(1)
 		go func(c Named) {
 			defer wg.Done()
-			runWithRestart(ctx, c, term, log)
+			l.runWithRestart(ctx, c, term, log)
 		}(c)
 	}
 	wg.Wait()
 }
 
-func runWithRestart(ctx context.Context, c Named, term uint64, log *slog.Logger) {
+// runWithRestart runs one component for one leadership, restarting it
+// with exponential backoff (100 ms doubling to 30 s, reset after a minute of
+// healthy running) whenever it fails, returns early or panics.
+func (l *Loop) runWithRestart(ctx context.Context, c Named, term uint64, log *slog.Logger) {
+	clk := l.Clock
 	backoff := 100 * time.Millisecond
 	for {
-		start := time.Now()
-		err := c.Run(ctx, term)
+		start := clk.Now()
+		err, p := l.runOnce(ctx, c, term)
+		switch {
+		case p != nil:
+			l.reportPanic(ctx, p, log)
+		case ctx.Err() != nil:
+			return
+		case err != nil && !errors.Is(err, context.Canceled):
+			log.Error("leader component failed; restarting", "component", c.Name, "err", err)
+		default:
+			log.Warn("leader component returned early; restarting", "component", c.Name)
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("leader component failed; restarting", "component", c.Name, "err", err)
-		} else {
-			log.Warn("leader component returned early; restarting", "component", c.Name)
-		}
-		if time.Since(start) > time.Minute {
+		if clk.Since(start) > time.Minute {
 			backoff = 100 * time.Millisecond
 		}
+		t := clk.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(backoff):
+		case <-t.C():
 		}
 		if backoff < 30*time.Second {
 			backoff *= 2
 		}
 	}
+}
+
+// runOnce runs the component once under its own context and tracker; a
+// panic in Run's goroutine, or in one started with Go, comes back as p.
+func (l *Loop) runOnce(ctx context.Context, c Named, term uint64) (err error, p *Panic) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	t := &tracker{cancel: cancel}
+	rctx = context.WithValue(rctx, trackerKey{}, t)
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if _, ok := r.(recorded); !ok { // else a WorkingOn function recorded it
+					t.record(r, debug.Stack(), nil)
+				}
+			}
+		}()
+		err = c.Run(rctx, term)
+	}()
+	p, extra := t.result()
+	if p != nil {
+		p.Component, p.Term = c.Name, term
+		if extra > 0 {
+			log := l.Log.With("term", term)
+			log.Warn("further panics in the same component run", "component", c.Name, "count", extra)
+		}
+	}
+	return err, p
+}
+
+func (l *Loop) reportPanic(ctx context.Context, p *Panic, log *slog.Logger) {
+	l.panics.WithLabelValues(p.Component).Inc()
+	attrs := []any{"component", p.Component, "panic", fmt.Sprint(p.Value), "stack", string(p.Stack)}
+	if p.Object != nil {
+		attrs = append(attrs, "object", p.Object.String())
+	}
+	log.Error("leader component panicked; recovered, restarting with backoff", attrs...)
+	if l.OnPanic == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic reporter panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	l.OnPanic(ctx, p)
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }

@@ -7,11 +7,16 @@ import (
 	"log/slog"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 )
 
 // Config configures a Controller.
@@ -22,7 +27,17 @@ type Config struct {
 	// Interval between passes; default 10 s (status.nodes feeds `kubectl
 	// scale` and the NODES column, so it should follow launches closely).
 	Interval time.Duration
-	Log      *slog.Logger
+	// Events, when set, receives a Warning Event (reason InvalidBudget) on
+	// a NodePool whose disruption budgets cannot be evaluated, next to the
+	// ValidationSucceeded=False condition: `kubectl describe nodepool`
+	// shows which budget and why. client-go's record.EventRecorder is one.
+	Events EventRecorder
+	Log    *slog.Logger
+}
+
+// EventRecorder records Events (client-go's record.EventRecorder is one).
+type EventRecorder interface {
+	Event(object runtime.Object, eventtype, reason, message string)
 }
 
 // Controller keeps NodePool status up to date. Run it on the leader only.
@@ -98,7 +113,10 @@ func (c *Controller) Pass(ctx context.Context) error {
 		if ref := np.Spec.Template.Spec.NodeClassRef; ref != nil {
 			class = byName[ref.Name]
 		}
+		_, done := leader.WorkingOn(ctx, leader.Object{Kind: "NodePool", Name: np.Name})
 		next := Compute(np, byPool[np.Name], class)
+		done()
+		c.budgetEvent(np, next)
 		if !Changed(np, next) {
 			continue
 		}
@@ -112,4 +130,33 @@ func (c *Controller) Pass(ctx context.Context) error {
 			"ready", np.IsTrue(karpv1.ConditionTypeReady))
 	}
 	return errors.Join(errs...)
+}
+
+// budgetEvent records InvalidBudget when the pool's budgets newly fail
+// validation (or fail differently): once per problem, not once per pass.
+func (c *Controller) budgetEvent(np *karpv1.NodePool, next karpv1.NodePoolStatus) {
+	if c.cfg.Events == nil {
+		return
+	}
+	err := validateBudgets(np)
+	if err == nil {
+		return
+	}
+	msg := truncate(err.Error())
+	if old := np.GetCondition(karpv1.ConditionTypeValidationSucceeded); old != nil &&
+		old.Status == metav1.ConditionFalse && old.Message == conditionMessage(next) {
+		return // already reported when the condition turned False
+	}
+	ref := &corev1.ObjectReference{APIVersion: karpv1.GroupVersion.String(), Kind: "NodePool", Name: np.Name, UID: np.UID}
+	c.cfg.Events.Event(ref, corev1.EventTypeWarning, karpenterevents.InvalidBudget, msg+"; the pool's voluntary disruption is blocked until it is fixed")
+	c.log.Warn("nodepool has an invalid disruption budget", "nodepool", np.Name, "err", err)
+}
+
+func conditionMessage(st karpv1.NodePoolStatus) string {
+	for _, c := range st.Conditions {
+		if c.Type == karpv1.ConditionTypeValidationSucceeded {
+			return c.Message
+		}
+	}
+	return ""
 }

@@ -151,9 +151,14 @@ func validate(np *karpv1.NodePool) error {
 			return fmt.Errorf("requirement key %q: %w", r.Key, err)
 		}
 	}
-	// Budgets the CRD pattern lets through but the evaluator cannot use (a
-	// tab-separated or never-firing schedule): the planner fails closed on
-	// them, and this condition tells the user why nothing is disrupted.
+	return validateBudgets(np)
+}
+
+// validateBudgets finds budgets the CRD pattern lets through but the
+// evaluator cannot use (a tab-separated or never-firing schedule): the
+// planner fails closed on them, and the condition and the InvalidBudget
+// Event tell the user why nothing is disrupted.
+func validateBudgets(np *karpv1.NodePool) error {
 	for i, b := range disruption.BudgetsOf(np) {
 		if err := b.Validate(); err != nil {
 			return fmt.Errorf("disruption budget %d: %w", i, err)

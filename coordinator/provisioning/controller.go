@@ -28,6 +28,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
@@ -206,7 +207,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	c.log.InfoContext(ctx, "provisioner started")
-	go c.resyncLoop(ctx)
+	leader.Go(ctx, func() { c.resyncLoop(ctx) })
 	c.batcher.Trigger() // pods may already be pending
 	for c.batcher.Wait(ctx) {
 		if _, err := c.Reconcile(ctx); err != nil {
@@ -316,7 +317,9 @@ func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
 		case sem <- struct{}{}:
 		}
 		wg.Add(1)
+		lctx, _ := leader.WorkingOn(ctx, leader.Object{Kind: "NodeClaim", Name: l.NodeClaim.Name})
 		go func() {
+			defer leader.Recover(lctx) // the provisioning component's panic, not the process's
 			defer wg.Done()
 			defer func() { <-sem }()
 			err := c.cfg.Launcher.Launch(ctx, l.NodeClaim, l.Options)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
@@ -115,7 +116,7 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 		interval = 10 * time.Second
 	}
 	wake := make(chan struct{}, 1)
-	go watchReports(ctx, d.store, wake)
+	leader.Go(ctx, func() { watchReports(ctx, d.store, wake) })
 	log.Info("disruption controller started")
 	t := time.NewTicker(interval)
 	defer t.Stop()

@@ -21,11 +21,14 @@ import (
 	"log/slog"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -117,6 +120,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 		return nil, err
 	}
 
+	rt.OnComponentPanic(panicEvents(kube, crc, log, now))
+
 	var comps []leader.Named
 	if o.Builtin.GeneralPurpose || o.Builtin.System {
 		bc := o.Builtin
@@ -134,7 +139,7 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	}
 	// NodePool status (nodes, resources, conditions): what `kubectl get
 	// nodepools` and the scale subresource read.
-	comps = append(comps, leader.Named{Name: "nodepool-status", Component: nodePoolStatus(o.NodePoolStatus, crc, log)})
+	comps = append(comps, leader.Named{Name: "nodepool-status", Component: nodePoolStatus(o.NodePoolStatus, crc, kube, log)})
 	if rt.Launcher == nil || rt.Cloud == nil {
 		log.Warn("no cloud: provisioning and disruption are off (replication and API only)")
 		return comps, nil
@@ -220,10 +225,16 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 }
 
 // nodePoolStatus runs a NodePool status controller for each term.
-func nodePoolStatus(cfg nodepoolstatus.Config, c client.Client, log *slog.Logger) leader.Component {
+func nodePoolStatus(cfg nodepoolstatus.Config, c client.Client, kube kubernetes.Interface, log *slog.Logger) leader.Component {
 	return leader.Func(func(ctx context.Context, term uint64) error {
 		cfg := cfg
 		cfg.Client, cfg.Log = c, log.With("term", term)
+		if cfg.Events == nil {
+			bc := record.NewBroadcaster(record.WithContext(ctx))
+			bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+			defer bc.Shutdown()
+			cfg.Events = bc.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "dovetail-nodepool-status"})
+		}
 		ctl, err := nodepoolstatus.New(cfg)
 		if err != nil {
 			return fmt.Errorf("nodepool status: %w", err)
