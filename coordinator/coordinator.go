@@ -58,6 +58,9 @@ type Config struct {
 	Gossip *gossip.Config
 	// MembershipInterval is how often the leader reconciles Raft membership.
 	MembershipInterval time.Duration
+	// Attest, when set, requires node attestation for reports (api.AttestConfig;
+	// its Registerer defaults to Registry).
+	Attest *api.AttestConfig
 	// ExtraHandlers are mounted on the API mux (pattern → handler).
 	ExtraHandlers map[string]http.Handler
 	// Registry receives all metrics; nil creates one per replica.
@@ -189,8 +192,13 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		_ = c.loop.Run(lctx)
 	}()
 
+	if cfg.Attest != nil && cfg.Attest.Registerer == nil {
+		ac := *cfg.Attest
+		ac.Registerer = cfg.Registry
+		cfg.Attest = &ac
+	}
 	c.api = api.New(api.Config{Backend: node, Gatherer: cfg.Registry, NodeGrace: cfg.NodeGrace,
-		Extra: cfg.ExtraHandlers, Now: cfg.Now, Log: log})
+		Extra: cfg.ExtraHandlers, Attest: cfg.Attest, Now: cfg.Now, Log: log})
 	c.srv = &http.Server{Handler: c.api, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -264,6 +272,9 @@ func (c *Coordinator) registerMetrics() {
 
 // Node returns the Raft replica.
 func (c *Coordinator) Node() *raftnode.Node { return c.node }
+
+// Registry holds the replica's metrics.
+func (c *Coordinator) Registry() *prometheus.Registry { return c.reg }
 
 // Launcher returns the launcher (nil without a cloud).
 func (c *Coordinator) Launcher() *launcher.Launcher { return c.launcher }

@@ -218,6 +218,7 @@ func (a *Agents) startOne(ctx context.Context, in ec2sim.InstanceInfo) (*running
 		NodeName:      in.PrivateDNS, // the simulator names Nodes after the private DNS name
 		IMDSEndpoint:  in.IMDSEndpoint,
 		IMDSInterval:  a.IMDSInterval,
+		Attest:        true, // the coordinators trust the simulator's signer
 		Coordinators:  a.cl.CoordinatorAddrs,
 		StateDir:      dir,
 		Checks:        []health.Check{}, // kwok node: no host to check

@@ -91,6 +91,21 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 		return fmt.Errorf("clean coordinator data: %w", err)
 	}
 	logDir := filepath.Join(cl.ControlPlane.Dir, "logs")
+	// Node attestation on the simulator's signer: its certificate is the
+	// one extra trust anchor, so the agents' reports take the path
+	// production takes (AWS's certificates stay trusted too).
+	var attestArgs []string
+	if cl.Sim != nil {
+		certPEM, err := cl.Sim.IdentityCertificatePEM()
+		if err != nil {
+			return fmt.Errorf("simulator identity certificate: %w", err)
+		}
+		bundle := filepath.Join(cl.StateDir, "ec2sim-identity.pem")
+		if err := os.WriteFile(bundle, certPEM, 0o644); err != nil {
+			return fmt.Errorf("write simulator identity certificate: %w", err)
+		}
+		attestArgs = []string{"--attest-account-id=" + cl.Sim.AccountID(), "--attest-trust-bundle=" + bundle}
+	}
 	for _, r := range reps {
 		args := []string{
 			"--id=" + r.id,
@@ -111,6 +126,7 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 		}
 		if cl.EC2Endpoint != "" {
 			args = append(args, "--ec2-endpoint="+cl.EC2Endpoint, "--region="+cl.EC2Region, "--aws-static-test-credentials")
+			args = append(args, attestArgs...)
 		} else {
 			args = append(args, "--no-cloud")
 		}

@@ -262,6 +262,9 @@ func (s *Sim) URL() string {
 // Region is the simulated region.
 func (s *Sim) Region() string { return s.cfg.Region }
 
+// AccountID is the account in the simulator's identity documents.
+func (s *Sim) AccountID() string { return s.cfg.AccountID }
+
 // Zones are the simulated availability zones.
 func (s *Sim) Zones() []string { return append([]string(nil), s.cfg.Zones...) }
 

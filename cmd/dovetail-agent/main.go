@@ -43,6 +43,8 @@ type options struct {
 	gossipLabel, gossipKeyFile, gossipName       string
 	gossipDev                                    bool
 	stateDir                                     string
+	attest                                       bool
+	attestFormat                                 string
 	healthInterval                               time.Duration
 	healthRoot, kubeletHealthz, containerdSocket string
 	dnsName                                      string
@@ -67,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "/etc/dovetail/agent.kubeconfig", "kubeconfig with the agent's credentials (falls back to $KUBECONFIG, then in-cluster)")
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (default: resolved from IMDS hostname, instance ID and providerID)")
+	fs.BoolVar(&o.attest, "attest", true, "prove this instance's identity to the coordinator (IMDS identity document) and sign every report with a key kept in --state-dir")
+	fs.StringVar(&o.attestFormat, "attest-format", "rsa2048", "IMDS identity signature sent: rsa2048 or signature")
 	fs.StringVar(&o.imdsEndpoint, "imds-endpoint", "", "IMDS base URL (default: the instance's own, http://169.254.169.254)")
 	fs.DurationVar(&o.imdsInterval, "imds-interval", 500*time.Millisecond, "IMDS poll interval (at most 1s to act within 1s)")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator report addresses (host:port); more are found by gossip")
@@ -217,6 +221,8 @@ func runAgent(o options, log *slog.Logger) error {
 		Kube:                  kc,
 		NodeName:              o.nodeName,
 		IMDSEndpoint:          o.imdsEndpoint,
+		Attest:                o.attest,
+		AttestFormat:          o.attestFormat,
 		IMDSInterval:          o.imdsInterval,
 		Coordinators:          splitList(o.coordinators),
 		StateDir:              o.stateDir,

@@ -36,6 +36,8 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud/ec2"
 	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/attest"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -55,6 +57,8 @@ type options struct {
 	tlsCA, tlsCert, tlsKey, tlsName     string
 	insecureRaft                        bool
 	clusterName, region, ec2Endpoint    string
+	attestAccount, attestBundle         string
+	attestBundleOnly                    bool
 	clusterEndpoint, clusterCA, k8sVer  string
 	awsStatic                           bool
 	kubeconfig                          string
@@ -106,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.insecureRaft, "insecure-raft", false, "allow plain-TCP Raft (development and tests only)")
 	fs.StringVar(&o.clusterName, "cluster-name", "", "cluster name, tagged on every instance")
 	fs.StringVar(&o.region, "region", os.Getenv("AWS_REGION"), "AWS region")
+	fs.StringVar(&o.attestAccount, "attest-account-id", "", "AWS account whose instances may report: turns on node attestation (every report signed by an agent key bound to an instance of this cluster)")
+	fs.StringVar(&o.attestBundle, "attest-trust-bundle", "", "PEM file of extra certificates that sign identity documents (added to AWS's embedded ones; the EC2 simulator's in make dev)")
+	fs.BoolVar(&o.attestBundleOnly, "attest-trust-bundle-only", false, "trust only --attest-trust-bundle, not AWS's embedded certificates")
 	fs.StringVar(&o.ec2Endpoint, "ec2-endpoint", "", "EC2/SSM endpoint override (the EC2 simulator)")
 	fs.BoolVar(&o.awsStatic, "aws-static-test-credentials", false, "use fixed fake AWS credentials (the EC2 simulator)")
 	fs.StringVar(&o.clusterEndpoint, "cluster-endpoint", "", "Kubernetes API endpoint for node user data")
@@ -313,6 +320,22 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			return cfg, errors.New("gossip needs --gossip-key-file outside --gossip-dev (or pass --no-gossip)")
 		}
 		cfg.Gossip = g
+	}
+	if o.attestAccount != "" {
+		if o.region == "" {
+			return cfg, errors.New("--attest-account-id needs --region")
+		}
+		roots, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Roots()
+		if err != nil {
+			return cfg, fmt.Errorf("node attestation: %w", err)
+		}
+		cfg.Attest = &api.AttestConfig{Verifier: &attest.Verifier{Roots: roots, AccountID: o.attestAccount, Region: o.region}}
+		log.Info("node attestation on: reports must be signed by attested agents", "account", o.attestAccount, "region", o.region,
+			"trustedCertificates", len(roots), "bundle", o.attestBundle)
+	} else if o.attestBundle != "" || o.attestBundleOnly {
+		return cfg, errors.New("--attest-trust-bundle needs --attest-account-id")
+	} else {
+		log.Warn("reports are NOT authenticated: any process that reaches the API can speak for any node (pass --attest-account-id)")
 	}
 	// The explain endpoints are served by every replica and answer from the
 	// disruption controller of the current leader term.

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dovetail-dev/dovetail/daemon/imds"
+	"github.com/dovetail-dev/dovetail/daemon/nodekey"
 	"github.com/dovetail-dev/dovetail/daemon/repair"
 	"github.com/dovetail-dev/dovetail/daemon/reporter"
 	"github.com/dovetail-dev/dovetail/drain"
@@ -43,6 +44,12 @@ type Config struct {
 	NodeName string
 	// IMDSEndpoint overrides the metadata service URL (tests, simulator).
 	IMDSEndpoint string
+	// Attest proves this instance's identity to the coordinator with the
+	// IMDS identity document and signs every report with a key kept in
+	// StateDir (daemon/nodekey). AttestFormat is the IMDS signature form
+	// ("rsa2048" by default, or "signature").
+	Attest       bool
+	AttestFormat string
 	IMDSInterval time.Duration
 	// Coordinators are report RPC addresses; more come from gossip.
 	Coordinators []string
@@ -92,6 +99,7 @@ type Agent struct {
 	log      *slog.Logger
 	watcher  *imds.Watcher
 	reporter *reporter.Client
+	signer   *nodekey.Signer
 	drainer  *drain.Drainer
 	health   *health.Runner
 	repairer *repair.Repairer
@@ -161,9 +169,21 @@ func New(cfg Config) (*Agent, error) {
 	if a.watcher, err = imds.New(imds.Config{Endpoint: cfg.IMDSEndpoint, Interval: cfg.IMDSInterval, Logger: cfg.Logger, Registry: cfg.Registry}); err != nil {
 		return nil, err
 	}
+	var signer reporter.Signer
+	if cfg.Attest {
+		keyFile := ""
+		if cfg.StateDir != "" {
+			keyFile = a.statePath("node-key.pem")
+		}
+		if a.signer, err = nodekey.New(nodekey.Config{KeyFile: keyFile, Format: cfg.AttestFormat,
+			Evidence: a.watcher.IdentityEvidence, NodeName: a.NodeName, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		signer = a.signer
+	}
 	a.reporter, err = reporter.New(reporter.Config{
 		Coordinators: cfg.Coordinators, Discover: a.discoverCoordinators, SpoolDir: a.statePath("spool"),
-		Logger: cfg.Logger, Registry: cfg.Registry,
+		Logger: cfg.Logger, Registry: cfg.Registry, Signer: signer,
 	})
 	if err != nil {
 		return nil, err

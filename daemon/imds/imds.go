@@ -525,3 +525,41 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// IdentityEvidence reads the instance identity document and its signature
+// in the given form ("rsa2048" or "signature": the file under
+// dynamic/instance-identity/), through the SDK's IMDS client with the
+// watcher's timeout and retries. The coordinator verifies them against
+// AWS's certificates to learn which instance this agent runs on.
+func (w *Watcher) IdentityEvidence(ctx context.Context, format string) (doc, sig []byte, err error) {
+	if doc, err = w.dynamic(ctx, "instance-identity/document"); err != nil {
+		return nil, nil, err
+	}
+	if sig, err = w.dynamic(ctx, "instance-identity/"+format); err != nil {
+		return nil, nil, err
+	}
+	return doc, sig, nil
+}
+
+func (w *Watcher) dynamic(ctx context.Context, path string) ([]byte, error) {
+	backoff := w.cfg.RetryBackoff
+	for attempt := 0; ; attempt++ {
+		b, err := func() ([]byte, error) {
+			ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+			defer cancel()
+			out, err := w.client.GetDynamicData(ctx, &imds.GetDynamicDataInput{Path: path})
+			if err != nil {
+				return nil, err
+			}
+			defer func() { _ = out.Content.Close() }()
+			return io.ReadAll(io.LimitReader(out.Content, 16<<10))
+		}()
+		if err == nil {
+			return b, nil
+		}
+		if attempt >= w.cfg.Retries+2 || ctx.Err() != nil || !sleep(ctx, backoff) {
+			return nil, fmt.Errorf("imds get dynamic/%s: %w", path, err)
+		}
+		backoff *= 2
+	}
+}

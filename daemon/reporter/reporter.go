@@ -50,6 +50,18 @@ type Config struct {
 	Logger                  *slog.Logger
 	Registry                prometheus.Registerer
 	Now                     func() time.Time
+	// Signer, when set, signs every report with the agent's attested key
+	// (daemon/nodekey). A delivery attests first when not attested (start,
+	// or after a 401); until then reports stay spooled.
+	Signer Signer
+}
+
+// Signer authenticates reports (daemon/nodekey.Signer).
+type Signer interface {
+	Attested() bool
+	Attest(ctx context.Context, base string) error
+	Invalidate()
+	Sign(req *http.Request, body []byte)
 }
 
 // Client is the report sender.
@@ -261,6 +273,17 @@ func (c *Client) Flush(ctx context.Context) error {
 // Run delivers reports until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
+	if c.cfg.Signer != nil {
+		// Attest at start, so the first report (maybe a spot notice) is
+		// only signed, not preceded by an attestation round trip.
+		for _, a := range c.addresses() {
+			if err := c.cfg.Signer.Attest(ctx, baseURL(a)); err == nil {
+				break
+			} else {
+				c.log.Warn("attestation at start failed; retried with the first report", "coordinator", a, "err", err)
+			}
+		}
+	}
 	for {
 		c.mu.Lock()
 		var e *entry
@@ -403,17 +426,34 @@ func (c *Client) deliver(ctx context.Context, e *entry) error {
 	return errors.Join(errs...)
 }
 
-func (c *Client) post(ctx context.Context, addr string, body []byte) error {
-	url := addr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
+// ErrNotRequired may be returned (or wrapped) by Signer.Attest when the
+// coordinator takes unsigned reports; delivery then goes on.
+var ErrNotRequired = errors.New("attestation not required")
+
+func baseURL(addr string) string {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
 	}
-	url = strings.TrimSuffix(url, "/") + report.Path
+	return strings.TrimSuffix(addr, "/")
+}
+
+func (c *Client) post(ctx context.Context, addr string, body []byte) error {
+	base := baseURL(addr)
+	url := base + report.Path
+	if s := c.cfg.Signer; s != nil && !s.Attested() {
+		if err := s.Attest(ctx, base); err != nil && !errors.Is(err, ErrNotRequired) {
+			return fmt.Errorf("not attested: %w", err)
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return &permanentError{fmt.Errorf("build request for %s: %w", addr, err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if s := c.cfg.Signer; s != nil {
+		// Signed per attempt: a retry carries a fresh sequence.
+		s.Sign(req, body)
+	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("post %s: %w", url, err)
@@ -429,6 +469,11 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) error {
 		// The report itself is refused; the caller drops it only if every
 		// replica says so.
 		return &permanentError{fmt.Errorf("post %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))}
+	case resp.StatusCode == http.StatusUnauthorized && c.cfg.Signer != nil:
+		// The coordinator does not (or no longer) accept our key: attest
+		// again before the next attempt.
+		c.cfg.Signer.Invalidate()
+		return fmt.Errorf("post %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))
 	default:
 		// 401/403 (credentials to renew), 404 (a replica without the route),
 		// 408, 429, 5xx: retried, here or on the next replica.

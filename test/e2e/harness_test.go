@@ -36,6 +36,8 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/attest"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -207,6 +209,9 @@ func (e *env) start(id string) {
 		// The same Setup as cmd/dovetail-coordinator (components.go).
 		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, opts) },
 	}
+	// Reports are attested as in production, with the simulator's signer
+	// as the one extra trust anchor (as `make dev` configures it).
+	cfg.Attest = &api.AttestConfig{Verifier: e.verifier()}
 	r, err := coordinator.Start(e.ctx, cfg)
 	if err != nil {
 		e.t.Fatalf("start replica %s: %v", id, err)
@@ -214,6 +219,25 @@ func (e *env) start(id string) {
 	e.mu.Lock()
 	e.reps[id] = r
 	e.mu.Unlock()
+}
+
+// verifier trusts AWS's certificates for the simulator's region plus the
+// simulator's own signing certificate.
+func (e *env) verifier() *attest.Verifier {
+	e.t.Helper()
+	certPEM, err := e.sim.IdentityCertificatePEM()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	bundle := filepath.Join(e.t.TempDir(), "ec2sim-identity.pem")
+	if err := os.WriteFile(bundle, certPEM, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	roots, err := attest.TrustConfig{Region: e.sim.Region(), BundleFile: bundle}.Roots()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &attest.Verifier{Roots: roots, AccountID: e.sim.AccountID(), Region: e.sim.Region()}
 }
 
 // leader returns the ID of the replica that leads, waiting for one.
@@ -459,7 +483,10 @@ func (e *env) anyReplica() *coordinator.Coordinator {
 // startAgent runs dovetail-agent for node in this process against the
 // instance's IMDS in the simulator, reporting to every replica. Host health
 // checks are off (the node is simulated) and so is self-repair.
-func (e *env) startAgent(node, instanceID string) {
+func (e *env) startAgent(node, instanceID string) { e.startAgentDir(node, instanceID) }
+
+// startAgentDir is startAgent returning the agent's state directory.
+func (e *env) startAgentDir(node, instanceID string) string {
 	e.t.Helper()
 	var coords []string
 	for _, p := range e.peers {
@@ -468,7 +495,7 @@ func (e *env) startAgent(node, instanceID string) {
 	dir := e.t.TempDir()
 	a, err := agent.New(agent.Config{
 		Kube: e.kube, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
-		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true,
+		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: true,
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
 	})
 	if err != nil {
@@ -486,4 +513,5 @@ func (e *env) startAgent(node, instanceID string) {
 	e.eventually("the agent found its node", 30*time.Second, func() (bool, string) {
 		return a.NodeName() == node, "agent node " + a.NodeName()
 	})
+	return dir
 }
