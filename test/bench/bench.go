@@ -49,6 +49,9 @@ var cpus = []string{"100m", "250m", "500m", "1", "1500m"}
 
 // Pods generates n pending pods of the mix, deterministically from seed.
 func Pods(n int, mix Mix, seed int64) []*corev1.Pod {
+	if mix == MixKarpenter {
+		return KarpenterPods(n, seed)
+	}
 	rng := rand.New(rand.NewSource(seed))
 	type shape struct{ cpu, mem string }
 	shapes := map[string]shape{}
@@ -188,6 +191,9 @@ type Row struct {
 	LPRatio       float64       `json:"lpRatio"`    // price / LPBound
 	PeakHeapMiB   float64       `json:"peakHeapMiB"`
 	Unschedulable int           `json:"unschedulable"`
+	// Refused is how many planned pods kube-scheduler, binding in its
+	// queue order, would refuse on their planned node (scheduling.Replay).
+	Refused int `json:"refusedOnReplay"`
 }
 
 // Case is one benchmark run.
@@ -196,15 +202,21 @@ type Case struct {
 	Types     []*cloud.InstanceType
 	Mix       Mix
 	Pods      int
+	// Pool is the NodePool (zero: Pool()).
+	Pool scheduling.NodePool
 }
 
 // Measure runs Solve once for the case.
 func Measure(c Case) Row {
 	pods := Pods(c.Pods, c.Mix, 42)
+	pool := c.Pool
+	if pool.Name == "" {
+		pool = Pool()
+	}
 	snap := scheduling.Snapshot{
 		Region:        "us-east-1",
 		Pods:          pods,
-		NodePools:     []scheduling.NodePool{Pool()},
+		NodePools:     []scheduling.NodePool{pool},
 		InstanceTypes: map[string][]*cloud.InstanceType{"": c.Types},
 	}
 	runtime.GC()
@@ -214,7 +226,8 @@ func Measure(c Case) Row {
 	d := time.Since(start)
 	peak := stop()
 	r := Row{Catalogue: c.Catalogue, Mix: c.Mix, Pods: c.Pods, Duration: d, Nodes: len(res.NewNodeClaims),
-		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), LPBound: max(LPBound(pods, c.Types), AssignmentBound(pods, c.Types)), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable)}
+		Price: res.TotalPrice(), Bound: LowerBound(pods, c.Types), LPBound: max(LPBound(pods, c.Types), AssignmentBound(pods, c.Types)), PeakHeapMiB: float64(peak) / (1 << 20), Unschedulable: len(res.Unschedulable),
+		Refused: len(scheduling.Replay(snap, res))}
 	if d > 0 {
 		r.PodsPerSecond = float64(c.Pods) / d.Seconds()
 	}
@@ -281,14 +294,20 @@ func Cases(real, synthetic []*cloud.InstanceType, sizes []int) []Case {
 		}
 		out = append(out, Case{Catalogue: cat.name, Types: cat.types, Mix: MixPreference, Pods: 4000})
 	}
+	// Karpenter's own benchmark, shaped exactly like it (its catalogue,
+	// pool and pods).
+	kt := KarpenterTypes()
+	for _, n := range sizes {
+		out = append(out, Case{Catalogue: "karpenter-400", Types: kt, Mix: MixKarpenter, Pods: n, Pool: KarpenterPool()})
+	}
 	return out
 }
 
 // Print writes rows as an aligned table.
 func Print(w io.Writer, rows []Row) {
-	fmt.Fprintf(w, "%-14s %-10s %6s %9s %8s %6s %10s %10s %6s %10s %6s %8s %5s\n",
-		"catalogue", "mix", "pods", "time", "pods/s", "nodes", "$/hour", "bound", "ratio", "LP bound", "LPratio", "heapMiB", "unsch")
-	fmt.Fprintln(w, strings.Repeat("-", 118))
+	fmt.Fprintf(w, "%-14s %-10s %6s %9s %8s %6s %10s %10s %6s %10s %6s %8s %5s %7s\n",
+		"catalogue", "mix", "pods", "time", "pods/s", "nodes", "$/hour", "bound", "ratio", "LP bound", "LPratio", "heapMiB", "unsch", "refused")
+	fmt.Fprintln(w, strings.Repeat("-", 126))
 	for _, r := range rows {
 		PrintRow(w, r)
 	}
@@ -296,6 +315,6 @@ func Print(w io.Writer, rows []Row) {
 
 // PrintRow writes one row of the table.
 func PrintRow(w io.Writer, r Row) {
-	fmt.Fprintf(w, "%-14s %-10s %6d %9s %8.0f %6d %10.3f %10.3f %6.2f %10.3f %6.3f %8.1f %5d\n",
-		r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.LPBound, r.LPRatio, r.PeakHeapMiB, r.Unschedulable)
+	fmt.Fprintf(w, "%-14s %-10s %6d %9s %8.0f %6d %10.3f %10.3f %6.2f %10.3f %6.3f %8.1f %5d %7d\n",
+		r.Catalogue, r.Mix, r.Pods, r.Duration.Round(time.Microsecond*100), r.PodsPerSecond, r.Nodes, r.Price, r.Bound, r.Ratio, r.LPBound, r.LPRatio, r.PeakHeapMiB, r.Unschedulable, r.Refused)
 }

@@ -22,3 +22,15 @@ func TestTable(t *testing.T) {
 	}
 	Print(os.Stdout, rows)
 }
+
+// Karpenter's benchmark workload (shared label values across groups) must
+// give a plan kube-scheduler realises pod for pod.
+func TestKarpenterWorkloadReplays(t *testing.T) {
+	r := Measure(Case{Catalogue: "karpenter-400", Types: KarpenterTypes(), Mix: MixKarpenter, Pods: 1000, Pool: KarpenterPool()})
+	if r.Refused != 0 || r.Unschedulable != 0 {
+		t.Fatalf("1,000 Karpenter pods: %d refused on replay, %d unschedulable", r.Refused, r.Unschedulable)
+	}
+	if r.LPRatio > 1.45 { // the bound ignores the 200 nodes anti-affinity forces
+		t.Errorf("1,000 Karpenter pods: %.3f× the LP bound", r.LPRatio)
+	}
+}
