@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -412,4 +414,14 @@ func copySignedHeaders(dst, src http.Header) {
 			dst.Set(k, v)
 		}
 	}
+}
+
+// ResetAttestation forgets instance's key binding (POST PathAttestReset on
+// any replica), so its agent may attest again with a new key.
+func (c *Client) ResetAttestation(ctx context.Context, instance string) (*AttestResetAck, error) {
+	var r AttestResetAck
+	if err := c.Post(ctx, AttestResetPath(url.PathEscape(instance)), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
