@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dovetail-dev/dovetail/podreq"
@@ -47,8 +48,16 @@ type Options struct {
 	// (jittered ±20 %). Default 1 s.
 	RetryInterval time.Duration
 	// PollInterval is how often the node's pods are listed to see which are
-	// gone. Default 250 ms.
+	// gone while a watch on them cannot be had (the watch is the normal
+	// path: one request for the whole drain). Default 250 ms.
 	PollInterval time.Duration
+	// ResyncInterval is how often the pods are listed anyway while the watch
+	// runs, in case it missed something. Default 10 s.
+	ResyncInterval time.Duration
+	// ProgressInterval is the least time between two Progress calls (the
+	// final one always comes). Default 250 ms: a 250-pod drain reports a
+	// few times a second, not once per pod.
+	ProgressInterval time.Duration
 	// ForceDeleteBefore, when positive, deletes pods still refused at
 	// deadline-ForceDeleteBefore, with that much grace. Set it only when the
 	// node is lost at the deadline regardless (spot interruption): the pod
@@ -67,7 +76,14 @@ type Options struct {
 	Progress func(Result)
 	// Events receives Kubernetes Events; default writes them to the API.
 	Events EventSink
-	Logger *slog.Logger
+	// EventClient, when set (and Events is not), sends Events from a
+	// bounded queue in their own goroutine through this client, paced at
+	// EventQPS/EventBurst (default 20/50): Events then cost the drain no
+	// time and none of the main client's budget. Call Close at shutdown.
+	EventClient kubernetes.Interface
+	EventQPS    float32
+	EventBurst  int
+	Logger      *slog.Logger
 	// Registry, when set, receives the drain metrics.
 	Registry prometheus.Registerer
 	// Now is the clock; default time.Now.
@@ -91,16 +107,21 @@ const (
 	OutcomeFailed  = "failed"  // the API kept failing
 	OutcomeGone    = "gone"    // went away by itself
 	OutcomeStuck   = "stuck"   // eviction accepted, but the pod was still there at the deadline
+	// OutcomePending: the drain was stopped (its context cancelled, e.g.
+	// the agent was shut down) before this pod's eviction was accepted.
+	OutcomePending = "pending"
 )
 
 // PodResult is what happened to one pod.
 type PodResult struct {
-	Pod      PodRef    `json:"pod"`
-	Critical bool      `json:"critical,omitempty"`
-	Outcome  string    `json:"outcome"`
-	Attempts int       `json:"attempts"`
-	Message  string    `json:"message,omitempty"` // why blocked / failed
-	GoneAt   time.Time `json:"goneAt,omitempty"`
+	Pod      PodRef `json:"pod"`
+	Critical bool   `json:"critical,omitempty"`
+	Outcome  string `json:"outcome"`
+	Attempts int    `json:"attempts"`
+	Message  string `json:"message,omitempty"` // why blocked / failed
+	// AcceptedAt is when the eviction (or forced delete) was accepted.
+	AcceptedAt time.Time `json:"acceptedAt,omitempty"`
+	GoneAt     time.Time `json:"goneAt,omitempty"`
 }
 
 // SkippedPod is a pod the drain leaves in place, with why.
@@ -124,6 +145,57 @@ type Result struct {
 	// Complete is true when every evictable pod is gone (dry run: would be
 	// evicted without refusal).
 	Complete bool `json:"complete"`
+	// Stopped says why the drain ended before the deadline without being
+	// complete: the caller's context was cancelled (agent shutdown). Its
+	// pods then say what had happened so far: evicted (accepted; GoneAt
+	// zero if still terminating), pending (not yet evicted), blocked.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+// Accepted is the number of pods whose eviction (or forced delete) the API
+// accepted, gone yet or not.
+func (r Result) Accepted() int {
+	n := 0
+	for _, p := range r.Pods {
+		if !p.AcceptedAt.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+// Terminating is the number of pods whose eviction was accepted but that
+// were not yet seen gone.
+func (r Result) Terminating() int {
+	n := 0
+	for _, p := range r.Pods {
+		if !p.AcceptedAt.IsZero() && p.GoneAt.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+// TookToEmpty is the time from the drain's start to the last pod gone, and
+// false when the node never emptied (or had no pod to drain), so that a
+// caller never prints a duration computed from a zero time.
+func (r Result) TookToEmpty() (time.Duration, bool) {
+	if !r.Complete || r.DryRun {
+		return 0, false
+	}
+	if r.LastGoneAt.IsZero() {
+		return 0, len(r.Pods) == 0
+	}
+	return r.LastGoneAt.Sub(r.Started), true
+}
+
+// TookToCordon is the time from the start to the node tainted and cordoned,
+// false when it never was.
+func (r Result) TookToCordon() (time.Duration, bool) {
+	if r.CordonedAt.IsZero() {
+		return 0, false
+	}
+	return r.CordonedAt.Sub(r.Started), true
 }
 
 // Count returns how many pods ended with outcome.
@@ -185,6 +257,12 @@ func New(client kubernetes.Interface, opts Options) (*Drainer, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 250 * time.Millisecond
 	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = 10 * time.Second
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 250 * time.Millisecond
+	}
 	if opts.CriticalLead <= 0 {
 		opts.CriticalLead = 5 * time.Second
 	}
@@ -203,6 +281,9 @@ func New(client kubernetes.Interface, opts Options) (*Drainer, error) {
 	}
 	d := &Drainer{client: client, opts: opts, log: opts.Logger.With("component", "drain"), metrics: m}
 	d.events = eventWriter{sink: opts.Events, client: client, component: opts.Component, log: d.log, now: opts.Now}
+	if opts.Events == nil && opts.EventClient != nil {
+		d.events.queue = newEventQueue(opts.EventClient, opts.EventQPS, opts.EventBurst, d.log, m)
+	}
 	return d, nil
 }
 
@@ -252,6 +333,10 @@ type run struct {
 	result Result
 	pods   map[types.UID]*podState
 	order  []types.UID
+
+	// changed is signalled (never blocking) when a pod is seen gone.
+	changed      chan struct{}
+	lastProgress time.Time
 }
 
 // Drain taints and cordons node, then evicts its pods before deadline. The
@@ -260,7 +345,7 @@ type run struct {
 // which is returned (as far as it got) in every case.
 func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, reason string) (Result, error) {
 	started := d.opts.Now()
-	r := &run{d: d, node: node, reason: reason, deadline: deadline, pods: map[types.UID]*podState{}}
+	r := &run{d: d, node: node, reason: reason, deadline: deadline, pods: map[types.UID]*podState{}, changed: make(chan struct{}, 1)}
 	r.result = Result{Node: node, Reason: reason, DryRun: d.opts.DryRun, Deadline: deadline, Started: started}
 	log := d.log.With("node", node, "reason", reason, "dryRun", d.opts.DryRun)
 
@@ -277,7 +362,7 @@ func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, re
 	log.Info("node tainted and cordoned", "deadline", deadline)
 	r.progress()
 
-	pods, err := d.podsOn(ctx, node)
+	pods, rv, err := d.podsOn(ctx, node)
 	if err != nil {
 		return r.snapshot(), err
 	}
@@ -314,23 +399,32 @@ func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, re
 		return res, ctx.Err()
 	}
 
-	err = r.evictAndWait(ctx, ordinary, critical)
-	res := r.finish(ctx)
+	err = r.evictAndWait(ctx, rv, ordinary, critical)
+	res := r.finish(ctx, err)
 	d.metrics.drains.WithLabelValues(fmt.Sprint(res.Complete)).Inc()
 	d.metrics.duration.Observe(res.Finished.Sub(started).Seconds())
-	log.Info("drain finished", "complete", res.Complete, "evicted", res.Count(OutcomeEvicted),
-		"blocked", res.Count(OutcomeBlocked), "deleted", res.Count(OutcomeDeleted), "remaining", res.Remaining())
+	attrs := []any{"complete", res.Complete, "accepted", res.Accepted(), "gone", len(res.Pods) - res.Remaining(),
+		"remaining", res.Remaining(), "terminating", res.Terminating(), "pending", res.Count(OutcomePending),
+		"blocked", res.Count(OutcomeBlocked), "deleted", res.Count(OutcomeDeleted)}
+	if took, ok := res.TookToEmpty(); ok {
+		attrs = append(attrs, "tookToEmpty", took)
+	}
+	if res.Stopped != "" {
+		attrs = append(attrs, "stopped", res.Stopped)
+	}
+	log.Info("drain finished", attrs...)
 	return res, err
 }
 
-// podsOn lists the pods bound to node. The field selector is filtered again
-// locally: some clients (fakes, caches) ignore it.
-func (d *Drainer) podsOn(ctx context.Context, node string) ([]corev1.Pod, error) {
+// podsOn lists the pods bound to node, with the list's resourceVersion (to
+// watch from). The field selector is filtered again locally: some clients
+// (fakes, caches) ignore it.
+func (d *Drainer) podsOn(ctx context.Context, node string) ([]corev1.Pod, string, error) {
 	list, err := d.client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
+		FieldSelector: nodeSelector(node),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list pods on %s: %w", node, err)
+		return nil, "", fmt.Errorf("list pods on %s: %w", node, err)
 	}
 	out := list.Items[:0]
 	for _, p := range list.Items {
@@ -344,7 +438,11 @@ func (d *Drainer) podsOn(ctx context.Context, node string) ([]corev1.Pod, error)
 		}
 		return out[i].Name < out[j].Name
 	})
-	return out, nil
+	return out, list.ResourceVersion, nil
+}
+
+func nodeSelector(node string) string {
+	return fields.OneTermEqualSelector("spec.nodeName", node).String()
 }
 
 func (r *run) dryRun(ctx context.Context, pods []*podState) {
@@ -367,13 +465,28 @@ func (r *run) dryRun(ctx context.Context, pods []*podState) {
 }
 
 // evictAndWait evicts the ordinary pods at once and the critical ones when
-// the ordinary ones are gone or time runs short, and watches the node until
-// every pod is gone or the deadline passes.
-func (r *run) evictAndWait(ctx context.Context, ordinary, critical []*podState) error {
+// the ordinary ones are gone or time runs short, and watches the node's pods
+// until every one is gone or the deadline passes. The watch is set up before
+// the first eviction, so every deletion an eviction causes is seen, and it
+// costs one request for the whole drain where listing every 250 ms took
+// four a second from the evictions' budget.
+func (r *run) evictAndWait(ctx context.Context, rv string, ordinary, critical []*podState) error {
+	parent := ctx
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel below: workers stop at once
 	ctx, cancel := context.WithDeadline(ctx, r.deadline)
 	defer cancel()
+	watching := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchPods(ctx, rv, watching)
+	}()
+	select {
+	case <-watching:
+	case <-ctx.Done():
+	}
+
 	sem := make(chan struct{}, r.d.opts.Concurrency)
 	start := func(pods []*podState) {
 		for _, st := range pods {
@@ -399,17 +512,21 @@ func (r *run) evictAndWait(ctx context.Context, ordinary, critical []*podState) 
 		criticalAt = half
 	}
 	criticalStarted := len(critical) == 0
+	var criticalC <-chan time.Time
+	if !criticalStarted {
+		t := time.NewTimer(max(criticalAt.Sub(now), 0))
+		defer t.Stop()
+		criticalC = t.C
+	}
+	var progressT *time.Timer
+	var progressC <-chan time.Time
+	defer func() {
+		if progressT != nil {
+			progressT.Stop()
+		}
+	}()
 
-	tick := time.NewTicker(r.d.opts.PollInterval)
-	defer tick.Stop()
 	for {
-		gone, err := r.observe(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.d.log.Warn("listing pods while draining", "node", r.node, "err", err)
-		}
-		if gone {
-			r.progress()
-		}
 		if !criticalStarted && (r.allGone(ordinary) || !r.d.opts.Now().Before(criticalAt)) {
 			criticalStarted = true
 			start(critical)
@@ -419,21 +536,141 @@ func (r *run) evictAndWait(ctx context.Context, ordinary, critical []*podState) 
 		}
 		select {
 		case <-ctx.Done():
-			if r.deadline.After(r.d.opts.Now()) {
-				return ctx.Err() // the caller's context, not the deadline
+			if parent.Err() != nil {
+				return parent.Err() // the caller's context, not the deadline
 			}
 			return nil
-		case <-tick.C:
+		case <-r.changed:
+			// At most one Progress per ProgressInterval: the final one
+			// comes from finish.
+			wait := r.d.opts.ProgressInterval - r.d.opts.Now().Sub(r.lastProgress)
+			if wait <= 0 {
+				r.progress()
+			} else if progressC == nil {
+				progressT = time.NewTimer(wait)
+				progressC = progressT.C
+			}
+		case <-progressC:
+			progressC = nil
+			r.progress()
+		case <-criticalC:
+			criticalC = nil
 		}
 	}
 }
 
+// watchPods follows the node's pods until ctx ends, marking tracked pods
+// gone as they are deleted (or finish). It closes ready once the first
+// watch is established, or has failed (the drain must not wait for it).
+// A failed or expired watch is replaced after a re-list; while no watch can
+// be had it lists every PollInterval; with one it re-lists every
+// ResyncInterval in case an event was missed.
+func (r *run) watchPods(ctx context.Context, rv string, ready chan struct{}) {
+	markReady := sync.OnceFunc(func() { close(ready) })
+	defer markReady()
+	opts := r.d.opts
+	failing := false
+	for ctx.Err() == nil {
+		if rv == "" {
+			var err error
+			if rv, err = r.observe(ctx); err != nil {
+				if ctx.Err() == nil && !failing {
+					r.d.log.Warn("listing pods while draining", "node", r.node, "err", err)
+				}
+				failing = true
+				markReady()
+				sleepCtx(ctx, opts.PollInterval)
+				continue
+			}
+		}
+		w, err := r.d.client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{
+			FieldSelector: nodeSelector(r.node), ResourceVersion: rv, AllowWatchBookmarks: true,
+		})
+		if err != nil {
+			if ctx.Err() == nil && !failing {
+				r.d.log.Warn("watching pods while draining; listing instead", "node", r.node, "err", err)
+			}
+			failing = true
+			rv = ""
+			markReady()
+			sleepCtx(ctx, opts.PollInterval)
+			continue
+		}
+		if failing {
+			r.d.log.Info("watching pods again", "node", r.node)
+			failing = false
+		}
+		markReady()
+		rv = r.consume(ctx, w, rv)
+	}
+}
+
+// consume reads one watch until it ends, ctx ends or a resync is due. It
+// returns the resourceVersion to watch from next, "" to re-list first.
+func (r *run) consume(ctx context.Context, w watch.Interface, rv string) string {
+	defer w.Stop()
+	resync := time.NewTimer(r.d.opts.ResyncInterval)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rv
+		case <-resync.C:
+			return ""
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return rv // the server closed it (timeout): resume from rv
+			}
+			switch ev.Type {
+			case watch.Error:
+				return "" // 410 Gone and the like: re-list
+			case watch.Bookmark, watch.Added, watch.Modified, watch.Deleted:
+			default:
+				continue
+			}
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if pod.ResourceVersion != "" {
+				rv = pod.ResourceVersion
+			}
+			if ev.Type == watch.Deleted || (ev.Type != watch.Bookmark &&
+				(pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)) {
+				r.markGone(pod.UID, r.d.opts.Now())
+			}
+		}
+	}
+}
+
+// markGone records that a tracked pod went away.
+func (r *run) markGone(uid types.UID, now time.Time) {
+	r.mu.Lock()
+	st := r.pods[uid]
+	if st == nil || !st.res.GoneAt.IsZero() {
+		r.mu.Unlock()
+		return
+	}
+	st.res.GoneAt = now
+	if st.res.Outcome == "" {
+		st.res.Outcome = OutcomeGone
+	}
+	if now.After(r.result.LastGoneAt) {
+		r.result.LastGoneAt = now
+	}
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
 // observe lists the node's pods and marks tracked pods that went away. It
-// reports whether any did.
-func (r *run) observe(ctx context.Context) (bool, error) {
-	pods, err := r.d.podsOn(ctx, r.node)
+// returns the list's resourceVersion.
+func (r *run) observe(ctx context.Context) (string, error) {
+	pods, rv, err := r.d.podsOn(ctx, r.node)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	present := make(map[types.UID]bool, len(pods))
 	for _, p := range pods {
@@ -442,22 +679,27 @@ func (r *run) observe(ctx context.Context) (bool, error) {
 		}
 	}
 	now := r.d.opts.Now()
-	changed := false
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var gone []types.UID
 	for uid, st := range r.pods {
 		if st.res.GoneAt.IsZero() && !present[uid] {
-			st.res.GoneAt = now
-			if st.res.Outcome == "" {
-				st.res.Outcome = OutcomeGone
-			}
-			if now.After(r.result.LastGoneAt) {
-				r.result.LastGoneAt = now
-			}
-			changed = true
+			gone = append(gone, uid)
 		}
 	}
-	return changed, nil
+	r.mu.Unlock()
+	for _, uid := range gone {
+		r.markGone(uid, now)
+	}
+	return rv, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 func (r *run) allGone(pods []*podState) bool {
@@ -495,8 +737,7 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			r.finalizePending(st)
-			return
+			return // finish settles the outcome
 		}
 		err := d.evict(ctx, st.pod, r.grace(st.pod))
 		<-sem
@@ -510,6 +751,7 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 			st.accepted = true
 			st.res.Outcome = OutcomeEvicted
 			st.res.Message = ""
+			st.res.AcceptedAt = d.opts.Now()
 			r.mu.Unlock()
 			d.events.podEvent(ctx, st.pod, corev1.EventTypeNormal, "Evicted",
 				fmt.Sprintf("Evicted by %s: node %s is draining (%s)", d.opts.Component, r.node, r.reason))
@@ -557,7 +799,6 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			r.finalizePending(st)
 			return
 		case <-t.C:
 		}
@@ -568,15 +809,6 @@ func (r *run) isGone(st *podState) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return !st.res.GoneAt.IsZero()
-}
-
-func (r *run) finalizePending(st *podState) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st.res.Outcome == "" {
-		st.res.Outcome = OutcomeBlocked
-		st.res.Message = "deadline reached before the pod could be evicted"
-	}
 }
 
 // forceDelete deletes a pod the deadline is about to kill anyway, with the
@@ -604,6 +836,8 @@ func (r *run) forceDelete(ctx context.Context, st *podState) {
 	}
 	d.metrics.evictions.WithLabelValues("deleted").Inc()
 	prev := st.res.Message
+	st.accepted = true
+	st.res.AcceptedAt = d.opts.Now()
 	st.res.Outcome = OutcomeDeleted
 	st.res.Message = "deleted at the deadline (the node is lost then anyway); was: " + prev
 	go d.events.podEvent(context.WithoutCancel(ctx), st.pod, corev1.EventTypeWarning, "DeletedAtDeadline",
@@ -655,21 +889,34 @@ func (r *run) snapshot() Result {
 }
 
 func (r *run) progress() {
+	r.lastProgress = r.d.opts.Now()
 	if r.d.opts.Progress != nil {
 		r.d.opts.Progress(r.snapshot())
 	}
 }
 
 // finish settles every pod's outcome, emits the closing node Event and
-// returns the final result.
-func (r *run) finish(ctx context.Context) Result {
+// returns the final result. stopped is the caller's context error when the
+// drain was cancelled before the deadline (agent shutdown): the result then
+// says what had happened so far rather than what a deadline would mean.
+func (r *run) finish(ctx context.Context, stopped error) Result {
 	r.mu.Lock()
 	for _, st := range r.pods {
-		if st.res.GoneAt.IsZero() && st.accepted && st.res.Outcome == OutcomeEvicted {
+		if !st.res.GoneAt.IsZero() {
+			continue
+		}
+		switch {
+		case stopped != nil && st.accepted:
+			st.res.Message = "eviction accepted; the pod was still terminating when the drain was stopped"
+		case stopped != nil && st.res.Outcome == "":
+			st.res.Outcome = OutcomePending
+			st.res.Message = "the drain was stopped before this pod was evicted"
+		case stopped != nil:
+			// blocked or failed so far: that is what happened.
+		case st.accepted && st.res.Outcome == OutcomeEvicted:
 			st.res.Outcome = OutcomeStuck
 			st.res.Message = "eviction accepted but the pod had not terminated by the deadline"
-		}
-		if st.res.Outcome == "" {
+		case st.res.Outcome == "":
 			st.res.Outcome = OutcomeBlocked
 			st.res.Message = "deadline reached before the pod could be evicted"
 		}
@@ -678,11 +925,24 @@ func (r *run) finish(ctx context.Context) Result {
 	r.mu.Unlock()
 	res := r.snapshot()
 	res.Complete = res.Remaining() == 0
+	cause := context.Cause(ctx)
+	if stopped != nil && !res.Complete {
+		if cause == nil {
+			cause = stopped
+		}
+		res.Stopped = "stopped before the deadline: " + cause.Error()
+	}
 	ctx = context.WithoutCancel(ctx)
-	if res.Complete {
+	switch {
+	case res.Complete:
 		r.d.events.nodeEvent(ctx, r.node, corev1.EventTypeNormal, "Drained",
 			fmt.Sprintf("Drained %d pods for %s", len(res.Pods), r.reason))
-	} else {
+	case stopped != nil:
+		r.d.events.nodeEvent(ctx, r.node, corev1.EventTypeWarning, "DrainStopped",
+			fmt.Sprintf("Drain for %s stopped (%s): %d evictions accepted, %d of %d pods gone, %d still terminating, %d not yet evicted, %d blocked",
+				r.reason, cause, res.Accepted(), len(res.Pods)-res.Remaining(), len(res.Pods), res.Terminating(),
+				res.Count(OutcomePending), res.Count(OutcomeBlocked)))
+	default:
 		var blocked []string
 		for _, p := range res.Pods {
 			if p.GoneAt.IsZero() {
@@ -714,6 +974,8 @@ type metrics struct {
 	drains        *prometheus.CounterVec
 	duration      prometheus.Histogram
 	cordonLatency prometheus.Histogram
+	eventsSent    prometheus.Counter
+	eventsDropped *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -732,9 +994,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dovetail_drain_cordon_seconds", Help: "Time from drain start to the node tainted and cordoned.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
+		eventsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dovetail_drain_events_total", Help: "Kubernetes Events sent from the drain's event queue.",
+		}),
+		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_drain_events_dropped_total", Help: "Events not sent, by reason (queue-full, error, shutdown).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.evictions, m.drains, m.duration, m.cordonLatency} {
+		for _, c := range []prometheus.Collector{m.evictions, m.drains, m.duration, m.cordonLatency, m.eventsSent, m.eventsDropped} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("drain: register metrics: %w", err)
 			}

@@ -152,18 +152,18 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want auto, journal, text or json", format)
 }
 
-func kubeClient(path string) (kubernetes.Interface, error) {
+func kubeClients(path string) (kube, events kubernetes.Interface, err error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if _, err := os.Stat(path); err == nil {
 		rules.ExplicitPath = path
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	cfg.UserAgent = "dovetail-agent/" + version.Version
-	cfg.QPS, cfg.Burst = 20, 40 // a drain of a full node evicts in bursts
-	return kubernetes.NewForConfig(cfg)
+	// Budgets: agent.KubeQPS/KubeBurst for the node's own requests and its
+	// evictions, a separate client for Events.
+	return agent.Clients(cfg, "dovetail-agent/"+version.Version)
 }
 
 func readKeys(path string) ([][]byte, error) {
@@ -213,12 +213,13 @@ func runAgent(o options, log *slog.Logger) error {
 	defer stop()
 	notifier := systemd.NewNotifier(log)
 
-	kc, err := kubeClient(o.kubeconfig)
+	kc, ec, err := kubeClients(o.kubeconfig)
 	if err != nil {
 		return err
 	}
 	cfg := agent.Config{
 		Kube:                  kc,
+		EventKube:             ec,
 		NodeName:              o.nodeName,
 		IMDSEndpoint:          o.imdsEndpoint,
 		Attest:                o.attest,

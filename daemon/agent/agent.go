@@ -40,6 +40,10 @@ import (
 // flags and environment.
 type Config struct {
 	Kube kubernetes.Interface
+	// EventKube, when set, carries the agent's Kubernetes Events from a
+	// queue of their own (its own rate limit), so a drain's Events never
+	// slow its evictions. Clients builds both from one rest.Config.
+	EventKube kubernetes.Interface
 	// NodeName, when set, names the Node (checked against the providerID).
 	NodeName string
 	// IMDSEndpoint overrides the metadata service URL (tests, simulator).
@@ -190,6 +194,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if a.drainer, err = drain.New(cfg.Kube, drain.Options{
 		DryRun: cfg.DryRun, Component: "dovetail-agent", Logger: cfg.Logger, Registry: cfg.Registry,
+		EventClient: cfg.EventKube, EventQPS: EventQPS, EventBurst: EventBurst,
 	}); err != nil {
 		return nil, err
 	}
@@ -348,6 +353,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	a.drains.Wait()
+	// Events still queued (a drain's last ones) get a moment; the rest are
+	// dropped with one line, not an error each.
+	ectx, cancel := context.WithTimeout(context.Background(), time.Second)
+	a.drainer.Close(ectx)
+	cancel()
 	return nil
 }
 

@@ -222,10 +222,11 @@ func (a *Agent) runDrain(ctx context.Context, reason string, deadline time.Time,
 			}
 			a.lastDrain.Store(&res)
 			p := a.newReport(report.KindDrainProgress)
-			p.Deadline, p.PodsRemaining, p.PodsEvicted, p.Done = res.Deadline, res.Remaining(), res.Count(drain.OutcomeEvicted), !res.Finished.IsZero()
+			p.Deadline, p.PodsRemaining, p.PodsEvicted, p.Done = res.Deadline, res.Remaining(), res.Accepted(), !res.Finished.IsZero()
 			if b := res.Blocked(); len(b) > 0 {
 				p.Blocked = fmt.Sprintf("%s: %s", b[0].Pod, b[0].Message)
 			}
+			p.Message = res.Stopped
 			a.reporter.Send(p)
 		}
 	})
@@ -236,8 +237,28 @@ func (a *Agent) runDrain(ctx context.Context, reason string, deadline time.Time,
 		a.log.Error("drain failed", "reason", reason, "err", err)
 		return
 	}
-	a.log.Info("drain done", "reason", reason, "complete", res.Complete, "evicted", res.Count(drain.OutcomeEvicted),
-		"blocked", len(res.Blocked()), "tookToCordon", res.CordonedAt.Sub(res.Started), "tookToEmpty", res.LastGoneAt.Sub(res.Started))
+	a.log.Info("drain done", drainAttrs(reason, res)...)
+}
+
+// drainAttrs is the drain's outcome as log attributes: counts that add up
+// (accepted evictions, gone, still terminating, not yet evicted, blocked)
+// and durations only when they happened — a drain stopped by SIGTERM has no
+// "took to empty", rather than one computed from a zero time.
+func drainAttrs(reason string, res drain.Result) []any {
+	attrs := []any{"reason", reason, "complete", res.Complete, "pods", len(res.Pods),
+		"evictionsAccepted", res.Accepted(), "gone", len(res.Pods) - res.Remaining(), "remaining", res.Remaining(),
+		"terminating", res.Terminating(), "notEvicted", res.Count(drain.OutcomePending), "blocked", len(res.Blocked()),
+		"deleted", res.Count(drain.OutcomeDeleted)}
+	if d, ok := res.TookToCordon(); ok {
+		attrs = append(attrs, "tookToCordon", d)
+	}
+	if d, ok := res.TookToEmpty(); ok {
+		attrs = append(attrs, "tookToEmpty", d)
+	}
+	if res.Stopped != "" {
+		attrs = append(attrs, "stopped", res.Stopped, "ranFor", res.Finished.Sub(res.Started))
+	}
+	return attrs
 }
 
 func (a *Agent) cancelDrain(key string) {
