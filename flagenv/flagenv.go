@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -30,4 +31,24 @@ func Apply(fs *flag.FlagSet, prefix string, lookup func(string) (string, bool)) 
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// Parse sets fs from the environment (prefix), then from args, so the
+// command line wins. Bad values are written to stderr; it returns
+// flag.ErrHelp after -h (exit 0) and any other error for a usage failure
+// (exit 2).
+func Parse(fs *flag.FlagSet, prefix string, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	if err := Apply(fs, prefix, lookup); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return err
+	}
+	return fs.Parse(args)
+}
+
+// ExitCode is the process exit code for an error from Parse.
+func ExitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

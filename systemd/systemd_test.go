@@ -3,6 +3,7 @@ package systemd
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -145,4 +146,19 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatalf("verify.sh: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+func TestNewLoggerFormats(t *testing.T) {
+	t.Setenv("JOURNAL_STREAM", "")
+	for _, f := range []string{"auto", "journal", "text", "json"} {
+		if _, err := NewLogger("debug", f, io.Discard); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if _, err := NewLogger("loud", "text", io.Discard); err == nil {
+		t.Error("bad level accepted")
+	}
+	if _, err := NewLogger("info", "xml", io.Discard); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Errorf("bad format: %v", err)
+	}
 }

@@ -103,21 +103,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"Every flag may be set in the environment as DOVETAIL_AGENT_<FLAG> (e.g. DOVETAIL_AGENT_STATE_DIR).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := flagenv.Apply(fs, "DOVETAIL_AGENT_", os.LookupEnv); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := flagenv.Parse(fs, "DOVETAIL_AGENT_", args, os.LookupEnv, stderr); err != nil {
+		return flagenv.ExitCode(err)
 	}
 	if o.showVersion {
 		fmt.Fprintln(stdout, "dovetail-agent", version.String())
 		return 0
 	}
-	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	log, err := systemd.NewLogger(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
@@ -128,28 +121,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	if format == "auto" {
-		format = "text"
-		if systemd.UnderJournal() {
-			format = "journal"
-		}
-	}
-	switch format {
-	case "journal":
-		return slog.New(systemd.NewJournalHandler(w, lv)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want auto, journal, text or json", format)
 }
 
 func kubeClients(path string) (kube, events kubernetes.Interface, err error) {

@@ -44,6 +44,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/flagenv"
 	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/systemd"
 	"github.com/dovetail-dev/dovetail/version"
 )
 
@@ -136,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&o.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json, text, journal (systemd priorities) or auto (journal under systemd, else text)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.builtinPools, "builtin-nodepools", "none", "built-in NodePools to keep: general-purpose,system or none")
 	fs.StringVar(&o.nodeRole, "node-role", "", "IAM role of the built-in EC2NodeClass")
@@ -151,21 +152,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"Every flag may be set in the environment as %s<FLAG> (e.g. %sDATA_DIR).\n\nFlags:\n", envPrefix, envPrefix)
 		fs.PrintDefaults()
 	}
-	if err := flagenv.Apply(fs, envPrefix, os.LookupEnv); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := flagenv.Parse(fs, envPrefix, args, os.LookupEnv, stderr); err != nil {
+		return flagenv.ExitCode(err)
 	}
 	if o.showVersion {
 		fmt.Fprintln(stdout, "dovetail-coordinator", version.String())
 		return 0
 	}
-	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	log, err := systemd.NewLogger(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
@@ -183,21 +177,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("coordinator stopped")
 	return 0
-}
-
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log format %q: want json or text", format)
 }
 
 func port(addr string, def int) int {
