@@ -218,7 +218,7 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	tlsFiles := raftnode.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey, ServerName: o.tlsName}
 	switch {
 	case tlsFiles.Enabled():
-		rc.ServerTLS, rc.ClientTLS, err = tlsFiles.Load()
+		rc.ServerTLS, rc.ClientTLS, err = tlsFiles.Load(peers)
 		if err != nil {
 			return cfg, err
 		}

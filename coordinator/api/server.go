@@ -57,21 +57,36 @@ type Config struct {
 	// Client forwards requests to the leader.
 	Client *http.Client
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
+	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
 	// They answer from leader-only state, so a follower forwards them to the
 	// leader like a consistent read: any replica answers every CLI command.
+	// They are read pages: with Auth set each needs AccessPlans.
 	Extra map[string]http.Handler
 	// Attest, when set, requires every report to be signed by an attested
 	// node agent (intake.go); nil accepts unsigned reports.
 	Attest *AttestConfig
-	Now    func() time.Time
-	Log    *slog.Logger
+	// Auth, when set, authenticates and authorises every route but
+	// /healthz, /readyz and the agents' report and attestation intake
+	// (which authenticate agents themselves); nil serves them to anyone
+	// (--insecure-api).
+	Auth Authorizer
+	// MetricsOpen serves /metrics without Auth (--metrics-open).
+	MetricsOpen bool
+	// Registerer receives the API's own metrics (default: none registered).
+	Registerer prometheus.Registerer
+	// ForwardTLS makes forwarding to the leader use https (Client must then
+	// trust the coordinators' certificates).
+	ForwardTLS bool
+	Now        func() time.Time
+	Log        *slog.Logger
 }
 
 // Handler serves the API.
 type Handler struct {
-	cfg    Config
-	mux    *http.ServeMux
-	intake *intake
+	cfg     Config
+	mux     *http.ServeMux
+	intake  *intake
+	refused *prometheus.CounterVec
 }
 
 // New returns the API handler.
@@ -95,24 +110,66 @@ func New(cfg Config) *Handler {
 		cfg.NodeGrace = 2 * time.Minute
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), intake: newIntake(cfg.Attest)}
+	h.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dovetail_api_refused_total",
+		Help: "API requests refused by authentication or authorisation, by reason (no_token, bad_token, forbidden, authn_unavailable, authz_unavailable).",
+	}, []string{"reason"})
+	for _, r := range []string{RefusedNoToken, RefusedBadToken, RefusedForbidden, RefusedAuthnFailure, RefusedAuthzFailure} {
+		h.refused.WithLabelValues(r)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(h.refused); err != nil {
+			cfg.Log.Warn("register api metrics", "err", err)
+		}
+	}
 	h.mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	h.mux.HandleFunc("GET "+PathReadyz, h.readyz)
-	h.mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
-	h.mux.HandleFunc("GET "+PathStatus, h.read(h.status))
-	h.mux.HandleFunc("GET "+PathNodes, h.read(h.nodes))
-	h.mux.HandleFunc("GET "+PathNodes+"/{name}", h.read(h.node))
-	h.mux.HandleFunc("GET "+PathLaunches, h.read(h.launches))
-	h.mux.HandleFunc("GET "+PathRollouts, h.read(h.rollouts))
-	h.mux.HandleFunc("GET "+PathDisruptions, h.read(h.disruptions))
+	metrics := promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
+	if !cfg.MetricsOpen {
+		metrics = h.Guard(AccessMetrics, metrics)
+	}
+	h.mux.Handle("GET "+PathMetrics, metrics)
+	h.mux.Handle("GET "+PathStatus, h.Guard(AccessStatus, h.read(h.status)))
+	h.mux.Handle("GET "+PathNodes, h.Guard(AccessNodes, h.read(h.nodes)))
+	h.mux.Handle("GET "+PathNodes+"/{name}", h.Guard(AccessNodes, h.read(h.node)))
+	h.mux.Handle("GET "+PathLaunches, h.Guard(AccessLaunches, h.read(h.launches)))
+	h.mux.Handle("GET "+PathRollouts, h.Guard(AccessRollouts, h.read(h.rollouts)))
+	h.mux.Handle("GET "+PathDisruptions, h.Guard(AccessDisruptions, h.read(h.disruptions)))
 	h.mux.HandleFunc("POST "+report.Path, h.postReport)
-	h.mux.HandleFunc("POST "+PathRolloutResume, h.resumeRollout)
+	h.mux.Handle("POST "+PathRolloutResume, h.Guard(AccessRolloutResume, http.HandlerFunc(h.resumeRollout)))
 	h.mux.HandleFunc("POST "+report.AttestPath, h.postAttest)
 	// Mutating operator endpoint: behind the API's authorisation.
-	h.mux.HandleFunc("POST "+PathAttestReset, h.resetAttestation)
+	h.mux.Handle("POST "+PathAttestReset, h.Guard(AccessAttestReset, http.HandlerFunc(h.resetAttestation)))
 	for p, eh := range cfg.Extra {
-		h.mux.Handle(p, h.leaderOnly(eh))
+		h.mux.Handle(p, h.Guard(AccessPlans, h.leaderOnly(eh)))
 	}
 	return h
+}
+
+// Guard wraps a route so only callers Auth allows reach it: 401 without or
+// with a bad token, 403 when RBAC does not grant a, 503 when the Kubernetes
+// API server cannot be asked; each refusal is logged with its reason and
+// counted. Without Auth (--insecure-api) it returns next unchanged. Every
+// mutating route must be mounted through Guard.
+func (h *Handler) Guard(a Access, next http.Handler) http.Handler {
+	if h.cfg.Auth == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := h.cfg.Auth.Authorize(r, a)
+		if d.Code == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h.refused.WithLabelValues(d.Reason).Inc()
+		h.cfg.Log.Warn("api request refused", "reason", d.Reason, "user", d.Caller.User, "method", r.Method,
+			"path", r.URL.Path, "access", a.String(), "remote", r.RemoteAddr, "why", d.Message)
+		if d.Code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dovetail"`)
+		}
+		id, _ := h.cfg.Backend.Leader()
+		writeJSON(w, d.Code, Error{Error: d.Message, Reason: d.Reason, Leader: id, NotApplied: true})
+	})
 }
 
 // ServeHTTP implements http.Handler.
@@ -198,7 +255,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		if h.cfg.ForwardTLS {
+			addr = "https://" + addr
+		} else {
+			addr = "http://" + addr
+		}
 	}
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, addr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
@@ -207,6 +268,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
 	copySignedHeaders(req.Header, r.Header)
+	// The leader authorises the caller again: a follower is not trusted to
+	// vouch for it, and the token only reaches another coordinator.
+	if a := r.Header.Get("Authorization"); a != "" {
+		req.Header.Set("Authorization", a)
+	}
 	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {

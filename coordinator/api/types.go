@@ -96,6 +96,9 @@ type ReportAck struct {
 type Error struct {
 	Error  string `json:"error"`
 	Leader string `json:"leader,omitempty"`
+	// Reason is set on 401/403: the refusal reason (no_token, bad_token,
+	// forbidden, ...), the label of dovetail_api_refused_total.
+	Reason string `json:"reason,omitempty"`
 	// NotApplied is set when the request certainly had no effect (no leader
 	// to forward to, leader unreachable, refused before it reached the log);
 	// otherwise a failed write's outcome is unknown. Either way a retry is

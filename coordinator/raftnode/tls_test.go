@@ -85,7 +85,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	start := func(p Peer, issuer *testCA, trust *x509.CertPool) {
 		cfg := fastConfig(t, p.ID, filepath.Join(base, p.ID), peers)
 		var err error
-		cfg.ServerTLS, cfg.ClientTLS, err = MutualTLS(trust, issuer.issue(t, "raft.dovetail.internal"), "raft.dovetail.internal")
+		cfg.ServerTLS, cfg.ClientTLS, err = MutualTLS(trust, issuer.issue(t, "raft.dovetail.internal"), "raft.dovetail.internal", peers)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,5 +126,79 @@ func TestMutualTLSCluster(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := nodes["t-2"].State().Rollouts["p"]; got != nil {
 		t.Fatal("replica with a rogue certificate received replicated state")
+	}
+}
+
+// issueNamed is issue without the loopback IP SAN: a certificate of the
+// right CA that names only dns.
+func (ca *testCA) issueNamed(t *testing.T, dns string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dns},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{dns}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestMutualTLSChecksPeerName: a certificate the CA signed is not enough to
+// talk Raft to a replica; it must name the shared peer name or a configured
+// peer's host. A node's certificate from the same CA is refused.
+func TestMutualTLSChecksPeerName(t *testing.T) {
+	ca := newCA(t, "dovetail-raft-ca")
+	peers := []Peer{{ID: "c-0", RaftAddr: "coordinator-0.peers.local:7000"}, {ID: "c-1", RaftAddr: "coordinator-1.peers.local:7000"}}
+	server, _, err := MutualTLS(ca.pool, ca.issueNamed(t, "coordinator-0.peers.local"), "", peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4)
+				if _, err := c.Read(buf); err == nil {
+					_, _ = c.Write(buf)
+				}
+			}()
+		}
+	}()
+	talk := func(cert tls.Certificate) error {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.pool,
+			ServerName: "coordinator-0.peers.local", Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		_, err = conn.Read(buf)
+		return err
+	}
+	if err := talk(ca.issueNamed(t, "coordinator-1.peers.local")); err != nil {
+		t.Fatalf("configured peer refused: %v", err)
+	}
+	if err := talk(ca.issueNamed(t, "ip-10-0-3-7.node.local")); err == nil {
+		t.Fatal("a certificate of the same CA naming no peer was accepted")
 	}
 }

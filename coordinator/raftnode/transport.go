@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 // streamLayer is raft's stream layer over TCP, optionally wrapped in mutual
@@ -104,8 +106,9 @@ type TLSFiles struct {
 func (t TLSFiles) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
 // Load builds the server and client TLS configs, both requiring the peer's
-// certificate to chain to the CA.
-func (t TLSFiles) Load() (server, client *tls.Config, err error) {
+// certificate to chain to the CA and to name serverName or one of peers. The
+// certificate is re-read when its files change (rotation without restart).
+func (t TLSFiles) Load(peers []Peer) (server, client *tls.Config, err error) {
 	if t.CAFile == "" || t.CertFile == "" || t.KeyFile == "" {
 		return nil, nil, errors.New("raft TLS needs a CA file, a certificate file and a key file")
 	}
@@ -113,9 +116,9 @@ func (t TLSFiles) Load() (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	cf, err := tlsid.NewCertFiles(t.CertFile, t.KeyFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load raft TLS key pair: %w", err)
+		return nil, nil, fmt.Errorf("raft TLS key pair: %w", err)
 	}
-	return MutualTLS(pool, cert, t.ServerName)
+	return mutualTLS(pool, cf.Get, t.ServerName, peers)
 }

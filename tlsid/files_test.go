@@ -1,4 +1,4 @@
-package api_test
+package tlsid_test
 
 import (
 	"crypto/ecdsa"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 func writePair(t *testing.T, dir, cn string, mod time.Time) {
@@ -66,7 +66,7 @@ func servedCN(t *testing.T, addr string) string {
 func TestCertFilesReloadOnRotation(t *testing.T) {
 	dir := t.TempDir()
 	writePair(t, dir, "first", time.Now().Add(-time.Minute))
-	cf, err := api.NewCertFiles(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	cf, err := tlsid.NewCertFiles(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 	if err != nil {
 		t.Fatal(err)
 	}

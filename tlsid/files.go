@@ -1,4 +1,4 @@
-package api
+package tlsid
 
 import (
 	"crypto/tls"
@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// CertFiles serves the API's certificate from a PEM cert/key pair on disk and
+// CertFiles serves a certificate from a PEM cert/key pair on disk and
 // picks up a rotated pair without a restart: GetCertificate re-reads the files
 // when their modification time or size changes (cert-manager and kubelet
 // secret volumes replace them in place). A rotation that leaves a broken pair
@@ -44,6 +44,9 @@ func fileStamp(paths ...string) (string, error) {
 	return s, nil
 }
 
+// Get returns the current pair, reloading it when the files changed.
+func (c *CertFiles) Get() (*tls.Certificate, error) { return c.get() }
+
 func (c *CertFiles) get() (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -58,7 +61,7 @@ func (c *CertFiles) get() (*tls.Certificate, error) {
 			c.current, c.stamp, c.lastErr = &cert, stamp, nil
 			return c.current, nil
 		}
-		err = fmt.Errorf("load API certificate %s/%s: %w", c.certPath, c.keyPath, err)
+		err = fmt.Errorf("load certificate %s/%s: %w", c.certPath, c.keyPath, err)
 	}
 	c.lastErr = err
 	if c.current != nil {
@@ -75,8 +78,8 @@ func (c *CertFiles) LastError() error {
 }
 
 // ServerTLSConfig is the API's TLS configuration: TLS 1.2 at least, since
-// kubectl-era clients and probes may not speak 1.3; agents and the CLI are
-// ours and negotiate 1.3.
+// Prometheus and other scrapers may not speak 1.3; agents and the CLI are
+// ours and negotiate 1.3 (their client configs require it).
 func (c *CertFiles) ServerTLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
