@@ -19,7 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/report"
 )
 
-func soloNode(t *testing.T) *raftnode.Node {
+func soloNode(t testing.TB) *raftnode.Node {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

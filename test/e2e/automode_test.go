@@ -192,6 +192,7 @@ func TestAutoMode(t *testing.T) {
 		// dovetail-agent on the node, in process, watching the node's IMDS
 		// in the simulator and reporting to the coordinators.
 		e.startAgent(victim, inst.ID)
+		noticeAt := time.Now()
 		deadline, err := e.sim.InterruptSpot(inst.ID)
 		if err != nil {
 			t.Fatalf("interrupt %s: %v", inst.ID, err)
@@ -203,6 +204,7 @@ func TestAutoMode(t *testing.T) {
 			}
 			return false, "no interruption for " + victim + " in the replicated state"
 		})
+		committed := time.Since(noticeAt)
 		claimOf := ""
 		for name, c := range f.claims {
 			if c.Status.NodeName == victim || c.Status.ProviderID == inst.ProviderID {
@@ -219,6 +221,8 @@ func TestAutoMode(t *testing.T) {
 			}
 			return false, fmt.Sprintf("%d nodeclaims, none a launched replacement", len(f.claims))
 		})
+		t.Logf("spot notice → report committed %s, → replacement launched %s (attested reports: %v)",
+			committed.Round(time.Millisecond), time.Since(noticeAt).Round(time.Millisecond), attested())
 		e.eventually("the interrupted node drained and its NodeClaim gone", 90*time.Second, func() (bool, string) {
 			f := e.fleet(ns)
 			if n := podsOn(f, victim); n > 0 {

@@ -211,7 +211,9 @@ func (e *env) start(id string) {
 	}
 	// Reports are attested as in production, with the simulator's signer
 	// as the one extra trust anchor (as `make dev` configures it).
-	cfg.Attest = &api.AttestConfig{Verifier: e.verifier()}
+	if attested() {
+		cfg.Attest = &api.AttestConfig{Verifier: e.verifier()}
+	}
 	r, err := coordinator.Start(e.ctx, cfg)
 	if err != nil {
 		e.t.Fatalf("start replica %s: %v", id, err)
@@ -220,6 +222,10 @@ func (e *env) start(id string) {
 	e.reps[id] = r
 	e.mu.Unlock()
 }
+
+// attested is whether reports are attested (the default, as in make dev);
+// DOVETAIL_E2E_ATTEST=0 turns it off to measure what attestation costs.
+func attested() bool { return os.Getenv("DOVETAIL_E2E_ATTEST") != "0" }
 
 // verifier trusts AWS's certificates for the simulator's region plus the
 // simulator's own signing certificate.
@@ -495,7 +501,7 @@ func (e *env) startAgentDir(node, instanceID string) string {
 	dir := e.t.TempDir()
 	a, err := agent.New(agent.Config{
 		Kube: e.kube, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
-		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: true,
+		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: attested(),
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
 	})
 	if err != nil {
