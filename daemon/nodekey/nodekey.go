@@ -43,7 +43,8 @@ type Config struct {
 	Format   string
 	Evidence Evidence
 	// NodeName is this agent's Kubernetes node (known after start).
-	NodeName   func() string
+	NodeName func() string
+	// HTTPClient is used when Attest is given none.
 	HTTPClient *http.Client
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -168,7 +169,10 @@ func (s *Signer) Sign(req *http.Request, body []byte) {
 
 // Attest sends the identity document, AWS's signature and the public key
 // to the coordinator at base (scheme://host:port), signed with the key.
-func (s *Signer) Attest(ctx context.Context, base string) error {
+func (s *Signer) Attest(ctx context.Context, client *http.Client, base string) error {
+	if client == nil {
+		client = s.cfg.HTTPClient
+	}
 	node := s.cfg.NodeName()
 	if node == "" {
 		return errors.New("nodekey: node name not known yet")
@@ -194,7 +198,7 @@ func (s *Signer) Attest(ctx context.Context, base string) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	report.Sign(req, s.key, d.InstanceID, s.nextSeq(), body)
-	resp, err := s.cfg.HTTPClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("nodekey: attest: %w", err)
 	}

@@ -55,7 +55,7 @@ func TestKeyFileAndAttest(t *testing.T) {
 		_, _ = w.Write([]byte(`{}`))
 	}))
 	defer srv.Close()
-	if err := s1.Attest(t.Context(), srv.URL); err != nil {
+	if err := s1.Attest(t.Context(), nil, srv.URL); err != nil {
 		t.Fatal(err)
 	}
 	if !s1.Attested() || s1.InstanceID() != "i-1" || got.NodeName != "node-1" || got.Format != "rsa2048" {
@@ -71,7 +71,7 @@ func TestKeyFileAndAttest(t *testing.T) {
 	}
 	gone := httptest.NewServer(http.NotFoundHandler())
 	defer gone.Close()
-	if err := s1.Attest(t.Context(), gone.URL); !errors.Is(err, reporter.ErrNotRequired) {
+	if err := s1.Attest(t.Context(), nil, gone.URL); !errors.Is(err, reporter.ErrNotRequired) {
 		t.Fatalf("404: %v", err)
 	}
 	if err := os.WriteFile(f, []byte("junk"), 0o600); err != nil {

@@ -59,7 +59,9 @@ type Config struct {
 // Signer authenticates reports (daemon/nodekey.Signer).
 type Signer interface {
 	Attested() bool
-	Attest(ctx context.Context, base string) error
+	// Attest binds the key at the coordinator at base, through client (the
+	// reporter's own, so it shares its TLS configuration).
+	Attest(ctx context.Context, client *http.Client, base string) error
 	Invalidate()
 	Sign(req *http.Request, body []byte)
 }
@@ -277,7 +279,7 @@ func (c *Client) Run(ctx context.Context) error {
 		// Attest at start, so the first report (maybe a spot notice) is
 		// only signed, not preceded by an attestation round trip.
 		for _, a := range c.addresses() {
-			if err := c.cfg.Signer.Attest(ctx, baseURL(a)); err == nil {
+			if err := c.cfg.Signer.Attest(ctx, c.cfg.HTTPClient, baseURL(a)); err == nil {
 				break
 			} else {
 				c.log.Warn("attestation at start failed; retried with the first report", "coordinator", a, "err", err)
@@ -441,7 +443,7 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) error {
 	base := baseURL(addr)
 	url := base + report.Path
 	if s := c.cfg.Signer; s != nil && !s.Attested() {
-		if err := s.Attest(ctx, base); err != nil && !errors.Is(err, ErrNotRequired) {
+		if err := s.Attest(ctx, c.cfg.HTTPClient, base); err != nil && !errors.Is(err, ErrNotRequired) {
 			return fmt.Errorf("not attested: %w", err)
 		}
 	}
