@@ -117,6 +117,8 @@ type eventMemo struct {
 type listers struct {
 	pods, nodes, daemonSets, pvcs, pvs, storageClasses cache.GenericLister
 	nodePools, nodeClaims, nodeClasses                 cache.GenericLister
+	// namespaces: their labels, for pod affinity terms' namespaceSelector.
+	namespaces cache.GenericLister
 }
 
 // New builds a controller; call Run to start it.
@@ -161,6 +163,7 @@ func New(cfg Config) (*Controller, error) {
 		nodePools:      c.dynInformers.ForResource(NodePoolsGVR).Lister(),
 		nodeClaims:     c.dynInformers.ForResource(NodeClaimsGVR).Lister(),
 		nodeClasses:    c.dynInformers.ForResource(EC2NodeClassesGVR).Lister(),
+		namespaces:     cache.NewGenericLister(core.Namespaces().Informer().GetIndexer(), corev1.Resource("namespaces")),
 	}
 	_, err := c.podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.onPod(obj) },
@@ -371,6 +374,13 @@ func (c *Controller) inputs(ctx context.Context) (Inputs, map[string]*karpv1.Nod
 	}
 	if err := listTyped(c.listers.storageClasses, &in.StorageClasses); err != nil {
 		return in, nil, err
+	}
+	if err := listTyped(c.listers.namespaces, &in.Namespaces); err != nil {
+		return in, nil, err
+	}
+	if in.Namespaces == nil {
+		// Listed, just none: known to be empty, not unknown.
+		in.Namespaces = []*corev1.Namespace{}
 	}
 	if err := listUnstructured(c.listers.nodePools, &in.NodePools); err != nil {
 		return in, nil, err

@@ -145,6 +145,10 @@ func decodeObject(raw json.RawMessage, in *Inputs, skipped map[string]int) error
 		o := &corev1.PersistentVolumeClaim{}
 		in.PVCs = append(in.PVCs, o)
 		return into(o)
+	case group == "" && tm.Kind == "Namespace":
+		o := &corev1.Namespace{}
+		in.Namespaces = append(in.Namespaces, o)
+		return into(o)
 	case group == "" && tm.Kind == "PersistentVolume":
 		o := &corev1.PersistentVolume{}
 		in.PVs = append(in.PVs, o)

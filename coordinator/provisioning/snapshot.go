@@ -29,6 +29,9 @@ type Inputs struct {
 	PVCs           []*corev1.PersistentVolumeClaim
 	PVs            []*corev1.PersistentVolume
 	StorageClasses []*storagev1.StorageClass
+	// Namespaces, for the namespaceSelector of pod (anti-)affinity terms.
+	// nil: not known (a non-empty selector then counts every namespace).
+	Namespaces []*corev1.Namespace
 	// InstanceTypes every pool may use, with offerings (availability already
 	// reflecting the insufficient-capacity cache).
 	InstanceTypes []*cloud.InstanceType
@@ -95,6 +98,14 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 		PersistentVolumeClaims: in.PVCs,
 		PersistentVolumes:      in.PVs,
 		StorageClasses:         in.StorageClasses,
+	}
+	if in.Namespaces != nil {
+		snap.Namespaces = make(map[string]map[string]string, len(in.Namespaces))
+		for _, ns := range in.Namespaces {
+			if ns != nil {
+				snap.Namespaces[ns.Name] = ns.Labels
+			}
+		}
 	}
 	byNode := map[string][]*corev1.Pod{}
 	for _, p := range in.Pods {

@@ -450,7 +450,10 @@ func (c *podClass) compile(p *corev1.Pod, volReqs requirements, topo *topology) 
 		if t.TopologyKey == "" {
 			return termC{}, fmt.Errorf("pod affinity term has an empty topologyKey")
 		}
-		nsAll, ns := topo.termNamespaces(p, t)
+		nsAll, ns, err := topo.termNamespaces(p, t)
+		if err != nil {
+			return termC{}, err
+		}
 		g := topo.group(kind, t.TopologyKey, nsAll, ns, sel)
 		return termC{g: g, self: g.matches(p.Namespace, p.Labels)}, nil
 	}

@@ -131,7 +131,7 @@ func Solve(snap Snapshot, opts Options) Result {
 	s := &solver{
 		snap: &snap, opts: opts, ri: newResourceIndex(),
 		zoneIdx: map[string]int{}, ctIdx: map[string]int{}, typeKeys: map[string]bool{},
-		poolByName: map[string]*poolInfo{}, topo: newTopology(), universe: map[string][]string{}, orders: map[orderKey][]int{}, priceMemo: map[orderKey][]float64{},
+		poolByName: map[string]*poolInfo{}, topo: &topology{byKey: map[string]*topoGroup{}, matchCache: map[string]*labelMatch{}, namespaces: snap.Namespaces}, universe: map[string][]string{}, orders: map[orderKey][]int{}, priceMemo: map[orderKey][]float64{},
 	}
 	s.ctIndex(cloud.CapacityTypeSpot)
 	s.ctIndex(cloud.CapacityTypeOnDemand)
@@ -252,7 +252,10 @@ func (s *solver) registerOwnerTerms(p *corev1.Pod) {
 		if err != nil || t.TopologyKey == "" {
 			continue
 		}
-		nsAll, ns := s.topo.termNamespaces(p, t)
+		nsAll, ns, err := s.topo.termNamespaces(p, t)
+		if err != nil {
+			continue
+		}
 		s.topo.group(countOwners, t.TopologyKey, nsAll, ns, sel)
 	}
 }
@@ -431,7 +434,10 @@ func (s *solver) ownedGroups(p *corev1.Pod) []*topoGroup {
 		if err != nil || t.TopologyKey == "" {
 			continue
 		}
-		nsAll, ns := s.topo.termNamespaces(p, t)
+		nsAll, ns, err := s.topo.termNamespaces(p, t)
+		if err != nil {
+			continue
+		}
 		out = append(out, s.topo.group(countOwners, t.TopologyKey, nsAll, ns, sel))
 	}
 	return out

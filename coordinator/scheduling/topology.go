@@ -90,15 +90,13 @@ type topology struct {
 	// labels) combination and which countOwners groups' selectors match it.
 	matchCache map[string]*labelMatch
 	warnings   []string
+	// namespaces: name → labels (Snapshot.Namespaces; nil when unknown).
+	namespaces map[string]map[string]string
 }
 
 type labelMatch struct {
 	matching []*topoGroup // countMatching groups this label set counts in
 	owners   []*topoGroup // countOwners groups whose selector matches (must keep out)
-}
-
-func newTopology() *topology {
-	return &topology{byKey: map[string]*topoGroup{}, matchCache: map[string]*labelMatch{}}
 }
 
 func selectorKey(s labels.Selector) string { return s.String() }
@@ -187,20 +185,36 @@ func selectorFor(ls *metav1.LabelSelector, matchLabelKeys []string, podLabels ma
 	return sel, nil
 }
 
-// termNamespaces resolves which namespaces a pod affinity term looks at.
-func (t *topology) termNamespaces(pod *corev1.Pod, term *corev1.PodAffinityTerm) (bool, []string) {
-	if term.NamespaceSelector != nil {
-		if len(term.NamespaceSelector.MatchLabels) == 0 && len(term.NamespaceSelector.MatchExpressions) == 0 {
-			return true, nil
+// termNamespaces resolves which namespaces a pod affinity term looks at,
+// as kube-scheduler does: the listed namespaces plus those whose labels
+// match namespaceSelector; an empty selector means every namespace; neither
+// means the pod's own namespace.
+func (t *topology) termNamespaces(pod *corev1.Pod, term *corev1.PodAffinityTerm) (bool, []string, error) {
+	ns := append([]string(nil), term.Namespaces...)
+	if term.NamespaceSelector == nil {
+		if len(ns) == 0 {
+			ns = []string{pod.Namespace}
 		}
-		// Namespace labels are not part of the snapshot; widen to all
+		return false, ns, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(term.NamespaceSelector)
+	if err != nil {
+		return false, nil, fmt.Errorf("namespace selector: %w", err)
+	}
+	if sel.Empty() {
+		return true, nil, nil
+	}
+	if t.namespaces == nil {
+		// Namespace labels are not in the snapshot; widen to all
 		// namespaces, which can only make the simulation more conservative
 		// for anti-affinity and more permissive for affinity.
-		t.warnings = append(t.warnings, fmt.Sprintf("pod %s/%s: namespaceSelector treated as all namespaces", pod.Namespace, pod.Name))
-		return true, nil
+		t.warnings = append(t.warnings, fmt.Sprintf("pod %s/%s: namespaceSelector treated as all namespaces (no namespace labels in the snapshot)", pod.Namespace, pod.Name))
+		return true, nil, nil
 	}
-	if len(term.Namespaces) > 0 {
-		return false, term.Namespaces
+	for name, l := range t.namespaces {
+		if sel.Matches(labels.Set(l)) {
+			ns = append(ns, name)
+		}
 	}
-	return false, []string{pod.Namespace}
+	return false, ns, nil
 }
