@@ -24,6 +24,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/metricsdoc"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -102,7 +103,8 @@ type Coordinator struct {
 	srv      *http.Server
 	ln       net.Listener
 	pool     *gossip.Pool
-	reg      *prometheus.Registry
+	reg      prometheus.Registerer
+	rec      *metricsdoc.Recorder
 
 	cancel   context.CancelFunc
 	loopDone chan struct{}
@@ -121,13 +123,19 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.NodeGrace == 0 {
 		cfg.NodeGrace = 2 * time.Minute
 	}
+	// Everything registers through rec, so the metrics table in the README
+	// is generated from what a replica really serves (metricsdoc).
+	var rec *metricsdoc.Recorder
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
-		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		rec = metricsdoc.NewRecorder(cfg.Registry)
+		rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	} else {
+		rec = metricsdoc.NewRecorder(cfg.Registry)
 	}
 	cfg.Raft.Logger = cfg.Logger
 	log := cfg.Logger.With("replica", cfg.Raft.ID)
-	c := &Coordinator{cfg: cfg, log: log, reg: cfg.Registry}
+	c := &Coordinator{cfg: cfg, log: log, reg: rec, rec: rec}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -149,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 			ReplicaID: cfg.Raft.ID, Interval: cfg.Launcher.Interval, LeakGrace: cfg.Launcher.LeakGrace,
 			OrphanClaimGrace: cfg.Launcher.OrphanClaimGrace, NodeGrace: cfg.NodeGrace,
 			ICETTL: cfg.Launcher.ICETTL, Now: cfg.Now, Hook: cfg.Launcher.Hook,
-			Log: log, Registry: cfg.Registry,
+			Log: log, Registry: rec,
 		})
 		if err != nil {
 			_ = node.Kill()
@@ -163,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return node.ReconcileMembership(ctx, cfg.MembershipInterval)
 	})})
 	comps = append(comps, cfg.Components...)
-	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: cfg.Registry, Now: cfg.Now}
+	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: rec, Now: cfg.Now}
 	if cfg.Setup != nil {
 		extra, err := cfg.Setup(rt)
 		if err != nil {
@@ -174,7 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		comps = append(comps, extra...)
 	}
 	c.loop = &leader.Loop{
-		Raft: node, Components: comps, Log: log, Registry: cfg.Registry,
+		Raft: node, Components: comps, Log: log, Registry: rec,
 		OnPanic: func(ctx context.Context, p *leader.Panic) {
 			for _, f := range rt.onPanic {
 				f(ctx, p)
@@ -215,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 			gc.Logger = cfg.Logger
 		}
 		if gc.Registry == nil {
-			gc.Registry = cfg.Registry
+			gc.Registry = rec
 		}
 		httpAddr := c.HTTPAddr()
 		gc.Meta = func() report.Meta { return report.Meta{Role: "coordinator", RPCAddr: httpAddr} }
@@ -269,6 +277,10 @@ func (c *Coordinator) registerMetrics() {
 		}
 	}
 }
+
+// Metrics lists every metric registered through this replica so far (the
+// leader-only ones once it has led a term).
+func (c *Coordinator) Metrics() []metricsdoc.Entry { return c.rec.Entries() }
 
 // Node returns the Raft replica.
 func (c *Coordinator) Node() *raftnode.Node { return c.node }

@@ -29,7 +29,6 @@ const (
 	lNodePool     = "nodepool"
 	lReason       = "reason"
 	lCapacityType = "capacity_type"
-	lNodeName     = "node_name"
 	lInstanceType = "instance_type"
 	lZone         = "zone"
 	lMinRelaxed   = "min_values_relaxed"
@@ -37,24 +36,22 @@ const (
 
 var (
 	descNodeCount = prometheus.NewDesc("karpenter_cluster_state_node_count",
-		"Current count of nodes in cluster state.", nil, nil)
+		"Current count of nodes in cluster state", nil, nil)
 	descSynced = prometheus.NewDesc("karpenter_cluster_state_synced",
-		"Returns 1 if cluster state is synced and 0 otherwise.", nil, nil)
-	descLifetime = prometheus.NewDesc("karpenter_nodes_current_lifetime_seconds",
-		"Node age in seconds.", []string{lNodeName, lNodePool}, nil)
-	descOffering = prometheus.NewDesc("karpenter_cloudprovider_instance_type_offering_available",
-		"Instance type offering availability, based on instance type, capacity type, and zone.",
-		[]string{lInstanceType, lCapacityType, lZone}, nil)
+		"Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state", nil, nil)
 	descCreated = prometheus.NewDesc("karpenter_nodeclaims_created_total",
-		"Number of nodeclaims created in total by Karpenter.", []string{lReason, lNodePool, lMinRelaxed}, nil)
+		"Number of nodeclaims created in total by Karpenter. Labeled by reason the nodeclaim was created, the owning nodepool, and if min values was relaxed for this nodeclaim.", []string{lReason, lNodePool, lMinRelaxed}, nil)
 	descTerminated = prometheus.NewDesc("karpenter_nodeclaims_terminated_total",
-		"Number of nodeclaims terminated in total by Karpenter.", []string{lNodePool, lCapacityType}, nil)
+		"Number of nodeclaims terminated in total by Karpenter. Labeled by the owning nodepool, capacity type, and zone.", []string{lNodePool, lCapacityType, lZone}, nil)
 	descDisrupted = prometheus.NewDesc("karpenter_nodeclaims_disrupted_total",
-		"Number of nodeclaims disrupted in total by Karpenter.", []string{lReason, lNodePool, lCapacityType}, nil)
+		"Number of nodeclaims disrupted in total by Karpenter. Labeled by reason the nodeclaim was disrupted and the owning nodepool.", []string{lReason, lNodePool, lCapacityType}, nil)
 	descInterruption = prometheus.NewDesc("karpenter_interruption_received_messages_total",
-		"Count of messages received from the interruption source.", []string{"message_type"}, nil)
+		"Count of messages received from the SQS queue. Broken down by message type and whether the message was actionable.", []string{"message_type"}, nil)
+	descByPool = prometheus.NewDesc("karpenter_voluntary_disruption_decisions_by_nodepool_total",
+		"Number of disruption decisions performed by nodepool. Labeled by nodepool name, disruption decision, reason, and consolidation type.",
+		[]string{lNodePool, "decision", lReason, "consolidation_type"}, nil)
 	descDecisions = prometheus.NewDesc("karpenter_voluntary_disruption_decisions_total",
-		"Number of disruption decisions performed.", []string{"decision", lReason, "consolidation_type"}, nil)
+		"Number of disruption decisions performed. Labeled by disruption decision, reason, and consolidation type.", []string{"decision", lReason, "consolidation_type"}, nil)
 )
 
 // Collector is a prometheus.Collector over a Source. Counters are derived
@@ -73,29 +70,30 @@ type Collector struct {
 	intents  map[string]intentSeen  // by token
 	disrupt  map[string]disruptSeen // by node name
 	created  map[[3]string]float64  // reason, nodepool, min_values_relaxed
-	term     map[[2]string]float64  // nodepool, capacity_type
+	term     map[[3]string]float64  // nodepool, capacity_type, zone
 	disr     map[[3]string]float64  // reason, nodepool, capacity_type
 	decided  map[[3]string]float64  // decision, reason, consolidation_type
+	byPool   map[[4]string]float64  // nodepool, decision, reason, consolidation_type
 	notices  map[string]string      // node name -> ID of its active notice
 	received map[string]float64     // message_type
 }
 
-type intentSeen struct{ nodePool, capacityType string }
+type intentSeen struct{ nodePool, capacityType, zone string }
 type disruptSeen struct{ reason, nodePool string }
 
 // New returns a collector; now is the injected clock.
 func New(src Source, now func() time.Time) *Collector {
 	return &Collector{src: src, now: now,
 		intents: map[string]intentSeen{}, disrupt: map[string]disruptSeen{},
-		created: map[[3]string]float64{}, term: map[[2]string]float64{},
+		created: map[[3]string]float64{}, term: map[[3]string]float64{}, byPool: map[[4]string]float64{},
 		disr: map[[3]string]float64{}, decided: map[[3]string]float64{},
 		notices: map[string]string{}, received: map[string]float64{}}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNodeCount, descSynced, descLifetime, descOffering,
-		descCreated, descTerminated, descDisrupted, descDecisions, descInterruption} {
+	for _, d := range []*prometheus.Desc{descNodeCount, descSynced,
+		descCreated, descByPool, descTerminated, descDisrupted, descDecisions, descInterruption} {
 		ch <- d
 	}
 }
@@ -103,6 +101,23 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Reason is Karpenter's metric spelling of a disruption reason: lowercase
 // ("drifted", "underutilized", "empty", "expired", "interrupted" ...).
 func Reason(r string) string { return strings.ToLower(r) }
+
+// snake is Karpenter's pretty.ToSnakeCase, the spelling of the reason on
+// karpenter_nodeclaims_disrupted_total ("Drifted" -> "drifted",
+// "NodeRepair" -> "node_repair").
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // consolidationType is Karpenter's consolidation_type label for a reason.
 func consolidationType(reason string) string {
@@ -127,12 +142,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		c.observe(s)
 		nodes := 0
 		for _, b := range s.Bindings {
-			if b.NodeName == "" {
-				continue
+			if b.NodeName != "" {
+				nodes++
 			}
-			nodes++
-			ch <- prometheus.MustNewConstMetric(descLifetime, prometheus.GaugeValue,
-				now.Sub(b.Since).Seconds(), b.NodeName, b.NodePool)
 		}
 		ch <- prometheus.MustNewConstMetric(descNodeCount, prometheus.GaugeValue, float64(nodes))
 		synced := 0.0
@@ -140,18 +152,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			synced = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descSynced, prometheus.GaugeValue, synced)
-		for _, e := range s.ICE {
-			if e.Until.After(now) {
-				ch <- prometheus.MustNewConstMetric(descOffering, prometheus.GaugeValue, 0,
-					e.InstanceType, e.CapacityType, e.Zone)
-			}
-		}
 	})
 	for k, v := range c.created {
 		ch <- prometheus.MustNewConstMetric(descCreated, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
 	for k, v := range c.term {
-		ch <- prometheus.MustNewConstMetric(descTerminated, prometheus.CounterValue, v, k[0], k[1])
+		ch <- prometheus.MustNewConstMetric(descTerminated, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
 	for k, v := range c.disr {
 		ch <- prometheus.MustNewConstMetric(descDisrupted, prometheus.CounterValue, v, k[0], k[1], k[2])
@@ -162,6 +168,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range c.decided {
 		ch <- prometheus.MustNewConstMetric(descDecisions, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
+	for k, v := range c.byPool {
+		ch <- prometheus.MustNewConstMetric(descByPool, prometheus.CounterValue, v, k[0], k[1], k[2], k[3])
+	}
 }
 
 // observe diffs s against the previous scrape and advances the counters.
@@ -169,18 +178,18 @@ func (c *Collector) observe(s *fsm.State) {
 	capOf := map[string]string{} // node name -> capacity type
 	seen := make(map[string]intentSeen, len(s.Intents))
 	for tok, in := range s.Intents {
-		ct := ""
+		ct, zone := "", ""
 		if in.Instance != nil {
-			ct = in.Instance.CapacityType
+			ct, zone = in.Instance.CapacityType, in.Instance.Zone
 			if in.NodeName != "" {
 				capOf[in.NodeName] = ct
 			}
 		}
-		seen[tok] = intentSeen{nodePool: in.NodePool, capacityType: ct}
+		seen[tok] = intentSeen{nodePool: in.NodePool, capacityType: ct, zone: zone}
 		if _, ok := c.intents[tok]; !ok && c.baseline {
 			// Dovetail launches only for pending pods or as a disruption
 			// replacement; the ledger says which.
-			reason := "provisioning"
+			reason := "provisioned" // Karpenter's metrics.ProvisionedReason
 			for _, d := range s.Disruptions {
 				for _, r := range d.Replacements {
 					if r == in.NodeClaim {
@@ -194,7 +203,7 @@ func (c *Collector) observe(s *fsm.State) {
 	if c.baseline {
 		for tok, old := range c.intents {
 			if _, ok := seen[tok]; !ok {
-				c.term[[2]string{old.nodePool, old.capacityType}]++
+				c.term[[3]string{old.nodePool, old.capacityType, old.zone}]++
 			}
 		}
 	}
@@ -203,12 +212,13 @@ func (c *Collector) observe(s *fsm.State) {
 		r := Reason(d.Reason)
 		dseen[name] = disruptSeen{reason: r, nodePool: d.NodePool}
 		if _, ok := c.disrupt[name]; !ok && c.baseline {
-			c.disr[[3]string{r, d.NodePool, capOf[name]}]++
+			c.disr[[3]string{snake(d.Reason), d.NodePool, capOf[name]}]++
 			decision := "delete"
 			if len(d.Replacements) > 0 {
 				decision = "replace"
 			}
 			c.decided[[3]string{decision, r, consolidationType(r)}]++
+			c.byPool[[4]string{d.NodePool, decision, r, consolidationType(r)}]++
 		}
 	}
 	notices := map[string]string{}
@@ -238,4 +248,15 @@ func messageType(k report.Kind) string {
 		return "scheduled_change"
 	}
 	return "unknown"
+}
+
+// MetricTypes says the type of each family (metricsdoc.Typed): the
+// collector serves const metrics, whose descriptors carry no type.
+func (c *Collector) MetricTypes() map[string]string {
+	return map[string]string{
+		"karpenter_cluster_state_node_count": "gauge", "karpenter_cluster_state_synced": "gauge",
+		"karpenter_nodeclaims_created_total": "counter", "karpenter_nodeclaims_terminated_total": "counter",
+		"karpenter_nodeclaims_disrupted_total": "counter", "karpenter_interruption_received_messages_total": "counter",
+		"karpenter_voluntary_disruption_decisions_total": "counter", "karpenter_voluntary_disruption_decisions_by_nodepool_total": "counter",
+	}
 }

@@ -33,7 +33,7 @@ func TestCollectorFollowsStateTransitions(t *testing.T) {
 
 	// Baseline: an intent that existed before this leader is not "created".
 	st.Intents["old"] = &fsm.Intent{Token: "old", NodeClaim: "nc-old", NodePool: "general",
-		Instance: &cloud.Instance{CapacityType: "spot"}, NodeName: "n-old"}
+		Instance: &cloud.Instance{CapacityType: "spot", Zone: "us-west-2a"}, NodeName: "n-old"}
 	st.Bindings["i-old"] = &fsm.NodeBinding{InstanceID: "i-old", NodeName: "n-old", NodePool: "general", Since: t0}
 	if _, err := reg.Gather(); err != nil {
 		t.Fatal(err)
@@ -45,32 +45,28 @@ func TestCollectorFollowsStateTransitions(t *testing.T) {
 		Replacements: []string{"nc-new"}}
 	st.Nodes["n-old"] = &fsm.NodeStatus{NodeName: "n-old",
 		Interruption: &report.Report{ID: "r1", Kind: report.KindInterruption, NodeName: "n-old", Action: "terminate"}}
-	st.ICE["x"] = fsm.ICEEntry{InstanceType: "m5.large", Zone: "us-west-2a", CapacityType: "spot", Until: now.Add(time.Minute)}
 	want := `
-# HELP karpenter_cluster_state_node_count Current count of nodes in cluster state.
+# HELP karpenter_cluster_state_node_count Current count of nodes in cluster state
 # TYPE karpenter_cluster_state_node_count gauge
 karpenter_cluster_state_node_count 1
-# HELP karpenter_cluster_state_synced Returns 1 if cluster state is synced and 0 otherwise.
+# HELP karpenter_cluster_state_synced Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state
 # TYPE karpenter_cluster_state_synced gauge
 karpenter_cluster_state_synced 1
-# HELP karpenter_nodes_current_lifetime_seconds Node age in seconds.
-# TYPE karpenter_nodes_current_lifetime_seconds gauge
-karpenter_nodes_current_lifetime_seconds{node_name="n-old",nodepool="general"} 90
-# HELP karpenter_cloudprovider_instance_type_offering_available Instance type offering availability, based on instance type, capacity type, and zone.
-# TYPE karpenter_cloudprovider_instance_type_offering_available gauge
-karpenter_cloudprovider_instance_type_offering_available{capacity_type="spot",instance_type="m5.large",zone="us-west-2a"} 0
-# HELP karpenter_nodeclaims_created_total Number of nodeclaims created in total by Karpenter.
+# HELP karpenter_nodeclaims_created_total Number of nodeclaims created in total by Karpenter. Labeled by reason the nodeclaim was created, the owning nodepool, and if min values was relaxed for this nodeclaim.
 # TYPE karpenter_nodeclaims_created_total counter
 karpenter_nodeclaims_created_total{min_values_relaxed="false",nodepool="general",reason="underutilized"} 1
-# HELP karpenter_nodeclaims_disrupted_total Number of nodeclaims disrupted in total by Karpenter.
+# HELP karpenter_nodeclaims_disrupted_total Number of nodeclaims disrupted in total by Karpenter. Labeled by reason the nodeclaim was disrupted and the owning nodepool.
 # TYPE karpenter_nodeclaims_disrupted_total counter
 karpenter_nodeclaims_disrupted_total{capacity_type="spot",nodepool="general",reason="underutilized"} 1
-# HELP karpenter_interruption_received_messages_total Count of messages received from the interruption source.
+# HELP karpenter_interruption_received_messages_total Count of messages received from the SQS queue. Broken down by message type and whether the message was actionable.
 # TYPE karpenter_interruption_received_messages_total counter
 karpenter_interruption_received_messages_total{message_type="spot_interrupted"} 1
-# HELP karpenter_voluntary_disruption_decisions_total Number of disruption decisions performed.
+# HELP karpenter_voluntary_disruption_decisions_total Number of disruption decisions performed. Labeled by disruption decision, reason, and consolidation type.
 # TYPE karpenter_voluntary_disruption_decisions_total counter
 karpenter_voluntary_disruption_decisions_total{consolidation_type="single",decision="replace",reason="underutilized"} 1
+# HELP karpenter_voluntary_disruption_decisions_by_nodepool_total Number of disruption decisions performed by nodepool. Labeled by nodepool name, disruption decision, reason, and consolidation type.
+# TYPE karpenter_voluntary_disruption_decisions_by_nodepool_total counter
+karpenter_voluntary_disruption_decisions_by_nodepool_total{consolidation_type="single",decision="replace",nodepool="general",reason="underutilized"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Fatal(err)
@@ -82,9 +78,9 @@ karpenter_voluntary_disruption_decisions_total{consolidation_type="single",decis
 	delete(st.Disruptions, "n-old")
 	for i := 0; i < 2; i++ {
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP karpenter_nodeclaims_terminated_total Number of nodeclaims terminated in total by Karpenter.
+# HELP karpenter_nodeclaims_terminated_total Number of nodeclaims terminated in total by Karpenter. Labeled by the owning nodepool, capacity type, and zone.
 # TYPE karpenter_nodeclaims_terminated_total counter
-karpenter_nodeclaims_terminated_total{capacity_type="spot",nodepool="general"} 1
+karpenter_nodeclaims_terminated_total{capacity_type="spot",nodepool="general",zone="us-west-2a"} 1
 `), "karpenter_nodeclaims_terminated_total"); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -266,6 +267,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	c.metrics.batches.Inc()
 	c.metrics.pending.Set(float64(len(snap.Pods)))
 	c.metrics.unschedulable.Set(float64(len(d.Unschedulable)))
+	c.metrics.observeKarpenter(strconv.FormatInt(planStart.UnixNano(), 36), d.Took.Seconds(), len(snap.Pods), len(d.Unschedulable))
 	c.log.InfoContext(ctx, "provisioning plan", "pending", len(snap.Pods), "newNodeClaims", len(d.Launches),
 		"onExisting", len(d.Placements), "unschedulable", len(d.Unschedulable), "took", d.Took, "warnings", d.Result.Stats.Warnings)
 	for _, f := range d.SpotFallbacks {

@@ -36,6 +36,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/nodeclass"
 	"github.com/dovetail-dev/dovetail/coordinator/nodepoolstatus"
@@ -77,6 +78,9 @@ type Options struct {
 	NodeClass nodeclass.Config
 	// NoNodeClass leaves the EC2NodeClass status controller out.
 	NoNodeClass bool
+	// NoKarpenterMetrics leaves out the karpenter_* node, pod, NodePool and
+	// offering metrics (their pod and node watches).
+	NoKarpenterMetrics bool
 	// NodePoolStatus tunes the NodePool status controller (Interval);
 	// Client and Log are filled in.
 	NodePoolStatus nodepoolstatus.Config
@@ -140,6 +144,22 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	// NodePool status (nodes, resources, conditions): what `kubectl get
 	// nodepools` and the scale subresource read.
 	comps = append(comps, leader.Named{Name: "nodepool-status", Component: nodePoolStatus(o.NodePoolStatus, crc, kube, log)})
+	// karpenter_* metrics about nodes, pods, NodePools and offerings, so a
+	// Karpenter operator's dashboards work (coordinator/karpentermetrics).
+	if !o.NoKarpenterMetrics {
+		var its karpentermetrics.InstanceTypes
+		if src, ok := rt.Cloud.(provisioning.InstanceTypeProvider); ok {
+			its = &iceAwareTypes{src: src, store: rt.Store, now: now}
+		}
+		comps = append(comps, leader.Named{Name: "karpenter-metrics", Component: leader.Func(func(ctx context.Context, term uint64) error {
+			k, err := karpentermetrics.NewKube(karpentermetrics.KubeConfig{Kube: kube, Dynamic: dyn, InstanceTypes: its,
+				Registerer: rt.Registry, Log: log.With("term", term), Now: now})
+			if err != nil {
+				return err
+			}
+			return k.Run(ctx)
+		})})
+	}
 	if rt.Launcher == nil || rt.Cloud == nil {
 		log.Warn("no cloud: provisioning and disruption are off (replication and API only)")
 		return comps, nil
