@@ -286,7 +286,7 @@ func (c *Coordinator) Metrics() []metricsdoc.Entry { return c.rec.Entries() }
 func (c *Coordinator) Node() *raftnode.Node { return c.node }
 
 // Registry holds the replica's metrics.
-func (c *Coordinator) Registry() *prometheus.Registry { return c.reg }
+func (c *Coordinator) Registry() *prometheus.Registry { return c.cfg.Registry }
 
 // Launcher returns the launcher (nil without a cloud).
 func (c *Coordinator) Launcher() *launcher.Launcher { return c.launcher }
