@@ -5,6 +5,8 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/dovetail-dev/dovetail/cloud"
 )
@@ -43,6 +45,10 @@ const maxShapes = 1000
 type lpShape struct {
 	req   [3]float64 // cpu cores, GiB, pods
 	count float64
+	// group is the hostname anti-affinity group (-1: none): pods carrying
+	// the same required hostname anti-affinity term that matches
+	// themselves, so no two of them share a machine.
+	group int
 }
 
 type lpType struct {
@@ -60,9 +66,35 @@ func (t *lpType) fits(s *lpShape) bool {
 	return true
 }
 
-// batchShapes groups the pods by requests (cpu cores, GiB, 1 pod).
+// antiGroup returns a key for the pod's first required hostname
+// anti-affinity term that selects the pod itself ("" when none).
+func antiGroup(p *corev1.Pod) string {
+	a := p.Spec.Affinity
+	if a == nil || a.PodAntiAffinity == nil {
+		return ""
+	}
+	for _, t := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		if t.TopologyKey != corev1.LabelHostname || t.NamespaceSelector != nil || len(t.Namespaces) > 0 || len(t.MatchLabelKeys) > 0 {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(t.LabelSelector)
+		if err != nil || t.LabelSelector == nil || !sel.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		return p.Namespace + "|" + sel.String()
+	}
+	return ""
+}
+
+// batchShapes groups the pods by requests (cpu cores, GiB, 1 pod) and
+// hostname anti-affinity group.
 func batchShapes(pods []*corev1.Pod) []lpShape {
-	idx := map[[3]float64]int{}
+	type key struct {
+		req   [3]float64
+		group int
+	}
+	idx := map[key]int{}
+	groups := map[string]int{}
 	var shapes []lpShape
 	for _, p := range pods {
 		var req [3]float64
@@ -73,11 +105,19 @@ func batchShapes(pods []*corev1.Pod) []lpShape {
 			q = c.Resources.Requests[corev1.ResourceMemory]
 			req[1] += q.AsApproximateFloat64() / (1 << 30)
 		}
-		i, ok := idx[req]
+		g := -1
+		if k := antiGroup(p); k != "" {
+			var ok bool
+			if g, ok = groups[k]; !ok {
+				g = len(groups)
+				groups[k] = g
+			}
+		}
+		i, ok := idx[key{req, g}]
 		if !ok {
 			i = len(shapes)
-			idx[req] = i
-			shapes = append(shapes, lpShape{req: req})
+			idx[key{req, g}] = i
+			shapes = append(shapes, lpShape{req: req, group: g})
 		}
 		shapes[i].count++
 	}
@@ -172,6 +212,9 @@ func assignmentSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float6
 			return math.Inf(1), nil
 		}
 		col := make([]float64, len(shapes))
+		if shapes[i].group >= 0 {
+			bestN = min(bestN, 1) // one pod of an anti-affinity group per machine
+		}
 		col[i] = bestN
 		cols, costs, colType = append(cols, col), append(costs, ts[best].price), append(colType, best)
 	}
@@ -233,15 +276,23 @@ func assignmentSolution(pods []*corev1.Pod, types []*cloud.InstanceType) (float6
 }
 
 // priceType solves max Σ_s y_s·a_s subject to Σ_s req_sr·a_s ≤ cap_r for
-// cpu, memory and pods, a ≥ 0, over the shapes that fit the type (primal
-// simplex from the slack basis, Bland's rule against cycling). It returns
-// the value and a (one entry per shape).
+// cpu, memory and pods, Σ_{s in g} a_s ≤ 1 for each hostname anti-affinity
+// group g, a ≥ 0, over the shapes that fit the type (primal simplex from
+// the slack basis, Bland's rule against cycling). It returns the value and
+// a (one entry per shape).
 func priceType(t *lpType, shapes []lpShape, y []float64) (float64, []float64) {
-	const m = 3
 	var vars []int
+	row := map[int]int{} // anti-affinity group → its row
+	m := 3
 	for i := range shapes {
 		if y[i] > 1e-12 && t.fits(&shapes[i]) {
 			vars = append(vars, i)
+			if g := shapes[i].group; g >= 0 {
+				if _, ok := row[g]; !ok {
+					row[g] = m
+					m++
+				}
+			}
 		}
 	}
 	n := len(vars)
@@ -250,19 +301,30 @@ func priceType(t *lpType, shapes []lpShape, y []float64) (float64, []float64) {
 	rhs := make([]float64, m)
 	for r := 0; r < m; r++ {
 		T[r] = make([]float64, w)
-		for k, i := range vars {
+		T[r][n+r] = 1
+		rhs[r] = 1
+		if r < 3 {
+			rhs[r] = t.cap[r]
+		}
+	}
+	for k, i := range vars {
+		for r := 0; r < 3; r++ {
 			T[r][k] = shapes[i].req[r]
 		}
-		T[r][n+r] = 1
-		rhs[r] = t.cap[r]
+		if g := shapes[i].group; g >= 0 {
+			T[row[g]][k] = 1
+		}
 	}
 	// Reduced profits: positive means entering improves the objective.
 	d := make([]float64, w)
 	for k, i := range vars {
 		d[k] = y[i]
 	}
-	basis := []int{n, n + 1, n + 2}
-	for iter := 0; iter < 100; iter++ {
+	basis := make([]int, m)
+	for r := range basis {
+		basis[r] = n + r
+	}
+	for iter := 0; iter < 100+10*m; iter++ {
 		col := -1
 		for j := 0; j < w; j++ {
 			if d[j] > 1e-12 {
@@ -273,17 +335,18 @@ func priceType(t *lpType, shapes []lpShape, y []float64) (float64, []float64) {
 		if col < 0 {
 			break
 		}
-		row, best := -1, math.Inf(1)
+		pr, best := -1, math.Inf(1)
 		for r := 0; r < m; r++ {
 			if T[r][col] > 1e-12 {
 				if ratio := rhs[r] / T[r][col]; ratio < best {
-					best, row = ratio, r
+					best, pr = ratio, r
 				}
 			}
 		}
-		if row < 0 {
+		if pr < 0 {
 			break // unbounded cannot happen: every shape needs one pod slot
 		}
+		row := pr
 		piv := T[row][col]
 		for j := 0; j < w; j++ {
 			T[row][j] /= piv

@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/dovetail-dev/dovetail/catalog"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
@@ -49,5 +51,39 @@ func TestAssignmentBoundIsAValidFloor(t *testing.T) {
 		if simple := LowerBound(pods, c.types); b < simple*(1-1e-6) {
 			t.Errorf("%s %d: bound %v below the per-resource bound %v", c.mix, c.n, b, simple)
 		}
+	}
+}
+
+// Hostname anti-affinity is part of the bound: pods that repel each other
+// need a machine each.
+func TestAssignmentBoundModelsAntiAffinity(t *testing.T) {
+	pods := Pods(500, MixFifths, 3)
+	var anti []*corev1.Pod
+	for _, p := range pods {
+		if antiGroup(p) != "" {
+			anti = append(anti, p)
+		}
+	}
+	if len(anti) != 100 {
+		t.Fatalf("%d anti-affinity pods, want 100", len(anti))
+	}
+	// One deployment, one shape: 100 machines of the cheapest type that holds it.
+	types := SyntheticTypes()
+	var cheapest float64 = math.Inf(1)
+	for _, it := range types {
+		if it.Allocatable.Cpu().Cmp(*anti[0].Spec.Containers[0].Resources.Requests.Cpu()) >= 0 &&
+			it.Allocatable.Memory().Cmp(*anti[0].Spec.Containers[0].Resources.Requests.Memory()) >= 0 {
+			cheapest = math.Min(cheapest, it.Offerings[0].Price)
+		}
+	}
+	if got, want := AssignmentBound(anti, types), 100*cheapest; math.Abs(got-want) > 1e-6*want {
+		t.Fatalf("bound %v, want %v (100 machines)", got, want)
+	}
+	// Still a floor under Solve on Karpenter's workload.
+	kp := KarpenterPods(1000, 42)
+	res := scheduling.Solve(scheduling.Snapshot{Pods: kp, NodePools: []scheduling.NodePool{KarpenterPool()},
+		InstanceTypes: map[string][]*cloud.InstanceType{"": KarpenterTypes()}}, scheduling.Options{})
+	if b := AssignmentBound(kp, KarpenterTypes()); b <= 0 || b > res.TotalPrice() {
+		t.Fatalf("Karpenter 1,000: bound %v, packing %v", b, res.TotalPrice())
 	}
 }
