@@ -72,6 +72,7 @@ type options struct {
 	heartbeat, election                 time.Duration
 	logLevel, logFormat                 string
 	showVersion                         bool
+	raftRejoin                          bool
 	// Read again by leaderComponents (components.go) from the same command
 	// line; registered here so the flag set accepts them and --help lists them.
 	builtinPools, nodeRole                     string
@@ -139,6 +140,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json, text, journal (systemd priorities) or auto (journal under systemd, else text)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.raftRejoin, "raft-rejoin", false, "with an empty data dir, wait for the leader to replicate instead of bootstrapping (recovery of a lost or corrupt data dir)")
 	fs.StringVar(&o.builtinPools, "builtin-nodepools", "none", "built-in NodePools to keep: general-purpose,system or none")
 	fs.StringVar(&o.nodeRole, "node-role", "", "IAM role of the built-in EC2NodeClass")
 	fs.DurationVar(&o.disruptionInterval, "disruption-interval", 0, "how often the disruption planner runs (0: its default)")
@@ -214,6 +216,7 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	rc := raftnode.Config{
 		ID: o.id, DataDir: o.dataDir, BindAddr: o.raftAddr, AdvertiseAddr: o.raftAdvertise, Peers: peers,
 		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, DeadServerTimeout: o.deadServer,
+		Rejoin: o.raftRejoin,
 	}
 	tlsFiles := raftnode.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey, ServerName: o.tlsName}
 	switch {

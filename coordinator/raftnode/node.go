@@ -56,6 +56,11 @@ type Config struct {
 	SegmentSize int
 	// ApplyTimeout bounds one Apply when the context has no deadline.
 	ApplyTimeout time.Duration
+	// Rejoin makes a replica without Raft state wait for the leader to
+	// replicate to it instead of bootstrapping: the recovery for a lost or
+	// corrupt data dir (wipe it, start with Rejoin). Ignored when the
+	// replica has state.
+	Rejoin bool
 	// DeadServerTimeout is how long an unexpected peer must fail heartbeats
 	// before the leader removes it (0: 2 minutes).
 	DeadServerTimeout time.Duration
@@ -174,9 +179,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// node owns it and closes it itself; otherwise a restart in the same
 	// process would block forever on the lock.
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize), wal.WithMetaStore(meta))
+	var w *wal.WAL
+	err, stack := guard("opening raft wal "+walDir, cfg.DataDir, func() (err error) {
+		w, err = wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize), wal.WithMetaStore(meta))
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open raft wal: %w", err)
+		if stack != nil {
+			log.Error("raft wal open panicked", "err", err, "stack", string(stack))
+		}
+		_ = meta.Close()
+		return nil, fmt.Errorf("open raft wal %s: %w", walDir, err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl.Named("snapshots"))
 	if err != nil {
@@ -214,13 +227,29 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	f := fsm.New(cfg.Logger.With("replica", cfg.ID))
 	hasState, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
+		err = fmt.Errorf("inspect raft state: %w", err)
+	}
+	if err == nil {
+		err = checkLostWAL(cfg, walDir, w, w, snaps)
+	}
+	if err == nil {
+		err = verifyWAL(walDir, w)
+	}
+	if err != nil {
 		_ = trans.Close()
 		_ = w.Close()
 		_ = meta.Close()
-		return nil, fmt.Errorf("inspect raft state: %w", err)
+		return nil, err
 	}
-	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	var r *raft.Raft
+	err, stack = guard("raft.NewRaft", cfg.DataDir, func() (err error) {
+		r, err = raft.NewRaft(rc, f, w, w, snaps, trans)
+		return err
+	})
 	if err != nil {
+		if stack != nil {
+			log.Error("raft start panicked", "err", err, "stack", string(stack))
+		}
 		_ = trans.Close()
 		_ = w.Close()
 		_ = meta.Close()
@@ -240,15 +269,40 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go n.observe()
 
 	started = true // from here on Kill releases the lock
-	if !hasState {
+	switch {
+	case hasState:
+		log.Info("rejoining with existing raft state", "dataDir", cfg.DataDir)
+	case cfg.Rejoin:
+		log.Info("no raft state and rejoin requested: not bootstrapping; waiting for the leader to replicate the log", "dataDir", cfg.DataDir)
+	default:
 		if err := n.bootstrap(); err != nil {
 			_ = n.Close(ctx)
 			return nil, err
 		}
-	} else {
-		log.Info("rejoining with existing raft state", "dataDir", cfg.DataDir)
 	}
+	go n.recordMembership()
 	return n, nil
+}
+
+// recordMembership writes the member marker as soon as this replica holds
+// Raft state (at once after a bootstrap or with existing state; once the
+// leader has replicated to a rejoining or added replica).
+func (n *Node) recordMembership() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.raft.LastIndex() > 0 {
+			if err := writeMember(n.cfg.DataDir, n.cfg.ID, time.Now()); err != nil {
+				n.log.Warn("cannot record cluster membership", "err", err)
+			}
+			return
+		}
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (n *Node) bootstrap() error {
