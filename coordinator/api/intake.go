@@ -66,6 +66,12 @@ type AttestConfig struct {
 	// progress is a burst of a handful.
 	Rate  float64
 	Burst int
+	// AttestRate and AttestBurst bound attestations before they are
+	// verified, over all senders (defaults 100/s, 500): verifying an RSA
+	// signature is the one thing an unauthenticated sender can make the
+	// leader do, and a whole cluster's agents starting at once fit the burst.
+	AttestRate  float64
+	AttestBurst int
 	// Registerer receives dovetail_report_refused_total.
 	Registerer prometheus.Registerer
 }
@@ -79,6 +85,27 @@ type intake struct {
 	refused *prometheus.CounterVec
 	mu      sync.Mutex
 	buckets map[string]*bucket
+	global  *bucket // unverified attestations, all senders
+}
+
+// allowAttest takes a token from the shared bucket of unverified
+// attestations.
+func (in *intake) allowAttest(now time.Time) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	b := in.global
+	if b.at.IsZero() {
+		b.at = now
+	}
+	if el := now.Sub(b.at).Seconds(); el > 0 {
+		b.tokens = min(float64(in.cfg.AttestBurst), b.tokens+el*in.cfg.AttestRate)
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func newIntake(cfg *AttestConfig) *intake {
@@ -95,7 +122,13 @@ func newIntake(cfg *AttestConfig) *intake {
 	if c.Burst <= 0 {
 		c.Burst = 30
 	}
-	in := &intake{cfg: c, buckets: map[string]*bucket{}}
+	if c.AttestRate <= 0 {
+		c.AttestRate = 100
+	}
+	if c.AttestBurst <= 0 {
+		c.AttestBurst = 500
+	}
+	in := &intake{cfg: c, buckets: map[string]*bucket{}, global: &bucket{tokens: float64(c.AttestBurst)}}
 	in.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dovetail_report_refused_total",
 		Help: "Agent reports and attestations refused, by reason.",
@@ -307,6 +340,9 @@ func (h *Handler) attest(r *http.Request, body []byte, req *report.Attestation) 
 	in := h.intake
 	if req.Document == "" && req.Signature == "" {
 		return AttestAck{}, refuseWith(http.StatusUnauthorized, RefusedNoCredentials, "no identity document or signature")
+	}
+	if !in.allowAttest(h.cfg.Now()) {
+		return AttestAck{}, refuseWith(http.StatusTooManyRequests, RefusedRateLimited, "over %g unverified attestations/s (burst %d)", in.cfg.AttestRate, in.cfg.AttestBurst)
 	}
 	doc, err := in.cfg.Verifier.VerifyFormat(attest.Format(req.Format), []byte(req.Document), []byte(req.Signature))
 	if err != nil {

@@ -238,6 +238,30 @@ func TestAttestedReportIntake(t *testing.T) {
 	expect("report after termination", rig.post(report.Path, rep("r8", "node-1"), rig.signer(k2, "i-1")), 403, "not_owned")
 }
 
+// Unverified attestations share one bucket: a flood of junk documents is
+// cut off before the leader verifies RSA signatures for it.
+func TestAttestFloodLimited(t *testing.T) {
+	n := soloNode(t)
+	aws := newFakeAWS(t)
+	reg := prometheus.NewRegistry()
+	v := &attest.Verifier{Roots: []*x509.Certificate{aws.cert}, AccountID: "111122223333", Region: "us-east-1"}
+	srv := httptest.NewServer(api.New(api.Config{Backend: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Attest: &api.AttestConfig{Verifier: v, Registerer: reg, AttestRate: 1, AttestBurst: 5}}))
+	defer srv.Close()
+	rig := &intakeRig{t: t, url: srv.URL, reg: reg}
+	k := newAgentKey()
+	codes := map[int]int{}
+	for i := 0; i < 20; i++ {
+		codes[rig.post(report.AttestPath, attestBody(t, `{"instanceId":"i-x"}`, "AAAA", k, "n"), rig.signer(k, "i-x"))]++
+	}
+	if codes[http.StatusUnauthorized] > 6 || codes[http.StatusTooManyRequests] < 14 {
+		t.Fatalf("flood of 20 junk attestations: %v", codes)
+	}
+	if rig.refused("rate_limited") < 14 || rig.refused("bad_signature") < 5 {
+		t.Fatalf("counted: rate_limited %v, bad_signature %v", rig.refused("rate_limited"), rig.refused("bad_signature"))
+	}
+}
+
 // BenchmarkReportIntake is one report through the API into Raft on a solo
 // node: unsigned (attestation off) against signed (attestation on, the
 // agent's Ed25519 signature verified and the sequence fenced in the FSM).
