@@ -133,6 +133,11 @@ func consolidationType(reason string) string {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if !c.src.IsLeader() {
+		// The next term starts from a fresh baseline: what happened while
+		// another replica led is that replica's to count.
+		c.mu.Lock()
+		c.baseline = false
+		c.mu.Unlock()
 		return
 	}
 	now := c.now()
@@ -186,7 +191,9 @@ func (c *Collector) observe(s *fsm.State) {
 			}
 		}
 		seen[tok] = intentSeen{nodePool: in.NodePool, capacityType: ct, zone: zone}
-		if _, ok := c.intents[tok]; !ok && c.baseline {
+		// On the first scrape of a term, what this term launched or began
+		// counts (it happened under this leader); older entries are history.
+		if _, ok := c.intents[tok]; !ok && (c.baseline || (in.Term == s.Epoch.Term && s.Epoch.Term != 0)) {
 			// Dovetail launches only for pending pods or as a disruption
 			// replacement; the ledger says which.
 			reason := "provisioned" // Karpenter's metrics.ProvisionedReason
@@ -211,7 +218,7 @@ func (c *Collector) observe(s *fsm.State) {
 	for name, d := range s.Disruptions {
 		r := Reason(d.Reason)
 		dseen[name] = disruptSeen{reason: r, nodePool: d.NodePool}
-		if _, ok := c.disrupt[name]; !ok && c.baseline {
+		if _, ok := c.disrupt[name]; !ok && (c.baseline || (!s.Epoch.At.IsZero() && !d.Since.Before(s.Epoch.At))) {
 			c.disr[[3]string{snake(d.Reason), d.NodePool, capOf[name]}]++
 			decision := "delete"
 			if len(d.Replacements) > 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -44,6 +45,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/daemon/agent"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/metricsdoc"
 )
 
 const clusterName = "dovetail-e2e"
@@ -76,6 +78,8 @@ type env struct {
 
 	mu   sync.Mutex
 	reps map[string]*coordinator.Coordinator
+	// cloudRecs record each replica's EC2 provider metrics.
+	cloudRecs map[string]*metricsdoc.Recorder
 }
 
 // testOptions are wiring options with short windows so the suite is quick.
@@ -185,7 +189,17 @@ func (e *env) start(id string) {
 		}
 	}
 	log := e.log
-	prov, err := ec2.New(e.ctx, ec2.Config{
+	// One registry per replica for the coordinator and its EC2 provider, so
+	// the provider's metrics are served and documented too (metrics_test.go).
+	reg := prometheus.NewRegistry()
+	cloudRec := metricsdoc.NewRecorder(reg)
+	e.mu.Lock()
+	if e.cloudRecs == nil {
+		e.cloudRecs = map[string]*metricsdoc.Recorder{}
+	}
+	e.cloudRecs[id] = cloudRec
+	e.mu.Unlock()
+	prov, err := ec2.New(e.ctx, ec2.Config{Registry: cloudRec,
 		Region: e.sim.Region(), Endpoint: e.sim.URL(),
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
 		ClusterName: clusterName, ClusterEndpoint: e.cp.APIServerURL,
@@ -203,7 +217,7 @@ func (e *env) start(id string) {
 		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
 			HeartbeatTimeout: slowdown * 300 * time.Millisecond, ElectionTimeout: slowdown * 300 * time.Millisecond,
 			LeaderLeaseTimeout: slowdown * 150 * time.Millisecond, SegmentSize: 4 << 20},
-		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c},
+		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c}, Registry: reg,
 		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
 		NodeGrace: 5 * time.Second, Logger: log,
 		// The same Setup as cmd/dovetail-coordinator (components.go).
