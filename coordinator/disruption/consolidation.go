@@ -317,6 +317,10 @@ func (p *planner) consolidationCandidates(s *sim, pool *Pool) (empty, under []in
 		if p.taken[n.Name] {
 			continue
 		}
+		if pool.Replicas != nil {
+			p.skip(n, ReasonUnderutilized, SkipStatic, "NodePool %s is static (replicas %d): its nodes are not consolidated", pool.Name, *pool.Replicas)
+			continue
+		}
 		if pool.ConsolidateAfter == nil {
 			p.skip(n, ReasonUnderutilized, SkipDisabled, "NodePool %s has consolidateAfter: Never", pool.Name)
 			continue

@@ -212,12 +212,15 @@ func (c *Controller) Pass(ctx context.Context) error {
 	}
 	c.emitSkips(ctx, plan)
 	c.observeRollouts(plan)
+	c.deleteClaims(ctx, plan.DeleteClaims)
 	var voluntary []Decision
 	for _, d := range plan.Decisions {
 		if c.busy(d) {
 			continue
 		}
-		if d.Forceful {
+		// A static scale-down is the user's request (kubectl scale): no
+		// validation wait, as Karpenter deletes the surplus at once.
+		if d.Forceful || d.Reason == ReasonOverprovisioned {
 			c.start(ctx, snap, d)
 			continue
 		}
@@ -225,6 +228,19 @@ func (c *Controller) Pass(ctx context.Context) error {
 	}
 	c.validate(ctx, snap, plan, voluntary)
 	return nil
+}
+
+// deleteClaims removes static pools' surplus NodeClaims that have no
+// instance yet; the launcher's finalizer cancels or terminates the launch.
+func (c *Controller) deleteClaims(ctx context.Context, ds []ClaimDeletion) {
+	for _, d := range ds {
+		if err := c.launcher.Delete(ctx, d.NodeClaim); err != nil {
+			c.log.Warn("static scale-down: delete NodeClaim", "nodeClaim", d.NodeClaim, "err", err)
+			continue
+		}
+		c.m.decisions.WithLabelValues(string(ReasonOverprovisioned)).Inc()
+		c.log.Info("static scale-down: deleted NodeClaim", "nodeClaim", d.NodeClaim, "nodePool", d.Pool, "why", d.Message)
+	}
 }
 
 // pendingDecision is a voluntary decision waiting out the validation delay.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,7 +56,9 @@ type InstanceNetwork struct {
 func BuildSnapshot(cs ClusterState) (*Snapshot, []error) {
 	var errs []error
 	s := &Snapshot{InstanceTypes: cs.InstanceTypes, Ledger: map[string]fsm.Disruption{}, Rollouts: map[string]fsm.Rollout{}, ReplacementReady: map[string]bool{}}
+	static := map[string]bool{}
 	for _, np := range cs.NodePools {
+		static[np.Name] = np.Spec.Replicas != nil
 		p, err := PoolFromAPI(np)
 		if err != nil {
 			errs = append(errs, err)
@@ -98,6 +101,10 @@ func BuildSnapshot(cs ClusterState) (*Snapshot, []error) {
 		}
 		ready := c.IsTrue(karpv1.ConditionTypeInitialized)
 		s.ReplacementReady[c.Name] = ready
+		if static[c.Labels[karpv1.NodePoolLabelKey]] {
+			s.Claims = append(s.Claims, Claim{Name: c.Name, Pool: c.Labels[karpv1.NodePoolLabelKey],
+				Resolved: c.Status.ProviderID != "", Deleting: c.DeletionTimestamp != nil, Created: c.CreationTimestamp.Time})
+		}
 	}
 	for _, n := range cs.Nodes {
 		claim := claimByNode[n.Name]
@@ -160,6 +167,10 @@ func PoolFromAPI(np *karpv1.NodePool) (Pool, error) {
 		p.TerminationGracePeriod = &d
 	}
 	p.Budgets = BudgetsOf(np)
+	if np.Spec.Replicas != nil {
+		r := *np.Spec.Replicas
+		p.Replicas = &r
+	}
 	for _, r := range t.Spec.Requirements {
 		p.Requirements = append(p.Requirements, corev1.NodeSelectorRequirement{Key: r.Key, Operator: r.Operator, Values: r.Values})
 	}
@@ -345,6 +356,7 @@ func PodFromAPI(p *corev1.Pod, pdb *PDBIndex) Pod {
 		DoNotDisrupt: p.Annotations[karpv1.DoNotDisruptAnnotationKey] == "true",
 		Created:      p.CreationTimestamp.Time,
 		Stays:        !podreq.MovesOnDrain(p),
+		EvictionCost: EvictionCost(p),
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
@@ -355,6 +367,23 @@ func PodFromAPI(p *corev1.Pod, pdb *PDBIndex) Pod {
 		out.BlockingPDB = pdb.Blocking(p)
 	}
 	return out
+}
+
+// EvictionCost is Karpenter's disruption cost of evicting a pod: 1, plus
+// pod-deletion-cost/2^27 and priority/2^25, clamped to [-10, 10], so one
+// pod at the extremes weighs like -15 or +17 ordinary pods before the clamp.
+// An unreadable deletion cost is ignored (Karpenter logs and ignores it).
+func EvictionCost(p *corev1.Pod) float64 {
+	cost := 1.0
+	if v, ok := p.Annotations[corev1.PodDeletionCost]; ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			cost += f / math.Pow(2, 27)
+		}
+	}
+	if p.Spec.Priority != nil {
+		cost += float64(*p.Spec.Priority) / math.Pow(2, 25)
+	}
+	return min(max(cost, -10), 10)
 }
 
 // PDBIndex finds the PodDisruptionBudget that currently forbids evicting a pod.

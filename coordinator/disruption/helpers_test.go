@@ -92,7 +92,7 @@ func testNode(t testing.TB, name, pool, typ, ct string, pods ...Pod) Node {
 }
 
 func pod(name string, milliCPU int64, memGi float64) Pod {
-	return Pod{Namespace: "default", Name: name, Requests: Resources{MilliCPU: milliCPU, Memory: int64(memGi * float64(gi)), Pods: 1}, Ready: true, Created: t0.Add(-time.Hour)}
+	return Pod{Namespace: "default", Name: name, Requests: Resources{MilliCPU: milliCPU, Memory: int64(memGi * float64(gi)), Pods: 1}, Ready: true, Created: t0.Add(-time.Hour), EvictionCost: 1}
 }
 
 func daemon(name string) Pod {

@@ -115,6 +115,8 @@ const (
 	SkipSurge           = "WaitingForMovedPods"
 	SkipUnknownPool     = "UnknownNodePool"
 	SkipReceivingPods   = "ReceivingPods"
+	// SkipStatic: nodes of static pools (spec.replicas) are never consolidated.
+	SkipStatic = "StaticNodePool"
 )
 
 // Skip records why a node was not disrupted by one method.
@@ -134,6 +136,16 @@ type Plan struct {
 	Commands  []fsm.Command `json:"-"`
 	// Rollouts is the rollout state after this pass, by NodePool.
 	Rollouts map[string]fsm.Rollout `json:"rollouts,omitempty"`
+	// DeleteClaims are static pools' NodeClaims without an instance yet
+	// that a scale-down removes at once (nothing to drain).
+	DeleteClaims []ClaimDeletion `json:"deleteClaims,omitempty"`
+}
+
+// ClaimDeletion is one NodeClaim a static scale-down deletes directly.
+type ClaimDeletion struct {
+	NodeClaim string `json:"nodeClaim"`
+	Pool      string `json:"pool"`
+	Message   string `json:"message"`
 }
 
 // planner carries the per-pass indexes.
@@ -161,6 +173,7 @@ func Decide(s *Snapshot, now time.Time, o Options) Plan {
 	p := newPlanner(s, now, o)
 	p.interruptions()
 	p.repairs()
+	p.staticScaleDown()
 	p.expiry()
 	p.drift()
 	p.consolidate()

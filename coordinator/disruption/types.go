@@ -39,6 +39,10 @@ const (
 	ReasonInterrupted Reason = "Interrupted"
 	// ReasonUnhealthy is node repair: forceful, bounded by the repair limit.
 	ReasonUnhealthy Reason = "Unhealthy"
+	// ReasonOverprovisioned is a static pool scaled below its node count
+	// (Karpenter's static deprovisioning): not blocked by budgets, but the
+	// drain respects PodDisruptionBudgets.
+	ReasonOverprovisioned Reason = "Overprovisioned"
 )
 
 // Well-known annotations, labels and taints: the API's, under the short
@@ -104,6 +108,10 @@ type Pod struct {
 	Stays bool `json:"stays,omitempty"`
 	// DoNotDisrupt is the karpenter.sh/do-not-disrupt annotation.
 	DoNotDisrupt bool `json:"doNotDisrupt,omitempty"`
+	// EvictionCost is Karpenter's cost of evicting the pod: 1, moved by
+	// controller.kubernetes.io/pod-deletion-cost and the pod's priority,
+	// clamped to [-10, 10] (static scale-down orders nodes by it).
+	EvictionCost float64 `json:"evictionCost,omitempty"`
 	// BlockingPDB names a PodDisruptionBudget selecting the pod that allows
 	// no eviction right now ("ns/name"), empty otherwise.
 	BlockingPDB string    `json:"blockingPDB,omitempty"`
@@ -186,6 +194,10 @@ type Pool struct {
 	TemplateHash string `json:"templateHash,omitempty"`
 	// MinSavings is the fraction (0.15 for "15%") a replacement must save.
 	MinSavings float64 `json:"minSavings,omitempty"`
+	// Replicas is spec.replicas of a static pool (nil: dynamic). Static
+	// pools are never consolidated; a pool above its replicas is scaled
+	// down by the static planner (static.go).
+	Replicas *int64 `json:"replicas,omitempty"`
 }
 
 // NodeClass is an EC2NodeClass's resolved status as drift needs it.
@@ -216,6 +228,19 @@ type Snapshot struct {
 	// ReplacementReady says, by NodeClaim name, whether a replacement
 	// launched for a disruption has become Ready; absent means not yet.
 	ReplacementReady map[string]bool `json:"replacementReady,omitempty"`
+	// Claims are the NodeClaims of static pools (registered or not): a
+	// static pool's size is its NodeClaims, launched or still launching.
+	Claims []Claim `json:"claims,omitempty"`
+}
+
+// Claim is a static pool's NodeClaim as the static planner counts it.
+type Claim struct {
+	Name string `json:"name"`
+	Pool string `json:"pool"`
+	// Resolved: the instance exists (status.providerID set).
+	Resolved bool      `json:"resolved,omitempty"`
+	Deleting bool      `json:"deleting,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 // AMIRef is a resolved AMI: its id and architecture.

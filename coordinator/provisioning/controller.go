@@ -173,6 +173,17 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provisioning: watch pods: %w", err)
 	}
+	// A NodeClaim going away may leave a static pool short of replicas.
+	if _, err := c.dynInformers.ForResource(NodeClaimsGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, obj any) {
+			if u, ok := obj.(*unstructured.Unstructured); ok && u.GetDeletionTimestamp() != nil {
+				c.batcher.Trigger()
+			}
+		},
+		DeleteFunc: func(any) { c.batcher.Trigger() },
+	}); err != nil {
+		return nil, fmt.Errorf("provisioning: watch nodeclaims: %w", err)
+	}
 	// A new or changed NodePool may make pending pods schedulable.
 	if _, err := c.dynInformers.ForResource(NodePoolsGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.batcher.Trigger() }, UpdateFunc: func(any, any) { c.batcher.Trigger() },
@@ -229,12 +240,29 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
-			if c.hasPending() {
+			if c.hasPending() || c.hasStatic() {
 				c.batcher.Trigger()
 			}
 			t.Reset(c.cfg.Resync)
 		}
 	}
+}
+
+// hasStatic: static pools are compared with their claims every resync
+// (Karpenter requeues them every minute), whatever is pending.
+func (c *Controller) hasStatic() bool {
+	objs, err := c.listers.nodePools.List(labels.Everything())
+	if err != nil {
+		return false
+	}
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			if _, found, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); found {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Controller) hasPending() bool {
@@ -253,12 +281,13 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
+	staticErr := c.reconcileStatic(ctx, &in)
 	snap, notes := Build(in, Provisionable)
 	for _, n := range notes {
 		c.log.WarnContext(ctx, n)
 	}
 	if len(snap.Pods) == 0 {
-		return &Decision{}, nil
+		return &Decision{}, staticErr
 	}
 	planStart := c.cfg.Clock.Now()
 	d := Plan(snap, PlanOptions{Scheduling: c.cfg.Scheduling, Names: c.cfg.Names, Pools: pools})
@@ -277,7 +306,31 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	c.emitUnschedulable(d.Unschedulable, notes)
 	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
-	return &d, err
+	return &d, errors.Join(staticErr, err)
+}
+
+// reconcileStatic launches the NodeClaims static pools lack and adds them
+// to in, so the pending-pod plan that follows counts them as in flight.
+func (c *Controller) reconcileStatic(ctx context.Context, in *Inputs) error {
+	launches, deficits, notes := StaticLaunches(*in, PlanOptions{Scheduling: c.cfg.Scheduling, Names: c.cfg.Names})
+	for _, n := range notes {
+		c.log.WarnContext(ctx, n)
+	}
+	for _, d := range deficits {
+		if d.Blocked != "" {
+			c.log.InfoContext(ctx, "static nodepool below replicas", "nodePool", d.Pool, "replicas", d.Replicas, "live", d.Live, "creating", d.Create, "blocked", d.Blocked)
+			continue
+		}
+		c.log.InfoContext(ctx, "provisioning nodeclaims to satisfy replica count", "nodePool", d.Pool, "current", d.Live, "desired", d.Replicas, "provisionCount", d.Create)
+	}
+	if len(launches) == 0 {
+		return nil
+	}
+	err := c.launchAll(ctx, launches)
+	for _, l := range launches {
+		in.NodeClaims = append(in.NodeClaims, l.NodeClaim)
+	}
+	return err
 }
 
 func (c *Controller) emitUnschedulable(us []scheduling.Unschedulable, notes []string) {

@@ -34,6 +34,7 @@ func NodePoolFromAPI(np *karpv1.NodePool) NodePool {
 		Taints:        np.Spec.Template.Spec.Taints,
 		StartupTaints: np.Spec.Template.Spec.StartupTaints,
 		Limits:        corev1.ResourceList(np.Spec.Limits),
+		Static:        np.Spec.Replicas != nil,
 	}
 	if np.Spec.Weight != nil {
 		out.Weight = *np.Spec.Weight

@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -432,8 +433,16 @@ func (s *solver) compilePools(demand vec) {
 			p.hasLimits = true
 		}
 		p.used = make(vec, len(s.ri.names))
+		if np.Static {
+			// Compiled (in-flight claims of the pool need its types) but
+			// closed to new NodeClaims: every path that opens one checks err.
+			p.err = errStaticPool
+		}
 	}
 }
+
+// errStaticPool is the reason a pending pod gets no node from a static pool.
+var errStaticPool = errors.New("static NodePool (spec.replicas): its node count is fixed, pending pods never add nodes to it")
 
 // rank orders the pool's types by how cheaply copies of the type would
 // cover the batch's demand (cpu, memory, pods): price / min(1, min_r

@@ -133,6 +133,10 @@ type NodePool struct {
 	// counting existing nodes and in-flight NodeClaims.
 	Limits       corev1.ResourceList
 	NodeClassRef NodeClassRef
+	// Static pools (spec.replicas) keep a fixed node count: their nodes and
+	// in-flight NodeClaims take pods, but pending pods never open new ones
+	// (Karpenter's static provisioning creates those, not the scheduler).
+	Static bool
 }
 
 // Options tune Solve.
