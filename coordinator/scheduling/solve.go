@@ -23,6 +23,10 @@ const (
 	strategyBalance = true
 )
 
+// shareSizing: a host-capped pod's new node is sized for its class's share
+// of the pending demand.
+var shareSizing = true
+
 type slotKind int
 
 const (
@@ -112,6 +116,8 @@ type solver struct {
 	classPrices  map[*classPool]unitPrices
 	// sharedFallback: find is retrying a specialised pod on shared nodes.
 	sharedFallback bool
+	// classLeft: pods of each class not placed yet.
+	classLeft []int64
 }
 
 func (s *solver) warn(w string) {
@@ -588,20 +594,40 @@ func (s *solver) schedule() {
 	// bound before them.
 	ordered := false
 	{
-		var at, which []int
+		// Only pods that share an order-dependent group need each other's
+		// order: reorder within each connected component (classes joined
+		// through their groups), so unrelated deployments keep the
+		// interleaving that packs nodes well.
+		comp := s.orderComponents()
+		at, which := map[int][]int{}, map[int][]int{}
+		var comps []int
 		for k, i := range order {
-			if pods[i].class.ordered {
-				at, which = append(at, k), append(which, i)
+			c := pods[i].class
+			if !c.ordered {
+				continue
+			}
+			id := comp[c.id]
+			if _, ok := at[id]; !ok {
+				comps = append(comps, id)
+			}
+			at[id], which[id] = append(at[id], k), append(which[id], i)
+		}
+		for _, id := range comps {
+			w := which[id]
+			sort.SliceStable(w, func(a, b int) bool { return pods[w[a]].rank < pods[w[b]].rank })
+			for k, pos := range at[id] {
+				order[pos] = w[k]
 			}
 		}
-		sort.SliceStable(which, func(a, b int) bool { return pods[which[a]].rank < pods[which[b]].rank })
-		for k, pos := range at {
-			order[pos] = which[k]
-		}
-		ordered = len(at) > 0
+		ordered = len(comps) > 0
+	}
+	s.classLeft = make([]int64, len(s.classes))
+	for _, p := range pods {
+		s.classLeft[p.class.id]++
 	}
 	place := func(i int) {
 		p := pods[i]
+		defer func() { s.classLeft[p.class.id]-- }()
 		r := runs[runOf[i]]
 		s.runLeft = r.left
 		s.runSpecial = r.special
@@ -683,6 +709,51 @@ func (s *solver) schedule() {
 			}
 		}
 	}
+}
+
+// orderComponents maps each ordered class to its component: classes that
+// share an order-dependent topology group, transitively.
+func (s *solver) orderComponents() []int {
+	parent := make([]int, len(s.classes)+len(s.topo.groups))
+	for i := range parent {
+		parent[i] = i
+	}
+	find := func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	union := func(c *podClass, g *topoGroup) {
+		a, b := find(c.id), find(len(s.classes)+g.id)
+		if a != b {
+			parent[a] = b
+		}
+	}
+	for _, c := range s.classes {
+		if !c.ordered {
+			continue
+		}
+		for _, sp := range c.hardSpread {
+			if sp.g.ordered {
+				union(c, sp.g)
+			}
+		}
+		for _, t := range c.reqAff {
+			union(c, t.g)
+		}
+		for _, g := range c.match.matching {
+			if g.ordered {
+				union(c, g)
+			}
+		}
+	}
+	out := make([]int, len(s.classes))
+	for _, c := range s.classes {
+		out[c.id] = find(c.id)
+	}
+	return out
 }
 
 // balanceWindow: how far ahead of the interleaved order (as a fraction of
@@ -1037,7 +1108,6 @@ func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, pe
 // Either way finalize later shrinks each slot to the cheapest types that
 // hold what it actually got.
 func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec) int {
-	pool := sl.pool
 	capped := p.class.hostCapped || (s.aggregate && !s.runSpecial)
 	n := float64(max(1, s.runLeft))
 	// When this is the last new node allowed (consolidation asks "one new
@@ -1047,6 +1117,31 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 			return t
 		}
 	}
+	best, f := s.pickTargetShare(sl, p, types, zm, cm, need, capped, n, 1)
+	// A class that takes one pod per node needs at least as many nodes as
+	// it has pods left, K. When K nodes of the type chosen to cover
+	// everything pending would hold several times all of it, the first
+	// such node takes everything first-fit and the others stay nearly
+	// empty: size each for a K-th of what is pending instead (Karpenter's
+	// benchmark: one anti-affinity group over a fifth of the pods, -16 %).
+	if k := float64(s.classLeft[p.class.id]); best >= 0 && p.class.hostCapped && shareSizing && k > 1 && k*f >= shareSizingFactor {
+		if b, _ := s.pickTargetShare(sl, p, types, zm, cm, need, capped, n, k); b >= 0 {
+			best = b
+		}
+	}
+	return best
+}
+
+// shareSizingFactor: how many times over K one-per-node nodes must hold the
+// pending demand before they are sized for a K-th of it (measured: the real
+// catalogue's mixed batches, ≈1.4, lose 10 % with share sizing).
+const shareSizingFactor = 4
+
+// pickTargetShare is pickTarget's scan with the pending demand divided by
+// share; it returns the type and, for capped pods, the fraction of the
+// (shared) demand the type covers.
+func (s *solver) pickTargetShare(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec, capped bool, n, share float64) (int, float64) {
+	pool := sl.pool
 	prices := s.prices(pool, zm, cm)
 	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
 	for i, pt := range pool.types {
@@ -1058,7 +1153,7 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 		if capped {
 			f := math.Inf(1)
 			for _, d := range []int{dimCPU, dimMemory, dimPods} {
-				want := sl.used.get(d) + max(s.aggRemaining.get(d), p.req.get(d))
+				want := sl.used.get(d) + max(int64(float64(s.aggRemaining.get(d))/share), p.req.get(d))
 				if want > 0 {
 					f = min(f, float64(pt.cap.get(d))/float64(want))
 				}
@@ -1080,7 +1175,7 @@ func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm ui
 			best, bestScore, bestPer, bestPrice = i, score, per, price
 		}
 	}
-	return best
+	return best, bestPer
 }
 
 // pickCoverAll returns the cheapest type that holds need plus the demand
