@@ -417,6 +417,12 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 			p.log.WarnContext(ctx, "fleet returned more than one instance for a target of one", "ids", launchedIDs(out))
 		}
 		id := fi.InstanceIds[0]
+		if !validInstanceID(id) {
+			// Accepting it would record a launch of nothing while a real
+			// instance may run untracked (later collected as a leak), and
+			// the cache would hand the bogus ID to the next lookup.
+			return nil, nil, fmt.Errorf("create fleet (%s): EC2 answered with an invalid instance ID %q for NodeClaim %s; not recorded", a.capacityType, id, req.NodeClaimName)
+		}
 		itype := string(fi.InstanceType)
 		zone := aws.ToString(fi.AvailabilityZone)
 		if lo := fi.LaunchTemplateAndOverrides; lo != nil && lo.Overrides != nil {
@@ -436,6 +442,9 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 		subnet := aws.ToString(fi.SubnetId)
 		if lo := fi.LaunchTemplateAndOverrides; subnet == "" && lo != nil && lo.Overrides != nil {
 			subnet = aws.ToString(lo.Overrides.SubnetId)
+		}
+		if itype == "" || zone == "" {
+			return nil, nil, fmt.Errorf("create fleet (%s): EC2's answer for instance %s lacks its instance type (%q) or zone (%q); not recorded", a.capacityType, id, itype, zone)
 		}
 		image := ""
 		arch := p.archOf(itype)
@@ -465,6 +474,21 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 		return nil, nil, fmt.Errorf("create fleet (%s) launched nothing and reported no error", a.capacityType)
 	}
 	return nil, refused, nil
+}
+
+// validInstanceID accepts what can be an EC2 instance ID: "i-" and 1 to
+// 62 lower-case letters or digits (EC2 uses 8 or 17 hexadecimal digits).
+func validInstanceID(id string) bool {
+	h, ok := strings.CutPrefix(id, "i-")
+	if !ok || h == "" || len(h) > 62 {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func lifecycleCapacityType(l ec2types.InstanceLifecycle, fallback string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -19,6 +20,7 @@ type metrics struct {
 	iceHits  *prometheus.CounterVec
 	iceMarks *prometheus.CounterVec
 	launches *prometheus.CounterVec
+	timeouts *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,12 +50,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dovetail_cloud_launches_total",
 			Help: "Launch requests by outcome (launched, insufficient_capacity, error).",
 		}, []string{"outcome", "capacity_type"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_cloudprovider_call_timeouts_total",
+			Help: "AWS calls that hit the provider's per-call deadline (Config.CallTimeout), by method (Service.Operation).",
+		}, []string{"method"}),
 	}
 	if reg != nil {
 		// A second provider on the same registry (tests, a restarted
 		// leader loop) shares the collectors already there.
 		var err error
-		for _, c := range []**prometheus.CounterVec{&m.calls, &m.errors, &m.iceHits, &m.iceMarks, &m.launches} {
+		for _, c := range []**prometheus.CounterVec{&m.calls, &m.errors, &m.iceHits, &m.iceMarks, &m.launches, &m.timeouts} {
 			if *c, err = register(reg, *c); err != nil {
 				return nil, err
 			}
@@ -105,4 +111,26 @@ func errorCode(err error) string {
 		return "Canceled"
 	}
 	return "Unknown"
+}
+
+// deadlineMiddleware gives every operation (all its SDK retries) a
+// deadline of d, so that a hung endpoint cannot stall a caller without one,
+// and counts and logs the calls that hit it.
+func deadlineMiddleware(d time.Duration, timeouts *prometheus.CounterVec, log *slog.Logger) func(*middleware.Stack) error {
+	return func(stack *middleware.Stack) error {
+		return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("DovetailDeadline",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				cctx, cancel := context.WithTimeout(ctx, d)
+				defer cancel()
+				start := time.Now()
+				out, md, err := next.HandleInitialize(cctx, in)
+				if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+					method := awsmiddleware.GetServiceID(ctx) + "." + awsmiddleware.GetOperationName(ctx)
+					timeouts.WithLabelValues(method).Inc()
+					log.WarnContext(ctx, "AWS call stalled past its deadline; giving up", "method", method, "deadline", d, "took", time.Since(start).Round(time.Millisecond))
+					err = fmt.Errorf("%s: no answer within the %s call deadline: %w", method, d, err)
+				}
+				return out, md, err
+			}), middleware.Before)
+	}
 }

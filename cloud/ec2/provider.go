@@ -79,6 +79,12 @@ type Config struct {
 	MaxAttempts  int
 	MaxBackoff   time.Duration
 	FleetRetries int
+	// CallTimeout bounds every AWS call, its SDK retries included (default
+	// 30 s): a call that hangs fails with context.DeadlineExceeded, is
+	// counted in dovetail_cloudprovider_call_timeouts_total{method} and
+	// logged, instead of stalling the leader's reconcile. A caller's
+	// shorter deadline still applies.
+	CallTimeout time.Duration
 
 	// Catalog supplies on-demand prices (and a fallback for max pods). Nil
 	// means the embedded catalogue.
@@ -115,6 +121,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 20 * time.Second
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 30 * time.Second
 	}
 	if c.FleetRetries <= 0 {
 		c.FleetRetries = 4
@@ -169,6 +178,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = cfg.MaxAttempts
 				o.MaxBackoff = cfg.MaxBackoff
+				// Full jitter (the standard retryer's default, stated so it
+				// stays): replicas retrying together do not retry in step.
+				o.Backoff = retry.NewExponentialJitterBackoff(cfg.MaxBackoff)
 				// A throttled control plane must be waited out, not given up
 				// on after the client-side retry budget drains: the backoff
 				// already spaces the attempts.
@@ -183,7 +195,8 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ec2: load AWS config: %w", err)
 	}
-	awsCfg.APIOptions = append(awsCfg.APIOptions, m.middleware)
+	awsCfg.APIOptions = append(awsCfg.APIOptions, m.middleware,
+		deadlineMiddleware(cfg.CallTimeout, m.timeouts, cfg.Logger.With("component", "ec2-provider")))
 	awsCfg.Logger = sdkLogger{log: cfg.Logger.With("component", "ec2-provider")}
 
 	cat := cfg.Catalog

@@ -69,10 +69,10 @@ func newEnv(t testing.TB, simCfg ec2sim.Config) *env {
 	return e
 }
 
-func newProvider(t testing.TB, e *env) (*Provider, *prometheus.Registry) {
+func newProvider(t testing.TB, e *env, tune ...func(*Config)) (*Provider, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	p, err := New(context.Background(), Config{
+	cfg := Config{
 		Region:            e.sim.Region(),
 		Endpoint:          e.sim.URL(),
 		Credentials:       credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
@@ -85,7 +85,11 @@ func newProvider(t testing.TB, e *env) (*Provider, *prometheus.Registry) {
 		Registry:          reg,
 		MaxAttempts:       6,
 		MaxBackoff:        20 * time.Millisecond,
-	})
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	p, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

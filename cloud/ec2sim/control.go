@@ -571,3 +571,32 @@ func (s *Sim) SecurityGroupID() string {
 	defer s.mu.Unlock()
 	return s.sgs[0].id
 }
+
+// APIFault makes one EC2 action misbehave, for fault tests of the
+// provider: Hang never answers (until the client gives up), Mangle rewrites
+// the XML body of a successful answer (e.g. blanking an instance ID).
+type APIFault struct {
+	Hang   bool
+	Mangle func(body []byte) []byte
+}
+
+// SetAPIFault sets the fault of an EC2 action ("DescribeInstances",
+// "CreateFleet", ...); the zero APIFault heals it.
+func (s *Sim) SetAPIFault(action string, f APIFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apiFaults == nil {
+		s.apiFaults = map[string]APIFault{}
+	}
+	if !f.Hang && f.Mangle == nil {
+		delete(s.apiFaults, action)
+		return
+	}
+	s.apiFaults[action] = f
+}
+
+func (s *Sim) apiFault(action string) APIFault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apiFaults[action]
+}

@@ -66,6 +66,11 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, actions map[strin
 		s.writeEC2Error(w, action, &apiError{Status: 503, Code: "RequestLimitExceeded", Message: "Request limit exceeded."}, reqID)
 		return
 	}
+	fault := s.apiFault(action)
+	if fault.Hang {
+		<-r.Context().Done() // a stalled call: the client's deadline ends it
+		return
+	}
 	s.Reconcile()
 	out := newResponse(action, reqID)
 	if aerr := fn(newParams(r.Form), out); aerr != nil {
@@ -75,7 +80,11 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, actions map[strin
 	s.poke()
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
 	w.Header().Set("x-amzn-RequestId", reqID)
-	writeBody(w, http.StatusOK, out.finish(action))
+	body := out.finish(action)
+	if fault.Mangle != nil {
+		body = fault.Mangle(body)
+	}
+	writeBody(w, http.StatusOK, body)
 }
 
 func (s *Sim) writeEC2Error(w http.ResponseWriter, action string, e *apiError, reqID string) {

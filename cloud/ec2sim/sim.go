@@ -158,6 +158,7 @@ type Sim struct {
 	rng       *rand.Rand
 	throttle  throttleState
 	latency   time.Duration
+	apiFaults map[string]APIFault // by EC2 action
 	wake      chan struct{}
 	closed    bool
 	initErr   error
