@@ -32,6 +32,25 @@ func (e *InsufficientCapacityError) Error() string {
 	return "insufficient capacity for every launch option: " + strings.Join(parts, ", ")
 }
 
+// CreateError is a launch failure with the reason Karpenter writes on the
+// NodeClaim's Launched condition (e.g. SubnetResolutionFailed,
+// LaunchTemplateNotFound, InstanceTypeResolutionFailed). Errors that are not
+// a CreateError get Karpenter's generic reason, LaunchFailed.
+type CreateError struct {
+	Reason  string
+	Message string
+	Err     error
+}
+
+func (e *CreateError) Error() string {
+	if e.Err == nil {
+		return e.Message
+	}
+	return e.Err.Error()
+}
+
+func (e *CreateError) Unwrap() error { return e.Err }
+
 // AMI is an image a NodeClass resolved to.
 type AMI struct {
 	ID           string `json:"id"`

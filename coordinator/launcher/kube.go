@@ -236,6 +236,22 @@ func (k *KubeClaims) MarkLaunchFailed(ctx context.Context, name, reason, message
 	return err
 }
 
+// MarkLaunchRetrying implements Claims. A claim already Launched is left
+// alone (a late error from a retried call must not hide a launch).
+func (k *KubeClaims) MarkLaunchRetrying(ctx context.Context, name, reason, message string) error {
+	err := k.updateStatus(ctx, name, func(nc *karpv1.NodeClaim) {
+		if nc.IsTrue(karpv1.ConditionTypeLaunched) {
+			return
+		}
+		nc.SetCondition(metav1.Condition{Type: karpv1.ConditionTypeLaunched, Status: metav1.ConditionUnknown,
+			Reason: reason, Message: truncate(message, 1000)})
+	})
+	if err != nil && strings.Contains(err.Error(), "not found") {
+		return nil
+	}
+	return err
+}
+
 // Delete implements Claims.
 func (k *KubeClaims) Delete(ctx context.Context, name string) error {
 	nc := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: name}}

@@ -184,6 +184,23 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 		t.Fatalf("binding = %+v", b)
 	}
 
+	// A claim whose EC2NodeClass does not exist is not launched and says
+	// why, with Karpenter's Launched=Unknown reason.
+	orphan := nc.DeepCopy()
+	orphan.ObjectMeta = metav1.ObjectMeta{Name: "default-nocls", Labels: nc.Labels}
+	orphan.Spec.NodeClassRef = &karpv1.NodeClassReference{Group: "karpenter.k8s.aws", Kind: "EC2NodeClass", Name: "missing"}
+	if err := la.Launch(ctx, orphan, opts); err == nil {
+		t.Fatal("launch with a missing EC2NodeClass succeeded")
+	}
+	og := &karpv1.NodeClaim{}
+	if err := kc.Get(ctx, client.ObjectKey{Name: orphan.Name}, og); err != nil {
+		t.Fatal(err)
+	}
+	if c := og.GetCondition(karpv1.ConditionTypeLaunched); c == nil || c.Status != metav1.ConditionUnknown || c.Reason != launcher.ReasonNodeClassNotReady || !strings.Contains(c.Message, "missing") {
+		t.Fatalf("Launched condition of a claim without its EC2NodeClass: %+v", c)
+	}
+	_ = kc.Delete(ctx, og)
+
 	if err := kc.Delete(ctx, got); err != nil {
 		t.Fatal(err)
 	}

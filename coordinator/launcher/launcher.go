@@ -60,6 +60,9 @@ type Claims interface {
 	MarkLaunched(ctx context.Context, name string, inst *cloud.Instance, it *cloud.InstanceType) error
 	MarkRegistered(ctx context.Context, name, nodeName string, initialized bool) error
 	MarkLaunchFailed(ctx context.Context, name, reason, message string) error
+	// MarkLaunchRetrying sets Launched=Unknown with a reason: the launch
+	// failed in a way that is retried (Karpenter's SetUnknownWithReason).
+	MarkLaunchRetrying(ctx context.Context, name, reason, message string) error
 	// Delete deletes the NodeClaim (its finalizer keeps it until RemoveFinalizer).
 	Delete(ctx context.Context, name string) error
 	RemoveFinalizer(ctx context.Context, name string) error
@@ -387,6 +390,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 	}
 	nodeClass, err := l.nodeClass(ctx, in.NodeClass)
 	if err != nil {
+		l.markRetrying(ctx, in.NodeClaim, ReasonNodeClassNotReady, err)
 		return nil, err
 	}
 	// Fence: only a leader a quorum still follows may touch the cloud.
@@ -429,6 +433,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 		}
 		l.m.results.WithLabelValues("error").Inc()
 		_ = l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: token, Attempt: true, Error: cerr.Error(), At: now})
+		l.markRetrying(ctx, in.NodeClaim, "", cerr)
 		return nil, fmt.Errorf("cloud create: %w", cerr)
 	}
 	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentResult{Token: token, State: fsm.IntentLaunched,
@@ -458,9 +463,9 @@ func (l *Launcher) afterResult(ctx context.Context, term uint64, in *fsm.Intent)
 	case fsm.IntentFailed:
 		// Karpenter's contract: a NodeClaim that cannot launch is deleted, and
 		// provisioning plans again around the cached capacity errors.
-		reason := "LaunchFailed"
+		reason := ReasonLaunchFailed
 		if in.ICE {
-			reason = "InsufficientCapacity"
+			reason = ReasonInsufficientCapacity
 		}
 		if err := l.cfg.Claims.MarkLaunchFailed(ctx, in.NodeClaim, reason, in.Error); err != nil {
 			l.log.Warn("set NodeClaim launch failed", "nodeClaim", in.NodeClaim, "err", err)
@@ -468,6 +473,54 @@ func (l *Launcher) afterResult(ctx context.Context, term uint64, in *fsm.Intent)
 		if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: in.Token, Deleting: true, At: l.cfg.Now()}); err != nil {
 			l.log.Warn("mark failed intent deleting", "nodeClaim", in.NodeClaim, "err", err)
 		}
+	}
+}
+
+// Launched condition reasons, as Karpenter writes them.
+const (
+	// ReasonLaunchFailed is Karpenter's reason for a create error that
+	// carries none of its own (Launched=Unknown, retried).
+	ReasonLaunchFailed = "LaunchFailed"
+	// ReasonInsufficientCapacity: no option could be filled (the claim is
+	// then deleted and provisioning plans again around the ICE cache).
+	ReasonInsufficientCapacity = "InsufficientCapacity"
+	// ReasonNodeClassNotReady: the claim's EC2NodeClass cannot be read.
+	ReasonNodeClassNotReady = "NodeClassNotReady"
+)
+
+// LaunchFailure returns the Launched=Unknown reason and message Karpenter
+// writes for a failed create: a cloud.CreateError's own, otherwise
+// LaunchFailed with the error text cut to 300 characters (Karpenter's
+// truncateMessage). reason overrides the classification when not empty.
+func LaunchFailure(reason string, err error) (string, string) {
+	msg := err.Error()
+	var ce *cloud.CreateError
+	if errors.As(err, &ce) {
+		if reason == "" {
+			reason = ce.Reason
+		}
+		if ce.Message != "" {
+			msg = ce.Message
+		}
+	}
+	if reason == "" {
+		reason = ReasonLaunchFailed
+	}
+	if len(msg) >= 300 {
+		msg = msg[:300] + "..."
+	}
+	return reason, msg
+}
+
+// markRetrying mirrors a retried launch failure onto the NodeClaim (best
+// effort: the next attempt writes it again).
+func (l *Launcher) markRetrying(ctx context.Context, claim, reason string, err error) {
+	if l.cfg.Claims == nil || claim == "" {
+		return
+	}
+	r, msg := LaunchFailure(reason, err)
+	if merr := l.cfg.Claims.MarkLaunchRetrying(ctx, claim, r, msg); merr != nil {
+		l.log.Debug("set NodeClaim Launched=Unknown", "nodeClaim", claim, "err", merr)
 	}
 }
 
