@@ -4,6 +4,7 @@
 #   etcd                                                             (tools/etcd/, etcd server v3.6.16)
 #   kwok + bin/kwok-stages/                                          (sigs.k8s.io/kwok v0.8.0)
 #   ec2-metadata-mock staticcheck
+#   prometheus                                                       (github.com/prometheus/prometheus v0.316.0, cmd/prometheus)
 # A binary is skipped when bin/.stamps/<name> holds the hash of everything that
 # decides its content (sources, go.mod/go.sum, versions, Go toolchain, build recipe).
 # Binaries are built one after another: the first Kubernetes build takes minutes on
@@ -18,6 +19,9 @@ mkdir -p "$BIN" "$STAMPS"
 K8S_VERSION=v1.37.2
 KWOK_VERSION=v0.8.0
 IMDS_MOCK_VERSION=v1.13.0
+# The Prometheus server (3.x line; module versions are v0.3xx): the dashboards'
+# queries are tested against it (test/e2e TestMetrics) and `make dev` runs it.
+PROMETHEUS_VERSION=v0.316.0
 STATICCHECK_VERSIONS="v0.7.0 v0.8.2"
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
@@ -204,4 +208,5 @@ copy_kwok_stages
 build_k8s kubectl
 go_install ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock "$IMDS_MOCK_VERSION"
 build_staticcheck
+go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
 echo "build-tools: all tools ready in $(fmt_elapsed $((SECONDS - START_ALL)))"

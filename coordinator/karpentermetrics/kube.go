@@ -372,6 +372,13 @@ func (k *Kube) Describe(ch chan<- *prometheus.Desc) {
 
 type nodeSums struct{ req, lim, dreq, dlim corev1.ResourceList }
 
+// newSums starts the pod counts at 0, as Karpenter's RequestsForPods of no
+// pods has pods=0: a node without DaemonSet pods still has the series.
+func newSums() *nodeSums {
+	zero := func() corev1.ResourceList { return corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(0, resource.DecimalSI)} }
+	return &nodeSums{zero(), corev1.ResourceList{}, zero(), corev1.ResourceList{}}
+}
+
 func addInto(dst, src corev1.ResourceList) {
 	for r, q := range src {
 		cur := dst[r]
@@ -405,10 +412,13 @@ func (k *Kube) Collect(ch chan<- prometheus.Metric) {
 		if p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
 			s := sums[p.Spec.NodeName]
 			if s == nil {
-				s = &nodeSums{corev1.ResourceList{}, corev1.ResourceList{}, corev1.ResourceList{}, corev1.ResourceList{}}
+				s = newSums()
 				sums[p.Spec.NodeName] = s
 			}
+			// Karpenter's resources.RequestsForPods counts the pods
+			// themselves as resource "pods".
 			req, lim := podreq.Requests(p), podLimits(p)
+			req[corev1.ResourcePods] = *resource.NewQuantity(1, resource.DecimalSI)
 			addInto(s.req, req)
 			addInto(s.lim, lim)
 			if podreq.IsDaemonSetPod(p) {
@@ -439,7 +449,7 @@ func (k *Kube) Collect(ch chan<- prometheus.Metric) {
 		emit(descOverhead, overhead)
 		s := sums[n.Name]
 		if s == nil {
-			s = &nodeSums{corev1.ResourceList{}, corev1.ResourceList{}, corev1.ResourceList{}, corev1.ResourceList{}}
+			s = newSums()
 		}
 		emit(descPodRequests, s.req)
 		emit(descPodLimits, s.lim)

@@ -150,6 +150,7 @@ func TestKubeServesKarpenterNodePodAndPoolMetrics(t *testing.T) {
 		{"karpenter_nodes_system_overhead", map[string]string{"node_name": "old", "resource_type": "cpu"}, 0.07},
 		{"karpenter_nodes_total_pod_requests", map[string]string{"node_name": "old", "resource_type": "cpu"}, 0.1},
 		{"karpenter_nodes_total_daemon_requests", map[string]string{"node_name": "old", "resource_type": "cpu"}, 0.1},
+		{"karpenter_nodes_total_pod_requests", map[string]string{"node_name": "old", "resource_type": "pods"}, 1},
 		{"karpenter_nodes_total_daemon_limits", map[string]string{"node_name": "old", "resource_type": "cpu"}, 0.2},
 		{"karpenter_nodes_total_pod_requests", map[string]string{"node_name": "new", "resource_type": "memory"}, 1 << 30},
 		{"karpenter_nodes_current_lifetime_seconds", map[string]string{"node_name": "old"}, 3600},

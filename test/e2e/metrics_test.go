@@ -139,7 +139,7 @@ apiVersion: karpenter.sh/v1
 kind: NodePool
 metadata: {name: %s}
 spec:
-  limits: {cpu: "64"}
+  limits: {cpu: "64", memory: 256Gi}
   template:
     spec:
       nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: e2e}
@@ -245,6 +245,12 @@ spec:
 		}
 	}
 	checkTable(t, filepath.Join("..", "..", "README.md"), metricsdoc.Table(entries))
+
+	var targets []string
+	for _, p := range e.peers {
+		targets = append(targets, p.HTTPAddr)
+	}
+	checkDashboards(t, targets)
 }
 
 func checkTable(t *testing.T, path, table string) {
