@@ -281,7 +281,7 @@ func (l *Loop) runWithRestart(ctx context.Context, c Named, term uint64, log *sl
 	backoff := 100 * time.Millisecond
 	for {
 		start := clk.Now()
-		err, p := l.runOnce(ctx, c, term)
+		p, err := l.runOnce(ctx, c, term)
 		switch {
 		case p != nil:
 			l.reportPanic(ctx, p, log)
@@ -313,7 +313,7 @@ func (l *Loop) runWithRestart(ctx context.Context, c Named, term uint64, log *sl
 
 // runOnce runs the component once under its own context and tracker; a
 // panic in Run's goroutine, or in one started with Go, comes back as p.
-func (l *Loop) runOnce(ctx context.Context, c Named, term uint64) (err error, p *Panic) {
+func (l *Loop) runOnce(ctx context.Context, c Named, term uint64) (p *Panic, err error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t := &tracker{cancel: cancel}
@@ -336,7 +336,7 @@ func (l *Loop) runOnce(ctx context.Context, c Named, term uint64) (err error, p 
 			log.Warn("further panics in the same component run", "component", c.Name, "count", extra)
 		}
 	}
-	return err, p
+	return p, err
 }
 
 func (l *Loop) reportPanic(ctx context.Context, p *Panic, log *slog.Logger) {

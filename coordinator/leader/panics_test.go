@@ -56,6 +56,7 @@ func TestComponentPanicsAreRecoveredReportedAndRestartedWithBackoff(t *testing.T
 					_, done := WorkingOn(ctx, Object{Kind: "NodePool", Name: "bad-budget"})
 					defer done()
 					var schedules map[string]int
+					//lint:ignore SA5000 a deliberate runtime panic, the test's subject
 					schedules["CRON_TZ=UTC\t0"]++ // nil map write: a runtime panic
 				case 2: // in a worker goroutine, blamed on its own object
 					wctx, done := WorkingOn(ctx, Object{Kind: "NodeClaim", Name: "default-abc12"})
