@@ -375,7 +375,9 @@ type nodeSums struct{ req, lim, dreq, dlim corev1.ResourceList }
 // newSums starts the pod counts at 0, as Karpenter's RequestsForPods of no
 // pods has pods=0: a node without DaemonSet pods still has the series.
 func newSums() *nodeSums {
-	zero := func() corev1.ResourceList { return corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(0, resource.DecimalSI)} }
+	zero := func() corev1.ResourceList {
+		return corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(0, resource.DecimalSI)}
+	}
 	return &nodeSums{zero(), corev1.ResourceList{}, zero(), corev1.ResourceList{}}
 }
 
