@@ -15,6 +15,13 @@ import (
 // a delivery for minutes, not days.
 const reportIDRetention = 24 * time.Hour
 
+// reportIDWindow caps the dedupe window at this many report IDs (about
+// 3 MiB of state): at 1,000 nodes reporting every 5 minutes it still holds
+// the last ~5.5 hours, far longer than an agent retries one report (its
+// spool gives up within minutes). Only a report replayed after its ID left
+// the window would be applied twice.
+const reportIDWindow = 65536
+
 // NodeStatus is what the agents' reports say about one node.
 type NodeStatus struct {
 	NodeName   string `json:"nodeName"`
@@ -64,6 +71,11 @@ type State struct {
 	Rollouts    map[string]*Rollout     `json:"rollouts"`    // by NodePool
 	Nodes       map[string]*NodeStatus  `json:"nodes"`       // by node name
 	ReportIDs   map[string]time.Time    `json:"reportIDs"`   // dedupe window
+	// ReportOrder is the dedupe window's IDs in apply order, oldest first
+	// (a FIFO ring over a slice): eviction pops from the front, so an apply
+	// costs O(1) however many IDs are held. Snapshotted with ReportIDs;
+	// rebuilt from it (by time, then ID) for snapshots taken before it.
+	ReportOrder []string `json:"reportOrder,omitempty"`
 	// Attestations are the agents' key bindings, by instance ID; only
 	// instances with a binding (launched by this cluster) have one.
 	Attestations map[string]*Attestation `json:"attestations"`
@@ -124,6 +136,9 @@ func (s *State) fillNil() {
 	}
 	if s.ReportIDs == nil {
 		s.ReportIDs = map[string]time.Time{}
+	}
+	if len(s.ReportOrder) != len(s.ReportIDs) {
+		s.rebuildReportOrder()
 	}
 	if s.Attestations == nil {
 		s.Attestations = map[string]*Attestation{}
@@ -385,6 +400,46 @@ func (s *State) InstanceOfNode(nodeName string) string {
 	return ""
 }
 
+// rememberReport adds id to the dedupe window and evicts from its old end
+// what is past reportIDRetention or beyond reportIDWindow IDs. Amortised
+// O(1): each ID is appended once and popped once.
+func (s *State) rememberReport(id string, at time.Time) {
+	s.ReportIDs[id] = at
+	s.ReportOrder = append(s.ReportOrder, id)
+	for len(s.ReportOrder) > 0 {
+		oldest := s.ReportOrder[0]
+		t, ok := s.ReportIDs[oldest]
+		if ok && len(s.ReportOrder) <= reportIDWindow && at.Sub(t) <= reportIDRetention {
+			break
+		}
+		delete(s.ReportIDs, oldest)
+		s.ReportOrder[0] = ""
+		s.ReportOrder = s.ReportOrder[1:]
+	}
+	// Reslicing leaves the popped prefix in the backing array; copy to a
+	// fresh one when it is mostly dead so memory stays bounded.
+	if c := cap(s.ReportOrder); c > 1024 && len(s.ReportOrder) < c/4 {
+		s.ReportOrder = append(make([]string, 0, 2*len(s.ReportOrder)), s.ReportOrder...)
+	}
+}
+
+// rebuildReportOrder orders the window from the map (snapshots written
+// before ReportOrder existed, or an inconsistent one): by time, then ID, so
+// every replica rebuilds the same order.
+func (s *State) rebuildReportOrder() {
+	s.ReportOrder = make([]string, 0, len(s.ReportIDs))
+	for id := range s.ReportIDs {
+		s.ReportOrder = append(s.ReportOrder, id)
+	}
+	sort.Slice(s.ReportOrder, func(i, j int) bool {
+		a, b := s.ReportIDs[s.ReportOrder[i]], s.ReportIDs[s.ReportOrder[j]]
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return s.ReportOrder[i] < s.ReportOrder[j]
+	})
+}
+
 func (s *State) applyReport(c *ReportReceived) error {
 	r := c.Report
 	if r.ID == "" || r.NodeName == "" {
@@ -403,12 +458,7 @@ func (s *State) applyReport(c *ReportReceived) error {
 	if _, dup := s.ReportIDs[r.ID]; dup {
 		return nil
 	}
-	s.ReportIDs[r.ID] = c.ReceivedAt
-	for id, at := range s.ReportIDs {
-		if c.ReceivedAt.Sub(at) > reportIDRetention {
-			delete(s.ReportIDs, id)
-		}
-	}
+	s.rememberReport(r.ID, c.ReceivedAt)
 	n := s.Nodes[r.NodeName]
 	if n != nil && !n.SameInstance(r.ProviderID, r.InstanceID) {
 		// EC2 reuses private-IP hostnames: a new instance under an old
