@@ -35,8 +35,22 @@ func parseAlias(s string) (alias, error) {
 		a.family = FamilyAL2
 	case "bottlerocket":
 		a.family = FamilyBottlerocket
+	case "windows2019":
+		a.family = FamilyWindows2019
+	case "windows2022":
+		a.family = FamilyWindows2022
+	case "windows2025":
+		a.family = FamilyWindows2025
 	default:
-		return alias{}, fmt.Errorf("AMI alias %q: unknown family %q (want al2023, al2 or bottlerocket)", s, name)
+		return alias{}, fmt.Errorf("AMI alias %q: unknown family %q (want al2023, al2, bottlerocket, windows2019, windows2022 or windows2025)", s, name)
+	}
+	if _, win := windowsFamilies[a.family]; win {
+		// AWS publishes only the latest EKS-optimized Windows image.
+		if version != "latest" {
+			return alias{}, fmt.Errorf("AMI alias %q: windows aliases support only @latest", s)
+		}
+		a.version = version
+		return a, nil
 	}
 	if version != "latest" && !strings.HasPrefix(version, "v") {
 		return alias{}, fmt.Errorf("AMI alias %q: version must be latest or start with v", s)
@@ -52,6 +66,12 @@ var ssmArchs = []struct{ kube, ssm string }{{"amd64", "x86_64"}, {"arm64", "arm6
 // for architecture arch (x86_64|arm64) and Kubernetes version k8s. The paths
 // are the ones AWS publishes for EKS-optimized and Bottlerocket AMIs.
 func ssmParameter(a alias, k8s, arch string) string {
+	if w, ok := windowsFamilies[a.family]; ok {
+		if arch != "x86_64" {
+			return "" // EKS-optimized Windows AMIs are x86_64 only
+		}
+		return fmt.Sprintf("/aws/service/ami-windows-latest/Windows_Server-%s-English-Core-EKS_Optimized-%s/image_id", w.version, k8s)
+	}
 	switch a.family {
 	case FamilyAL2023:
 		if a.version == "latest" {
@@ -172,6 +192,9 @@ func (p *Provider) imagesForAlias(ctx context.Context, s string) ([]ec2types.Ima
 	var ids []string
 	for _, arch := range ssmArchs {
 		name := ssmParameter(a, p.cfg.KubernetesVersion, arch.ssm)
+		if name == "" {
+			continue
+		}
 		id, err := p.parameter(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("resolve AMI alias %s: %w", s, err)

@@ -57,6 +57,10 @@ func (t templateSpec) name(cluster string) string {
 // volume, and Bottlerocket's separate data volume.
 func defaultBlockDevices(family string) []blockDevice {
 	enc := true
+	if _, win := windowsFamilies[family]; win {
+		// Karpenter's Windows default: a 50 GiB root volume on /dev/sda1.
+		return []blockDevice{{DeviceName: "/dev/sda1", VolumeSizeGiB: 50, VolumeType: "gp3", Encrypted: &enc, RootVolume: true}}
+	}
 	if family == FamilyBottlerocket {
 		return []blockDevice{
 			{DeviceName: "/dev/xvda", VolumeSizeGiB: 4, VolumeType: "gp3", Encrypted: &enc},

@@ -17,7 +17,22 @@ const (
 	FamilyAL2          = awsv1.AMIFamilyAL2
 	FamilyBottlerocket = awsv1.AMIFamilyBottlerocket
 	FamilyCustom       = awsv1.AMIFamilyCustom
+	FamilyWindows2019  = awsv1.AMIFamilyWindows2019
+	FamilyWindows2022  = awsv1.AMIFamilyWindows2022
+	FamilyWindows2025  = awsv1.AMIFamilyWindows2025
 )
+
+// windowsFamilies maps a Windows AMI family to its Windows Server version
+// (as in the public SSM parameter names) and the build a node of it reports
+// as node.kubernetes.io/windows-build (Karpenter v1.14's constants).
+var windowsFamilies = map[string]struct{ version, build string }{
+	FamilyWindows2019: {"2019", "10.0.17763"},
+	FamilyWindows2022: {"2022", "10.0.20348"},
+	FamilyWindows2025: {"2025", "10.0.26100"},
+}
+
+// LabelWindowsBuild is the label Windows nodes carry with their OS build.
+const LabelWindowsBuild = "node.kubernetes.io/windows-build"
 
 // nodeClass is the provider's own view of an EC2NodeClass: only what the
 // provider reads, in plain Go types. Keeping it separate from the API types

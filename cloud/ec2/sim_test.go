@@ -548,3 +548,42 @@ func TestBottlerocketAndAL2UserData(t *testing.T) {
 		}
 	}
 }
+
+// windows2025@latest resolves through the public Windows SSM parameter
+// (x86_64 only), boots with Karpenter's PowerShell bootstrap and a 50 GiB
+// /dev/sda1 root, and its kubelet registers node.kubernetes.io/windows-build.
+func TestWindows2025Alias(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	nc := testNodeClass("nc-win", awsv1.AMISelectorTerm{Alias: "windows2025@latest"})
+	r, err := e.p.ResolveNodeClass(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.AMIs) != 1 || r.AMIs[0].Arch != "amd64" || !strings.HasPrefix(r.AMIs[0].Name, "Windows_Server-2025-English-Core-EKS_Optimized-1.37") {
+		t.Fatalf("windows2025@latest resolved to %+v", r.AMIs)
+	}
+	if _, err := e.p.ResolveNodeClass(ctx, testNodeClass("nc-win-pinned", awsv1.AMISelectorTerm{Alias: "windows2025@v1"})); !errors.Is(err, ErrNoAMI) {
+		t.Fatalf("windows2025@v1: %v, want ErrNoAMI (Windows aliases are @latest only)", err)
+	}
+	inst, err := e.p.Create(ctx, nc, request("claim-win", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.ImageID != r.AMIs[0].ID {
+		t.Fatalf("launched %s, want %s", inst.ImageID, r.AMIs[0].ID)
+	}
+	info, _ := e.sim.Instance(inst.ID)
+	for _, w := range []string{"<powershell>", `Start-EKSBootstrap.ps1`, "-EKSClusterName 'dovetail-test'",
+		"node.kubernetes.io/windows-build=10.0.26100", `--register-with-taints="dedicated=infra:NoSchedule`, "</powershell>"} {
+		if !strings.Contains(info.UserData, w) {
+			t.Errorf("windows user data lacks %q:\n%s", w, info.UserData)
+		}
+	}
+	if u, err := userData(FamilyWindows2025, bootstrap{ClusterName: "c", Custom: "<powershell>Write-Host hi</powershell>"}); err != nil || !strings.Contains(u, "Write-Host hi\n[string]$EKSBootstrapScriptFile") || strings.Count(u, "<powershell>") != 1 {
+		t.Errorf("custom PowerShell not merged before the bootstrap: %v\n%s", err, u)
+	}
+	if bd := defaultBlockDevices(FamilyWindows2025); len(bd) != 1 || bd[0].DeviceName != "/dev/sda1" || bd[0].VolumeSizeGiB != 50 {
+		t.Errorf("windows block devices %+v", bd)
+	}
+}

@@ -147,7 +147,7 @@ func TestAL2023UserDataKeepsCustomParts(t *testing.T) {
 	if !strings.Contains(bodies[0], "echo hello") {
 		t.Errorf("custom part lost: %q", bodies[0])
 	}
-	if _, err := userData("Windows2022", bootstrap{}); err == nil {
+	if _, err := userData("Windows2016", bootstrap{}); err == nil {
 		t.Error("unsupported family accepted")
 	}
 }

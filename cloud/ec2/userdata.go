@@ -110,6 +110,8 @@ func userData(family string, b bootstrap) (string, error) {
 	case FamilyCustom:
 		// A custom AMI boots the way its owner says; Dovetail adds nothing.
 		return b.Custom, nil
+	case FamilyWindows2019, FamilyWindows2022, FamilyWindows2025:
+		return windowsUserData(family, b), nil
 	default:
 		return "", fmt.Errorf("unsupported AMI family %q", family)
 	}
@@ -179,6 +181,48 @@ func al2UserData(b bootstrap) (string, error) {
 	parts = append(parts, mimePart{contentType: `text/x-shellscript; charset="us-ascii"`, body: sh.String()})
 	return mimeDocument(parts), nil
 }
+
+// windowsUserData is the PowerShell Karpenter writes for EKS-optimized
+// Windows AMIs: the user's script first, then Start-EKSBootstrap.ps1 with
+// the cluster, the kubelet's labels and taints (plus the family's
+// node.kubernetes.io/windows-build) and the cluster DNS address.
+func windowsUserData(family string, b bootstrap) string {
+	labels := make(map[string]string, len(b.Labels)+1)
+	for k, v := range b.Labels {
+		labels[k] = v
+	}
+	labels[LabelWindowsBuild] = windowsFamilies[family].build
+	b.Labels = labels
+	var ps strings.Builder
+	ps.WriteString("<powershell>\n")
+	if b.Custom != "" {
+		ps.WriteString(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(b.Custom), "<powershell>"), "</powershell>") + "\n")
+	}
+	ps.WriteString("[string]$EKSBootstrapScriptFile = \"$env:ProgramFiles\\Amazon\\EKS\\Start-EKSBootstrap.ps1\"\n")
+	fmt.Fprintf(&ps, "& $EKSBootstrapScriptFile -EKSClusterName %s -APIServerEndpoint %s -Base64ClusterCA %s",
+		psQuote(b.ClusterName), psQuote(b.ClusterEndpoint), psQuote(b.ClusterCA))
+	var args []string
+	if l := b.nodeLabels(); l != "" {
+		args = append(args, `--node-labels="`+l+`"`)
+	}
+	if t := b.taints(); t != "" {
+		args = append(args, `--register-with-taints="`+t+`"`)
+	}
+	if b.MaxPods > 0 {
+		args = append(args, "--max-pods="+strconv.Itoa(int(b.MaxPods)))
+	}
+	if len(args) > 0 {
+		fmt.Fprintf(&ps, " -KubeletExtraArgs %s", psQuote(strings.Join(args, " ")))
+	}
+	if len(b.Kubelet.ClusterDNS) > 0 {
+		fmt.Fprintf(&ps, " -DNSClusterIP %s", psQuote(b.Kubelet.ClusterDNS[0]))
+	}
+	ps.WriteString("\n</powershell>")
+	return ps.String()
+}
+
+// psQuote single-quotes a PowerShell string ('' escapes a quote).
+func psQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // bottlerocketUserData is Bottlerocket's TOML settings. Bottlerocket has no
 // kubelet flags; labels and taints are settings tables.

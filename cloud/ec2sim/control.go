@@ -506,6 +506,7 @@ func (s *Sim) PublishRelease(family, version string) ([]string, error) {
 		}
 	case FamilyBottlerocket:
 		version = strings.TrimPrefix(version, "v")
+	case FamilyWindows2019, FamilyWindows2022, FamilyWindows2025:
 	default:
 		return nil, fmt.Errorf("unknown AMI family %q (want al2023, al2 or bottlerocket)", family)
 	}

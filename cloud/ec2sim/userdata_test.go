@@ -78,3 +78,16 @@ cluster-name = "dovetail-local"
 		})
 	}
 }
+
+// Karpenter's Windows user data passes the kubelet flags inside
+// -KubeletExtraArgs '...' with double-quoted values.
+func TestParseKubeletFlagsWindows(t *testing.T) {
+	ud := "<powershell>\n& $EKSBootstrapScriptFile -EKSClusterName 'c' -KubeletExtraArgs '--node-labels=\"node.kubernetes.io/windows-build=10.0.26100,team=infra\" --register-with-taints=\"dedicated=infra:NoSchedule\"'\n</powershell>"
+	labels, taints := parseKubeletFlags([]byte(ud))
+	if labels["node.kubernetes.io/windows-build"] != "10.0.26100" || labels["team"] != "infra" || len(labels) != 2 {
+		t.Fatalf("labels %v", labels)
+	}
+	if got := taintStrings(taints); len(got) != 1 || got[0] != "dedicated=infra:NoSchedule" {
+		t.Fatalf("taints %v", got)
+	}
+}

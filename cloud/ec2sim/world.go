@@ -40,6 +40,8 @@ const DiscoveryTagKey = "karpenter.sh/discovery"
 const (
 	OwnerAmazonEKS    = "602401143452"
 	OwnerBottlerocket = "651937483462"
+	// OwnerAmazonWindows owns the public EKS-optimized Windows images.
+	OwnerAmazonWindows = "801119661308"
 )
 
 type subnet struct {
@@ -166,7 +168,14 @@ const (
 	FamilyAL2023       = "al2023"
 	FamilyAL2          = "al2"
 	FamilyBottlerocket = "bottlerocket"
+	FamilyWindows2019  = "windows2019"
+	FamilyWindows2022  = "windows2022"
+	FamilyWindows2025  = "windows2025"
 )
+
+// windowsVersions: the Windows Server version in each family's image and
+// SSM parameter names (AWS publishes only the latest, x86_64 only).
+var windowsVersions = map[string]string{FamilyWindows2019: "2019", FamilyWindows2022: "2022", FamilyWindows2025: "2025"}
 
 func (s *Sim) buildWorld() {
 	now := s.clock.Now()
@@ -198,6 +207,9 @@ func (s *Sim) buildWorld() {
 	}
 	for _, r := range brReleases {
 		s.publishLocked(FamilyBottlerocket, r.version, r.date)
+	}
+	for _, f := range []string{FamilyWindows2019, FamilyWindows2022, FamilyWindows2025} {
+		s.publishLocked(f, "2026.11.12", day(2026, 11, 12))
 	}
 	for _, arch := range []string{"x86_64", "arm64"} {
 		s.images = append(s.images, &image{
@@ -252,6 +264,14 @@ func (s *Sim) publishLocked(family, version string, created time.Time) []string 
 				owner = OwnerBottlerocket
 				base := fmt.Sprintf("/aws/service/bottlerocket/aws-k8s-%s/%s/", kv, arch)
 				params = []string{base + v + "/image_id", base + "latest/image_id"}
+			case FamilyWindows2019, FamilyWindows2022, FamilyWindows2025:
+				if arch != "x86_64" {
+					continue
+				}
+				name = fmt.Sprintf("Windows_Server-%s-English-Core-EKS_Optimized-%s-%s", windowsVersions[family], kv, version)
+				desc = fmt.Sprintf("Microsoft Windows Server %s Core optimized for EKS and Kubernetes %s", windowsVersions[family], kv)
+				owner = OwnerAmazonWindows
+				params = []string{fmt.Sprintf("/aws/service/ami-windows-latest/Windows_Server-%s-English-Core-EKS_Optimized-%s/image_id", windowsVersions[family], kv)}
 			default:
 				return nil
 			}
