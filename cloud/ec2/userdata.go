@@ -221,7 +221,7 @@ func windowsUserData(family string, b bootstrap) string {
 	return ps.String()
 }
 
-// psQuote single-quotes a PowerShell string (” escapes a quote).
+// psQuote single-quotes a PowerShell string; a quote inside is doubled.
 func psQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // bottlerocketUserData is Bottlerocket's TOML settings. Bottlerocket has no
