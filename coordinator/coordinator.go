@@ -6,6 +6,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,16 @@ type Config struct {
 	Attest *api.AttestConfig
 	// ExtraHandlers are mounted on the API mux (pattern → handler).
 	ExtraHandlers map[string]http.Handler
+	// APITLS, when set, serves the API over TLS (tlsid.CertFiles'
+	// ServerTLSConfig); ForwardClient then must trust the other replicas'
+	// certificates (tlsid.CoordinatorClient) since followers forward to the
+	// leader over it.
+	APITLS        *tls.Config
+	ForwardClient *http.Client
+	// APIAuth authenticates and authorises people and tools on the API
+	// (api.KubeAuth); nil leaves the API open (--insecure-api).
+	APIAuth     api.Authorizer
+	MetricsOpen bool
 	// Registry receives all metrics; nil creates one per replica.
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -205,11 +216,16 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		ac.Registerer = cfg.Registry
 		cfg.Attest = &ac
 	}
-	c.api = api.New(api.Config{Backend: node, Gatherer: cfg.Registry, NodeGrace: cfg.NodeGrace,
-		Extra: cfg.ExtraHandlers, Attest: cfg.Attest, Now: cfg.Now, Log: log})
+	c.api = api.New(api.Config{Backend: node, Gatherer: cfg.Registry, Registerer: cfg.Registry, NodeGrace: cfg.NodeGrace,
+		Extra: cfg.ExtraHandlers, Attest: cfg.Attest, Auth: cfg.APIAuth, MetricsOpen: cfg.MetricsOpen,
+		Client: cfg.ForwardClient, ForwardTLS: cfg.APITLS != nil, Now: cfg.Now, Log: log})
 	c.srv = &http.Server{Handler: c.api, ReadHeaderTimeout: 10 * time.Second}
+	apiLn := ln
+	if cfg.APITLS != nil {
+		apiLn = tls.NewListener(ln, cfg.APITLS)
+	}
 	go func() {
-		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := c.srv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("api server stopped", "err", err)
 		}
 	}()

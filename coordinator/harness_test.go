@@ -110,6 +110,9 @@ type clusterOpts struct {
 	leakGrace time.Duration
 	interval  time.Duration
 	gossip    bool // join a dev-mode gossip pool
+	// configure, when set, adjusts each replica's config before it starts
+	// (TLS and authentication in the trust tests).
+	configure func(id string, cfg *Config)
 }
 
 func freeAddrs(t testing.TB, n int) []string {
@@ -225,6 +228,9 @@ func (c *cluster) start(id string) *Coordinator {
 		seeds := append([]string(nil), c.seeds...)
 		c.mu.Unlock()
 		cfg.Gossip = &gossip.Config{Dev: true, BindAddr: "127.0.0.1", Seeds: seeds, Label: testCluster}
+	}
+	if c.opts.configure != nil {
+		c.opts.configure(id, &cfg)
 	}
 	r, err := Start(context.Background(), cfg)
 	if err != nil {

@@ -214,22 +214,23 @@ func (a *Agents) startOne(ctx context.Context, in ec2sim.InstanceInfo) (*running
 	dir := filepath.Join(a.stateDir, in.ID)
 	log := a.cl.Log.With("part", "agent", "node", in.PrivateDNS)
 	cfg := agent.Config{
-		Kube:          a.kube,
-		NodeName:      in.PrivateDNS, // the simulator names Nodes after the private DNS name
-		IMDSEndpoint:  in.IMDSEndpoint,
-		IMDSInterval:  a.IMDSInterval,
-		Attest:        true, // the coordinators trust the simulator's signer
-		Coordinators:  a.cl.CoordinatorAddrs,
-		StateDir:      dir,
-		Checks:        []health.Check{}, // kwok node: no host to check
-		DisableRepair: true,
-		BootIDFile:    filepath.Join(dir, "boot_id"), // this machine's boot ID is not the node's
-		GossipLeave:   time.Second,
-		Logger:        log,
+		Kube:           a.kube,
+		NodeName:       in.PrivateDNS, // the simulator names Nodes after the private DNS name
+		IMDSEndpoint:   in.IMDSEndpoint,
+		IMDSInterval:   a.IMDSInterval,
+		Attest:         true, // the coordinators trust the simulator's signer
+		Coordinators:   a.cl.CoordinatorAddrs,
+		CoordinatorTLS: a.cl.CoordinatorTLS,
+		StateDir:       dir,
+		Checks:         []health.Check{}, // kwok node: no host to check
+		DisableRepair:  true,
+		BootIDFile:     filepath.Join(dir, "boot_id"), // this machine's boot ID is not the node's
+		GossipLeave:    time.Second,
+		Logger:         log,
 	}
 	if !a.NoGossip && len(a.cl.GossipSeeds) > 0 {
 		cfg.Gossip = gossip.Config{Name: in.PrivateDNS, BindAddr: "127.0.0.1", Seeds: a.cl.GossipSeeds,
-			Label: a.cl.GossipLabel, Dev: true}
+			Label: a.cl.GossipLabel, Keys: a.cl.GossipKeys, Dev: true} // Dev: fast local timings; the keyring encrypts
 	}
 	ag, err := agent.New(cfg)
 	if err != nil {

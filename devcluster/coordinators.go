@@ -2,6 +2,7 @@ package devcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -30,6 +31,7 @@ type Coordinators struct {
 	Env []string
 
 	procs []*controlplane.Process
+	tls   *tls.Config
 	// HTTPAddrs are the replicas' API addresses (host:port), for `dovetail status --server`
 	// and agents' --coordinators.
 	HTTPAddrs []string
@@ -106,13 +108,21 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 		}
 		attestArgs = []string{"--attest-account-id=" + cl.Sim.AccountID(), "--attest-trust-bundle=" + bundle}
 	}
+	pki, err := newDevPKI(cl.StateDir)
+	if err != nil {
+		return err
+	}
+	c.tls = pki.clientTLS()
 	for _, r := range reps {
+		secure, err := pki.replicaFlags(r.id)
+		if err != nil {
+			return err
+		}
 		args := []string{
 			"--id=" + r.id,
 			"--peers=" + strings.Join(peers, ","),
 			"--raft-addr=" + r.raft,
 			"--http-addr=" + r.http,
-			"--insecure-raft",
 			"--gossip-bind=" + r.gossip,
 			"--gossip-advertise=" + r.gossip,
 			"--gossip-seeds=" + strings.Join(seeds, ","),
@@ -124,6 +134,7 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 			"--cluster-ca=" + base64.StdEncoding.EncodeToString(cl.ControlPlane.CACertPEM),
 			"--log-format=text",
 		}
+		args = append(args, secure...)
 		if cl.EC2Endpoint != "" {
 			args = append(args, "--ec2-endpoint="+cl.EC2Endpoint, "--region="+cl.EC2Region, "--aws-static-test-credentials")
 			args = append(args, attestArgs...)
@@ -142,8 +153,11 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 	cl.CoordinatorAddrs = append([]string(nil), c.HTTPAddrs...)
 	cl.GossipSeeds = append([]string(nil), c.GossipAddrs...)
 	cl.GossipLabel = clusterName
-	printer{w: cl.Out}.line("  · coordinator API on " + strings.Join(c.HTTPAddrs, ", ") +
-		"; try: DOVETAIL_SERVER=" + c.HTTPAddrs[0] + " bin/dovetail status")
+	cl.GossipKeys = pki.gossipKeys
+	cl.CoordinatorCA, cl.CoordinatorTLS = pki.caFile, c.tls
+	printer{w: cl.Out}.line("  · coordinator API on " + strings.Join(c.HTTPAddrs, ", ") + " (TLS, Kubernetes tokens)" +
+		"; try: DOVETAIL_SERVER=" + c.HTTPAddrs[0] + " DOVETAIL_CA=" + relPath(cl.RepoDir, pki.caFile) +
+		" KUBECONFIG=" + relPath(cl.RepoDir, cl.Kubeconfig) + " bin/dovetail status")
 	return nil
 }
 
@@ -152,13 +166,15 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 func (c *Coordinators) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = c.tls
+	client := &http.Client{Timeout: 2 * time.Second, Transport: tr}
 	for i, addr := range c.HTTPAddrs {
 		for {
 			if err := c.procs[i].Err(); err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/readyz", nil)
 			if err != nil {
 				return err
 			}
@@ -192,4 +208,11 @@ func (c *Coordinators) Stop() {
 	for range c.procs {
 		<-done
 	}
+}
+
+func relPath(base, p string) string {
+	if r, err := filepath.Rel(base, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
 }

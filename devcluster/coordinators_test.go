@@ -57,7 +57,7 @@ func TestCoordinatorsFlagsAndStartFailure(t *testing.T) {
 			t.Fatalf("replica %d has no --peers:\n%s", i, log)
 		}
 		peerLists = append(peerLists, string(m[1]))
-		for _, want := range []string{"--id=coordinator-" + strconv.Itoa(i), "--ec2-endpoint=http://127.0.0.1:2", "--region=us-east-1", "--insecure-raft"} {
+		for _, want := range []string{"--id=coordinator-" + strconv.Itoa(i), "--ec2-endpoint=http://127.0.0.1:2", "--region=us-east-1", "--raft-tls-server-name=dovetail-coordinator-raft", "--gossip-key-file="} {
 			if !bytes.Contains(log, []byte(want)) {
 				t.Errorf("replica %d lacks %s:\n%s", i, want, log)
 			}

@@ -163,6 +163,7 @@ type demoRun struct {
 	dyn    dynamic.Interface
 	sim    *ec2sim.Sim
 	coords []string
+	cl     *Cluster
 	p      printer
 	log    *slog.Logger
 }
@@ -183,7 +184,7 @@ func (d *Demo) Run(ctx context.Context, cl *Cluster) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	r := &demoRun{d: d, kube: kube, dyn: ap.Dynamic(), sim: cl.Sim, coords: cl.CoordinatorAddrs,
+	r := &demoRun{d: d, kube: kube, dyn: ap.Dynamic(), sim: cl.Sim, coords: cl.CoordinatorAddrs, cl: cl,
 		p: printer{w: cl.Out}, log: cl.Log.With("part", "demo")}
 
 	objs, err := manifest.Decode("demo", []byte(demoManifests))
@@ -450,7 +451,7 @@ func (r *demoRun) rollAMI(ctx context.Context) (bool, string) {
 	}
 	r.p.line(fmt.Sprintf("  published al2023 %s in the simulator (%d images); %d instances to roll, budget %d at a time",
 		r.d.AMIRelease, len(ids), before.Instances, demoBudget))
-	client := api.NewClient(r.coords[0])
+	client := r.cl.APIClient(r.coords[0])
 	lastRollout, maxOut, hopeless := "", 0, ""
 	s, ok := r.watch(ctx, start, func(s demoState) bool {
 		if ro := r.rollout(ctx, client); ro != "" && ro != lastRollout {

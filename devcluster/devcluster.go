@@ -11,6 +11,7 @@ package devcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +84,16 @@ type Cluster struct {
 	GossipSeeds      []string
 	// GossipLabel is the coordinators' gossip label (their cluster name).
 	GossipLabel string
+	// GossipKeys is the pool's keyring (generated under <state>/pki).
+	GossipKeys [][]byte
+	// CoordinatorCA is the PEM file of the CA that signs the coordinators'
+	// certificates and CoordinatorTLS how clients verify them (nil: the
+	// coordinators serve plain HTTP).
+	CoordinatorCA  string
+	CoordinatorTLS *tls.Config
+	// APIToken is a Kubernetes token bound to dovetail-admin (also in the
+	// user's kubeconfig, for the dovetail CLI).
+	APIToken string
 }
 
 // Part is one piece of the dev cluster beyond the control plane.
@@ -163,6 +174,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		p.ok(fmt.Sprintf("applied %d example objects from %s", n, relPaths(cfg.RepoDir, cfg.ExampleFiles)))
 	}
+
+	// People reach the coordinator API with a Kubernetes token RBAC
+	// authorises, in the dev cluster as anywhere.
+	tok, err := setupAccess(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("set up API access: %w", err)
+	}
+	cl.APIToken = tok
 
 	var running []Part
 	defer func() {

@@ -36,10 +36,14 @@ func LoadPool(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// HasURI reports whether cert carries the URI SAN uri.
+// HasURI reports whether cert carries the URI SAN uri. An empty uri
+// matches any spiffe://<cluster>/coordinator: the CA then pins the cluster.
 func HasURI(cert *x509.Certificate, uri string) bool {
 	for _, u := range cert.URIs {
-		if u.String() == uri {
+		if uri == "" && u.Scheme == "spiffe" && u.Host != "" && u.Path == "/coordinator" {
+			return true
+		}
+		if uri != "" && u.String() == uri {
 			return true
 		}
 	}
@@ -68,8 +72,12 @@ func VerifyServer(roots *x509.CertPool, identity string) func(tls.ConnectionStat
 			for _, u := range leaf.URIs {
 				got = append(got, u.String())
 			}
+			want := identity
+			if want == "" {
+				want = "spiffe://<cluster>/coordinator"
+			}
 			return fmt.Errorf("certificate of %q is not a coordinator's: want URI SAN %s, has [%s]",
-				leaf.Subject.CommonName, identity, strings.Join(got, " "))
+				leaf.Subject.CommonName, want, strings.Join(got, " "))
 		}
 		return nil
 	}
@@ -91,9 +99,6 @@ func CoordinatorClient(roots *x509.CertPool, identity string) *tls.Config {
 // CoordinatorClientFromFile is CoordinatorClient with the CA bundle read
 // from caFile.
 func CoordinatorClientFromFile(caFile, identity string) (*tls.Config, error) {
-	if identity == "" {
-		return nil, errors.New("coordinator identity (URI SAN) is empty")
-	}
 	pool, err := LoadPool(caFile)
 	if err != nil {
 		return nil, err

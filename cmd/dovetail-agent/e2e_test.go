@@ -106,6 +106,7 @@ func TestBinaryUnderSystemdContract(t *testing.T) {
 		"DOVETAIL_AGENT_HEALTH_INTERVAL=300ms",
 		"DOVETAIL_AGENT_LISTEN="+listen,
 		"DOVETAIL_AGENT_COORDINATORS=127.0.0.1:1",
+		"DOVETAIL_AGENT_INSECURE_COORDINATORS=true",
 	)
 	stderr, _ := agent.StderrPipe()
 	if err := agent.Start(); err != nil {

@@ -32,10 +32,13 @@ import (
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/health"
 	"github.com/dovetail-dev/dovetail/systemd"
+	"github.com/dovetail-dev/dovetail/tlsid"
 	"github.com/dovetail-dev/dovetail/version"
 )
 
 type options struct {
+	coordinatorCA, coordinatorIdentity           string
+	insecureCoordinators                         bool
 	kubeconfig, nodeName, imdsEndpoint           string
 	imdsInterval                                 time.Duration
 	coordinators                                 string
@@ -73,6 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.attestFormat, "attest-format", "rsa2048", "IMDS identity signature sent: rsa2048 or signature")
 	fs.StringVar(&o.imdsEndpoint, "imds-endpoint", "", "IMDS base URL (default: the instance's own, http://169.254.169.254)")
 	fs.DurationVar(&o.imdsInterval, "imds-interval", 500*time.Millisecond, "IMDS poll interval (at most 1s to act within 1s)")
+	fs.StringVar(&o.coordinatorCA, "coordinator-ca", "", "CA bundle of the coordinators' API certificates: reports go over https to certificates with --coordinator-identity only")
+	fs.StringVar(&o.coordinatorIdentity, "coordinator-identity", "", "URI SAN a coordinator certificate must carry (default: any spiffe://<cluster>/coordinator the CA signed)")
+	fs.BoolVar(&o.insecureCoordinators, "insecure-coordinators", false, "report over plain HTTP to any coordinator address (development only)")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator report addresses (host:port); more are found by gossip")
 	fs.StringVar(&o.gossipBind, "gossip-bind", "", "gossip listen address host:port (empty: no gossip)")
 	fs.StringVar(&o.gossipAdvertise, "gossip-advertise", "", "gossip address others dial, host:port (default: the bind address)")
@@ -233,6 +239,16 @@ func runAgent(o options, log *slog.Logger) error {
 	}
 	if o.spotForceDeleteBefore == 0 {
 		cfg.SpotForceDeleteBefore = -1 // the flag's 0 means never; the config's means default
+	}
+	switch {
+	case o.coordinatorCA != "":
+		if cfg.CoordinatorTLS, err = tlsid.CoordinatorClientFromFile(o.coordinatorCA, o.coordinatorIdentity); err != nil {
+			return fmt.Errorf("--coordinator-ca: %w", err)
+		}
+	case !o.insecureCoordinators:
+		return errors.New("reports need the coordinators' CA (--coordinator-ca) to verify who receives them, or --insecure-coordinators for development")
+	default:
+		log.Warn("reports go over plain HTTP to any address claiming to be a coordinator (--insecure-coordinators)")
 	}
 	a, err := agent.New(cfg)
 	if err != nil {

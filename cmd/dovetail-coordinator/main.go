@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -45,6 +48,7 @@ import (
 	"github.com/dovetail-dev/dovetail/flagenv"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/systemd"
+	"github.com/dovetail-dev/dovetail/tlsid"
 	"github.com/dovetail-dev/dovetail/version"
 )
 
@@ -57,6 +61,8 @@ type options struct {
 	bootstrapExpect                     int
 	tlsCA, tlsCert, tlsKey, tlsName     string
 	insecureRaft                        bool
+	apiCert, apiKey, apiCA, apiIdentity string
+	insecureAPI, metricsOpen            bool
 	clusterName, region, ec2Endpoint    string
 	attestAccount, attestBundle         string
 	attestBundleOnly                    bool
@@ -110,6 +116,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.tlsKey, "raft-tls-key", "", "key of --raft-tls-cert")
 	fs.StringVar(&o.tlsName, "raft-tls-server-name", "", "name every peer certificate must carry (default: the dialled host)")
 	fs.BoolVar(&o.insecureRaft, "insecure-raft", false, "allow plain-TCP Raft (development and tests only)")
+	fs.StringVar(&o.apiCert, "api-tls-cert", "", "API serving certificate (PEM; must carry the URI SAN of --coordinator-identity); reloaded when the file changes")
+	fs.StringVar(&o.apiKey, "api-tls-key", "", "key of --api-tls-cert")
+	fs.StringVar(&o.apiCA, "api-tls-ca", "", "CA bundle that signs every replica's API certificate (followers forward to the leader over TLS)")
+	fs.StringVar(&o.apiIdentity, "coordinator-identity", "", "URI SAN every coordinator API certificate carries (default spiffe://<cluster-name>/coordinator)")
+	fs.BoolVar(&o.insecureAPI, "insecure-api", false, "serve the API over plain HTTP without authentication (development and tests only)")
+	fs.BoolVar(&o.metricsOpen, "metrics-open", false, "serve /metrics without authentication (the rest of the API stays authorised)")
 	fs.StringVar(&o.clusterName, "cluster-name", "", "cluster name, tagged on every instance")
 	fs.StringVar(&o.region, "region", os.Getenv("AWS_REGION"), "AWS region")
 	fs.StringVar(&o.attestAccount, "attest-account-id", "", "AWS account whose instances may report: turns on node attestation (every report signed by an agent key bound to an instance of this cluster)")
@@ -251,6 +263,19 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			return cfg, fmt.Errorf("kubernetes client: %w", err)
 		}
 		cfg.Claims = &launcher.KubeClaims{C: kube}
+		if !o.insecureAPI {
+			cs, err := kubernetes.NewForConfig(rest)
+			if err != nil {
+				return cfg, fmt.Errorf("kubernetes clientset: %w", err)
+			}
+			cfg.APIAuth, err = api.NewKubeAuth(api.KubeAuthConfig{Client: cs, Log: log})
+			if err != nil {
+				return cfg, err
+			}
+		}
+	}
+	if err := apiSecurity(o, &cfg, log); err != nil {
+		return cfg, err
 	}
 	if !o.noCloud {
 		if o.clusterName == "" || o.region == "" {
@@ -325,6 +350,67 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	cfg.ExtraHandlers = explain.Handlers()
 	cfg.Setup = func(rt *coordinator.Runtime) ([]leader.Named, error) { return leaderComponents(rt, explain) }
 	return cfg, nil
+}
+
+// apiSecurity refuses an API without TLS or without authentication unless
+// --insecure-api says so: the API steers the fleet (rollouts resume) and
+// agents hand it reports, so plain HTTP is opt-in, never a default.
+func apiSecurity(o options, cfg *coordinator.Config, log *slog.Logger) error {
+	if o.insecureAPI {
+		if o.apiCert != "" || o.apiKey != "" {
+			return errors.New("--insecure-api and --api-tls-cert/--api-tls-key contradict each other")
+		}
+		cfg.APIAuth = nil
+		log.Warn("API is plain HTTP and NOT authenticated (--insecure-api): anyone who reaches it can steer rollouts")
+		return nil
+	}
+	if o.apiCert == "" || o.apiKey == "" || o.apiCA == "" {
+		return errors.New("the API needs TLS: --api-tls-cert, --api-tls-key and --api-tls-ca (the chart mounts them from the Secret apiTLS.secretName), or --insecure-api for development")
+	}
+	if cfg.APIAuth == nil {
+		return errors.New("the API authenticates people with Kubernetes TokenReview and needs a Kubernetes client (drop --no-kube), or --insecure-api for development")
+	}
+	identity := o.apiIdentity
+	if identity == "" {
+		if o.clusterName == "" {
+			return errors.New("--coordinator-identity or --cluster-name is needed to name the coordinators' certificate identity")
+		}
+		identity = tlsid.CoordinatorURI(o.clusterName)
+	}
+	cf, err := tlsid.NewCertFiles(o.apiCert, o.apiKey)
+	if err != nil {
+		return fmt.Errorf("--api-tls-cert: %w", err)
+	}
+	if err := checkIdentity(cf, identity); err != nil {
+		return err
+	}
+	pool, err := tlsid.LoadPool(o.apiCA)
+	if err != nil {
+		return fmt.Errorf("--api-tls-ca: %w", err)
+	}
+	cfg.APITLS = cf.ServerTLSConfig()
+	cfg.ForwardClient = &http.Client{Timeout: 15 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: tlsid.CoordinatorClient(pool, identity), ForceAttemptHTTP2: true}}
+	cfg.MetricsOpen = o.metricsOpen
+	log.Info("API over TLS with Kubernetes authentication", "identity", identity, "metricsOpen", o.metricsOpen)
+	return nil
+}
+
+// checkIdentity fails start-up when the serving certificate lacks the
+// identity clients require: every agent would refuse it.
+func checkIdentity(cf *tlsid.CertFiles, identity string) error {
+	c, err := cf.Get()
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("--api-tls-cert: %w", err)
+	}
+	if !tlsid.HasURI(leaf, identity) {
+		return fmt.Errorf("--api-tls-cert does not carry the URI SAN %s that agents and the CLI require (set --coordinator-identity to the one it carries)", identity)
+	}
+	return nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

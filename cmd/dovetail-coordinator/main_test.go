@@ -5,8 +5,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 func TestVersionAndHelp(t *testing.T) {
@@ -38,6 +43,34 @@ func TestBuildConfig(t *testing.T) {
 		t.Fatalf("raft without TLS accepted: %v", err)
 	}
 	o.insecureRaft = true
+	if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), "--api-tls-cert") ||
+		!strings.Contains(err.Error(), "--insecure-api") {
+		t.Fatalf("plain-HTTP API accepted: %v", err)
+	}
+	dir := t.TempDir()
+	ca, err := tlsid.NewCA("test", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPath := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caPath, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue(tlsid.Leaf{CommonName: "impostor", URIs: []string{"spiffe://c/node/n1"}, Server: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.apiCert, o.apiKey, _ = kp.Write(dir, "api")
+	o.apiCA, o.clusterName = caPath, "c"
+	if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), "Kubernetes client") {
+		t.Fatalf("API without a Kubernetes client for TokenReview accepted: %v", err)
+	}
+	if err := checkIdentity(mustCertFiles(t, o.apiCert, o.apiKey), tlsid.CoordinatorURI("c")); err == nil ||
+		!strings.Contains(err.Error(), "spiffe://c/coordinator") {
+		t.Fatalf("certificate without the coordinator URI SAN accepted: %v", err)
+	}
+	o.apiCert, o.apiKey, o.apiCA = "", "", ""
+	o.insecureAPI = true
 	cfg, err := buildConfig(ctx, o, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +87,7 @@ func TestBuildConfig(t *testing.T) {
 		t.Fatal("--peers with --bootstrap-expect accepted")
 	}
 	o = base
-	o.insecureRaft, o.peers, o.noGossip = true, "a=h:1", false
+	o.insecureRaft, o.insecureAPI, o.peers, o.noGossip = true, true, "a=h:1", false
 	if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), "gossip-key-file") {
 		t.Fatalf("unencrypted gossip accepted: %v", err)
 	}
@@ -63,6 +96,15 @@ func TestBuildConfig(t *testing.T) {
 	if _, err := buildConfig(ctx, o, quiet); err == nil {
 		t.Fatal("cloud without cluster name and region accepted")
 	}
+}
+
+func mustCertFiles(t *testing.T, cert, key string) *tlsid.CertFiles {
+	t.Helper()
+	cf, err := tlsid.NewCertFiles(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cf
 }
 
 func TestEnvironmentSetsFlags(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/dovetail-dev/dovetail/coordinator/api"
 )
 
 func init() {
@@ -36,7 +34,11 @@ the request; it is committed through Raft.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			res, err := api.NewClient(f.server).ResetAttestation(ctx, args[0])
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.ResetAttestation(ctx, args[0])
 			if err != nil {
 				return fmt.Errorf("reset attestation of %s: %w", args[0], err)
 			}

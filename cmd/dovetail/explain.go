@@ -22,6 +22,7 @@ import (
 // pending, or computes the same offline from a snapshot file.
 func init() {
 	var (
+		conn        connFlags
 		coordinator string
 		file        string
 		at          string
@@ -57,7 +58,7 @@ it on ` + "`" + disruption.SnapshotPath + "`" + `) at --at (default now).`,
 			} else {
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 				defer cancel()
-				e, err = explainOnline(ctx, coordinator, kind, name)
+				e, err = explainOnline(ctx, &conn, coordinator, kind, name)
 			}
 			if err != nil {
 				return err
@@ -81,24 +82,27 @@ it on ` + "`" + disruption.SnapshotPath + "`" + `) at --at (default now).`,
 	cmd.Flags().StringVar(&at, "at", "", "with -f: the instant to plan at (RFC 3339, default now)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "API request timeout")
+	conn.add(cmd)
 	rootCmd.AddCommand(cmd)
 }
 
-func explainOnline(ctx context.Context, base, kind, name string) (disruption.Explanation, error) {
+func explainOnline(ctx context.Context, conn *connFlags, server, kind, name string) (disruption.Explanation, error) {
 	var e disruption.Explanation
 	path := disruption.ExplainNodePath + url.PathEscape(name)
 	if kind == "pod" {
 		ns, pod, _ := strings.Cut(name, "/")
 		path = disruption.ExplainPodPath + url.PathEscape(ns) + "/" + url.PathEscape(pod)
 	}
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+	c, err := conn.client(server)
+	if err != nil {
+		return e, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
+	base := c.Base
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return e, fmt.Errorf("explain: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return e, fmt.Errorf("explain: ask coordinator at %s: %w (or use -f SNAPSHOT to plan offline)", base, err)
 	}

@@ -38,7 +38,11 @@ is not halted (409).`,
 				attempts = 1
 			}
 			pool := args[0]
-			res, err := resumeRollout(cmd.Context(), api.NewClient(f.server), pool, f.timeout, attempts)
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			res, err := resumeRollout(cmd.Context(), c, pool, f.timeout, attempts)
 			if err != nil {
 				var he *api.HTTPError
 				if errors.As(err, &he) {

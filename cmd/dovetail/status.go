@@ -30,6 +30,7 @@ type serverFlags struct {
 	output     string
 	consistent bool
 	timeout    time.Duration
+	conn       connFlags
 }
 
 func (f *serverFlags) add(cmd *cobra.Command) {
@@ -41,7 +42,10 @@ func (f *serverFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().BoolVar(&f.consistent, "consistent", false, "read through the leader after a Raft barrier")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "API request timeout")
+	f.conn.add(cmd)
 }
+
+func (f *serverFlags) client() (*api.Client, error) { return f.conn.client(f.server) }
 
 func (f *serverFlags) get(cmd *cobra.Command, path string, out any) error {
 	if f.output != "text" && f.output != "json" {
@@ -56,7 +60,11 @@ func (f *serverFlags) get(cmd *cobra.Command, path string, out any) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	return api.NewClient(f.server).Get(ctx, path, out)
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	return c.Get(ctx, path, out)
 }
 
 func printJSON(w io.Writer, v any) error {

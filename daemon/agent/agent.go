@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,10 @@ type Config struct {
 	IMDSInterval time.Duration
 	// Coordinators are report RPC addresses; more come from gossip.
 	Coordinators []string
+	// CoordinatorTLS, when set, is how the agent verifies coordinators
+	// (tlsid.CoordinatorClient): reports and attestation go over https only
+	// to a certificate with the coordinator identity.
+	CoordinatorTLS *tls.Config
 	// Gossip, when Name/Seeds are set, joins the pool. Meta and Logger are
 	// filled by the agent.
 	Gossip      gossip.Config
@@ -179,7 +184,13 @@ func New(cfg Config) (*Agent, error) {
 		if cfg.StateDir != "" {
 			keyFile = a.statePath("node-key.pem")
 		}
-		if a.signer, err = nodekey.New(nodekey.Config{KeyFile: keyFile, Format: cfg.AttestFormat,
+		var hc *http.Client
+		if cfg.CoordinatorTLS != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = cfg.CoordinatorTLS
+			hc = &http.Client{Timeout: 5 * time.Second, Transport: tr}
+		}
+		if a.signer, err = nodekey.New(nodekey.Config{KeyFile: keyFile, Format: cfg.AttestFormat, HTTPClient: hc,
 			Evidence: a.watcher.IdentityEvidence, NodeName: a.NodeName, Logger: cfg.Logger}); err != nil {
 			return nil, err
 		}
@@ -187,7 +198,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.reporter, err = reporter.New(reporter.Config{
 		Coordinators: cfg.Coordinators, Discover: a.discoverCoordinators, SpoolDir: a.statePath("spool"),
-		Logger: cfg.Logger, Registry: cfg.Registry, Signer: signer,
+		Logger: cfg.Logger, Registry: cfg.Registry, Signer: signer, TLS: cfg.CoordinatorTLS,
 	})
 	if err != nil {
 		return nil, err

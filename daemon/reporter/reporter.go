@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,8 +44,13 @@ type Config struct {
 	// MaxSpool bounds the spool; the oldest low-priority reports go first.
 	// Default 1000.
 	MaxSpool int
-	// HTTPClient defaults to one with a 5 s timeout.
+	// HTTPClient defaults to one with a 5 s timeout (over TLS when TLS is set).
 	HTTPClient *http.Client
+	// TLS, when set, makes host:port addresses https and verifies the
+	// coordinator's certificate with it (tlsid.CoordinatorClient): a node
+	// that holds the gossip key and advertises itself as a coordinator gets
+	// no reports without a coordinator's certificate.
+	TLS *tls.Config
 	// BaseBackoff / MaxBackoff bound the retry delay. Defaults 200 ms / 10 s.
 	BaseBackoff, MaxBackoff time.Duration
 	Logger                  *slog.Logger
@@ -94,6 +100,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+		if cfg.TLS != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = cfg.TLS
+			cfg.HTTPClient.Transport = tr
+		}
 	}
 	if cfg.BaseBackoff <= 0 {
 		cfg.BaseBackoff = 200 * time.Millisecond
@@ -279,7 +290,7 @@ func (c *Client) Run(ctx context.Context) error {
 		// Attest at start, so the first report (maybe a spot notice) is
 		// only signed, not preceded by an attestation round trip.
 		for _, a := range c.addresses() {
-			if err := c.cfg.Signer.Attest(ctx, c.cfg.HTTPClient, baseURL(a)); err == nil {
+			if err := c.cfg.Signer.Attest(ctx, c.cfg.HTTPClient, c.baseURL(a)); err == nil {
 				break
 			} else {
 				c.log.Warn("attestation at start failed; retried with the first report", "coordinator", a, "err", err)
@@ -432,15 +443,19 @@ func (c *Client) deliver(ctx context.Context, e *entry) error {
 // coordinator takes unsigned reports; delivery then goes on.
 var ErrNotRequired = errors.New("attestation not required")
 
-func baseURL(addr string) string {
+func (c *Client) baseURL(addr string) string {
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		if c.cfg.TLS != nil {
+			addr = "https://" + addr
+		} else {
+			addr = "http://" + addr
+		}
 	}
 	return strings.TrimSuffix(addr, "/")
 }
 
 func (c *Client) post(ctx context.Context, addr string, body []byte) error {
-	base := baseURL(addr)
+	base := c.baseURL(addr)
 	url := base + report.Path
 	if s := c.cfg.Signer; s != nil && !s.Attested() {
 		if err := s.Attest(ctx, c.cfg.HTTPClient, base); err != nil && !errors.Is(err, ErrNotRequired) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 // TestCoordinatorBinaryWithBuiltinPools runs the dovetail-coordinator
@@ -63,10 +65,39 @@ func TestCoordinatorBinaryWithBuiltinPools(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = logFile.Close() })
 	t.Logf("coordinator log: %s", logPath)
+	// The secure path, as production: Raft mutual TLS, API over TLS with
+	// the coordinator identity and Kubernetes authentication.
+	ca, err := tlsid.NewCA("e2e-binary", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raftKP, err := ca.Issue(tlsid.Leaf{CommonName: "c0", DNSNames: []string{"raft.e2e"}, Server: true, Client: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raftCert, raftKey, err := raftKP.Write(dir, "raft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiKP, err := ca.Issue(tlsid.Leaf{CommonName: "c0", IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+		URIs: []string{tlsid.CoordinatorURI("dovetail-local")}, Server: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiCert, apiKey, err := apiKP.Write(dir, "api")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, bin,
+		"--raft-tls-ca", caFile, "--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-server-name", "raft.e2e",
+		"--api-tls-ca", caFile, "--api-tls-cert", apiCert, "--api-tls-key", apiKey,
 		"--id", "c0", "--peers", fmt.Sprintf("c0=%s|%s", addrs[0], addrs[1]),
 		"--raft-addr", addrs[0], "--http-addr", addrs[1], "--data-dir", filepath.Join(dir, "data"),
-		"--insecure-raft", "--no-gossip", "--kubeconfig", cp.Kubeconfig,
+		"--no-gossip", "--kubeconfig", cp.Kubeconfig,
 		"--cluster-name", "dovetail-local", "--region", sim.Region(), "--ec2-endpoint", sim.URL(), "--aws-static-test-credentials",
 		"--cluster-endpoint", cp.APIServerURL, "--cluster-ca", base64.StdEncoding.EncodeToString(cp.CACertPEM),
 		"--reconcile-interval", "1s", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms",
