@@ -188,7 +188,7 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 		// as in a StatefulSet.
 		docker(t, "run", "-d", "--name", n, "--hostname", n, "--network", e.net, "-e", "POD_NAME="+n,
 			"-p", "127.0.0.1::8080", image,
-			"--bootstrap-expect=3", "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft",
+			"--bootstrap-expect=3", "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft", "--insecure-api",
 			"--raft-heartbeat-timeout=500ms", "--raft-election-timeout=500ms", "--log-format=text")
 		e.refreshPort(n)
 	}
