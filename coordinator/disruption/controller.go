@@ -412,7 +412,8 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 	for _, n := range d.Nodes {
 		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting Node: %s: %s", d.Reason, d.Message))
 		if d.Reason == ReasonInterrupted {
-			// The AWS provider's reason for acting on a notice.
+			// The AWS provider's two Events: the notice, then acting on it.
+			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.SpotInterrupted, "Spot interruption warning was triggered: "+d.Message)
 			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.TerminatingOnInterruption, "Interruption triggered termination for the Node: "+d.Message)
 		}
 	}

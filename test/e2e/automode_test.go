@@ -20,6 +20,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -236,6 +237,24 @@ func TestAutoMode(t *testing.T) {
 		if !time.Now().Before(deadline) {
 			t.Errorf("drain finished after the interruption deadline %s", deadline)
 		}
+		// Karpenter's Event reasons on the interrupted Node, as `kubectl get
+		// events` shows them.
+		e.eventually("SpotInterrupted, TerminatingOnInterruption and DisruptionTerminating Events on "+victim, 30*time.Second, func() (bool, string) {
+			evs, err := e.kube.CoreV1().Events("").List(e.ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + victim})
+			if err != nil {
+				return false, err.Error()
+			}
+			seen := map[string]bool{}
+			for _, ev := range evs.Items {
+				seen[ev.Reason] = true
+			}
+			for _, r := range []string{karpenterevents.SpotInterrupted, karpenterevents.TerminatingOnInterruption, karpenterevents.DisruptionTerminating} {
+				if !seen[r] {
+					return false, fmt.Sprintf("no %s Event (have %v)", r, seen)
+				}
+			}
+			return true, ""
+		})
 		e.eventually("all 300 pods Running again", 2*time.Minute, func() (bool, string) {
 			run, elsewhere := e.fleet(ns).running()
 			return run == 300, fmt.Sprintf("%d Running on launched nodes, %d elsewhere", run, elsewhere)
