@@ -180,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// process would block forever on the lock.
 	meta := &metadb.BoltMetaDB{}
 	var w *wal.WAL
-	err, stack := guard("opening raft wal "+walDir, cfg.DataDir, func() (err error) {
+	stack, err := guard("opening raft wal "+walDir, cfg.DataDir, func() (err error) {
 		w, err = wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(segSize), wal.WithMetaStore(meta))
 		return err
 	})
@@ -242,7 +242,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	var r *raft.Raft
-	err, stack = guard("raft.NewRaft", cfg.DataDir, func() (err error) {
+	stack, err = guard("raft.NewRaft", cfg.DataDir, func() (err error) {
 		r, err = raft.NewRaft(rc, f, w, w, snaps, trans)
 		return err
 	})

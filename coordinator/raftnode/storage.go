@@ -164,12 +164,12 @@ func segmentFor(walDir string, i uint64) string {
 // guard runs f, turning a panic into an ErrStorage error with the stack
 // logged by the caller: storage code (raft-wal, raft.NewRaft) panics on
 // some corrupt input, and a replica must say what to do rather than crash.
-func guard(what, dataDir string, f func() error) (err error, stack []byte) {
+func guard(what, dataDir string, f func() error) (stack []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s panicked: %v; %s", ErrStorage, what, r, recoverHint(dataDir))
 			stack = debug.Stack()
 		}
 	}()
-	return f(), nil
+	return nil, f()
 }
