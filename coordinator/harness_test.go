@@ -199,7 +199,11 @@ func (c *cluster) start(id string) *Coordinator {
 		Raft: raftnode.Config{
 			ID: id, DataDir: c.dirs[id], BindAddr: p.RaftAddr, Peers: c.peers,
 			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, SegmentSize: 1 << 20, ApplyTimeout: 2 * time.Second,
+			// The lease equals the heartbeat timeout (raftnode's default ratio):
+			// at half of it, a leader whose quorum has no slack (5 replicas,
+			// 2 cut off) stepped down whenever -race on a loaded machine
+			// delayed one follower's answers by 100 ms.
+			LeaderLeaseTimeout: 200 * time.Millisecond, SegmentSize: 1 << 20, ApplyTimeout: 2 * time.Second,
 			LinkDown: func(target string) bool {
 				c.mu.Lock()
 				defer c.mu.Unlock()
@@ -338,11 +342,13 @@ func launchOptions() []cloud.LaunchOption {
 }
 
 // launchUntilDone plays the provisioning controller: it retries a launch on
-// whichever replica leads until the launch is committed.
-func (c *cluster) launchUntilDone(ctx context.Context, name string) error {
+// whichever replica leads (among, when given) until the launch is committed.
+// That is Launch's contract: it fails when leadership moves mid-launch, and
+// provisioning re-plans on the next leader.
+func (c *cluster) launchUntilDone(ctx context.Context, name string, among ...string) error {
 	var last error
 	for ctx.Err() == nil {
-		r := c.acting(10 * time.Second)
+		r := c.acting(10*time.Second, among...)
 		err := r.Launcher().Launch(ctx, nodeClaim(name), launchOptions())
 		if err == nil {
 			return nil

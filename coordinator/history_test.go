@@ -143,7 +143,25 @@ func TestHistoryIsLinearizableUnderLeaderKills(t *testing.T) {
 		c.acting(10 * time.Second)
 		c.start(id)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Requests now wait out elections instead of failing fast, so a loaded
+	// machine completes fewer of them per second: run on until the history
+	// is thick enough to mean something (bounded).
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); {
+		time.Sleep(300 * time.Millisecond)
+		mu.Lock()
+		w, r := 0, 0
+		for _, op := range history {
+			if op.Input.(regInput).write {
+				w++
+			} else {
+				r++
+			}
+		}
+		mu.Unlock()
+		if w >= 20 && r >= 20 {
+			break
+		}
+	}
 	close(stop)
 	wg.Wait()
 	mu.Lock()

@@ -48,61 +48,60 @@ func (h *Handler) resumeRollout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := h.cfg.Backend
-	if !b.IsLeader() {
-		h.forward(w, r, nil)
-		return
-	}
-	term := b.Term()
-	if err := b.Barrier(r.Context()); err != nil {
-		h.refuse(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	st := b.State()
-	ro, ok := st.Rollouts[pool]
-	if !ok {
-		h.refuse(w, http.StatusNotFound, fmt.Errorf("nodepool %q has no rollout", pool))
-		return
-	}
-	if !ro.Paused {
-		_, _, state := disruption.RolloutProgress(*ro)
-		h.refuse(w, http.StatusConflict, fmt.Errorf("rollout of nodepool %q is not halted (%s)", pool, state))
-		return
-	}
-	ledger := make(map[string]fsm.Disruption, len(st.Disruptions))
-	for name, d := range st.Disruptions {
-		ledger[name] = *d
-	}
-	cmds := disruption.ResumeRollout(*ro, ledger)
-	var cleared []string
-	for i, c := range cmds {
-		var err error
-		if ta, ok := b.(termApplier); ok {
-			err = ta.ApplyInTerm(r.Context(), term, c)
-		} else {
-			err = b.Apply(r.Context(), c)
+	// Not idempotent (a second resume answers 409), so viaLeader retries
+	// only refusals that certainly wrote nothing.
+	h.viaLeader(w, r, nil, false, func(ctx context.Context, w http.ResponseWriter) error {
+		term := b.Term()
+		if err := b.Barrier(ctx); err != nil {
+			return &retryable{err: err, notApplied: true}
 		}
-		if err != nil {
-			h.cfg.Log.Warn("resume rollout", "nodepool", pool, "step", i, "err", err)
-			// Nothing written yet only when the first command was refused
-			// for not leading; later failures leave a partial (idempotent)
-			// resume that a retry completes.
-			if i == 0 && refusedBeforeLog(err) {
-				h.refuse(w, http.StatusServiceUnavailable, err)
-				return
+		st := b.State()
+		ro, ok := st.Rollouts[pool]
+		if !ok {
+			h.refuse(w, http.StatusNotFound, fmt.Errorf("nodepool %q has no rollout", pool))
+			return nil
+		}
+		if !ro.Paused {
+			_, _, state := disruption.RolloutProgress(*ro)
+			h.refuse(w, http.StatusConflict, fmt.Errorf("rollout of nodepool %q is not halted (%s)", pool, state))
+			return nil
+		}
+		ledger := make(map[string]fsm.Disruption, len(st.Disruptions))
+		for name, d := range st.Disruptions {
+			ledger[name] = *d
+		}
+		cmds := disruption.ResumeRollout(*ro, ledger)
+		var cleared []string
+		for i, c := range cmds {
+			var err error
+			if ta, ok := b.(termApplier); ok {
+				err = ta.ApplyInTerm(ctx, term, c)
+			} else {
+				err = b.Apply(ctx, c)
 			}
-			h.fail(w, http.StatusServiceUnavailable, err)
-			return
+			if err != nil {
+				h.cfg.Log.Warn("resume rollout", "nodepool", pool, "step", i, "err", err)
+				// Nothing written yet only when the first command was refused
+				// for not leading; later failures leave a partial (idempotent)
+				// resume that a retry completes.
+				if i == 0 && refusedBeforeLog(err) {
+					return &retryable{err: err, notApplied: true}
+				}
+				h.fail(w, http.StatusServiceUnavailable, err)
+				return nil
+			}
+			if e, ok := c.(fsm.DisruptionEnd); ok {
+				cleared = append(cleared, e.NodeName)
+			}
 		}
-		if e, ok := c.(fsm.DisruptionEnd); ok {
-			cleared = append(cleared, e.NodeName)
+		out := RolloutResumed{Cleared: cleared, Leader: b.ID()}
+		if cur, ok := b.State().Rollouts[pool]; ok {
+			out.Rollout = *cur
 		}
-	}
-	out := RolloutResumed{Cleared: cleared, Leader: b.ID()}
-	if cur, ok := b.State().Rollouts[pool]; ok {
-		out.Rollout = *cur
-	}
-	h.cfg.Log.Info("rollout resumed", "nodepool", pool, "target", out.Rollout.TargetAMI, "cleared", cleared)
-	writeJSON(w, http.StatusOK, out)
+		h.cfg.Log.Info("rollout resumed", "nodepool", pool, "target", out.Rollout.TargetAMI, "cleared", cleared)
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	})
 }
 
 // refusedBeforeLog reports whether an apply error certainly wrote nothing:

@@ -56,6 +56,10 @@ type Config struct {
 	MaxLag uint64
 	// Client forwards requests to the leader.
 	Client *http.Client
+	// RetryWindow bounds how long a request that only the leader may serve
+	// is retried across leadership changes when the client's own deadline
+	// is longer (default 10s).
+	RetryWindow time.Duration
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
 	// They answer from leader-only state, so a follower forwards them to the
@@ -99,6 +103,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 15 * time.Second}
+	}
+	if cfg.RetryWindow <= 0 {
+		cfg.RetryWindow = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -214,18 +221,19 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // read wraps a read handler: ?consistent=1 routes it to the leader, which
-// passes a barrier first.
+// passes a barrier first (retried across leadership changes, see viaLeader).
 func (h *Handler) read(fn func(w http.ResponseWriter, r *http.Request, st *fsm.State)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if q := r.URL.Query().Get("consistent"); q == "1" || q == "true" {
-			if !h.cfg.Backend.IsLeader() {
-				h.forward(w, r, nil)
-				return
-			}
-			if err := h.cfg.Backend.Barrier(r.Context()); err != nil {
-				h.fail(w, http.StatusServiceUnavailable, err)
-				return
-			}
+			h.viaLeader(w, r, nil, true, func(ctx context.Context, w http.ResponseWriter) error {
+				if err := h.cfg.Backend.Barrier(ctx); err != nil {
+					// A barrier writes nothing the state machine acts on.
+					return &retryable{err: err, notApplied: true}
+				}
+				fn(w, r, h.cfg.Backend.State())
+				return nil
+			})
+			return
 		}
 		fn(w, r, h.cfg.Backend.State())
 	}
@@ -321,36 +329,39 @@ func (h *Handler) postReport(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusBadRequest, errors.New("report needs id, kind and nodeName"))
 		return
 	}
-	if !h.cfg.Backend.IsLeader() {
-		h.forward(w, r, body)
-		return
-	}
 	cmd := fsm.ReportReceived{Report: rep, ReceivedAt: h.cfg.Now()}
-	if h.intake != nil {
-		// The leader judges the signature against the committed binding; a
-		// follower's forward carries the agent's headers, never its own word.
-		inst, seq, rf := h.authenticateReport(r, body, &cmd.Report)
-		if rf != nil {
-			h.deny(w, r, rf, inst, rep.NodeName)
-			return
+	// Reports are deduplicated by ID in the FSM, so a retry after a commit
+	// with unknown outcome (leadership lost mid-commit) is safe. A signed
+	// report carries a sequence number the FSM refuses to see twice, so it
+	// is only retried when the attempt certainly wrote nothing.
+	h.viaLeader(w, r, body, h.intake == nil, func(ctx context.Context, w http.ResponseWriter) error {
+		cmd := cmd
+		if h.intake != nil {
+			// The leader judges the signature against the committed binding; a
+			// follower's forward carries the agent's headers, never its own word.
+			inst, seq, rf := h.authenticateReport(r, body, &cmd.Report)
+			if rf != nil {
+				h.deny(w, r, rf, inst, rep.NodeName)
+				return nil
+			}
+			cmd.AttestedInstance, cmd.Seq = inst, seq
 		}
-		cmd.AttestedInstance, cmd.Seq = inst, seq
-	}
-	err = h.cfg.Backend.Apply(r.Context(), cmd)
-	if err != nil {
-		if errors.Is(err, fsm.ErrReplayed) {
-			h.deny(w, r, refuseWith(http.StatusForbidden, RefusedReplayedRequest, "%w", err), cmd.AttestedInstance, rep.NodeName)
-			return
+		err := h.cfg.Backend.Apply(ctx, cmd)
+		if err != nil {
+			if errors.Is(err, fsm.ErrReplayed) {
+				h.deny(w, r, refuseWith(http.StatusForbidden, RefusedReplayedRequest, "%w", err), cmd.AttestedInstance, rep.NodeName)
+				return nil
+			}
+			h.cfg.Log.Warn("commit report", "id", rep.ID, "node", rep.NodeName, "err", err)
+			if le := leadershipErr(err); le != err {
+				return le
+			}
+			h.fail(w, http.StatusServiceUnavailable, err)
+			return nil
 		}
-		h.cfg.Log.Warn("commit report", "id", rep.ID, "node", rep.NodeName, "err", err)
-		if errors.Is(err, raft.ErrNotLeader) {
-			h.refuse(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		h.fail(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ReportAck{ID: rep.ID, Accepted: true, Leader: h.cfg.Backend.ID()})
+		writeJSON(w, http.StatusOK, ReportAck{ID: rep.ID, Accepted: true, Leader: h.cfg.Backend.ID()})
+		return nil
+	})
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request, st *fsm.State) {
