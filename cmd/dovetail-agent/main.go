@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,6 +60,15 @@ type options struct {
 }
 
 func main() {
+	// One P unless the environment says otherwise (GOMAXPROCS in
+	// /etc/dovetail/agent.env). The agent waits on the network: idle, its
+	// CPU is almost all the runtime waking up for each IMDS poll, and with
+	// more Ps each wake-up also spins up idle threads looking for work
+	// (0.09 → 0.06 CPU-s/min, BenchmarkIdleCPU). A 250-pod drain uses well
+	// under one core (BenchmarkLargeDrain).
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -1,10 +1,11 @@
 // Package imds watches the EC2 instance metadata service for the notices
 // that end or disturb an instance: spot interruptions, rebalance
 // recommendations and scheduled maintenance events (and their
-// cancellation). It speaks IMDSv2 only, through aws-sdk-go-v2's imds client
-// (which keeps and refreshes the session token), with short timeouts, and
-// keeps polling through every kind of failure: a watcher that gives up is
-// worse than one that logs.
+// cancellation). It speaks IMDSv2 only, through a small client of its own
+// (client.go: one session token reused by every loop, kept-alive
+// connections, one GET per read), with short timeouts, and keeps polling
+// through every kind of failure: a watcher that gives up is worse than one
+// that logs.
 package imds
 
 import (
@@ -12,16 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -63,9 +60,15 @@ type Config struct {
 	// Endpoint is the IMDS base URL; empty means the instance's own
 	// (169.254.169.254, or AWS_EC2_METADATA_SERVICE_ENDPOINT).
 	Endpoint string
-	// Interval between polls of each path. Default 500 ms, so a notice is
-	// seen within half a second of IMDS showing it.
+	// Interval between polls of the spot path. Default 500 ms, so a spot
+	// notice is seen within half a second of IMDS showing it.
 	Interval time.Duration
+	// EventsInterval between polls of the rebalance and maintenance paths.
+	// Default 4 × Interval (2 s, as often as NTH polls anything): a
+	// rebalance recommendation comes minutes before an interruption, a
+	// maintenance event days before it starts, so polling them as often
+	// as the 2-minute spot notice only cost idle CPU.
+	EventsInterval time.Duration
 	// Timeout bounds each request attempt. Default 800 ms.
 	Timeout time.Duration
 	// Retries is how many more attempts one read gets after a failed one
@@ -90,7 +93,7 @@ type Config struct {
 // Watcher polls IMDS.
 type Watcher struct {
 	cfg     Config
-	client  *imds.Client
+	client  *client
 	log     *slog.Logger
 	metrics *metrics
 }
@@ -99,6 +102,9 @@ type Watcher struct {
 func New(cfg Config) (*Watcher, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.EventsInterval <= 0 {
+		cfg.EventsInterval = 4 * cfg.Interval
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 800 * time.Millisecond
@@ -124,20 +130,11 @@ func New(cfg Config) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := imds.New(imds.Options{
-		Endpoint: cfg.Endpoint,
-		// IMDSv2 only: a token failure is an error, never a silent v1 read.
-		EnableFallback:        aws.FalseTernary,
-		ClientEnableState:     imds.ClientEnabled,
-		DisableDefaultTimeout: true, // each call carries our own, shorter, timeout
-		HTTPClient:            &http.Client{Timeout: cfg.Timeout},
-		// Retries are ours (get). The SDK's retryer, wrapped by the imds
-		// client in a 1 s max backoff, slept up to a second after a 500 and
-		// so ran into our deadline: the status was lost and the retry never
-		// sent, and the log said "context deadline exceeded".
-		Retryer:                  aws.NopRetryer{},
-		DisableDefaultMaxBackoff: true,
-	})
+	// Retries are ours (get), each attempt with its own timeout. (The SDK's
+	// retryer, wrapped by its imds client in a 1 s max backoff, slept up to
+	// a second after a 500 and so ran into our deadline: the status was
+	// lost, the retry never sent, the log said "context deadline exceeded".)
+	client := newClient(cfg.Endpoint, time.Now)
 	return &Watcher{cfg: cfg, client: client, log: cfg.Logger.With("component", "imds"), metrics: m}, nil
 }
 
@@ -149,11 +146,16 @@ var errNotFound = errors.New("not found")
 // times after RetryBackoff (doubling). The error returned is the last
 // attempt's and names its HTTP status when there was one.
 func (w *Watcher) get(ctx context.Context, path string) ([]byte, error) {
+	return w.getOn(ctx, path, nil)
+}
+
+// getOn is get over a poll loop's own connection (nil: the shared client).
+func (w *Watcher) getOn(ctx context.Context, path string, lc *loopConn) ([]byte, error) {
 	backoff := w.cfg.RetryBackoff
 	var err error
 	for attempt := 0; ; attempt++ {
 		var b []byte
-		b, err = w.getOnce(ctx, path)
+		b, err = w.getOnce(ctx, path, lc)
 		if err == nil || errors.Is(err, errNotFound) {
 			return b, err
 		}
@@ -178,29 +180,19 @@ type StatusError struct {
 func (e *StatusError) Error() string { return fmt.Sprintf("HTTP %d: %v", e.Status, e.Err) }
 func (e *StatusError) Unwrap() error { return e.Err }
 
-func (w *Watcher) getOnce(ctx context.Context, path string) ([]byte, error) {
+func (w *Watcher) getOnce(ctx context.Context, path string, lc *loopConn) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	out, err := w.client.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+	var b []byte
+	var err error
+	if lc != nil {
+		b, err = lc.getMetadata(ctx, path)
+	} else {
+		b, err = w.client.getMetadata(ctx, path)
+	}
 	w.metrics.latency.Observe(time.Since(start).Seconds())
-	if err != nil {
-		var re interface{ HTTPStatusCode() int }
-		if errors.As(err, &re) {
-			if re.HTTPStatusCode() == http.StatusNotFound {
-				return nil, errNotFound
-			}
-			return nil, &StatusError{Status: re.HTTPStatusCode(), Err: err}
-		}
-		return nil, err
-	}
-	defer func() { _ = out.Content.Close() }()
-	// Notices are tiny; cap reads so a broken endpoint cannot feed us forever.
-	b, err := io.ReadAll(io.LimitReader(out.Content, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
-	}
-	return b, nil
+	return b, err
 }
 
 // Identity is what the instance says about itself.
@@ -259,25 +251,51 @@ func (w *Watcher) Identity(ctx context.Context) (Identity, error) {
 }
 
 // Run polls until ctx ends, sending each new notice (and each change of a
-// maintenance event) to out. Each path is polled by its own loop, so a slow
-// answer on one never delays the spot notice.
+// maintenance event) to out. Each path is read by its own goroutine, so a
+// slow answer on one never delays the spot notice, but all are driven by
+// the spot loop's one timer: the rebalance and maintenance reads happen on
+// every EventsInterval/Interval-th spot tick, in the same wake-up. Idle, the
+// agent's CPU is almost all Go runtime wake-up cost (the scheduler and
+// sysmon spinning up), so one wake-up per tick rather than one per path
+// per tick is what makes it cheap.
 func (w *Watcher) Run(ctx context.Context, out chan<- Notice) error {
 	var wg sync.WaitGroup
-	for _, p := range []struct {
-		path  string
-		parse func([]byte, *pollState) ([]Notice, error)
+	events := []struct {
+		path    string
+		parse   func([]byte, *pollState) ([]Notice, error)
+		trigger chan struct{}
 	}{
-		{"spot/instance-action", w.parseSpot},
-		{"events/recommendations/rebalance", w.parseRebalance},
-		{"events/maintenance/scheduled", w.parseScheduled},
-	} {
+		{"events/recommendations/rebalance", w.parseRebalance, make(chan struct{}, 1)},
+		{"events/maintenance/scheduled", w.parseScheduled, make(chan struct{}, 1)},
+	}
+	for _, p := range events {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.pollLoop(ctx, p.path, p.parse, out)
+			w.pollLoop(ctx, p.path, p.parse, p.trigger, nil, out)
 		}()
 	}
+	every := max(int((w.cfg.EventsInterval+w.cfg.Interval/2)/w.cfg.Interval), 1)
+	n := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.pollLoop(ctx, "spot/instance-action", w.parseSpot, nil, func() {
+			// Before the spot read, so the three run side by side. A loop
+			// still busy with its last read (slow IMDS) skips this turn.
+			if n%every == 0 {
+				for _, p := range events {
+					select {
+					case p.trigger <- struct{}{}:
+					default:
+					}
+				}
+			}
+			n++
+		}, out)
+	}()
 	wg.Wait()
+	w.client.close()
 	return ctx.Err()
 }
 
@@ -294,11 +312,37 @@ func newPollState() *pollState {
 	return &pollState{seen: map[string]bool{}, events: map[string]Notice{}, missing: map[string]time.Time{}}
 }
 
-func (w *Watcher) pollLoop(ctx context.Context, path string, parse func([]byte, *pollState) ([]Notice, error), out chan<- Notice) {
+// pollLoop reads path each time trigger fires or, with a nil trigger, every
+// jittered Interval (calling tick before each read).
+func (w *Watcher) pollLoop(ctx context.Context, path string, parse func([]byte, *pollState) ([]Notice, error),
+	trigger <-chan struct{}, tick func(), out chan<- Notice) {
 	st := newPollState()
 	failing := false
+	// One timer and one connection for the loop's life, not one per poll.
+	var t *time.Timer
+	if trigger == nil {
+		t = time.NewTimer(0)
+		defer t.Stop()
+	}
+	lc := w.client.newLoopConn()
+	defer lc.close()
 	for {
-		b, err := w.get(ctx, path)
+		if trigger != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-trigger:
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			t.Reset(jitter(w.cfg.Interval))
+			tick()
+		}
+		b, err := w.getOn(ctx, path, lc)
 		if errors.Is(err, errNotFound) {
 			b, err = nil, nil
 		}
@@ -325,9 +369,6 @@ func (w *Watcher) pollLoop(ctx context.Context, path string, parse func([]byte, 
 		} else if failing && err == nil {
 			w.log.Info("IMDS poll recovered", "path", path)
 			failing = false
-		}
-		if !sleep(ctx, jitter(w.cfg.Interval)) {
-			return
 		}
 	}
 }
@@ -528,7 +569,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 // IdentityEvidence reads the instance identity document and its signature
 // in the given form ("rsa2048" or "signature": the file under
-// dynamic/instance-identity/), through the SDK's IMDS client with the
+// dynamic/instance-identity/), through the watcher's IMDS client with the
 // watcher's timeout and retries. The coordinator verifies them against
 // AWS's certificates to learn which instance this agent runs on.
 func (w *Watcher) IdentityEvidence(ctx context.Context, format string) (doc, sig []byte, err error) {
@@ -547,12 +588,7 @@ func (w *Watcher) dynamic(ctx context.Context, path string) ([]byte, error) {
 		b, err := func() ([]byte, error) {
 			ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 			defer cancel()
-			out, err := w.client.GetDynamicData(ctx, &imds.GetDynamicDataInput{Path: path})
-			if err != nil {
-				return nil, err
-			}
-			defer func() { _ = out.Content.Close() }()
-			return io.ReadAll(io.LimitReader(out.Content, 16<<10))
+			return w.client.getDynamic(ctx, path)
 		}()
 		if err == nil {
 			return b, nil
