@@ -545,6 +545,6 @@ func (p *Provider) templateSpec(nc nodeClass, ami string, sgs []string, labels m
 	return templateSpec{
 		NodeClass: nc.Name, Family: nc.AMIFamily, AMI: ami, UserData: ud, SGs: sgs, Profile: profile,
 		Devices: devices, Metadata: nc.Metadata, Monitor: nc.DetailedMonitoring, PublicIP: nc.AssociatePublicIP,
-		IPPrefixCount: nc.IPPrefixCount, ConnTrack: nc.ConnTrack, NestedVirt: nc.NestedVirtualization,
+		IPPrefixCount: nc.IPPrefixCount, ConnTrack: nc.ConnTrack, NestedVirt: nc.NestedVirtualization, NICs: nc.NICs,
 	}, nil
 }

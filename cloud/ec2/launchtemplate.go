@@ -37,6 +37,7 @@ type templateSpec struct {
 	IPPrefixCount int32      `json:",omitempty"`
 	ConnTrack     *connTrack `json:",omitempty"`
 	NestedVirt    string     `json:",omitempty"`
+	NICs          []nic      `json:",omitempty"`
 }
 
 var ltNameUnsafe = regexp.MustCompile(`[^a-zA-Z0-9().\-/_]`)
@@ -70,6 +71,40 @@ func defaultBlockDevices(family string) []blockDevice {
 	return []blockDevice{{DeviceName: "/dev/xvda", VolumeSizeGiB: 20, VolumeType: "gp3", Encrypted: &enc, RootVolume: true}}
 }
 
+// layout renders spec.networkInterfaces as Karpenter does: every interface
+// as given (card, device, type) with the security groups; prefixes, public
+// IP and conntrack only on interfaces that are not efa-only (EC2 refuses
+// them there with InvalidParameterValue).
+func (t templateSpec) layout() []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest {
+	out := make([]ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, 0, len(t.NICs))
+	for _, n := range t.NICs {
+		r := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
+			NetworkCardIndex: aws.Int32(n.Card), DeviceIndex: aws.Int32(n.Device), InterfaceType: aws.String(n.Type), Groups: t.SGs,
+		}
+		if n.Type != "efa-only" {
+			r.AssociatePublicIpAddress = t.PublicIP
+			if t.IPPrefixCount > 0 {
+				r.Ipv4PrefixCount = aws.Int32(t.IPPrefixCount)
+			}
+			if c := t.ConnTrack; c != nil {
+				ct := &ec2types.ConnectionTrackingSpecificationRequest{}
+				if c.TCPEstablished > 0 {
+					ct.TcpEstablishedTimeout = aws.Int32(c.TCPEstablished)
+				}
+				if c.UDPStream > 0 {
+					ct.UdpStreamTimeout = aws.Int32(c.UDPStream)
+				}
+				if c.UDP > 0 {
+					ct.UdpTimeout = aws.Int32(c.UDP)
+				}
+				r.ConnectionTrackingSpecification = ct
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 	d := &ec2types.RequestLaunchTemplateData{
 		ImageId:          aws.String(t.AMI),
@@ -86,7 +121,10 @@ func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 	if t.Profile != "" {
 		d.IamInstanceProfile = &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(t.Profile)}
 	}
-	if t.PublicIP != nil || t.IPPrefixCount > 0 || t.ConnTrack != nil {
+	if len(t.NICs) > 0 {
+		d.NetworkInterfaces = t.layout()
+		d.SecurityGroupIds = nil
+	} else if t.PublicIP != nil || t.IPPrefixCount > 0 || t.ConnTrack != nil {
 		// These are settings of the primary interface, which must then be
 		// declared explicitly and carries the security groups.
 		nic := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{

@@ -56,6 +56,15 @@ type nodeClass struct {
 	IPPrefixCount        int32
 	ConnTrack            *connTrack
 	NestedVirtualization string // enabled|disabled, "" = EC2's default
+	// NICs is spec.networkInterfaces (EFA layouts); nil: one primary ENA.
+	NICs []nic
+}
+
+// nic is one interface of a networkInterfaces layout.
+type nic struct {
+	Card   int32  `json:"card"`
+	Device int32  `json:"device"`
+	Type   string `json:"type"` // interface | efa-only
 }
 
 // connTrack holds the primary interface's conntrack idle timeouts (s).

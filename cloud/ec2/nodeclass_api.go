@@ -23,6 +23,11 @@ func fromAPI(in *awsv1.EC2NodeClass) (nodeClass, error) {
 		DetailedMonitoring: s.DetailedMonitoring != nil && *s.DetailedMonitoring,
 	}
 	nc.IPPrefixCount = deref(s.IPPrefixCount)
+	for _, n := range s.NetworkInterfaces {
+		if n != nil {
+			nc.NICs = append(nc.NICs, nic{Card: n.NetworkCardIndex, Device: n.DeviceIndex, Type: string(n.InterfaceType)})
+		}
+	}
 	if c := s.ConnectionTracking; c != nil {
 		nc.ConnTrack = &connTrack{TCPEstablished: deref(c.TCPEstablishedTimeout), UDPStream: deref(c.UDPStreamTimeout), UDP: deref(c.UDPTimeout)}
 	}

@@ -587,3 +587,44 @@ func TestWindows2025Alias(t *testing.T) {
 		t.Errorf("windows block devices %+v", bd)
 	}
 }
+
+// spec.networkInterfaces reaches the launch template as laid out (prefix
+// count only on the ENA interface), the simulator launches an EFA type with
+// it and refuses a type without EFA, as EC2 does.
+func TestNetworkInterfacesEFA(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	nc := testNodeClass("nc-efa", awsv1.AMISelectorTerm{Alias: "al2023@latest"})
+	prefixes := int32(2)
+	nc.Spec.IPPrefixCount = &prefixes
+	nc.Spec.NetworkInterfaces = []*awsv1.NetworkInterface{
+		{NetworkCardIndex: 0, DeviceIndex: 0, InterfaceType: awsv1.InterfaceTypeInterface},
+		{NetworkCardIndex: 0, DeviceIndex: 1, InterfaceType: awsv1.InterfaceTypeEFAOnly},
+	}
+	inst, err := e.p.Create(ctx, nc, request("claim-efa", opt("c5n.9xlarge", "us-east-1a", cloud.CapacityTypeOnDemand, 1.944)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := e.sim.Instance(inst.ID)
+	var data map[string]string
+	for _, n := range e.sim.LaunchTemplateNames() {
+		if d := e.sim.LaunchTemplateData(n); d["ImageId"] == info.ImageID && d["NetworkInterface.2.InterfaceType"] != "" {
+			data = d
+		}
+	}
+	want := map[string]string{
+		"NetworkInterface.1.InterfaceType": "interface", "NetworkInterface.1.DeviceIndex": "0", "NetworkInterface.1.Ipv4PrefixCount": "2",
+		"NetworkInterface.2.InterfaceType": "efa-only", "NetworkInterface.2.DeviceIndex": "1", "NetworkInterface.2.NetworkCardIndex": "0",
+	}
+	for k, v := range want {
+		if data[k] != v {
+			t.Errorf("launch template %s = %q, want %q (data %v)", k, data[k], v, data)
+		}
+	}
+	if data["NetworkInterface.2.Ipv4PrefixCount"] != "" || data["SecurityGroupId.1"] != "" {
+		t.Errorf("efa-only interface got a prefix count or groups moved off the interfaces: %v", data)
+	}
+	if _, err := e.p.Create(ctx, nc, request("claim-no-efa", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096))); err == nil || !strings.Contains(err.Error(), "EFA") {
+		t.Fatalf("EFA layout on m5.large: %v, want EC2's refusal", err)
+	}
+}

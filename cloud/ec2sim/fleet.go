@@ -160,6 +160,9 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 				if code == "" {
 					code, msg = s.imageErrorLocked(ov)
 				}
+				if code == "" {
+					code, msg = s.interfaceErrorLocked(ov)
+				}
 				if code != "" {
 					rec.errors = append(rec.errors, fleetError{ov: ov, lifecycle: capType, code: code, message: msg})
 					s.metrics.fleetErrors.WithLabelValues(code).Inc()
@@ -193,6 +196,34 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 	}
 	s.writeFleet(w, rec)
 	return nil
+}
+
+// interfaceErrorLocked refuses an EFA interface (interfaceType efa or
+// efa-only in the template's layout) on an instance type without EFA, as
+// EC2 does, and a network card index the type does not have.
+func (s *Sim) interfaceErrorLocked(ov fleetOverride) (string, string) {
+	lt := s.templates[ov.ltID]
+	if lt == nil {
+		return "", ""
+	}
+	t, ok := s.catalogType(ov.itype)
+	if !ok {
+		return "", ""
+	}
+	_, efa := t.Resources["vpc.amazonaws.com/efa"]
+	for i := 1; ; i++ {
+		pre := fmt.Sprintf("LaunchTemplateData.NetworkInterface.%d.", i)
+		typ, dev := lt.data[pre+"InterfaceType"], lt.data[pre+"DeviceIndex"]
+		if typ == "" && dev == "" {
+			return "", ""
+		}
+		if (typ == "efa" || typ == "efa-only") && !efa {
+			return "InvalidParameterCombination", fmt.Sprintf("The instance type '%s' does not support Elastic Fabric Adapter (EFA) network interfaces.", ov.itype)
+		}
+		if card := lt.data[pre+"NetworkCardIndex"]; card != "" && card != "0" && !efa {
+			return "InvalidParameterValue", fmt.Sprintf("Network card index %s is not valid for instance type '%s'.", card, ov.itype)
+		}
+	}
 }
 
 func (s *Sim) imageErrorLocked(ov fleetOverride) (string, string) {
