@@ -56,7 +56,7 @@ func TestWiredComponent(t *testing.T) {
 		return out
 	}
 	comps, err := wiring.Components(rt, o)
-	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "nodepool-status"}) {
+	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "nodepool-status", "karpenter-metrics"}) {
 		t.Fatalf("components %v, %v", got, err)
 	}
 	o.NoNodeClass = true
