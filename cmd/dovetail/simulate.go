@@ -82,10 +82,21 @@ func runSimulate(w io.Writer, f *simulateFlags) error {
 		Names:      provisioning.SequentialNames(),
 	})
 	d.Took = time.Since(start)
+	// The plan's contract: kube-scheduler, binding in its queue order,
+	// accepts every pod where the plan puts it.
+	refused := scheduling.Replay(snap, d.Result)
 	if f.output == "json" {
-		return writeSimulationJSON(w, d, notes)
+		return writeSimulationJSON(w, d, notes, refused)
 	}
 	writeSimulationText(w, snap, d, notes)
+	fmt.Fprintf(w, "\nkube-scheduler replay (queue order): %d of %d planned pods refused\n", len(refused), len(snap.Pods)-len(d.Result.Unschedulable))
+	for i, r := range refused {
+		if i == 10 {
+			fmt.Fprintf(w, "  ... and %d more\n", len(refused)-10)
+			break
+		}
+		fmt.Fprintf(w, "  %s on %s: %s\n", r.Pod, r.Node, r.Reason)
+	}
 	return nil
 }
 
@@ -98,6 +109,8 @@ type simulationJSON struct {
 	Unschedulable []scheduling.Unschedulable `json:"unschedulable"`
 	Stats         scheduling.Stats           `json:"stats"`
 	Notes         []string                   `json:"notes,omitempty"`
+	// RefusedOnReplay: planned pods kube-scheduler would refuse (scheduling.Replay).
+	RefusedOnReplay []scheduling.ReplayRefusal `json:"refusedOnReplay"`
 }
 
 type simClaim struct {
@@ -105,8 +118,11 @@ type simClaim struct {
 	scheduling.NewNodeClaim
 }
 
-func writeSimulationJSON(w io.Writer, d provisioning.Decision, notes []string) error {
-	out := simulationJSON{Pods: d.Result.Stats.Pods, TookSeconds: d.Took.Seconds(), PricePerHour: d.Result.TotalPrice(),
+func writeSimulationJSON(w io.Writer, d provisioning.Decision, notes []string, refused []scheduling.ReplayRefusal) error {
+	if refused == nil {
+		refused = []scheduling.ReplayRefusal{}
+	}
+	out := simulationJSON{RefusedOnReplay: refused, Pods: d.Result.Stats.Pods, TookSeconds: d.Took.Seconds(), PricePerHour: d.Result.TotalPrice(),
 		Placements: d.Placements, Unschedulable: d.Unschedulable, Stats: d.Result.Stats, Notes: notes, NodeClaims: []simClaim{}}
 	for i, l := range d.Launches {
 		out.NodeClaims = append(out.NodeClaims, simClaim{Name: l.NodeClaim.Name, NewNodeClaim: d.Result.NewNodeClaims[i]})

@@ -14,7 +14,7 @@ func TestSimulateExampleSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := text.String()
-	for _, want := range []string{"18 pending pods", "NodePool default:", "NodePool gpu:", "ml/giant-0", "does not tolerate taint nvidia.com/gpu", "decided in"} {
+	for _, want := range []string{"18 pending pods", "NodePool default:", "NodePool gpu:", "ml/giant-0", "does not tolerate taint nvidia.com/gpu", "decided in", "kube-scheduler replay (queue order): 0 of"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
