@@ -26,13 +26,6 @@ type connFlags struct {
 	insecure                          bool
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 func (f *connFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.ca, "coordinator-ca", os.Getenv("DOVETAIL_CA"), "CA bundle of the coordinators' API certificates (env DOVETAIL_CA); set: https")
 	cmd.Flags().StringVar(&f.identity, "coordinator-identity", os.Getenv("DOVETAIL_COORDINATOR_IDENTITY"),
