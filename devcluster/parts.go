@@ -12,5 +12,5 @@ package devcluster
 //     found by polling Sim.Instances): the node name, the instance's IMDS
 //     (Sim.IMDSEndpoint), the coordinators' API and gossip addresses.
 func DefaultParts() []Part {
-	return []Part{&EC2Sim{}, &Coordinators{}, &Agents{}}
+	return []Part{&EC2Sim{}, &Coordinators{}, &Agents{}, &Prometheus{}}
 }

@@ -49,6 +49,7 @@ Needs the binaries built by 'make tools' in bin/.`,
 	coordinators := f.Int("coordinators", 3, "dovetail-coordinator replicas to run (0: none)")
 	noSim := f.Bool("no-ec2sim", false, "run without the EC2 simulator (coordinators then run with --no-cloud)")
 	agents := f.Bool("agents", true, "run a dovetail-agent (in process) per simulated instance")
+	prom := f.Bool("prometheus", true, "run the Prometheus server (bin/prometheus) scraping the coordinators on loopback and print its URL")
 	noAgentGossip := f.Bool("no-agent-gossip", false, "keep the agents out of the gossip pool (they report to the coordinators' API only)")
 	demo := f.Bool("demo", false, "play the guided demo once the cluster is up (needs the simulator, coordinators and agents)")
 	demoSteps := f.String("demo-steps", "abcd", "which demo steps to play: a scale up, b spot interruption, c consolidation, d AMI roll")
@@ -71,6 +72,9 @@ Needs the binaries built by 'make tools' in bin/.`,
 		}
 		if *agents && !*noSim {
 			cfg.Parts = append(cfg.Parts, &devcluster.Agents{NoGossip: *noAgentGossip})
+		}
+		if *prom && *coordinators > 0 {
+			cfg.Parts = append(cfg.Parts, &devcluster.Prometheus{})
 		}
 		if *demo {
 			cfg.Demo = &devcluster.Demo{Steps: *demoSteps, Replicas: *demoReplicas, StepTimeout: *demoTimeout}
