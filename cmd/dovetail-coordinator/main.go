@@ -66,6 +66,7 @@ type options struct {
 	clusterName, region, ec2Endpoint    string
 	attestAccount, attestBundle         string
 	attestBundleOnly                    bool
+	insecureReports                     bool
 	clusterEndpoint, clusterCA, k8sVer  string
 	awsStatic                           bool
 	kubeconfig                          string
@@ -127,6 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.attestAccount, "attest-account-id", "", "AWS account whose instances may report: turns on node attestation (every report signed by an agent key bound to an instance of this cluster)")
 	fs.StringVar(&o.attestBundle, "attest-trust-bundle", "", "PEM file of extra certificates that sign identity documents (added to AWS's embedded ones; the EC2 simulator's in make dev)")
 	fs.BoolVar(&o.attestBundleOnly, "attest-trust-bundle-only", false, "trust only --attest-trust-bundle, not AWS's embedded certificates")
+	fs.BoolVar(&o.insecureReports, "insecure-reports", false, "accept unsigned reports from any process that reaches the API, without node attestation (development and tests only; implied by --insecure-api)")
 	fs.StringVar(&o.ec2Endpoint, "ec2-endpoint", "", "EC2/SSM endpoint override (the EC2 simulator)")
 	fs.BoolVar(&o.awsStatic, "aws-static-test-credentials", false, "use fixed fake AWS credentials (the EC2 simulator)")
 	fs.StringVar(&o.clusterEndpoint, "cluster-endpoint", "", "Kubernetes API endpoint for node user data")
@@ -328,22 +330,11 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 		}
 		cfg.Gossip = g
 	}
-	if o.attestAccount != "" {
-		if o.region == "" {
-			return cfg, errors.New("--attest-account-id needs --region")
-		}
-		roots, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Roots()
-		if err != nil {
-			return cfg, fmt.Errorf("node attestation: %w", err)
-		}
-		cfg.Attest = &api.AttestConfig{Verifier: &attest.Verifier{Roots: roots, AccountID: o.attestAccount, Region: o.region}}
-		log.Info("node attestation on: reports must be signed by attested agents", "account", o.attestAccount, "region", o.region,
-			"trustedCertificates", len(roots), "bundle", o.attestBundle)
-	} else if o.attestBundle != "" || o.attestBundleOnly {
-		return cfg, errors.New("--attest-trust-bundle needs --attest-account-id")
-	} else {
-		log.Warn("reports are NOT authenticated: any process that reaches the API can speak for any node (pass --attest-account-id)")
+	att, err := attestConfig(o, log)
+	if err != nil {
+		return cfg, err
 	}
+	cfg.Attest = att
 	// The explain endpoints are served by every replica and answer from the
 	// disruption controller of the current leader term.
 	explain := wiring.NewExplain()
@@ -411,6 +402,34 @@ func checkIdentity(cf *tlsid.CertFiles, identity string) error {
 		return fmt.Errorf("--api-tls-cert does not carry the URI SAN %s that agents and the CLI require (set --coordinator-identity to the one it carries)", identity)
 	}
 	return nil
+}
+
+// attestConfig is the report intake's trust: node attestation with
+// --attest-account-id, refused without it unless an --insecure-* flag says
+// unauthenticated reports are wanted (development and tests).
+func attestConfig(o options, log *slog.Logger) (*api.AttestConfig, error) {
+	if o.attestAccount == "" {
+		switch {
+		case o.attestBundle != "" || o.attestBundleOnly:
+			return nil, errors.New("--attest-trust-bundle needs --attest-account-id")
+		case !o.insecureReports && !o.insecureAPI:
+			// Secure by default: an unauthenticated report intake lets any pod
+			// terminate any node past every budget (issue 11's first finding).
+			return nil, errors.New("reports need node attestation: --attest-account-id (the chart's attestation.accountId) and --region, or --insecure-reports for development")
+		}
+		log.Warn("reports are NOT authenticated: any process that reaches the API can speak for any node (pass --attest-account-id)")
+		return nil, nil
+	}
+	if o.region == "" {
+		return nil, errors.New("--attest-account-id needs --region")
+	}
+	roots, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Roots()
+	if err != nil {
+		return nil, fmt.Errorf("node attestation: %w", err)
+	}
+	log.Info("node attestation on: reports must be signed by attested agents", "account", o.attestAccount, "region", o.region,
+		"trustedCertificates", len(roots), "bundle", o.attestBundle)
+	return &api.AttestConfig{Verifier: &attest.Verifier{Roots: roots, AccountID: o.attestAccount, Region: o.region}}, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -114,3 +114,26 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		t.Fatalf("env flag not applied: %d %q", code, errb.String())
 	}
 }
+
+// TestReportsNeedAttestationByDefault: without --attest-account-id the
+// coordinator refuses to start unless an --insecure-* flag asks for an
+// unauthenticated report intake.
+func TestReportsNeedAttestationByDefault(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := attestConfig(options{}, quiet); err == nil || !strings.Contains(err.Error(), "--attest-account-id") ||
+		!strings.Contains(err.Error(), "--insecure-reports") {
+		t.Fatalf("unauthenticated reports accepted by default: %v", err)
+	}
+	for _, o := range []options{{insecureReports: true}, {insecureAPI: true}} {
+		if a, err := attestConfig(o, quiet); err != nil || a != nil {
+			t.Fatalf("%+v: %v, %v", o, a, err)
+		}
+	}
+	if _, err := attestConfig(options{attestAccount: "123456789012"}, quiet); err == nil || !strings.Contains(err.Error(), "--region") {
+		t.Fatalf("attestation without a region: %v", err)
+	}
+	a, err := attestConfig(options{attestAccount: "123456789012", region: "us-east-1"}, quiet)
+	if err != nil || a == nil || a.Verifier.AccountID != "123456789012" || len(a.Verifier.Roots) == 0 {
+		t.Fatalf("attestation with AWS's certificates: %+v, %v", a, err)
+	}
+}

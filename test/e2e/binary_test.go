@@ -101,6 +101,7 @@ func TestCoordinatorBinaryWithBuiltinPools(t *testing.T) {
 		"--cluster-name", "dovetail-local", "--region", sim.Region(), "--ec2-endpoint", sim.URL(), "--aws-static-test-credentials",
 		"--cluster-endpoint", cp.APIServerURL, "--cluster-ca", base64.StdEncoding.EncodeToString(cp.CACertPEM),
 		"--reconcile-interval", "1s", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms",
+		"--insecure-reports", // this test sends no agent reports
 		"--log-format", "text", "--log-level", "debug")
 	cmd.Env = append(os.Environ(),
 		"DOVETAIL_COORDINATOR_BUILTIN_NODEPOOLS=general-purpose",
