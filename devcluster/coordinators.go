@@ -107,6 +107,10 @@ func (c *Coordinators) Start(ctx context.Context, cl *Cluster) error {
 			return fmt.Errorf("write simulator identity certificate: %w", err)
 		}
 		attestArgs = []string{"--attest-account-id=" + cl.Sim.AccountID(), "--attest-trust-bundle=" + bundle}
+	} else {
+		// No simulator, no instances: nothing could attest, and the
+		// coordinator refuses an unauthenticated intake unless told.
+		attestArgs = []string{"--insecure-reports"}
 	}
 	pki, err := newDevPKI(cl.StateDir)
 	if err != nil {
