@@ -25,7 +25,7 @@ func TestHelmChartAppliesToAPIServer(t *testing.T) {
 		}
 	}
 	chart := filepath.Join(repoRoot(t), "packaging", "helm", "dovetail-coordinator")
-	for _, values := range [][]string{nil, {"--set", "replicas=5", "--set", "raftTLS.insecure=true", "--set", "gossip.dev=true"}} {
+	for _, values := range [][]string{nil, {"--set", "replicas=5", "--set", "raftTLS.insecure=true", "--set", "gossip.dev=true", "--set", "apiTLS.insecure=true"}} {
 		args := append([]string{"template", "dc", chart, "--namespace", "kube-system"}, values...)
 		out, err := exec.Command(helm, args...).Output()
 		if err != nil {
@@ -35,8 +35,9 @@ func TestHelmChartAppliesToAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(objs) != 7 {
-			t.Fatalf("rendered %d objects, want 7", len(objs))
+		// 7 + NetworkPolicy + the dovetail-view and dovetail-admin ClusterRoles.
+		if len(objs) != 10 {
+			t.Fatalf("rendered %d objects, want 10", len(objs))
 		}
 		cp := controlplane.Shared(t)
 		a, err := manifest.NewApplier(cp.RESTConfig)
