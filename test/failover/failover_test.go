@@ -9,7 +9,8 @@
 //	DOVETAIL_FAILOVER_HOG=1 go test ./test/failover/ -run XXX -bench Failover -benchtime 20x
 //	DOVETAIL_FAILOVER_STEADY=60s DOVETAIL_FAILOVER_HOG=1 go test ./test/failover/ -run TestSteady -v
 //
-// Extra flags for every replica (to compare settings): DOVETAIL_FAILOVER_FLAGS.
+// Extra flags for every replica (to compare settings): DOVETAIL_FAILOVER_FLAGS;
+// a prebuilt binary: DOVETAIL_COORDINATOR_BIN.
 package failover
 
 import (
@@ -48,6 +49,9 @@ type cluster struct {
 
 func buildBinary(tb testing.TB) string {
 	tb.Helper()
+	if b := os.Getenv("DOVETAIL_COORDINATOR_BIN"); b != "" {
+		return b // a prebuilt binary (saves a build on a busy machine)
+	}
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	bin := filepath.Join(tb.TempDir(), "dovetail-coordinator")
@@ -102,7 +106,7 @@ func newCluster(tb testing.TB, n int) *cluster {
 
 func (c *cluster) start(r *replica) {
 	args := append([]string{"--id", r.id, "--peers", c.peers, "--data-dir", r.dir, "--raft-addr", r.raft,
-		"--http-addr", r.http, "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft", "--log-level", "warn"}, c.extra...)
+		"--http-addr", r.http, "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft", "--insecure-api", "--log-level", "warn"}, c.extra...)
 	r.cmd = exec.Command(c.bin, args...)
 	if os.Getenv("DOVETAIL_TEST_LOG") != "" {
 		r.cmd.Stderr = os.Stderr
