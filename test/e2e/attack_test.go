@@ -128,18 +128,26 @@ type attacker struct {
 func (a attacker) post(path string, body []byte, sign func(*http.Request, []byte)) []int {
 	var codes []int
 	for _, u := range a.urls {
-		req, _ := http.NewRequestWithContext(a.e.ctx, http.MethodPost, u+path, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if sign != nil {
-			sign(req, body)
+		// A 503 is "no leader right now" (an election on a loaded machine),
+		// which an agent retries too: ask again until a leader judges it.
+		code := http.StatusServiceUnavailable
+		for deadline := time.Now().Add(15 * time.Second); code == http.StatusServiceUnavailable && time.Now().Before(deadline); {
+			req, _ := http.NewRequestWithContext(a.e.ctx, http.MethodPost, u+path, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if sign != nil {
+				sign(req, body)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				a.e.t.Fatalf("post %s: %v", u+path, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if code = resp.StatusCode; code == http.StatusServiceUnavailable {
+				time.Sleep(100 * time.Millisecond)
+			}
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			a.e.t.Fatalf("post %s: %v", u+path, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		codes = append(codes, resp.StatusCode)
+		codes = append(codes, code)
 	}
 	return codes
 }

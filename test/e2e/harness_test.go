@@ -135,6 +135,7 @@ func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	resetCluster(t, ctx, c)
 	e := &env{t: t, ctx: ctx, cp: cp, sim: sim, kube: kubernetes.NewForConfigOrDie(cp.RESTConfig), c: c, log: log,
 		opts: testOptions(cp.RESTConfig), dirs: map[string]string{}, reps: map[string]*coordinator.Coordinator{}}
 	addrs := freeAddrs(t, 6)
@@ -159,6 +160,64 @@ func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
 		}
 	})
 	return e
+}
+
+// resetCluster removes what an earlier test of this package left on the
+// shared control plane (its coordinators are gone, so nothing else will):
+// Dovetail's objects, nodes, and the workloads in every test namespace. A
+// test that failed half-way must not make the next one fail on "already
+// exists" or provision for its leftover pods.
+func resetCluster(t *testing.T, ctx context.Context, c client.Client) {
+	t.Helper()
+	var claims karpv1.NodeClaimList
+	if err := c.List(ctx, &claims); err != nil {
+		t.Fatalf("reset: list NodeClaims: %v", err)
+	}
+	for i := range claims.Items {
+		nc := &claims.Items[i]
+		if len(nc.Finalizers) > 0 {
+			patch := client.MergeFrom(nc.DeepCopy())
+			nc.Finalizers = nil
+			_ = c.Patch(ctx, nc, patch)
+		}
+	}
+	var nss corev1.NamespaceList
+	if err := c.List(ctx, &nss); err != nil {
+		t.Fatalf("reset: list namespaces: %v", err)
+	}
+	zero := client.GracePeriodSeconds(0)
+	for _, ns := range nss.Items {
+		switch ns.Name {
+		case "kube-system", "kube-public", "kube-node-lease":
+			continue
+		}
+		for _, o := range []client.Object{&appsv1.Deployment{}, &appsv1.ReplicaSet{}, &corev1.Pod{}} {
+			if err := c.DeleteAllOf(ctx, o, client.InNamespace(ns.Name), zero); err != nil {
+				t.Fatalf("reset: delete %T in %s: %v", o, ns.Name, err)
+			}
+		}
+	}
+	for _, o := range []client.Object{&karpv1.NodeClaim{}, &karpv1.NodePool{}, &awsv1.EC2NodeClass{}, &corev1.Node{}} {
+		if err := c.DeleteAllOf(ctx, o, zero); err != nil {
+			t.Fatalf("reset: delete %T: %v", o, err)
+		}
+	}
+	// Deletion is asynchronous: wait until the names are free again.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pools karpv1.NodePoolList
+		var classes awsv1.EC2NodeClassList
+		var left karpv1.NodeClaimList
+		err1, err2, err3 := c.List(ctx, &pools), c.List(ctx, &classes), c.List(ctx, &left)
+		if err1 == nil && err2 == nil && err3 == nil && len(pools.Items)+len(classes.Items)+len(left.Items) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reset: still %d NodePools, %d EC2NodeClasses, %d NodeClaims (%v %v %v)",
+				len(pools.Items), len(classes.Items), len(left.Items), err1, err2, err3)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func freeAddrs(t *testing.T, n int) []string {
