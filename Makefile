@@ -1,7 +1,7 @@
 # Dovetail — build, test and run.
 #
 #   make dev     bring up the local cluster (control plane, EC2 simulator, coordinators, agents)
-#   make test    the whole test suite (what CI runs): tools, generated-code check, lint, unit + integration tests
+#   make test    the whole test suite (what CI runs): tools, generated-code check, lint, fuzz (briefly), unit + integration tests
 #   make bench   print the benchmark tables
 
 SHELL      := /usr/bin/env bash
@@ -12,7 +12,7 @@ LDFLAGS    := -s -w -X github.com/dovetail-dev/dovetail/version.Version=$(VERSIO
 GOTESTFLAGS ?= -timeout 20m
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build tools generate verify-generate lint test unit bench dev clean systemd-verify package
+.PHONY: all build tools generate verify-generate lint test unit bench dev clean systemd-verify package fuzz
 
 all: build
 
@@ -36,12 +36,16 @@ lint:
 systemd-verify:
 	@bash systemd/verify.sh
 
+# Every fuzz target of outside input, briefly (FUZZTIME=5s each) on top of its seed corpus.
+fuzz:
+	@bash hack/fuzz.sh
+
 # Unit tests only: no control plane needed.
 unit:
 	$(GO) test $(GOTESTFLAGS) -short ./...
 
 # The whole suite: what README's Quick start and .ci/run call.
-test: tools verify-generate lint systemd-verify
+test: tools verify-generate lint systemd-verify fuzz
 	$(GO) test $(GOTESTFLAGS) ./...
 
 bench: build
