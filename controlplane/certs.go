@@ -1,40 +1,32 @@
 package controlplane
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 // certValidity is long enough for a dev cluster left running for weeks, short
 // enough that a leaked CA from a temp dir is worthless soon.
 const certValidity = 365 * 24 * time.Hour
 
-// keyPair is a certificate with its private key, both PEM encoded.
-type keyPair struct {
-	cert    *x509.Certificate
-	key     crypto.Signer
-	CertPEM []byte
-	KeyPEM  []byte
-}
-
 // pki is everything the control plane needs for TLS and identities: one CA
 // that signs the API server's serving cert and every client cert, and the
-// service-account signing key.
+// service-account signing key. Certificates come from tlsid, the one place
+// Dovetail mints them.
 type pki struct {
-	CA        *keyPair
-	Serving   *keyPair
-	Clients   map[string]*keyPair // by component name
+	CA        *tlsid.CA
+	Serving   tlsid.KeyPair
+	Clients   map[string]tlsid.KeyPair // by component name
 	SAKeyPEM  []byte
 	SAPubPEM  []byte
 	generated time.Time
@@ -46,30 +38,28 @@ type pki struct {
 var clientIdentities = []string{"admin", "kube-controller-manager", "kube-scheduler", "kwok"}
 
 func newPKI(now time.Time) (*pki, error) {
-	ca, err := newCA(now)
+	ca, err := tlsid.NewCA("dovetail-local-ca", now, certValidity)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
 	}
-	serving, err := ca.sign(now, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "kube-apiserver"},
+	serving, err := ca.Issue(tlsid.Leaf{
+		CommonName: "kube-apiserver",
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.ParseIP(serviceIP)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+		IPs:      []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.ParseIP(serviceIP)},
+		Server:   true,
+		Validity: certValidity,
+	}, now)
 	if err != nil {
 		return nil, fmt.Errorf("generate serving cert: %w", err)
 	}
-	p := &pki{CA: ca, Serving: serving, Clients: map[string]*keyPair{}, generated: now}
+	p := &pki{CA: ca, Serving: serving, Clients: map[string]tlsid.KeyPair{}, generated: now}
 	for _, name := range clientIdentities {
 		cn := name
 		if name != "admin" && name != "kwok" {
 			cn = "system:" + name
 		}
-		kp, err := ca.sign(now, &x509.Certificate{
-			Subject:     pkix.Name{CommonName: cn, Organization: []string{"system:masters"}},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		})
+		kp, err := p.issueClient(cn, []string{"system:masters"}, now)
 		if err != nil {
 			return nil, fmt.Errorf("generate client cert for %s: %w", name, err)
 		}
@@ -92,62 +82,10 @@ func newPKI(now time.Time) (*pki, error) {
 	return p, nil
 }
 
-func newCA(now time.Time) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dovetail-local-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	return encodePair(der, key)
-}
-
-func (ca *keyPair) sign(now time.Time, tmpl *x509.Certificate) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
-	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = now.Add(-time.Hour) // tolerate small clock differences between processes
-	tmpl.NotAfter = now.Add(certValidity)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, err
-	}
-	return encodePair(der, key)
-}
-
-func encodePair(der []byte, key *ecdsa.PrivateKey) (*keyPair, error) {
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &keyPair{
-		cert:    cert,
-		key:     key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}, nil
+// issueClient mints a client certificate the API server authenticates as
+// user cn in groups.
+func (p *pki) issueClient(cn string, groups []string, now time.Time) (tlsid.KeyPair, error) {
+	return p.CA.Issue(tlsid.Leaf{CommonName: cn, Organization: groups, Client: true, Validity: certValidity}, now)
 }
 
 // pkiFiles are the paths the components read.

@@ -83,6 +83,7 @@ type ControlPlane struct {
 	// CACertPEM is the cluster CA, for clients that build their own TLS config.
 	CACertPEM []byte
 
+	keys      *pki
 	log       *slog.Logger
 	removeDir bool
 	procs     []*process // in start order
@@ -213,6 +214,7 @@ func startOnce(ctx context.Context, opts Options, log *slog.Logger) (_ *ControlP
 	etcdPort, etcdPeerPort, apiPort, cmPort, schedPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	cp.APIServerURL = "https://127.0.0.1:" + strconv.Itoa(apiPort)
 	cp.CACertPEM = keys.CA.CertPEM
+	cp.keys = keys
 
 	kubeconfigs := map[string]string{}
 	for _, name := range clientIdentities {
@@ -559,3 +561,16 @@ func since(t time.Time) string { return time.Since(t).Round(100 * time.Milliseco
 // FreePorts returns n distinct free loopback ports (free when returned; a
 // process may still take one before the caller binds it).
 func FreePorts(n int) ([]int, error) { return freePorts(n) }
+
+// ClientConfig returns a REST config that authenticates with a fresh client
+// certificate as user in groups, for tests that need an identity other than
+// the admin's (a node's `system:node:NAME` in `system:nodes`, say).
+func (cp *ControlPlane) ClientConfig(user string, groups ...string) (*rest.Config, error) {
+	kp, err := cp.keys.issueClient(user, groups, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("issue client certificate for %s: %w", user, err)
+	}
+	cfg := rest.CopyConfig(cp.RESTConfig)
+	cfg.CertData, cfg.KeyData = kp.CertPEM, kp.KeyPEM
+	return cfg, nil
+}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 // ModulePath is Dovetail's main module; repoRoot looks for its go.mod.
@@ -143,7 +145,7 @@ type namedContext struct {
 // ContextName is the cluster, user and context name in written kubeconfigs.
 const ContextName = "dovetail-local"
 
-func writeKubeconfig(path, server string, caPEM []byte, client *keyPair) error {
+func writeKubeconfig(path, server string, caPEM []byte, client tlsid.KeyPair) error {
 	var c namedCluster
 	c.Name = ContextName
 	c.Cluster.Server = server

@@ -56,9 +56,12 @@ func (ca *CA) Pool() *x509.CertPool {
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string
-	DNSNames   []string
-	IPs        []net.IP
-	URIs       []string
+	// Organization becomes the subject's O: Kubernetes reads it as the
+	// client certificate's groups.
+	Organization []string
+	DNSNames     []string
+	IPs          []net.IP
+	URIs         []string
 	// Server and Client select the extended key usages.
 	Server, Client bool
 	Validity       time.Duration
@@ -83,7 +86,7 @@ func (ca *CA) Issue(l Leaf, now time.Time) (KeyPair, error) {
 		l.Validity = 365 * 24 * time.Hour
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: l.CommonName},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: l.CommonName, Organization: l.Organization},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(l.Validity),
 		DNSNames: l.DNSNames, IPAddresses: l.IPs, KeyUsage: x509.KeyUsageDigitalSignature,
 	}
