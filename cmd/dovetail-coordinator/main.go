@@ -28,15 +28,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
-	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud/ec2"
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
@@ -47,6 +43,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/flagenv"
 	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 	"github.com/dovetail-dev/dovetail/systemd"
 	"github.com/dovetail-dev/dovetail/tlsid"
 	"github.com/dovetail-dev/dovetail/version"
@@ -259,15 +256,9 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 		if err != nil {
 			return cfg, err
 		}
-		scheme := runtime.NewScheme()
-		for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-			if err := add(scheme); err != nil {
-				return cfg, fmt.Errorf("build scheme: %w", err)
-			}
-		}
-		kube, err = client.New(rest, client.Options{Scheme: scheme})
+		kube, err = kubeclient.New(rest)
 		if err != nil {
-			return cfg, fmt.Errorf("kubernetes client: %w", err)
+			return cfg, err
 		}
 		cfg.Claims = &launcher.KubeClaims{C: kube}
 		if !o.insecureAPI {

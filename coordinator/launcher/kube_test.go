@@ -14,8 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -27,6 +25,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 const cluster = "dovetail-launcher-kube"
@@ -69,13 +68,7 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kc, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	kc, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -22,6 +21,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 // TestWiredComponent runs the component wiring.Components builds — what the
@@ -67,11 +67,7 @@ func TestWiredComponent(t *testing.T) {
 		t.Fatalf("without a cloud: %v, %v", names(none), err)
 	}
 
-	scheme := runtime.NewScheme()
-	if err := awsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	c, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 // countingRecorder passes Events on to the real recorder and counts them,
@@ -44,13 +44,7 @@ func (c *countingRecorder) Event(o runtime.Object, typ, reason, msg string) {
 func TestInvalidBudgetGetsAWarningEventOnce(t *testing.T) {
 	cp := controlplane.StartForTest(t)
 	ctx := context.Background()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kc, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	kc, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

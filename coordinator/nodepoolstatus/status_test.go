@@ -9,13 +9,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 func pool(name, class string) *karpv1.NodePool {
@@ -123,13 +122,7 @@ func TestComputeNotReadyReasons(t *testing.T) {
 func TestControllerWritesStatusThroughTheAPIServer(t *testing.T) {
 	cp := controlplane.StartForTest(t)
 	ctx := context.Background()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kc, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	kc, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

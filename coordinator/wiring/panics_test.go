@@ -18,6 +18,7 @@ import (
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 type alwaysLeader struct{ notify chan bool }
@@ -34,7 +35,7 @@ func TestComponentPanicOnANodePoolBecomesAWarningEvent(t *testing.T) {
 	cp := controlplane.StartForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	crc, err := newClient(cp.RESTConfig)
+	crc, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

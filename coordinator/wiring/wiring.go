@@ -22,7 +22,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -31,8 +30,6 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
-	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
@@ -42,6 +39,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/nodepoolstatus"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 )
 
 // Options configures Components. The zero value of each tuning field takes
@@ -119,7 +117,7 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wiring: dynamic client: %w", err)
 	}
-	crc, err := newClient(o.RESTConfig)
+	crc, err := kubeclient.New(o.RESTConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -200,21 +198,6 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 		comps = append(comps, leader.Named{Name: "disruption", Component: d})
 	}
 	return comps, nil
-}
-
-// newClient returns a controller-runtime client that knows Dovetail's kinds.
-func newClient(rc *rest.Config) (client.Client, error) {
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			return nil, fmt.Errorf("wiring: build scheme: %w", err)
-		}
-	}
-	c, err := client.New(rc, client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, fmt.Errorf("wiring: kubernetes client: %w", err)
-	}
-	return c, nil
 }
 
 // provisioner runs a fresh provisioning controller for each term.

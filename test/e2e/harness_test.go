@@ -20,9 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
@@ -45,6 +43,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/daemon/agent"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/kubeclient"
 	"github.com/dovetail-dev/dovetail/metricsdoc"
 )
 
@@ -125,13 +124,7 @@ func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
 	}
 	t.Cleanup(sim.Close)
 
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, karpv1.AddToScheme, awsv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
+	c, err := kubeclient.New(cp.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
