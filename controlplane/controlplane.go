@@ -284,7 +284,11 @@ func startOnce(ctx context.Context, opts Options, log *slog.Logger) (_ *ControlP
 		"--service-account-key-file=" + files.SAPub,
 		"--service-account-signing-key-file=" + files.SAKey,
 		"--service-cluster-ip-range=" + serviceCIDR,
-		"--authorization-mode=RBAC",
+		// As in EKS: nodes (and Dovetail's agents, which use the
+		// kubelet's node identity) are confined to their own Node and
+		// the pods bound to it by the Node authorizer and NodeRestriction.
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
 		// On loopback there is no routable address to publish as the
 		// kubernetes Service's endpoint; the reconciler would fight that.
 		"--endpoint-reconciler-type=none",

@@ -135,16 +135,20 @@ type SkippedPod struct {
 
 // Result describes a drain.
 type Result struct {
-	Node       string       `json:"node"`
-	Reason     string       `json:"reason"`
-	DryRun     bool         `json:"dryRun,omitempty"`
-	Deadline   time.Time    `json:"deadline"`
-	Started    time.Time    `json:"started"`
-	CordonedAt time.Time    `json:"cordonedAt,omitempty"` // tainted and cordoned
-	Finished   time.Time    `json:"finished,omitempty"`
-	LastGoneAt time.Time    `json:"lastGoneAt,omitempty"` // the last evictable pod went away
-	Pods       []PodResult  `json:"pods"`
-	Skipped    []SkippedPod `json:"skipped,omitempty"`
+	Node       string    `json:"node"`
+	Reason     string    `json:"reason"`
+	DryRun     bool      `json:"dryRun,omitempty"`
+	Deadline   time.Time `json:"deadline"`
+	Started    time.Time `json:"started"`
+	CordonedAt time.Time `json:"cordonedAt,omitempty"` // tainted and cordoned
+	// TaintRefused is the API server's refusal of the disruption taints
+	// when the drainer's identity may not taint (a node identity under
+	// NodeRestriction); the drain then goes on with the cordon alone.
+	TaintRefused string       `json:"taintRefused,omitempty"`
+	Finished     time.Time    `json:"finished,omitempty"`
+	LastGoneAt   time.Time    `json:"lastGoneAt,omitempty"` // the last evictable pod went away
+	Pods         []PodResult  `json:"pods"`
+	Skipped      []SkippedPod `json:"skipped,omitempty"`
 	// Complete is true when every evictable pod is gone (dry run: would be
 	// evicted without refusal).
 	Complete bool `json:"complete"`
@@ -353,7 +357,17 @@ func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, re
 	log := d.log.With("node", node, "reason", reason, "dryRun", d.opts.DryRun)
 
 	if _, err := d.Taint(ctx, node, DisruptionTaints(d.opts.ReasonTaintKey, reason)...); err != nil {
-		return r.snapshot(), err
+		if !apierrors.IsForbidden(err) {
+			return r.snapshot(), err
+		}
+		// The node agent acts with its node's own identity, which the API
+		// server never lets change taints (NodeRestriction: a node must not
+		// steer workloads to itself). The cordon keeps new pods away just
+		// the same (the scheduler filters unschedulable nodes); the
+		// coordinator puts Karpenter's disrupted taint on when it acts on
+		// the report.
+		r.result.TaintRefused = err.Error()
+		log.Warn("identity may not taint the node; draining with the cordon alone", "err", err)
 	}
 	if _, err := d.Cordon(ctx, node); err != nil {
 		return r.snapshot(), err
@@ -388,10 +402,13 @@ func (d *Drainer) Drain(ctx context.Context, node string, deadline time.Time, re
 		}
 	}
 	if !d.opts.DryRun {
+		did := fmt.Sprintf("Tainted %s and %s=%s, cordoned", DisruptedTaintKey, d.opts.ReasonTaintKey, sanitizeLabelValue(reason))
+		if r.result.TaintRefused != "" {
+			did = "Cordoned (taints refused to this identity)"
+		}
 		d.events.nodeEvent(ctx, node, corev1.EventTypeNormal, "Draining", fmt.Sprintf(
-			"Tainted %s and %s=%s, cordoned; draining %d pods (%d critical, %d left in place) before %s",
-			DisruptedTaintKey, d.opts.ReasonTaintKey, sanitizeLabelValue(reason), len(r.order), len(critical), len(r.result.Skipped),
-			deadline.UTC().Format(time.RFC3339)))
+			"%s; draining %d pods (%d critical, %d left in place) before %s",
+			did, len(r.order), len(critical), len(r.result.Skipped), deadline.UTC().Format(time.RFC3339)))
 	}
 
 	if d.opts.DryRun {

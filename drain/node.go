@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
@@ -120,7 +121,11 @@ func (d *Drainer) Untaint(ctx context.Context, node string, keys ...string) (boo
 // brought back; the scheduler may place new ones.
 func (d *Drainer) Restore(ctx context.Context, node, why string) error {
 	untainted, err := d.Untaint(ctx, node, DisruptedTaintKey, d.opts.ReasonTaintKey)
-	if err != nil {
+	if apierrors.IsForbidden(err) {
+		// A node identity may not change taints (NodeRestriction); taints
+		// someone else put on stay for them to remove, the cordon is ours.
+		d.log.Warn("identity may not remove the disruption taints; uncordoning only", "node", node, "err", err)
+	} else if err != nil {
 		return err
 	}
 	uncordoned, err := d.Uncordon(ctx, node, false)

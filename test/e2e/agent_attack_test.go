@@ -1,0 +1,230 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/controlplane/manifest"
+	"github.com/dovetail-dev/dovetail/drain"
+)
+
+// agentPolicyFile is the chart's ValidatingAdmissionPolicy for agents, as
+// templates/agent-own-node-policy.yaml includes it.
+var agentPolicyFile = filepath.Join("..", "..", "packaging", "helm", "dovetail-coordinator", "files", "agent-own-node-policy.yaml")
+
+// applyAgentPolicy installs the chart's agent policy and waits until the API
+// server enforces it (policies load asynchronously): probe is a request the
+// policy refuses, undo reverts it while the policy is not yet active.
+func applyAgentPolicy(t *testing.T, cp *controlplane.ControlPlane, probe func() error, undo func()) {
+	t.Helper()
+	data, err := os.ReadFile(agentPolicyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := manifest.Decode(agentPolicyFile, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := manifest.NewApplier(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ApplyAll(t.Context(), objs); err != nil {
+		t.Fatalf("apply %s: %v", agentPolicyFile, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := probe()
+		if err != nil && strings.Contains(err.Error(), "dovetail-agent-own-node") {
+			return
+		}
+		if err == nil {
+			undo()
+		} else if !apierrors.IsForbidden(err) {
+			t.Fatalf("probe of the agent policy: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent policy not enforced after 30s (last probe: %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAttackAgentTouchesAnotherNode runs the real drain code with node A's
+// own credentials (system:node:A, group system:nodes: what the agent reads
+// from the kubelet's kubeconfig) against the real API server with the Node
+// authorizer, NodeRestriction and the chart's agent policy: A cordons and
+// drains itself; everything it tries on node B, or on the Karpenter labels
+// of its own Node, is refused with a message naming the rule, and B is left
+// as it was.
+func TestAttackAgentTouchesAnotherNode(t *testing.T) {
+	cp := controlplane.Shared(t)
+	admin, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	nodeA, nodeB, ns := "agent-a-"+suffix, "agent-b-"+suffix, "agent-attack-"+suffix
+	q := resource.MustParse
+	for _, name := range []string{nodeA, nodeB} {
+		n := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{controlplane.KwokNodeAnnotation: controlplane.KwokNodeValue}},
+			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{"cpu": q("8"), "memory": q("32Gi"), "pods": q("110")},
+				Capacity: corev1.ResourceList{"cpu": q("8"), "memory": q("32Gi"), "pods": q("110")}},
+		}
+		if _, err := admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	grace := int64(1)
+	for _, node := range []string{nodeA, nodeB} {
+		for i := range 3 {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", node, i)},
+				Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &grace,
+					Containers: []corev1.Container{{Name: "c", Image: "x.invalid/app:1"}}}}
+			if _, err := admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	cfgA, err := cp.NodeClientConfig(nodeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentA, err := kubernetes.NewForConfig(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The policy's own rule (NodeRestriction lets a node set any label
+	// outside kubernetes.io and k8s.io): A may not put itself in a NodePool.
+	steal := func() error {
+		patch := []byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"gpu"}}}`)
+		_, err := agentA.CoreV1().Nodes().Patch(ctx, nodeA, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		return err
+	}
+	applyAgentPolicy(t, cp, steal, func() {
+		patch := []byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":null}}}`)
+		if _, err := admin.CoreV1().Nodes().Patch(ctx, nodeA, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() {
+		_ = admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(context.Background(), "dovetail-agent-own-node", metav1.DeleteOptions{})
+		_ = admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(context.Background(), "dovetail-agent-own-node", metav1.DeleteOptions{})
+	})
+	err = steal()
+	wantRefused(t, "A labels itself into a NodePool", err,
+		"dovetail: node "+nodeA+" may not change its Karpenter or Dovetail labels (karpenter.sh/nodepool)")
+
+	d, err := drain.New(agentA, drain.Options{Component: "dovetail-agent", Logger: slog.New(slog.DiscardHandler),
+		RetryInterval: 100 * time.Millisecond, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Node B: every request is refused and B is unchanged. The drain code
+	// reads a Node before it writes it, and the Node authorizer lets a node
+	// read only its own Node; a blind patch meets NodeRestriction.
+	cannotRead := fmt.Sprintf("node '%s' cannot read '%s', only its own Node object", nodeA, nodeB)
+	_, err = d.Cordon(ctx, nodeB)
+	wantRefused(t, "A cordons B", err, cannotRead)
+	_, err = d.Taint(ctx, nodeB, drain.DisruptionTaints(drain.InterruptionTaintKey, "spot")...)
+	wantRefused(t, "A taints B", err, cannotRead)
+	for what, patch := range map[string]string{
+		"A cordons B blindly": `{"spec":{"unschedulable":true}}`,
+		"A taints B blindly":  `{"spec":{"taints":[{"key":"karpenter.sh/disrupted","effect":"NoSchedule"}]}}`,
+	} {
+		_, err = agentA.CoreV1().Nodes().Patch(ctx, nodeB, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+		wantRefused(t, what, err, fmt.Sprintf("node %q is not allowed to modify node %q", nodeA, nodeB))
+	}
+	podB := nodeB + "-0"
+	err = agentA.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: podB}})
+	wantRefused(t, "A evicts a pod of B", err, fmt.Sprintf("node %s can only evict pods with spec.nodeName set to itself", nodeA))
+	err = agentA.CoreV1().Pods(ns).Delete(ctx, podB, metav1.DeleteOptions{})
+	wantRefused(t, "A deletes a pod of B", err, fmt.Sprintf("node %q can only delete pods with spec.nodeName set to itself", nodeA))
+	res, err := d.Drain(ctx, nodeB, time.Now().Add(10*time.Second), "spot")
+	wantRefused(t, "A drains B", err, cannotRead)
+	if res.Accepted() != 0 {
+		t.Fatalf("drain of B by A had %d evictions accepted", res.Accepted())
+	}
+	b, err := admin.CoreV1().Nodes().Get(ctx, nodeB, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Spec.Unschedulable || len(b.Spec.Taints) > 0 {
+		t.Fatalf("node B changed by A's refused requests: unschedulable=%v taints=%v", b.Spec.Unschedulable, b.Spec.Taints)
+	}
+	if pods := podsBoundTo(t, admin, ns, nodeB); len(pods) != 3 {
+		t.Fatalf("node B has %d pods after A's refused evictions, want 3", len(pods))
+	}
+
+	// Node A: taints are the API server's to refuse even on A itself
+	// (NodeRestriction); cordon and drain go through.
+	_, err = d.Taint(ctx, nodeA, drain.DisruptionTaints(drain.InterruptionTaintKey, "spot")...)
+	wantRefused(t, "A taints A", err, fmt.Sprintf("node %q is not allowed to modify taints", nodeA))
+	res, err = d.Drain(ctx, nodeA, time.Now().Add(45*time.Second), "spot")
+	if err != nil {
+		t.Fatalf("A drains A: %v", err)
+	}
+	if !res.Complete || res.Accepted() != 3 || res.TaintRefused == "" {
+		t.Fatalf("A drains A: complete=%v accepted=%d taintRefused=%q stopped=%q", res.Complete, res.Accepted(), res.TaintRefused, res.Stopped)
+	}
+	a, err := admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Spec.Unschedulable || a.Annotations[drain.CordonedByAnnotation] != "dovetail-agent" {
+		t.Fatalf("node A not cordoned by its agent: unschedulable=%v annotations=%v", a.Spec.Unschedulable, a.Annotations)
+	}
+	if pods := podsBoundTo(t, admin, ns, nodeA); len(pods) != 0 {
+		t.Fatalf("node A still has %d pods after its drain", len(pods))
+	}
+	if _, err := d.Uncordon(ctx, nodeA, false); err != nil {
+		t.Fatalf("A uncordons A: %v", err)
+	}
+	if pods := podsBoundTo(t, admin, ns, nodeB); len(pods) != 3 {
+		t.Fatalf("node B has %d pods after A drained itself, want 3", len(pods))
+	}
+}
+
+func wantRefused(t *testing.T, what string, err error, msg string) {
+	t.Helper()
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("%s: want 403 Forbidden, got %v", what, err)
+	}
+	if !strings.Contains(err.Error(), msg) {
+		t.Fatalf("%s: refusal %q does not say %q", what, err, msg)
+	}
+	t.Logf("%s: refused: %v", what, err)
+}
+
+func podsBoundTo(t *testing.T, kc kubernetes.Interface, ns, node string) []corev1.Pod {
+	t.Helper()
+	list, err := kc.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
