@@ -127,12 +127,6 @@ func (v *Validator) Kinds() []schema.GroupVersionKind {
 	return out
 }
 
-// Knows reports whether the Validator has a schema for gvk.
-func (v *Validator) Knows(gvk schema.GroupVersionKind) bool {
-	_, ok := v.kinds[gvk]
-	return ok
-}
-
 // Validate checks obj as the API server checks a create. Like the API server
 // it applies the schema's defaults to obj; unlike it, it reports unknown
 // fields as errors rather than silently dropping them, since a typo in a

@@ -112,15 +112,6 @@ func LoadFiles(files ...string) ([]Object, error) {
 	return out, nil
 }
 
-// Load is LoadFiles(Files(path)...).
-func Load(path string) ([]Object, error) {
-	files, err := Files(path)
-	if err != nil {
-		return nil, fmt.Errorf("list manifests: %w", err)
-	}
-	return LoadFiles(files...)
-}
-
 // Decode splits a multi-document YAML or JSON stream into objects. source
 // names the stream in errors.
 func Decode(source string, data []byte) ([]Object, error) {

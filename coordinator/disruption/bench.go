@@ -320,15 +320,10 @@ func RunBench(types []cloud.InstanceType, n int, seed uint64) (BenchResult, erro
 	return r, nil
 }
 
-// BenchmarkTable runs the consolidation benchmark on 100, 1,000 and 5,000
-// nodes with the embedded catalogue (us-east-1) and prints a table: decision
-// CPU time and $/hour after scale-down against the lower bound. Targets:
-// < 1 s CPU for the first decision at 1,000 nodes; cost within 15 % of the bound.
-func BenchmarkTable(w io.Writer) error {
-	return BenchmarkTableSizes(w, []int{100, 1000, 5000})
-}
-
-// BenchmarkTableSizes is BenchmarkTable for chosen cluster sizes.
+// BenchmarkTableSizes runs the consolidation benchmark on the given cluster sizes
+// with the embedded catalogue (us-east-1) and prints a table: decision CPU time
+// and $/hour after scale-down against the lower bound. Targets: < 1 s CPU for the
+// first decision at 1,000 nodes; cost within 15 % of the bound.
 func BenchmarkTableSizes(w io.Writer, sizes []int) error {
 	cat, err := catalog.Load()
 	if err != nil {

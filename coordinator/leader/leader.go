@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"k8s.io/utils/clock"
 )
 
@@ -146,12 +145,6 @@ func (l *Loop) init() {
 			}
 		}
 	})
-}
-
-// Panics returns how many panics the component has had recovered.
-func (l *Loop) Panics(component string) float64 {
-	l.init()
-	return counterValue(l.panics.WithLabelValues(component))
 }
 
 // Run blocks until ctx is done.
@@ -355,12 +348,4 @@ func (l *Loop) reportPanic(ctx context.Context, p *Panic, log *slog.Logger) {
 		}
 	}()
 	l.OnPanic(ctx, p)
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return 0
-	}
-	return m.GetCounter().GetValue()
 }
