@@ -90,6 +90,14 @@ const (
 	// saving, in USD per hour or as a percent ("0.05", "10%"), that makes a
 	// replacement worth the disruption.
 	ConsolidationMinSavingsAnnotationKey = "dovetail.dev/consolidation-min-savings"
+	// RebalanceAnnotationKey (Dovetail) on a NodePool says what to do with a
+	// spot rebalance recommendation: "replace" (the default: replacement
+	// first, inside the budgets as Drifted) or RebalanceIgnore.
+	RebalanceAnnotationKey = "dovetail.dev/rebalance"
+	// RebalanceIgnore leaves a node with a rebalance recommendation running.
+	RebalanceIgnore = "ignore"
+	// RebalanceReplace is the default.
+	RebalanceReplace = "replace"
 )
 
 // Taints.

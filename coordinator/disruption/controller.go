@@ -219,8 +219,10 @@ func (c *Controller) Pass(ctx context.Context) error {
 			continue
 		}
 		// A static scale-down is the user's request (kubectl scale): no
-		// validation wait, as Karpenter deletes the surplus at once.
-		if d.Forceful || d.Reason == ReasonOverprovisioned {
+		// validation wait, as Karpenter deletes the surplus at once. A
+		// rebalance recommendation does not depend on how pods pack (the
+		// validation's question) and its value is in the minutes it gains.
+		if d.Forceful || d.Reason == ReasonOverprovisioned || d.Reason == ReasonRebalance {
 			c.start(ctx, snap, d)
 			continue
 		}

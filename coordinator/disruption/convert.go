@@ -183,6 +183,17 @@ func PoolFromAPI(np *karpv1.NodePool) (Pool, error) {
 		}
 		p.MinSavings = ms
 	}
+	switch v, ok := np.Annotations[AnnotationRebalance]; {
+	case !ok || v == karpv1.RebalanceReplace:
+	case v == RebalanceIgnore:
+		p.IgnoreRebalance = true
+	default:
+		// Fail safe: whoever wrote the annotation meant to change the
+		// default, and the one change there is leaves nodes alone.
+		p.IgnoreRebalance = true
+		errs = append(errs, fmt.Errorf("NodePool %s: annotation %s=%q: want %q or %q (treated as %q until fixed)",
+			np.Name, AnnotationRebalance, v, karpv1.RebalanceReplace, RebalanceIgnore, RebalanceIgnore))
+	}
 	for i, b := range p.Budgets {
 		if err := b.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("NodePool %s budgets[%d]: %w (no disruption allowed until fixed)", np.Name, i, err))
@@ -322,7 +333,7 @@ func NodeFromAPI(n *corev1.Node, claim *karpv1.NodeClaim, pods []*corev1.Pod, pd
 			}
 		}
 		if r := status.Interruption; r != nil {
-			out.Interruption = &Interruption{Kind: string(r.Kind), Deadline: r.Deadline, Seen: r.ObservedAt}
+			out.Interruption = &Interruption{Kind: string(r.Kind), Action: r.Action, Message: r.Message, Deadline: r.Deadline, Seen: r.ObservedAt}
 		}
 		out.ReplaceRequested = status.ReplaceRequested
 	}

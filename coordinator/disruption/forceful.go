@@ -8,13 +8,14 @@ import (
 	"github.com/dovetail-dev/dovetail/report"
 )
 
-// interruptions: a spot interruption, rebalance recommendation or scheduled
-// maintenance gets a replacement at once so the pods have somewhere to go
-// before the deadline. Budgets never block this; the node is counted.
+// interruptions: a spot interruption or scheduled maintenance gets a
+// replacement at once so the pods have somewhere to go before the deadline.
+// Budgets never block this; the node is counted. Rebalance recommendations
+// are voluntary and planned by rebalances().
 func (p *planner) interruptions() {
 	for i := range p.s.Nodes {
 		n := &p.s.Nodes[i]
-		if n.Pool == "" || n.Interruption == nil || p.taken[n.Name] {
+		if n.Pool == "" || n.Interruption == nil || n.Interruption.Kind == string(report.KindRebalance) || p.taken[n.Name] {
 			continue
 		}
 		pool := p.pools[n.Pool]

@@ -72,6 +72,10 @@ type Replacement struct {
 	// SameAs asks for a node like this one (interruption, repair, drift,
 	// expiry): the provisioner picks options with the pool's rules.
 	SameAs string `json:"sameAs,omitempty"`
+	// Avoid are offerings the replacement must not use (a rebalance
+	// recommendation's instance type and zone: that capacity pool is the
+	// one at risk).
+	Avoid []cloud.UnavailableOffering `json:"avoid,omitempty"`
 }
 
 // Decision is one disruption the controller should carry out.
@@ -174,6 +178,7 @@ func Decide(s *Snapshot, now time.Time, o Options) Plan {
 	p.interruptions()
 	p.repairs()
 	p.staticScaleDown()
+	p.rebalances()
 	p.expiry()
 	p.drift()
 	p.consolidate()

@@ -34,8 +34,9 @@ const (
 	ReasonUnderutilized = budget.ReasonUnderutilized
 	ReasonDrifted       = budget.ReasonDrifted
 	ReasonExpired       = budget.ReasonExpired
-	// ReasonInterrupted covers spot interruption, rebalance recommendation
-	// and scheduled maintenance: forceful, never blocked by budgets.
+	// ReasonInterrupted covers spot interruption and scheduled maintenance:
+	// forceful, never blocked by budgets. (A rebalance recommendation is
+	// ReasonRebalance, voluntary: rebalance.go.)
 	ReasonInterrupted Reason = "Interrupted"
 	// ReasonUnhealthy is node repair: forceful, bounded by the repair limit.
 	ReasonUnhealthy Reason = "Unhealthy"
@@ -55,6 +56,10 @@ const (
 	// AnnotationMinSavings on a NodePool asks for a minimum saving before an
 	// underutilized node is replaced, e.g. "15%". Deletions are not affected.
 	AnnotationMinSavings = karpv1.ConsolidationMinSavingsAnnotationKey
+	// AnnotationRebalance on a NodePool set to RebalanceIgnore opts the
+	// pool out of acting on spot rebalance recommendations.
+	AnnotationRebalance = karpv1.RebalanceAnnotationKey
+	RebalanceIgnore     = karpv1.RebalanceIgnore
 	// TaintDisrupted is put on a node before it is drained.
 	TaintDisrupted = karpv1.DisruptedTaintKey
 	LabelNodePool  = karpv1.NodePoolLabelKey
@@ -132,7 +137,12 @@ type Unhealthy struct {
 // Interruption is an active spot interruption, rebalance recommendation or
 // scheduled maintenance for a node.
 type Interruption struct {
-	Kind     string    `json:"kind"` // report.KindInterruption, KindRebalance, KindMaintenance
+	Kind string `json:"kind"` // report.KindInterruption, KindRebalance, KindMaintenance
+	// Action is the spot action (terminate, stop, hibernate) or the
+	// maintenance code (instance-stop, instance-retirement, system-reboot...).
+	Action string `json:"action,omitempty"`
+	// Message is the maintenance event's description, if any.
+	Message  string    `json:"message,omitempty"`
 	Deadline time.Time `json:"deadline,omitzero"`
 	Seen     time.Time `json:"seen"`
 }
@@ -194,6 +204,9 @@ type Pool struct {
 	TemplateHash string `json:"templateHash,omitempty"`
 	// MinSavings is the fraction (0.15 for "15%") a replacement must save.
 	MinSavings float64 `json:"minSavings,omitempty"`
+	// IgnoreRebalance: the pool is annotated dovetail.dev/rebalance=ignore;
+	// its nodes are not replaced on a rebalance recommendation.
+	IgnoreRebalance bool `json:"ignoreRebalance,omitempty"`
 	// Replicas is spec.replicas of a static pool (nil: dynamic). Static
 	// pools are never consolidated; a pool above its replicas is scaled
 	// down by the static planner (static.go).

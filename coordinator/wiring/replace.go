@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -112,6 +113,15 @@ func (r *replacer) plan(ctx context.Context, name string, rep disruption.Replace
 				CapacityType: cloud.CapacityTypeSpot, Code: "Replaced"})
 		}
 	}
+	// Offerings the planner says to avoid (a rebalance recommendation's
+	// capacity pool): unavailable to the simulation, so no option uses them.
+	for _, a := range rep.Avoid {
+		if !slices.ContainsFunc(snap.Unavailable, func(u cloud.UnavailableOffering) bool {
+			return u.InstanceType == a.InstanceType && u.Zone == a.Zone && u.CapacityType == a.CapacityType
+		}) {
+			snap.Unavailable = append(snap.Unavailable, a)
+		}
+	}
 	attempts := [][]*corev1.Pod{}
 	if rep.SameAs != "" {
 		if pods := movingPods(o.pods, rep.SameAs); len(pods) > 0 {
@@ -140,7 +150,24 @@ func (r *replacer) plan(ctx context.Context, name string, rep disruption.Replace
 		options = rep.Options
 		claim.Requirements = restrictTo(claim.Requirements, rep.Options)
 	}
+	options = withoutOfferings(options, rep.Avoid)
+	if len(options) == 0 {
+		return nil, nil, fmt.Errorf("replacement for pool %s: every launch option is an offering to avoid (%v)", rep.Pool, rep.Avoid)
+	}
 	return provisioning.NodeClaimFor(&claim, name, pool), options, nil
+}
+
+// withoutOfferings drops the options on an avoided offering (an option
+// without a zone or capacity type matches any).
+func withoutOfferings(options []cloud.LaunchOption, avoid []cloud.UnavailableOffering) []cloud.LaunchOption {
+	if len(avoid) == 0 {
+		return options
+	}
+	return slices.DeleteFunc(slices.Clone(options), func(o cloud.LaunchOption) bool {
+		return slices.ContainsFunc(avoid, func(a cloud.UnavailableOffering) bool {
+			return o.InstanceType == a.InstanceType && (o.Zone == "" || o.Zone == a.Zone) && (o.CapacityType == "" || o.CapacityType == a.CapacityType)
+		})
+	})
 }
 
 // movingPods are the pods a drain of node would evict, unbound copies.
