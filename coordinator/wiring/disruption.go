@@ -216,7 +216,8 @@ func (s *snapshotSource) scheduling(ctx context.Context) (scheduling.Snapshot, e
 	}
 	snap, _ := provisioning.Build(provisioning.Inputs{
 		Now: s.types.now(), Pods: o.pods, Nodes: o.nodes, NodeClaims: o.nodeClaims, NodePools: o.nodePools,
-		NodeClasses: o.nodeClasses, DaemonSets: o.daemonSets, InstanceTypes: its, RequireNodeClass: true,
+		NodeClasses: o.nodeClasses, DaemonSets: o.daemonSets, Namespaces: o.namespaces, InstanceTypes: its,
+		RequireNodeClass: true,
 	}, func(*corev1.Pod) bool { return false })
 	return snap, nil
 }

@@ -105,6 +105,7 @@ func (r *replacer) plan(ctx context.Context, name string, rep disruption.Replace
 		NodePools:     []scheduling.NodePool{scheduling.NodePoolFromAPI(pool)},
 		InstanceTypes: map[string][]*cloud.InstanceType{"": its},
 		DaemonSets:    o.daemonSets,
+		Namespaces:    namespaceLabels(o.namespaces),
 	}
 	if rep.SameAs != "" {
 		if n := r.view.node(rep.SameAs); n != nil && n.Labels[karpv1.CapacityTypeLabelKey] == cloud.CapacityTypeSpot {

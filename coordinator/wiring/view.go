@@ -30,6 +30,10 @@ type clusterView struct {
 
 	pods, nodes, pdbs, daemonSets      cache.GenericLister
 	nodePools, nodeClaims, nodeClasses cache.GenericLister
+	// namespaces: the labels a namespaceSelector of pod (anti-)affinity
+	// is evaluated against; without them the simulation treats any
+	// selector but {} as every namespace and mis-judges consolidations.
+	namespaces cache.GenericLister
 }
 
 func newClusterView(kube kubernetes.Interface, dyn dynamic.Interface, log *slog.Logger) *clusterView {
@@ -43,6 +47,7 @@ func newClusterView(kube kubernetes.Interface, dyn dynamic.Interface, log *slog.
 	v.nodes = cache.NewGenericLister(core.Nodes().Informer().GetIndexer(), corev1.Resource("nodes"))
 	v.pdbs = cache.NewGenericLister(v.kubeInf.Policy().V1().PodDisruptionBudgets().Informer().GetIndexer(), policyv1.Resource("poddisruptionbudgets"))
 	v.daemonSets = cache.NewGenericLister(v.kubeInf.Apps().V1().DaemonSets().Informer().GetIndexer(), appsv1.Resource("daemonsets"))
+	v.namespaces = cache.NewGenericLister(core.Namespaces().Informer().GetIndexer(), corev1.Resource("namespaces"))
 	v.nodePools = v.dynInf.ForResource(provisioning.NodePoolsGVR).Lister()
 	v.nodeClaims = v.dynInf.ForResource(provisioning.NodeClaimsGVR).Lister()
 	v.nodeClasses = v.dynInf.ForResource(provisioning.EC2NodeClassesGVR).Lister()
@@ -77,6 +82,7 @@ type objects struct {
 	nodes       []*corev1.Node
 	pdbs        []*policyv1.PodDisruptionBudget
 	daemonSets  []*appsv1.DaemonSet
+	namespaces  []*corev1.Namespace
 	nodePools   []*karpv1.NodePool
 	nodeClaims  []*karpv1.NodeClaim
 	nodeClasses []*awsv1.EC2NodeClass
@@ -97,6 +103,9 @@ func (v *clusterView) list() (objects, error) {
 	if o.daemonSets, err = typed[*appsv1.DaemonSet](v.daemonSets); err != nil {
 		return o, err
 	}
+	if o.namespaces, err = typed[*corev1.Namespace](v.namespaces); err != nil {
+		return o, err
+	}
 	if o.nodePools, err = converted[karpv1.NodePool](v.nodePools, v.log); err != nil {
 		return o, err
 	}
@@ -107,6 +116,17 @@ func (v *clusterView) list() (objects, error) {
 		return o, err
 	}
 	return o, nil
+}
+
+// namespaceLabels is each namespace's labels by name, as
+// scheduling.Snapshot.Namespaces wants them (never nil: an empty cache
+// means no namespace has labels, not "unknown").
+func namespaceLabels(nss []*corev1.Namespace) map[string]map[string]string {
+	out := make(map[string]map[string]string, len(nss))
+	for _, ns := range nss {
+		out[ns.Name] = ns.Labels
+	}
+	return out
 }
 
 // node returns a cached Node, or nil.
