@@ -14,6 +14,9 @@ import (
 const (
 	CapacityTypeSpot     = "spot"
 	CapacityTypeOnDemand = "on-demand"
+	// CapacityTypeReserved is capacity from an On-Demand Capacity
+	// Reservation or a capacity block the node class selected.
+	CapacityTypeReserved = "reserved"
 )
 
 // Tag keys Dovetail puts on every instance, volume and launch template.
@@ -34,6 +37,8 @@ type Offering struct {
 	CapacityType string  `json:"capacityType"`
 	Price        float64 `json:"price"` // USD per hour
 	Available    bool    `json:"available"`
+	// ReservationID is the capacity reservation of a reserved offering.
+	ReservationID string `json:"reservationID,omitempty"`
 }
 
 // InstanceType is an instance type as the scheduler sees it.
@@ -59,6 +64,8 @@ type LaunchOption struct {
 	SubnetID     string  `json:"subnetID,omitempty"`
 	CapacityType string  `json:"capacityType"`
 	Price        float64 `json:"price"`
+	// ReservationID names the capacity reservation of a reserved option.
+	ReservationID string `json:"reservationID,omitempty"`
 }
 
 // LaunchRequest asks the provider for exactly one instance. ClientToken makes
@@ -108,6 +115,14 @@ type Instance struct {
 	// unknown (e.g. an instance recorded before these fields existed).
 	SubnetID         string   `json:"subnetID,omitempty"`
 	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
+	// CapacityReservationID and CapacityReservationType are set for an
+	// instance launched into a capacity reservation (CapacityType reserved).
+	CapacityReservationID   string `json:"capacityReservationID,omitempty"`
+	CapacityReservationType string `json:"capacityReservationType,omitempty"`
+	// PlacementGroupID and PlacementGroupPartition say where the instance
+	// was placed when its node class selects a placement group.
+	PlacementGroupID        string `json:"placementGroupID,omitempty"`
+	PlacementGroupPartition int32  `json:"placementGroupPartition,omitempty"`
 }
 
 // ProviderID formats the Kubernetes providerID of an EC2 instance.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ErrNotFound means the instance does not exist (or is long terminated).
@@ -74,9 +75,49 @@ type SecurityGroup struct {
 	Name string `json:"name"`
 }
 
+// Capacity reservation kinds and states, as Karpenter spells them in
+// EC2NodeClass status and the karpenter.k8s.aws/capacity-reservation-type label.
+const (
+	ReservationTypeDefault       = "default"
+	ReservationTypeCapacityBlock = "capacity-block"
+	ReservationStateActive       = "active"
+	// ReservationStateExpiring is a capacity block within EC2's reclaim
+	// window before its end: it takes no new launches.
+	ReservationStateExpiring = "expiring"
+)
+
+// CapacityReservation is a capacity reservation a NodeClass resolved to.
+type CapacityReservation struct {
+	ID                    string     `json:"id"`
+	InstanceType          string     `json:"instanceType"`
+	Zone                  string     `json:"zone"`
+	OwnerID               string     `json:"ownerID"`
+	InstanceMatchCriteria string     `json:"instanceMatchCriteria"` // open | targeted
+	ReservationType       string     `json:"reservationType"`       // default | capacity-block
+	Interruptible         bool       `json:"interruptible,omitempty"`
+	EndTime               *time.Time `json:"endTime,omitempty"`
+	State                 string     `json:"state"` // active | expiring
+	// Available is EC2's AvailableInstanceCount at resolution time.
+	Available int `json:"available"`
+}
+
 // ResolvedNodeClass is what an EC2NodeClass's selectors resolve to right now.
 type ResolvedNodeClass struct {
 	AMIs           []AMI           `json:"amis"`
 	Subnets        []Subnet        `json:"subnets"`
 	SecurityGroups []SecurityGroup `json:"securityGroups"`
+	// CapacityReservations matched by capacityReservationSelectorTerms
+	// (expired ones left out), sorted by id.
+	CapacityReservations []CapacityReservation `json:"capacityReservations,omitempty"`
+	// PlacementGroup matched by placementGroupSelector (nil: none selected).
+	PlacementGroup *PlacementGroup `json:"placementGroup,omitempty"`
+}
+
+// PlacementGroup is the placement group a NodeClass resolved to.
+type PlacementGroup struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Strategy       string `json:"strategy"` // cluster | partition | spread
+	PartitionCount int32  `json:"partitionCount,omitempty"`
+	SpreadLevel    string `json:"spreadLevel,omitempty"` // rack | host
 }

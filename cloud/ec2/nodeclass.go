@@ -58,6 +58,16 @@ type nodeClass struct {
 	NestedVirtualization string // enabled|disabled, "" = EC2's default
 	// NICs is spec.networkInterfaces (EFA layouts); nil: one primary ENA.
 	NICs []nic
+	// CRTerms is spec.capacityReservationSelectorTerms.
+	CRTerms []crTerm
+	// PlacementGroup is spec.placementGroupSelector (nil: none).
+	PlacementGroup *pgSelector
+}
+
+// pgSelector names one placement group by name or id.
+type pgSelector struct {
+	Name string `json:",omitempty"`
+	ID   string `json:",omitempty"`
 }
 
 // nic is one interface of a networkInterfaces layout.
@@ -158,11 +168,13 @@ func familyFromTerms(terms []amiTerm) string {
 // key identifies a node class's selectors for the resolve cache.
 func (nc nodeClass) selectorKey() string {
 	b, _ := json.Marshal(struct {
-		A []amiTerm
-		S []selectorTerm
-		G []selectorTerm
-		F string
-	}{nc.AMITerms, nc.SubnetTerms, nc.SGTerms, nc.AMIFamily})
+		A  []amiTerm
+		S  []selectorTerm
+		G  []selectorTerm
+		F  string
+		CR []crTerm    `json:",omitempty"`
+		PG *pgSelector `json:",omitempty"`
+	}{nc.AMITerms, nc.SubnetTerms, nc.SGTerms, nc.AMIFamily, nc.CRTerms, nc.PlacementGroup})
 	sum := sha256.Sum256(b)
 	return nc.Name + "/" + hex.EncodeToString(sum[:8])
 }

@@ -51,6 +51,12 @@ func fromAPI(in *awsv1.EC2NodeClass) (nodeClass, error) {
 	for _, t := range s.SecurityGroupSelectorTerms {
 		nc.SGTerms = append(nc.SGTerms, selectorTerm{ID: t.ID, Name: t.Name, Tags: maps.Clone(t.Tags)})
 	}
+	for _, t := range s.CapacityReservationSelectorTerms {
+		nc.CRTerms = append(nc.CRTerms, crTerm{ID: t.ID, OwnerID: t.OwnerID, Tags: maps.Clone(t.Tags), InstanceMatchCriteria: t.InstanceMatchCriteria})
+	}
+	if pg := s.PlacementGroupSelector; pg != nil {
+		nc.PlacementGroup = &pgSelector{Name: deref(pg.Name), ID: deref(pg.ID)}
+	}
 	if k := s.Kubelet; k != nil {
 		nc.Kubelet = kubeletConfig{
 			MaxPods:        deref(k.MaxPods),

@@ -152,6 +152,8 @@ type Provider struct {
 	ncCache map[string]cachedNodeClass
 
 	recent *recentLaunches
+	// reservations counts what each capacity reservation can still take.
+	reservations *reservationAvailability
 
 	ltMu sync.Mutex
 	lts  map[string]bool // launch template names known to exist
@@ -207,16 +209,17 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		}
 	}
 	p := &Provider{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "ec2-provider", "region", cfg.Region),
-		clock:   cfg.Clock,
-		metrics: m,
-		ice:     newICECache(cfg.Clock, cfg.ICETTL),
-		recent:  newRecentLaunches(cfg.Clock),
-		catalog: cat,
-		ncCache: map[string]cachedNodeClass{},
-		lts:     map[string]bool{},
-		sleep:   sleepCtx,
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "ec2-provider", "region", cfg.Region),
+		clock:        cfg.Clock,
+		metrics:      m,
+		ice:          newICECache(cfg.Clock, cfg.ICETTL),
+		recent:       newRecentLaunches(cfg.Clock),
+		reservations: newReservationAvailability(),
+		catalog:      cat,
+		ncCache:      map[string]cachedNodeClass{},
+		lts:          map[string]bool{},
+		sleep:        sleepCtx,
 	}
 	p.ec2 = awsec2.NewFromConfig(awsCfg, func(o *awsec2.Options) {
 		if cfg.Endpoint != "" {

@@ -45,7 +45,15 @@ func (p *Provider) resolve(ctx context.Context, nc nodeClass) (*cloud.ResolvedNo
 	if err != nil {
 		return nil, fmt.Errorf("node class %s: %w", nc.Name, err)
 	}
-	r := &cloud.ResolvedNodeClass{AMIs: amis, Subnets: subnets, SecurityGroups: sgs}
+	reservations, err := p.resolveReservations(ctx, nc)
+	if err != nil {
+		return nil, fmt.Errorf("node class %s: %w", nc.Name, err)
+	}
+	pg, err := p.resolvePlacementGroup(ctx, nc)
+	if err != nil {
+		return nil, fmt.Errorf("node class %s: %w", nc.Name, err)
+	}
+	r := &cloud.ResolvedNodeClass{AMIs: amis, Subnets: subnets, SecurityGroups: sgs, CapacityReservations: reservations, PlacementGroup: pg}
 	p.ncMu.Lock()
 	p.ncCache[key] = cachedNodeClass{resolved: r, until: now.Add(p.cfg.NodeClassTTL)}
 	p.ncMu.Unlock()

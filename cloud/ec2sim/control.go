@@ -52,6 +52,18 @@ func (s *Sim) routes() http.Handler {
 		}
 		return nil, s.SetIMDSFault(id, fault)
 	}))
+	mux.HandleFunc("GET /sim/capacity-reservations", s.httpJSON(func(*http.Request) (any, error) { return s.CapacityReservations(), nil }))
+	mux.HandleFunc("POST /sim/capacity-reservations", s.httpJSON(func(r *http.Request) (any, error) {
+		var spec CapacityReservationSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		id, err := s.CreateCapacityReservation(spec)
+		return map[string]string{"id": id}, err
+	}))
+	mux.HandleFunc("DELETE /sim/capacity-reservations/{id}", s.httpJSON(func(r *http.Request) (any, error) {
+		return nil, s.CancelCapacityReservation(r.PathValue("id"))
+	}))
 	mux.HandleFunc("POST /sim/pools", s.httpJSON(func(r *http.Request) (any, error) {
 		var req struct {
 			InstanceType string `json:"instanceType"`
@@ -201,22 +213,24 @@ type InstanceInfo struct {
 	Zone         string `json:"zone"`
 	SubnetID     string `json:"subnetID"`
 	// SecurityGroupIDs are the groups the instance's network interface is in.
-	SecurityGroupIDs []string          `json:"securityGroupIDs,omitempty"`
-	CapacityType     string            `json:"capacityType"`
-	ImageID          string            `json:"imageID"`
-	State            string            `json:"state"`
-	StateReason      string            `json:"stateReason,omitempty"`
-	PrivateIP        string            `json:"privateIP"`
-	PrivateDNS       string            `json:"privateDNSName"`
-	ProviderID       string            `json:"providerID"`
-	LaunchTime       time.Time         `json:"launchTime"`
-	ClientToken      string            `json:"clientToken,omitempty"`
-	Tags             map[string]string `json:"tags"`
-	VolumeTags       map[string]string `json:"volumeTags"`
-	IMDSEndpoint     string            `json:"imdsEndpoint,omitempty"`
-	UserData         string            `json:"userData,omitempty"`
-	SpotAction       *time.Time        `json:"spotActionTime,omitempty"`
-	RebalanceTime    *time.Time        `json:"rebalanceNoticeTime,omitempty"`
+	SecurityGroupIDs []string `json:"securityGroupIDs,omitempty"`
+	CapacityType     string   `json:"capacityType"`
+	// CapacityReservationID is the reservation the instance runs in.
+	CapacityReservationID string            `json:"capacityReservationID,omitempty"`
+	ImageID               string            `json:"imageID"`
+	State                 string            `json:"state"`
+	StateReason           string            `json:"stateReason,omitempty"`
+	PrivateIP             string            `json:"privateIP"`
+	PrivateDNS            string            `json:"privateDNSName"`
+	ProviderID            string            `json:"providerID"`
+	LaunchTime            time.Time         `json:"launchTime"`
+	ClientToken           string            `json:"clientToken,omitempty"`
+	Tags                  map[string]string `json:"tags"`
+	VolumeTags            map[string]string `json:"volumeTags"`
+	IMDSEndpoint          string            `json:"imdsEndpoint,omitempty"`
+	UserData              string            `json:"userData,omitempty"`
+	SpotAction            *time.Time        `json:"spotActionTime,omitempty"`
+	RebalanceTime         *time.Time        `json:"rebalanceNoticeTime,omitempty"`
 }
 
 func (s *Sim) infoLocked(in *instance) InstanceInfo {
@@ -226,6 +240,7 @@ func (s *Sim) infoLocked(in *instance) InstanceInfo {
 		PrivateDNS: in.privateDNS, ProviderID: "aws:///" + in.zone + "/" + in.id, LaunchTime: in.launched,
 		ClientToken: in.clientToken, Tags: copyTags(in.tags), VolumeTags: copyTags(in.volumeTags),
 		UserData: string(in.userData), SecurityGroupIDs: append([]string(nil), in.sgIDs...),
+		CapacityReservationID: in.capResID,
 	}
 	if in.imds != nil {
 		info.IMDSEndpoint = in.imds.url

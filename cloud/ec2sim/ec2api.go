@@ -29,6 +29,9 @@ func (s *Sim) ec2Actions() map[string]ec2Action {
 		"TerminateInstances":            s.terminateInstances,
 		"CreateTags":                    s.createTags,
 		"DescribeAvailabilityZones":     s.describeAvailabilityZones,
+		"DescribeCapacityReservations":  s.describeCapacityReservations,
+		"CreateCapacityReservation":     s.createCapacityReservationAPI,
+		"CancelCapacityReservation":     s.cancelCapacityReservationAPI,
 	}
 }
 

@@ -54,11 +54,13 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 	case "spot":
 		want["on-demand"] = min(odT, total)
 		want["spot"] = total - want["on-demand"]
-	case "on-demand":
+	case "on-demand", "capacity-block", "reserved-capacity":
+		// capacity-block and reserved-capacity are on-demand launches into
+		// the capacity block or interruptible reservation the template names.
 		want["spot"] = min(spT, total)
 		want["on-demand"] = total - want["spot"]
 	default:
-		return badParam("TargetCapacitySpecification.DefaultTargetCapacityType must be spot or on-demand")
+		return badParam("TargetCapacitySpecification.DefaultTargetCapacityType must be spot, on-demand, capacity-block or reserved-capacity")
 	}
 	token := p.str("ClientToken")
 	canon := p.canonical()
@@ -155,8 +157,13 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 				break
 			}
 			var launched []string
+			lifecycle := capType
 			for need > 0 {
-				code, msg := s.poolErrorLocked(ov.itype, ov.zone, capType, ov.maxPrice)
+				rc, code, msg := s.reservationForLocked(s.templates[ov.ltID], ov.itype, ov.zone, capType, def)
+				if code == "" && rc.cr == nil {
+					// Capacity held by a reservation is not drawn from the pool.
+					code, msg = s.poolErrorLocked(ov.itype, ov.zone, capType, ov.maxPrice)
+				}
 				if code == "" {
 					code, msg = s.imageErrorLocked(ov)
 				}
@@ -178,6 +185,10 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 					clientToken: token, fleetID: rec.fleetID, templateID: lt.id, userData: lt.userData, sgIDs: lt.sgIDs,
 					instTags: mergeTags(lt.tagSpecs["instance"], instTags), volTags: mergeTags(lt.tagSpecs["volume"], volTags),
 				}
+				if rc.cr != nil {
+					ls.capRes, ls.capResTargeted = rc.cr, rc.targeted
+				}
+				lifecycle = lifecycleOf(capType, rc)
 				in, aerr := s.launchLocked(ls, reservation, now)
 				if aerr != nil {
 					rec.errors = append(rec.errors, fleetError{ov: ov, lifecycle: capType, code: aerr.Code, message: aerr.Message})
@@ -187,7 +198,7 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 				need--
 			}
 			if len(launched) > 0 {
-				rec.launches = append(rec.launches, fleetLaunch{ov: ov, lifecycle: capType, ids: launched})
+				rec.launches = append(rec.launches, fleetLaunch{ov: ov, lifecycle: lifecycle, ids: launched})
 			}
 		}
 	}

@@ -15,6 +15,10 @@ type launchSpec struct {
 	userData                                                                  string // base64
 	sgIDs                                                                     []string
 	instTags, volTags                                                         map[string]string
+	// capRes is the capacity reservation the launch goes into (nil: none);
+	// capResTargeted says the template named it.
+	capRes         *capacityReservation
+	capResTargeted bool
 }
 
 // launchLocked creates one instance. The caller has checked the pool.
@@ -50,8 +54,16 @@ func (s *Sim) launchLocked(ls launchSpec, reservationID string, now time.Time) (
 	if len(in.sgIDs) == 0 && len(s.sgs) > 0 {
 		in.sgIDs = []string{s.sgs[0].id}
 	}
-	p := s.poolLocked(poolKey{ls.itype, sn.zone, ls.capType})
-	if p.remaining > 0 {
+	in.capResPref = "open"
+	if lt := s.templates[ls.templateID]; lt != nil {
+		if v := lt.data["LaunchTemplateData.CapacityReservationSpecification.CapacityReservationPreference"]; v != "" {
+			in.capResPref = v
+		}
+	}
+	if cr := ls.capRes; cr != nil {
+		cr.available--
+		in.capResID, in.capResTargeted, in.inReservation = cr.id, ls.capResTargeted, true
+	} else if p := s.poolLocked(poolKey{ls.itype, sn.zone, ls.capType}); p.remaining > 0 {
 		p.remaining--
 	}
 	s.instances[in.id] = in
@@ -59,6 +71,23 @@ func (s *Sim) launchLocked(ls launchSpec, reservationID string, now time.Time) (
 	s.metrics.launches.WithLabelValues(ls.capType).Inc()
 	s.log.Info("instance launched", "id", in.id, "type", in.itype, "zone", in.zone, "capacityType", in.capType, "ip", in.privateIP)
 	return in, nil
+}
+
+// instanceLifecycleLocked is the instanceLifecycle of a non-spot instance:
+// capacity-block or interruptible-capacity-reservation for instances in
+// such reservations, "" (EC2 omits it) for plain on-demand.
+func (s *Sim) instanceLifecycleLocked(in *instance) string {
+	cr := s.reservations[in.capResID]
+	if cr == nil || !in.capResTargeted {
+		return ""
+	}
+	switch {
+	case cr.reservationType == "capacity-block":
+		return "capacity-block"
+	case cr.interruptible:
+		return "interruptible-capacity-reservation"
+	}
+	return ""
 }
 
 func copyTags(m map[string]string) map[string]string {
@@ -282,7 +311,22 @@ func (s *Sim) writeInstance(w *xw, in *instance) {
 	if in.capType == "spot" {
 		w.elem("instanceLifecycle", "spot")
 		w.elem("spotInstanceRequestId", in.spotRequestID)
+	} else if lc := s.instanceLifecycleLocked(in); lc != "" {
+		w.elem("instanceLifecycle", lc)
 	}
+	if in.capResID != "" {
+		w.elem("capacityReservationId", in.capResID)
+	}
+	w.open("capacityReservationSpecification")
+	if in.capResTargeted && in.capResID != "" {
+		w.elem("capacityReservationPreference", "capacity-reservations-only")
+		w.open("capacityReservationTarget")
+		w.elem("capacityReservationId", in.capResID)
+		w.close("capacityReservationTarget")
+	} else {
+		w.elem("capacityReservationPreference", in.capResPref)
+	}
+	w.close("capacityReservationSpecification")
 	w.elem("virtualizationType", "hvm")
 	w.opt("clientToken", in.clientToken)
 	w.tagSet(in.tags)

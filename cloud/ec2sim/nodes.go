@@ -217,6 +217,10 @@ func (s *Sim) nodeSpecLocked(in *instance) nodeSpec {
 	if in.capType == "spot" {
 		capType = cloud.CapacityTypeSpot
 	}
+	if in.capResTargeted && in.capResID != "" {
+		// Karpenter's label for instances launched into a reservation.
+		capType = "reserved"
+	}
 	for k, v := range map[string]string{
 		corev1.LabelInstanceTypeStable: in.itype,
 		corev1.LabelArchStable:         t.Arch,

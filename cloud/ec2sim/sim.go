@@ -152,16 +152,18 @@ type Sim struct {
 	order     []string                // instance IDs in launch order
 	fleets    map[string]*fleetRecord // by client token
 	pools     map[poolKey]*pool
-	history   map[poolKey][]pricePoint // spot price changes after the catalogue's price
-	started   time.Time
-	lastDrift time.Time
-	rng       *rand.Rand
-	throttle  throttleState
-	latency   time.Duration
-	apiFaults map[string]APIFault // by EC2 action
-	wake      chan struct{}
-	closed    bool
-	initErr   error
+	// reservations are the capacity reservations, by id.
+	reservations map[string]*capacityReservation
+	history      map[poolKey][]pricePoint // spot price changes after the catalogue's price
+	started      time.Time
+	lastDrift    time.Time
+	rng          *rand.Rand
+	throttle     throttleState
+	latency      time.Duration
+	apiFaults    map[string]APIFault // by EC2 action
+	wake         chan struct{}
+	closed       bool
+	initErr      error
 
 	srv      *http.Server
 	listener net.Listener
@@ -386,6 +388,7 @@ func (s *Sim) stepLocked(now time.Time) (time.Time, effects) {
 		}
 		soonest(s.lastDrift.Add(iv))
 	}
+	soonest(s.expireReservationsLocked(now))
 	var drop []string
 	for _, id := range s.order {
 		in := s.instances[id]

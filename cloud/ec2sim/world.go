@@ -120,6 +120,12 @@ type instance struct {
 	userData                                        []byte // decoded
 	sgIDs                                           []string
 	templateID                                      string
+	// capResID is the capacity reservation the instance runs in ("" none,
+	// or no longer: an ended ODCR lets its instances run on as on-demand).
+	capResID       string
+	capResTargeted bool
+	inReservation  bool   // launched into a reservation (so not from the pool)
+	capResPref     string // the template's CapacityReservationPreference, "open" by default
 
 	action      *spotAction
 	rebalanceAt time.Time
@@ -142,6 +148,10 @@ func (s *Sim) poolLocked(k poolKey) *pool {
 }
 
 func (s *Sim) releasePoolLocked(in *instance) {
+	if in.inReservation {
+		s.releaseReservationLocked(in)
+		return
+	}
 	p := s.poolLocked(poolKey{in.itype, in.zone, in.capType})
 	if p.remaining >= 0 {
 		p.remaining++

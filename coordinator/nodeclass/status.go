@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -24,9 +25,9 @@ const (
 	// ReasonNotResolved is put on a condition that was never set when another
 	// selector failed first (the provider stops at the first failure).
 	ReasonNotResolved = "NotResolved"
-	// ReasonUnsupported marks capacityReservationSelectorTerms, which
-	// Dovetail accepts but does not launch into yet.
-	ReasonUnsupported = "Unsupported"
+	// ReasonPlacementGroupNotFound: the placementGroupSelector matches no
+	// available placement group (Karpenter's reason).
+	ReasonPlacementGroupNotFound = "PlacementGroupNotFound"
 )
 
 // maxMessage bounds condition messages: the API allows 32 KiB, a status
@@ -82,9 +83,11 @@ func Apply(nc *awsv1.EC2NodeClass, r *cloud.ResolvedNodeClass, resolveErr error)
 		work.Status.InstanceProfile = instanceProfile(work)
 		work.SetTrue(awsv1.ConditionTypeInstanceProfileReady, ReasonResolved, "instance profile "+work.Status.InstanceProfile)
 		work.SetTrue(awsv1.ConditionTypeValidationSucceeded, ReasonResolved, "the node class resolved and its settings are valid")
-		setCapacityReservations(work)
-		work.SetTrue(awsv1.ConditionTypeReady, ReasonResolved, fmt.Sprintf("%d AMIs, %d subnets and %d security groups resolved",
-			len(work.Status.AMIs), len(work.Status.Subnets), len(work.Status.SecurityGroups)))
+		work.Status.CapacityReservations = toReservations(r.CapacityReservations)
+		work.SetTrue(awsv1.ConditionTypeCapacityReservationsReady, ReasonResolved, reservationMessage(work.Status.CapacityReservations))
+		work.SetTrue(awsv1.ConditionTypePlacementGroupReady, ReasonResolved, placementGroupMessage(r.PlacementGroup))
+		work.SetTrue(awsv1.ConditionTypeReady, ReasonResolved, fmt.Sprintf("%d AMIs, %d subnets, %d security groups and %d capacity reservations resolved",
+			len(work.Status.AMIs), len(work.Status.Subnets), len(work.Status.SecurityGroups), len(work.Status.CapacityReservations)))
 	case resolveErr == nil:
 		return Outcome{}, fmt.Errorf("%w: the provider returned neither a result nor an error", ErrUnclassified)
 	default:
@@ -99,6 +102,8 @@ func Apply(nc *awsv1.EC2NodeClass, r *cloud.ResolvedNodeClass, resolveErr error)
 		case errors.Is(resolveErr, ec2.ErrNoSecurityGroups):
 			out.Failed, reason = awsv1.ConditionTypeSecurityGroupsReady, ReasonSecurityGroupsNotFound
 			work.Status.SecurityGroups = nil
+		case errors.Is(resolveErr, ec2.ErrNoPlacementGroup):
+			out.Failed, reason = awsv1.ConditionTypePlacementGroupReady, ReasonPlacementGroupNotFound
 		default:
 			return Outcome{}, fmt.Errorf("%w: %w", ErrUnclassified, resolveErr)
 		}
@@ -132,18 +137,46 @@ func instanceProfile(nc *awsv1.EC2NodeClass) string {
 	return nc.Spec.Role
 }
 
-// setCapacityReservations writes CapacityReservationsReady only for classes
-// that select reservations (as Karpenter), and says plainly that Dovetail
-// does not use them yet rather than claiming it resolved them. It is not
-// part of Ready: the class still launches on-demand and spot.
-func setCapacityReservations(nc *awsv1.EC2NodeClass) {
-	if len(nc.Spec.CapacityReservationSelectorTerms) == 0 {
-		nc.ClearCondition(awsv1.ConditionTypeCapacityReservationsReady)
-		nc.Status.CapacityReservations = nil
-		return
+// toReservations renders the resolved reservations as Karpenter writes
+// status.capacityReservations: sorted by id, with state active or expiring
+// (a capacity block inside EC2's reclaim window).
+func toReservations(in []cloud.CapacityReservation) []awsv1.CapacityReservation {
+	if len(in) == 0 {
+		return nil
 	}
-	nc.SetFalse(awsv1.ConditionTypeCapacityReservationsReady, ReasonUnsupported,
-		"capacityReservationSelectorTerms are accepted but Dovetail does not launch into capacity reservations yet; instances use spot or on-demand capacity")
+	out := make([]awsv1.CapacityReservation, 0, len(in))
+	for _, r := range in {
+		cr := awsv1.CapacityReservation{
+			AvailabilityZone: r.Zone, ID: r.ID, InstanceMatchCriteria: r.InstanceMatchCriteria, InstanceType: r.InstanceType,
+			OwnerID: r.OwnerID, ReservationType: awsv1.CapacityReservationType(r.ReservationType), Interruptible: r.Interruptible,
+			State: awsv1.CapacityReservationState(r.State),
+		}
+		if r.EndTime != nil {
+			t := metav1.NewTime(r.EndTime.UTC().Truncate(time.Second))
+			cr.EndTime = &t
+		}
+		out = append(out, cr)
+	}
+	slices.SortFunc(out, func(a, b awsv1.CapacityReservation) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func reservationMessage(rs []awsv1.CapacityReservation) string {
+	if len(rs) == 0 {
+		return "no capacity reservation selected"
+	}
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		parts = append(parts, fmt.Sprintf("%s (%s %s, %s)", r.ID, r.InstanceType, r.AvailabilityZone, r.ReservationType))
+	}
+	return truncate("resolved " + strings.Join(parts, ", "))
+}
+
+func placementGroupMessage(pg *cloud.PlacementGroup) string {
+	if pg == nil {
+		return "no placement group selected"
+	}
+	return fmt.Sprintf("resolved %s (%s, %s)", pg.ID, pg.Name, pg.Strategy)
 }
 
 // toAMIs converts the provider's AMIs to status entries, each with the

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -225,14 +226,15 @@ func BenchmarkApply(b *testing.B) {
 }
 
 // Karpenter v1.14 writes one condition per part of the class; `kubectl get
-// ec2nodeclasses -o yaml` should show the same set, and a class selecting
-// capacity reservations says Dovetail does not use them instead of lying.
+// ec2nodeclasses -o yaml` should show the same set, CapacityReservationsReady
+// and PlacementGroupReady included (True when the class selects none).
 func TestApplyWritesKarpentersConditionTypes(t *testing.T) {
 	in := class(1)
 	in.Spec.Role = "KarpenterNodeRole-demo"
 	nc, _ := applied(t, in, resolution("ami-0b", "ami-0a"), nil)
 	for _, typ := range []string{awsv1.ConditionTypeAMIsReady, awsv1.ConditionTypeSubnetsReady, awsv1.ConditionTypeSecurityGroupsReady,
-		awsv1.ConditionTypeInstanceProfileReady, awsv1.ConditionTypeValidationSucceeded, awsv1.ConditionTypeReady} {
+		awsv1.ConditionTypeInstanceProfileReady, awsv1.ConditionTypeValidationSucceeded, awsv1.ConditionTypeCapacityReservationsReady,
+		awsv1.ConditionTypePlacementGroupReady, awsv1.ConditionTypeReady} {
 		if c := condition(t, nc, typ); c.Status != metav1.ConditionTrue {
 			t.Errorf("%s = %+v, want True", typ, c)
 		}
@@ -240,16 +242,38 @@ func TestApplyWritesKarpentersConditionTypes(t *testing.T) {
 	if nc.Status.InstanceProfile != "KarpenterNodeRole-demo" {
 		t.Errorf("status.instanceProfile = %q, want the role's name", nc.Status.InstanceProfile)
 	}
-	if nc.GetCondition(awsv1.ConditionTypeCapacityReservationsReady) != nil {
-		t.Errorf("CapacityReservationsReady set on a class without capacityReservationSelectorTerms")
+	if nc.Status.CapacityReservations != nil {
+		t.Errorf("status.capacityReservations = %+v on a class selecting none", nc.Status.CapacityReservations)
 	}
 
-	nc.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{ID: "cr-123"}}
-	nc, _ = applied(t, nc, resolution("ami-0b", "ami-0a"), nil)
-	if c := condition(t, nc, awsv1.ConditionTypeCapacityReservationsReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonUnsupported {
-		t.Errorf("CapacityReservationsReady = %+v, want False/%s", c, ReasonUnsupported)
+	end := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	r := resolution("ami-0b", "ami-0a")
+	r.CapacityReservations = []cloud.CapacityReservation{
+		{ID: "cr-2", InstanceType: "p5.48xlarge", Zone: "us-east-1b", OwnerID: "123456789012", InstanceMatchCriteria: "targeted",
+			ReservationType: cloud.ReservationTypeCapacityBlock, EndTime: &end, State: cloud.ReservationStateExpiring},
+		{ID: "cr-1", InstanceType: "m5.large", Zone: "us-east-1a", OwnerID: "123456789012", InstanceMatchCriteria: "open",
+			ReservationType: cloud.ReservationTypeDefault, State: cloud.ReservationStateActive, Available: 3},
 	}
-	if !nc.IsTrue(awsv1.ConditionTypeReady) {
-		t.Errorf("Ready went False because of reservations Dovetail ignores")
+	nc.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{Tags: map[string]string{"team": "ml"}}}
+	nc, _ = applied(t, nc, r, nil)
+	got := nc.Status.CapacityReservations
+	if len(got) != 2 || got[0].ID != "cr-1" || got[1].ID != "cr-2" {
+		t.Fatalf("status.capacityReservations = %+v, want cr-1, cr-2 sorted", got)
+	}
+	if got[1].State != awsv1.CapacityReservationStateExpiring || got[1].ReservationType != awsv1.CapacityReservationTypeCapacityBlock ||
+		got[1].EndTime == nil || !got[1].EndTime.Time.Equal(end) || got[0].EndTime != nil || got[0].InstanceMatchCriteria != "open" {
+		t.Errorf("status.capacityReservations = %+v", got)
+	}
+	if c := condition(t, nc, awsv1.ConditionTypeCapacityReservationsReady); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "cr-2 (p5.48xlarge us-east-1b, capacity-block)") {
+		t.Errorf("CapacityReservationsReady = %+v", c)
+	}
+
+	// A placement group that does not exist makes the class not Ready.
+	nc, out := applied(t, nc, nil, fmt.Errorf("node class x: %w: placement group name missing not found", ec2.ErrNoPlacementGroup))
+	if c := condition(t, nc, awsv1.ConditionTypePlacementGroupReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonPlacementGroupNotFound {
+		t.Errorf("PlacementGroupReady = %+v, want False/%s", c, ReasonPlacementGroupNotFound)
+	}
+	if nc.IsTrue(awsv1.ConditionTypeReady) || out.Failed != awsv1.ConditionTypePlacementGroupReady {
+		t.Errorf("Ready still True or Failed=%q after a missing placement group", out.Failed)
 	}
 }

@@ -538,6 +538,9 @@ const (
 	// ConditionTypeCapacityReservationsReady is set only on classes with
 	// capacityReservationSelectorTerms, as Karpenter does.
 	ConditionTypeCapacityReservationsReady = "CapacityReservationsReady"
+	// ConditionTypePlacementGroupReady: the placementGroupSelector (if
+	// any) resolved to an available placement group.
+	ConditionTypePlacementGroupReady = "PlacementGroupReady"
 )
 
 // CapacityReservationType is the kind of a capacity reservation.
