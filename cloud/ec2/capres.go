@@ -148,22 +148,6 @@ func (a *reservationAvailability) sync(rs []cloud.CapacityReservation, _ time.Ti
 	}
 }
 
-func (a *reservationAvailability) launched(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if n, ok := a.count[id]; ok && n > 0 {
-		a.count[id] = n - 1
-	}
-}
-
-func (a *reservationAvailability) exhausted(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.count[id]; ok {
-		a.count[id] = 0
-	}
-}
-
 // get returns the count and whether the reservation was ever synced.
 func (a *reservationAvailability) get(id string) (int, bool) {
 	a.mu.Lock()
