@@ -7,10 +7,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/attest"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm/fsmtest"
 )
 
 // `dovetail attestation reset` forgets a committed binding on a real
@@ -18,10 +20,9 @@ import (
 func TestAttestationReset(t *testing.T) {
 	node := startLeader(t, "cli-a")
 	ctx := context.Background()
-	for _, c := range []fsm.Command{
-		fsm.NodeBind{Binding: fsm.NodeBinding{InstanceID: "i-1", NodeName: "n1"}},
+	for _, c := range append(fsmtest.Launched("i-1", "n1", time.Now()),
 		fsm.AttestBind{Attestation: fsm.Attestation{InstanceID: "i-1", NodeName: "n1", PublicKey: bytes.Repeat([]byte{7}, 32)}},
-	} {
+	) {
 		if err := node.Apply(ctx, c); err != nil {
 			t.Fatal(err)
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/attest"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/fsm/fsmtest"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -140,8 +141,8 @@ func TestAttestedReportIntake(t *testing.T) {
 	rig := &intakeRig{t: t, url: srv.URL, reg: reg, st: n.State}
 	ctx := t.Context()
 	// i-1 and i-2 are this cluster's instances; i-9 is not.
-	for _, b := range []fsm.NodeBinding{{InstanceID: "i-1", NodeName: "node-1"}, {InstanceID: "i-2", NodeName: "node-2"}} {
-		if err := n.Apply(ctx, fsm.NodeBind{Binding: b}); err != nil {
+	for _, c := range append(fsmtest.Launched("i-1", "node-1", time.Now()), fsmtest.Launched("i-2", "node-2", time.Now())...) {
+		if err := n.Apply(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -229,7 +230,7 @@ func TestAttestedReportIntake(t *testing.T) {
 	expect("old key after reset", rig.post(report.Path, rep("r7", "node-1"), rig.signer(k1, "i-1")), 401, "bad_signature")
 
 	// Terminated: the binding goes with the instance.
-	if err := n.Apply(ctx, fsm.NodeUnbind{InstanceID: "i-1"}); err != nil {
+	if err := n.Apply(ctx, fsm.IntentDelete{Token: fsmtest.Token("i-1")}); err != nil {
 		t.Fatal(err)
 	}
 	if len(n.State().Attestations) != 0 {
@@ -279,8 +280,10 @@ func BenchmarkReportIntake(b *testing.B) {
 			if signed {
 				cfg.Attest = &api.AttestConfig{Verifier: &attest.Verifier{}, Rate: 1e9, Burst: 1 << 30}
 				ctx := b.Context()
-				if err := n.Apply(ctx, fsm.NodeBind{Binding: fsm.NodeBinding{InstanceID: "i-1", NodeName: "node-1"}}); err != nil {
-					b.Fatal(err)
+				for _, c := range fsmtest.Launched("i-1", "node-1", time.Now()) {
+					if err := n.Apply(ctx, c); err != nil {
+						b.Fatal(err)
+					}
 				}
 				if err := n.Apply(ctx, fsm.AttestBind{Attestation: fsm.Attestation{InstanceID: "i-1", NodeName: "node-1", PublicKey: k.pub}}); err != nil {
 					b.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
 
 // HashVersion is written next to the nodepool hash; a node whose version
@@ -224,6 +226,26 @@ func (p *planner) drift() {
 				Message: fmt.Sprintf("drifted: %s: %s", kind, detail)})
 		}
 		p.commitRollout(pool, ro)
+	}
+	p.forgetRollouts()
+}
+
+// forgetRollouts drops the rollout records of NodePools that no longer
+// exist, so the replicated state holds rollouts only for live pools.
+func (p *planner) forgetRollouts() {
+	live := make(map[string]bool, len(p.s.Pools))
+	for i := range p.s.Pools {
+		live[p.s.Pools[i].Name] = true
+	}
+	names := make([]string, 0, len(p.s.Rollouts))
+	for name := range p.s.Rollouts {
+		if !live[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p.plan.Commands = append(p.plan.Commands, fsm.RolloutDelete{NodePool: name})
 	}
 }
 

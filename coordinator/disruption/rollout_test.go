@@ -197,3 +197,19 @@ func TestRolloutWaitsForMovedPods(t *testing.T) {
 		t.Fatalf("after the pod is Ready 2 nodes go, got %d", len(plan.Decisions))
 	}
 }
+
+func TestRolloutOfDeletedNodePoolIsForgotten(t *testing.T) {
+	f := newFleet(t, 2)
+	f.s.Rollouts["gone"] = fsm.Rollout{NodePool: "gone", TargetAMI: "ami-1", Paused: true}
+	f.s.Rollouts["gp"] = fsm.Rollout{NodePool: "gp", TargetAMI: "ami-1"}
+	p := Decide(f.s, f.now, Options{})
+	var deleted []string
+	for _, c := range p.Commands {
+		if d, ok := c.(fsm.RolloutDelete); ok {
+			deleted = append(deleted, d.NodePool)
+		}
+	}
+	if len(deleted) != 1 || deleted[0] != "gone" {
+		t.Fatalf("RolloutDelete for %v, want only the deleted pool \"gone\"", deleted)
+	}
+}

@@ -75,15 +75,15 @@ func TestAttestBindLifecycle(t *testing.T) {
 		t.Fatalf("terminated instance remembered: %+v %+v %+v", st.Attestations, st.Bindings, st.Nodes)
 	}
 	// Snapshots carry bindings.
-	applyAll(t, f, NodeBind{Binding: NodeBinding{InstanceID: "i-2", NodeName: "node-2"}},
-		AttestBind{Attestation: Attestation{InstanceID: "i-2", NodeName: "node-2", PublicKey: key1}})
+	applyAll(t, f, launched("t2", "i-2", "node-2")...)
+	applyAll(t, f, AttestBind{Attestation: Attestation{InstanceID: "i-2", NodeName: "node-2", PublicKey: key1}})
 	g := roundTrip(t, f)
 	if g.State().Attestations["i-2"] == nil {
 		t.Fatal("snapshot lost the binding")
 	}
-	applyAll(t, g, NodeForget{NodeName: "node-2"})
+	applyAll(t, g, IntentDelete{Token: "t2"})
 	if len(g.State().Attestations) != 0 {
-		t.Fatal("forgotten node kept its binding")
+		t.Fatal("terminated instance kept its binding after a snapshot restore")
 	}
 }
 

@@ -37,8 +37,8 @@ const (
 	TypeIntentCreate    Type = 1  // IntentCreate
 	TypeIntentResult    Type = 2  // IntentResult
 	TypeIntentDelete    Type = 3  // IntentDelete
-	TypeNodeBind        Type = 4  // NodeBind
-	TypeNodeUnbind      Type = 5  // NodeUnbind
+	typeRetired4        Type = 4  // was NodeBind: IntentUpdate{NodeName} records the binding
+	typeRetired5        Type = 5  // was NodeUnbind: IntentDelete drops the binding
 	TypeICEMark         Type = 6  // ICEMark
 	TypeICEExpire       Type = 7  // ICEExpire
 	TypeDisruptionBegin Type = 8  // DisruptionBegin
@@ -46,7 +46,7 @@ const (
 	TypeRolloutSet      Type = 10 // RolloutSet
 	TypeRolloutDelete   Type = 11 // RolloutDelete
 	TypeReport          Type = 12 // ReportReceived
-	TypeNodeForget      Type = 13 // NodeForget
+	typeRetired13       Type = 13 // was NodeForget: IntentDelete forgets the instance's node state
 	TypeLeaderEpoch     Type = 14 // LeaderEpoch
 	TypeIntentUpdate    Type = 15 // IntentUpdate
 	TypeAttestBind      Type = 16 // AttestBind
@@ -120,7 +120,8 @@ type IntentResult struct {
 }
 
 // IntentUpdate advances the lifecycle of a launched intent (Registered,
-// Initialized, node name), or moves it to Deleting, or counts an attempt.
+// Initialized, node name — which also records the instance's node
+// binding), or moves it to Deleting, or counts an attempt.
 // Fields left zero are not changed.
 type IntentUpdate struct {
 	Token       string    `json:"token"`
@@ -146,16 +147,6 @@ type NodeBinding struct {
 	NodeClaim  string    `json:"nodeClaim,omitempty"`
 	NodePool   string    `json:"nodePool,omitempty"`
 	Since      time.Time `json:"since"`
-}
-
-// NodeBind records or updates an instance ↔ node binding.
-type NodeBind struct {
-	Binding NodeBinding `json:"binding"`
-}
-
-// NodeUnbind removes the binding of an instance.
-type NodeUnbind struct {
-	InstanceID string `json:"instanceID"`
 }
 
 // ICEEntry says an offering is out of capacity until a time.
@@ -243,15 +234,6 @@ type ReportReceived struct {
 	Seq              int64  `json:"seq,omitempty"`
 }
 
-// NodeForget drops health, interruption and binding data about a node.
-type NodeForget struct {
-	NodeName string `json:"nodeName"`
-	// InstanceID, when set, forgets only that instance's status (a newer
-	// instance under the same hostname keeps its own) and not the node's
-	// disruption or bindings.
-	InstanceID string `json:"instanceID,omitempty"`
-}
-
 // LeaderEpoch is committed by every new leader after its barrier. Its At is
 // the start of the grace period during which no node may be judged gone.
 type LeaderEpoch struct {
@@ -310,8 +292,6 @@ func (IntentCreate) CommandType() Type    { return TypeIntentCreate }
 func (IntentResult) CommandType() Type    { return TypeIntentResult }
 func (IntentUpdate) CommandType() Type    { return TypeIntentUpdate }
 func (IntentDelete) CommandType() Type    { return TypeIntentDelete }
-func (NodeBind) CommandType() Type        { return TypeNodeBind }
-func (NodeUnbind) CommandType() Type      { return TypeNodeUnbind }
 func (ICEMark) CommandType() Type         { return TypeICEMark }
 func (ICEExpire) CommandType() Type       { return TypeICEExpire }
 func (DisruptionBegin) CommandType() Type { return TypeDisruptionBegin }
@@ -319,7 +299,6 @@ func (DisruptionEnd) CommandType() Type   { return TypeDisruptionEnd }
 func (RolloutSet) CommandType() Type      { return TypeRolloutSet }
 func (RolloutDelete) CommandType() Type   { return TypeRolloutDelete }
 func (ReportReceived) CommandType() Type  { return TypeReport }
-func (NodeForget) CommandType() Type      { return TypeNodeForget }
 func (LeaderEpoch) CommandType() Type     { return TypeLeaderEpoch }
 func (Noop) CommandType() Type            { return TypeNoop }
 func (AttestBind) CommandType() Type      { return TypeAttestBind }
@@ -360,10 +339,11 @@ func Decode(b []byte) (Command, error) {
 		c = &IntentUpdate{}
 	case TypeIntentDelete:
 		c = &IntentDelete{}
-	case TypeNodeBind:
-		c = &NodeBind{}
-	case TypeNodeUnbind:
-		c = &NodeUnbind{}
+	case typeRetired4, typeRetired5, typeRetired13:
+		// Commands no replica proposes any more. A log written before they
+		// were retired may still hold them; what they did is carried by
+		// IntentUpdate and IntentDelete in the same log, so they are skipped.
+		return nil, nil
 	case TypeICEMark:
 		c = &ICEMark{}
 	case TypeICEExpire:
@@ -378,8 +358,6 @@ func Decode(b []byte) (Command, error) {
 		c = &RolloutDelete{}
 	case TypeReport:
 		c = &ReportReceived{}
-	case TypeNodeForget:
-		c = &NodeForget{}
 	case TypeLeaderEpoch:
 		c = &LeaderEpoch{}
 	case TypeNoop:

@@ -48,15 +48,14 @@ func sampleCommands() []Command {
 			Checks: []report.CheckResult{{Name: "kubelet", State: "degraded"}}}},
 		ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "r2", Kind: report.KindInterruption, NodeName: "node-1",
 			Action: "terminate", Deadline: t0.Add(2 * time.Minute)}},
-		NodeBind{Binding: NodeBinding{InstanceID: "i-9", NodeName: "node-9"}},
 		LeaderEpoch{Term: 3, Leader: "c-0", At: t0},
 		Noop{},
 	}
 }
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
-	for _, c := range append(sampleCommands(), IntentDelete{Token: "x"}, NodeUnbind{InstanceID: "i"}, ICEExpire{Now: t0},
-		DisruptionEnd{NodeName: "n"}, RolloutDelete{NodePool: "p"}, NodeForget{NodeName: "n"}) {
+	for _, c := range append(sampleCommands(), IntentDelete{Token: "x"}, ICEExpire{Now: t0},
+		DisruptionEnd{NodeName: "n"}, RolloutDelete{NodePool: "p"}) {
 		b, err := Encode(c)
 		if err != nil {
 			t.Fatal(err)
@@ -153,10 +152,10 @@ func TestInterruptionCancelAndForget(t *testing.T) {
 		t.Fatal("cancelled maintenance still active")
 	}
 	applyAll(t, f, ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "x", Kind: report.KindReplaceMe, NodeName: "n"}},
-		DisruptionBegin{Disruption: Disruption{NodeName: "n", Reason: "Unhealthy"}}, NodeForget{NodeName: "n"})
+		DisruptionBegin{Disruption: Disruption{NodeName: "n", Reason: "Unhealthy"}}, DisruptionEnd{NodeName: "n"})
 	st := f.State()
-	if st.Nodes["n"] != nil || st.Disruptions["n"] != nil {
-		t.Fatal("forgotten node kept")
+	if st.Disruptions["n"] != nil {
+		t.Fatal("ended disruption kept")
 	}
 	res := applyAll(t, f, ReportReceived{Report: report.Report{Kind: report.KindHealth}})
 	if res[0] == nil {
@@ -263,12 +262,8 @@ func TestReportFromNewInstanceUnderReusedNameStartsClean(t *testing.T) {
 func TestTerminatedInstanceIsForgotten(t *testing.T) {
 	f := New(quiet())
 	launch := func(token, id, node string) []Command {
-		return []Command{
-			IntentCreate{Intent: Intent{Token: token, NodeClaim: "nc-" + token, CreatedAt: t0}},
-			IntentResult{Token: token, State: IntentLaunched, Instance: &cloud.Instance{ID: id, ProviderID: "aws:///us-east-1a/" + id}, Term: 1, At: t0},
-			IntentUpdate{Token: token, Registered: true, NodeName: node, At: t0},
-			ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "r-" + token, Kind: report.KindReplaceMe, NodeName: node, InstanceID: id}},
-		}
+		return append(launched(token, id, node),
+			ReportReceived{ReceivedAt: t0, Report: report.Report{ID: "r-" + token, Kind: report.KindReplaceMe, NodeName: node, InstanceID: id}})
 	}
 	applyAll(t, f, launch("t1", "i-1", "ip-1")...)
 	applyAll(t, f, launch("t2", "i-2", "ip-2")...)
@@ -287,12 +282,39 @@ func TestTerminatedInstanceIsForgotten(t *testing.T) {
 	if n := f.State().Nodes["ip-2"]; n == nil || n.InstanceID != "i-3" || !n.ReplaceRequested {
 		t.Fatalf("newer instance's status under the reused name was forgotten: %+v", n)
 	}
-	applyAll(t, f, NodeForget{NodeName: "ip-2", InstanceID: "i-2"})
-	if f.State().Nodes["ip-2"] == nil {
-		t.Fatal("NodeForget of the old instance removed the new one's status")
-	}
-	applyAll(t, f, NodeForget{NodeName: "ip-2", InstanceID: "i-3"})
+	applyAll(t, f, IntentDelete{Token: "t3"})
 	if n := len(f.State().Nodes); n != 0 {
 		t.Fatalf("nodes %d after forgetting every instance", n)
+	}
+}
+
+// launched is what the launcher commits for an instance that registered as
+// node (fsmtest.Launched, which this package's tests cannot import).
+func launched(token, id, node string) []Command {
+	return []Command{
+		IntentCreate{Intent: Intent{Token: token, NodeClaim: "nc-" + token, CreatedAt: t0}},
+		IntentResult{Token: token, State: IntentLaunched, Instance: &cloud.Instance{ID: id, ProviderID: "aws:///us-east-1a/" + id}, Term: 1, At: t0},
+		IntentUpdate{Token: token, Registered: true, NodeName: node, At: t0},
+	}
+}
+
+// A registration records the instance's node binding in one command (the
+// launcher used to follow IntentUpdate with a NodeBind whose error it dropped).
+func TestRegistrationBindsTheNode(t *testing.T) {
+	f := New(quiet())
+	applyAll(t, f, launched("t1", "i-1", "ip-1")...)
+	b := f.State().Bindings["i-1"]
+	if b == nil || b.NodeName != "ip-1" || b.NodeClaim != "nc-t1" {
+		t.Fatalf("binding after registration: %+v", b)
+	}
+}
+
+// Commands no replica proposes any more are skipped when an old log holds them.
+func TestRetiredCommandsAreSkipped(t *testing.T) {
+	for _, typ := range []Type{typeRetired4, typeRetired5, typeRetired13} {
+		c, err := Decode(append([]byte{byte(typ)}, []byte(`{"binding":{"instanceID":"i-1"}}`)...))
+		if c != nil || err != nil {
+			t.Errorf("type %d: %v, %v; want skipped", typ, c, err)
+		}
 	}
 }

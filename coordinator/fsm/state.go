@@ -251,9 +251,13 @@ func (s *State) apply(c Command) error {
 		if c.NodeName != "" {
 			in.NodeName = c.NodeName
 			if in.Instance != nil {
-				if b := s.Bindings[in.Instance.ID]; b != nil {
-					b.NodeName = c.NodeName
+				b := s.Bindings[in.Instance.ID]
+				if b == nil {
+					b = &NodeBinding{InstanceID: in.Instance.ID, ProviderID: in.Instance.ProviderID,
+						NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
+					s.Bindings[in.Instance.ID] = b
 				}
+				b.NodeName = c.NodeName
 			}
 		}
 		if c.Deleting && in.State != IntentDeleting {
@@ -278,15 +282,6 @@ func (s *State) apply(c Command) error {
 			}
 			delete(s.Intents, c.Token)
 		}
-	case *NodeBind:
-		if c.Binding.InstanceID == "" {
-			return fmt.Errorf("node bind: empty instance id")
-		}
-		b := c.Binding
-		s.Bindings[b.InstanceID] = &b
-	case *NodeUnbind:
-		delete(s.Bindings, c.InstanceID)
-		delete(s.Attestations, c.InstanceID)
 	case *ICEMark:
 		for _, e := range c.Entries {
 			if old, ok := s.ICE[e.Key()]; ok && old.Until.After(e.Until) {
@@ -318,24 +313,6 @@ func (s *State) apply(c Command) error {
 		delete(s.Rollouts, c.NodePool)
 	case *ReportReceived:
 		return s.applyReport(c)
-	case *NodeForget:
-		if c.InstanceID != "" {
-			s.forgetInstance(c.NodeName, "", c.InstanceID)
-			delete(s.Attestations, c.InstanceID)
-			return nil
-		}
-		delete(s.Nodes, c.NodeName)
-		delete(s.Disruptions, c.NodeName)
-		for id, b := range s.Bindings {
-			if b.NodeName == c.NodeName {
-				delete(s.Bindings, id)
-			}
-		}
-		for id, a := range s.Attestations {
-			if a.NodeName == c.NodeName {
-				delete(s.Attestations, id)
-			}
-		}
 	case *LeaderEpoch:
 		if c.Term >= s.Epoch.Term {
 			s.Epoch = *c
