@@ -304,6 +304,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 		c.metrics.spotFallbacks.Inc()
 	}
 	c.emitUnschedulable(d.Unschedulable, notes)
+	c.emitPlacements(d.Placements)
 	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
 	return &d, errors.Join(staticErr, err)
@@ -331,6 +332,33 @@ func (c *Controller) reconcileStatic(ctx context.Context, in *Inputs) error {
 		in.NodeClaims = append(in.NodeClaims, l.NodeClaim)
 	}
 	return err
+}
+
+// emitPlacements nominates the pods the plan puts on an existing node or
+// an in-flight NodeClaim, as Karpenter does: without it a pod that joins a
+// claim launched for an earlier batch has no Nominated event, and what the
+// plan expected of kube-scheduler for it is invisible. A pod still pending
+// at the next pass is not told the same thing again within 5 minutes.
+func (c *Controller) emitPlacements(ps []scheduling.Placement) {
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range ps {
+		if p.Pod == nil {
+			continue
+		}
+		target := "node/" + p.Node
+		if p.NodeClaim != "" {
+			target = "nodeclaim/" + p.NodeClaim
+		}
+		msg := "Pod should schedule on: " + target
+		key := string(p.Pod.UID) + "/" + p.PodName
+		if m, ok := c.lastEvent[key]; ok && m.msg == msg && now.Sub(m.at) < 5*time.Minute {
+			continue
+		}
+		c.lastEvent[key] = eventMemo{msg: msg, at: now}
+		c.cfg.Recorder.Event(p.Pod, corev1.EventTypeNormal, karpenterevents.Nominated, msg)
+	}
 }
 
 func (c *Controller) emitUnschedulable(us []scheduling.Unschedulable, notes []string) {

@@ -198,6 +198,26 @@ func TestControllerLaunchesAndExplains(t *testing.T) {
 	if len(l.claims) != 1 {
 		t.Fatalf("second pass launched again: %d claims", len(l.claims))
 	}
+	// The pods still pending are nominated to the in-flight claim (as
+	// Karpenter does), once: a third pass says nothing new.
+	nominations := func() int {
+		n := 0
+		for len(rec.Events) > 0 {
+			if e := <-rec.Events; strings.Contains(e, "Nominated") && strings.Contains(e, "nodeclaim/default-00001") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := nominations(); n != 3 {
+		t.Fatalf("second pass: %d Nominated events for the in-flight claim, want 3", n)
+	}
+	if _, err := c.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := nominations(); n != 0 {
+		t.Fatalf("third pass repeated %d nominations", n)
+	}
 }
 
 func TestControllerSkipsPoolWithoutNodeClass(t *testing.T) {

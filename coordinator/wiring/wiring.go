@@ -88,6 +88,11 @@ type Options struct {
 type ProvisioningOptions struct {
 	IdleGap, MaxWindow, Resync time.Duration
 	Parallelism                int
+	// Recorder receives the provisioner's pod events (Nominated,
+	// FailedScheduling); nil writes them to the API server. The end-to-end
+	// benchmark tees them to learn every pod's nomination: the API's event
+	// pipeline drops events when more than 1,000 are queued.
+	Recorder record.EventRecorder
 }
 
 // Components builds the leader-only components of one replica. It is
@@ -219,7 +224,7 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 	c, err := provisioning.New(provisioning.Config{
 		Kube: p.kube, Dynamic: p.dyn, InstanceTypes: p.types, Launcher: p.launcher, Region: p.region,
 		IdleGap: p.o.IdleGap, MaxWindow: p.o.MaxWindow, Resync: p.o.Resync, Parallelism: p.o.Parallelism,
-		Logger: p.log.With("term", term), Registerer: reg,
+		Recorder: p.o.Recorder, Logger: p.log.With("term", term), Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)

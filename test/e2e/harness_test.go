@@ -63,7 +63,7 @@ func TestMain(m *testing.M) {
 // registering kwok Nodes, and three coordinator replicas in this process
 // wired exactly as cmd/dovetail-coordinator wires them (wiring.Components).
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	cp   *controlplane.ControlPlane
 	sim  *ec2sim.Sim
@@ -94,7 +94,11 @@ func testOptions(rc *rest.Config) wiring.Options {
 	return o
 }
 
-func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
+func newEnv(t *testing.T, simCfg ec2sim.Config) *env { return newEnvWith(t, simCfg, nil) }
+
+// newEnvWith is newEnv with the replicas' wiring options adjusted by tune
+// (the benchmarks run the shipped provisioning windows, not the tests').
+func newEnvWith(t testing.TB, simCfg ec2sim.Config, tune func(*wiring.Options)) *env {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: skipped with -short")
@@ -131,6 +135,9 @@ func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
 	resetCluster(t, ctx, c)
 	e := &env{t: t, ctx: ctx, cp: cp, sim: sim, kube: kubernetes.NewForConfigOrDie(cp.RESTConfig), c: c, log: log,
 		opts: testOptions(cp.RESTConfig), dirs: map[string]string{}, reps: map[string]*coordinator.Coordinator{}}
+	if tune != nil {
+		tune(&e.opts)
+	}
 	addrs := freeAddrs(t, 6)
 	base := t.TempDir()
 	for i := 0; i < 3; i++ {
@@ -160,7 +167,7 @@ func newEnv(t *testing.T, simCfg ec2sim.Config) *env {
 // Dovetail's objects, nodes, and the workloads in every test namespace. A
 // test that failed half-way must not make the next one fail on "already
 // exists" or provision for its leftover pods.
-func resetCluster(t *testing.T, ctx context.Context, c client.Client) {
+func resetCluster(t testing.TB, ctx context.Context, c client.Client) {
 	t.Helper()
 	var claims karpv1.NodeClaimList
 	if err := c.List(ctx, &claims); err != nil {
@@ -213,7 +220,7 @@ func resetCluster(t *testing.T, ctx context.Context, c client.Client) {
 	}
 }
 
-func freeAddrs(t *testing.T, n int) []string {
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var ls []net.Listener
 	var out []string
@@ -372,7 +379,7 @@ func (e *env) apply(objs ...client.Object) {
 	}
 }
 
-func decode[T any](t *testing.T, doc string) *T {
+func decode[T any](t testing.TB, doc string) *T {
 	t.Helper()
 	v := new(T)
 	if err := yaml.UnmarshalStrict([]byte(doc), v); err != nil {
@@ -381,7 +388,7 @@ func decode[T any](t *testing.T, doc string) *T {
 	return v
 }
 
-func nodeClass(t *testing.T, name string) *awsv1.EC2NodeClass {
+func nodeClass(t testing.TB, name string) *awsv1.EC2NodeClass {
 	return decode[awsv1.EC2NodeClass](t, fmt.Sprintf(`
 apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
