@@ -73,7 +73,7 @@ type options struct {
 	gossipDev, noGossip                 bool
 	leakGrace, nodeGrace, interval      time.Duration
 	orphanGrace, deadServer             time.Duration
-	heartbeat, election                 time.Duration
+	heartbeat, election, lease          time.Duration
 	logLevel, logFormat                 string
 	showVersion                         bool
 	raftRejoin                          bool
@@ -153,6 +153,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// unprovoked elections in a steady minute under the same load.
 	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout")
 	fs.DurationVar(&o.election, "raft-election-timeout", 500*time.Millisecond, "Raft election timeout")
+	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 0, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout (0: half of it)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json, text, journal (systemd priorities) or auto (journal under systemd, else text)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -209,10 +210,34 @@ func port(addr string, def int) int {
 	return n
 }
 
+// checkRaftTimeouts applies raft's own constraints (raft.ValidateConfig) to
+// the flags, so a bad combination is refused naming the flags at startup
+// instead of failing inside raft.NewRaft with its field names.
+func checkRaftTimeouts(o options) error {
+	const floor = 5 * time.Millisecond
+	lease := o.lease
+	if lease == 0 {
+		lease = o.heartbeat / 2
+	}
+	switch {
+	case o.heartbeat < floor || o.election < floor || lease < floor:
+		return fmt.Errorf("--raft-heartbeat-timeout (%v), --raft-election-timeout (%v) and --raft-leader-lease-timeout (%v) must be at least %v",
+			o.heartbeat, o.election, lease, floor)
+	case lease > o.heartbeat:
+		return fmt.Errorf("--raft-leader-lease-timeout (%v) must not exceed --raft-heartbeat-timeout (%v)", lease, o.heartbeat)
+	case o.election < o.heartbeat:
+		return fmt.Errorf("--raft-election-timeout (%v) must be at least --raft-heartbeat-timeout (%v)", o.election, o.heartbeat)
+	}
+	return nil
+}
+
 func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.Config, error) {
 	var cfg coordinator.Config
 	if o.id == "" {
 		return cfg, errors.New("--id is required")
+	}
+	if err := checkRaftTimeouts(o); err != nil {
+		return cfg, err
 	}
 	var peers []raftnode.Peer
 	var err error
@@ -231,7 +256,7 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	}
 	rc := raftnode.Config{
 		ID: o.id, DataDir: o.dataDir, BindAddr: o.raftAddr, AdvertiseAddr: o.raftAdvertise, Peers: peers,
-		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, DeadServerTimeout: o.deadServer,
+		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, LeaderLeaseTimeout: o.lease, DeadServerTimeout: o.deadServer,
 		Rejoin: o.raftRejoin,
 	}
 	tlsFiles := raftnode.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey, ServerName: o.tlsName}

@@ -31,8 +31,24 @@ func TestVersionAndHelp(t *testing.T) {
 func TestBuildConfig(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	base := options{id: "dovetail-coordinator-1", dataDir: "/tmp/x", raftAddr: ":7000", httpAddr: ":8080", gossipBind: ":7946",
-		noKube: true, noCloud: true, noGossip: true}
+		noKube: true, noCloud: true, noGossip: true, heartbeat: 300 * time.Millisecond, election: 300 * time.Millisecond}
 	ctx := context.Background()
+
+	for _, tc := range []struct {
+		heartbeat, election, lease time.Duration
+		want                       string
+	}{
+		{300 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond, "--raft-leader-lease-timeout (400ms) must not exceed --raft-heartbeat-timeout (300ms)"},
+		{300 * time.Millisecond, 200 * time.Millisecond, 0, "--raft-election-timeout (200ms) must be at least --raft-heartbeat-timeout"},
+		{time.Millisecond, time.Second, 0, "must be at least 5ms"},
+		{0, 0, 0, "must be at least 5ms"},
+	} {
+		o := base
+		o.heartbeat, o.election, o.lease = tc.heartbeat, tc.election, tc.lease
+		if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("heartbeat %v election %v lease %v: %v, want %q", tc.heartbeat, tc.election, tc.lease, err, tc.want)
+		}
+	}
 
 	o := base
 	if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), "--peers or --bootstrap-expect") {
@@ -78,6 +94,9 @@ func TestBuildConfig(t *testing.T) {
 	if len(cfg.Raft.Peers) != 3 || cfg.Raft.Peers[2].RaftAddr != "dovetail-coordinator-2.dc.kube-system.svc.cluster.local:7000" ||
 		cfg.Raft.Peers[0].HTTPAddr != "dovetail-coordinator-0.dc.kube-system.svc.cluster.local:8080" {
 		t.Fatalf("derived peers = %+v", cfg.Raft.Peers)
+	}
+	if cfg.Raft.HeartbeatTimeout != 300*time.Millisecond || cfg.Raft.LeaderLeaseTimeout != 0 {
+		t.Fatalf("raft timeouts not passed on: %+v", cfg.Raft)
 	}
 	if cfg.Cloud != nil || cfg.Claims != nil || cfg.Gossip != nil {
 		t.Fatal("--no-cloud/--no-kube/--no-gossip ignored")
