@@ -860,9 +860,12 @@ func (r *run) forceDelete(ctx context.Context, st *podState) {
 	st.res.AcceptedAt = d.opts.Now()
 	st.res.Outcome = OutcomeDeleted
 	st.res.Message = "deleted at the deadline (the node is lost then anyway); was: " + prev
-	go d.events.podEvent(context.WithoutCancel(ctx), st.pod, corev1.EventTypeWarning, "DeletedAtDeadline",
-		fmt.Sprintf("Deleted with %ds grace: node %s is lost at %s (%s) and eviction was refused: %s",
-			grace, r.node, r.deadline.UTC().Format(time.RFC3339), r.reason, prev))
+	// Karpenter's reason and type for a pod deleted to meet its node's
+	// termination time ("Disrupted", Normal), so Event-based alerts carry
+	// over; the message says what was bypassed and why.
+	go d.events.podEvent(context.WithoutCancel(ctx), st.pod, corev1.EventTypeNormal, "Disrupted",
+		fmt.Sprintf("Deleting the pod with %ds of grace to meet the termination time %s of node %s (%s): eviction was refused (%s); this bypasses the pod's PodDisruptionBudget",
+			grace, r.deadline.UTC().Format(time.RFC3339), r.node, r.reason, prev))
 }
 
 // grace is the pod's own grace period, shortened to what is left before

@@ -19,6 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/report"
 )
 
 // The controller is the thin applier: it takes the planner's decisions and
@@ -64,9 +65,12 @@ type Drainer interface {
 	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
 }
 
-// Events records Kubernetes Events on nodes (eventType Normal or Warning).
+// Events records Kubernetes Events (eventType Normal or Warning) on the
+// objects Karpenter records them on: Nodes, NodeClaims and NodePools.
 type Events interface {
 	NodeEvent(ctx context.Context, node, eventType, reason, message string)
+	NodeClaimEvent(ctx context.Context, nodeClaim, eventType, reason, message string)
+	NodePoolEvent(ctx context.Context, nodePool, eventType, reason, message string)
 }
 
 // Verifier optionally double-checks a decision with the full scheduling
@@ -114,8 +118,11 @@ type Controller struct {
 	snap     *Snapshot
 	inflight map[string]bool   // node names being executed here
 	lastSkip map[string]string // node+method -> code, to emit Events on change only
-	pending  []pendingDecision // voluntary decisions waiting out ValidationDelay
-	wg       sync.WaitGroup
+	// lastNotice is, by node, the agent notice last announced with an
+	// Event, so each notice is announced once per term.
+	lastNotice map[string]string
+	pending    []pendingDecision // voluntary decisions waiting out ValidationDelay
+	wg         sync.WaitGroup
 }
 
 // NewController wires a controller. verifier may be nil.
@@ -151,7 +158,7 @@ func NewController(cfg Config, src SnapshotSource, ledger Ledger, launcher Launc
 		return nil, err
 	}
 	return &Controller{cfg: cfg, src: src, ledger: ledger, launcher: launcher, drainer: drainer, events: events, verifier: verifier,
-		log: cfg.Log.With("component", "disruption"), m: m, inflight: map[string]bool{}, lastSkip: map[string]string{}}, nil
+		log: cfg.Log.With("component", "disruption"), m: m, inflight: map[string]bool{}, lastSkip: map[string]string{}, lastNotice: map[string]string{}}, nil
 }
 
 // LatestPlan implements ExplainSource.
@@ -210,7 +217,8 @@ func (c *Controller) Pass(ctx context.Context) error {
 			return fmt.Errorf("commit rollout state: %w", err)
 		}
 	}
-	c.emitSkips(ctx, plan)
+	c.emitNotices(ctx, snap, plan)
+	c.emitSkips(ctx, snap, plan)
 	c.observeRollouts(plan)
 	c.deleteClaims(ctx, plan.DeleteClaims)
 	var voluntary []Decision
@@ -360,7 +368,7 @@ func (c *Controller) busy(d Decision) bool {
 
 const maxEventsPerPass = 100
 
-func (c *Controller) emitSkips(ctx context.Context, p Plan) {
+func (c *Controller) emitSkips(ctx context.Context, snap *Snapshot, p Plan) {
 	c.mu.Lock()
 	var emit []Skip
 	seen := make(map[string]bool, len(p.Skipped))
@@ -381,10 +389,150 @@ func (c *Controller) emitSkips(ctx context.Context, p Plan) {
 		}
 	}
 	c.mu.Unlock()
+	claims := claimsByNode(snap)
+	poolBlocked := map[string]bool{}
 	for _, s := range emit {
 		c.m.skips.WithLabelValues(string(s.Method), s.Code).Inc()
-		c.events.NodeEvent(ctx, s.Node, "Normal", karpenterevents.DisruptionBlocked, fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message))
+		reason := skipEventReason(s)
+		msg := fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message)
+		c.events.NodeEvent(ctx, s.Node, "Normal", reason, msg)
+		if claim := claims[s.Node]; claim != "" {
+			c.events.NodeClaimEvent(ctx, claim, "Normal", reason, msg)
+		}
+		// Karpenter also tells the NodePool when a budget allows nothing
+		// for a reason: once per pool and method in a pass.
+		if s.Code == SkipBudget && s.Pool != "" && !poolBlocked[s.Pool+"\x00"+string(s.Method)] {
+			poolBlocked[s.Pool+"\x00"+string(s.Method)] = true
+			br := s.Method
+			if br == ReasonRebalance {
+				br = rebalanceBudgetReason
+			}
+			c.events.NodePoolEvent(ctx, s.Pool, "Normal", karpenterevents.DisruptionBlocked,
+				fmt.Sprintf("No allowed disruptions for disruption reason %s due to blocking budget (node %s: %s)", br, s.Node, s.Message))
+		}
 	}
+}
+
+// skipEventReason is Karpenter's Event reason for a skip: Unconsolidatable
+// when consolidation found nothing worth doing with the node (its policy,
+// the pool's settings, prices), DisruptionBlocked when something protects
+// the node (do-not-disrupt, a PDB, a budget, a halted rollout...).
+func skipEventReason(s Skip) string {
+	switch s.Code {
+	case SkipPolicy, SkipDisabled, SkipNoCheaperFit, SkipMinSavings, SkipSpotFlexibility, SkipBalanced,
+		SkipStatic, SkipConsolidateAfter, SkipReceivingPods:
+		return karpenterevents.Unconsolidatable
+	}
+	return karpenterevents.DisruptionBlocked
+}
+
+func claimsByNode(snap *Snapshot) map[string]string {
+	out := map[string]string{}
+	if snap == nil {
+		return out
+	}
+	for i := range snap.Nodes {
+		if snap.Nodes[i].NodeClaim != "" {
+			out[snap.Nodes[i].Name] = snap.Nodes[i].NodeClaim
+		}
+	}
+	return out
+}
+
+// emitNotices announces each new agent notice (spot interruption,
+// rebalance recommendation, scheduled maintenance) on its Node and
+// NodeClaim with the AWS provider's reasons, saying what Dovetail does
+// about it in this plan.
+func (c *Controller) emitNotices(ctx context.Context, snap *Snapshot, plan Plan) {
+	if snap == nil {
+		return
+	}
+	type notice struct {
+		n   *Node
+		key string
+	}
+	var emit []notice
+	c.mu.Lock()
+	present := map[string]bool{}
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n.Interruption == nil {
+			continue
+		}
+		present[n.Name] = true
+		key := n.Interruption.Kind + "|" + n.Interruption.Action + "|" + n.Interruption.Seen.UTC().Format(time.RFC3339Nano)
+		if c.lastNotice[n.Name] != key && len(emit) < maxEventsPerPass {
+			c.lastNotice[n.Name] = key
+			emit = append(emit, notice{n, key})
+		}
+	}
+	for name := range c.lastNotice {
+		if !present[name] {
+			delete(c.lastNotice, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, e := range emit {
+		typ, reason, msg := NoticeEvent(e.n, snap, plan)
+		c.events.NodeEvent(ctx, e.n.Name, typ, reason, msg)
+		if e.n.NodeClaim != "" {
+			c.events.NodeClaimEvent(ctx, e.n.NodeClaim, typ, reason, msg)
+		}
+	}
+}
+
+// NoticeEvent is the Event type, reason and message that announce a node's
+// agent notice: Karpenter's AWS provider reasons (SpotInterrupted,
+// SpotRebalanceRecommendation, InstanceStopping, InstanceTerminating,
+// InstanceUnhealthy), its message first, then what Dovetail does about it.
+func NoticeEvent(n *Node, snap *Snapshot, plan Plan) (eventType, reason, message string) {
+	in := n.Interruption
+	at := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	var action string
+	switch {
+	case snap != nil && snap.Ledger[n.Name].NodeName != "":
+		action = "already being disrupted (" + snap.Ledger[n.Name].Reason + ")"
+	case decisionFor(plan, n.Name) != nil:
+		d := decisionFor(plan, n.Name)
+		action = fmt.Sprintf("disrupting it (%s): a replacement starts first, then the node is drained", d.Reason)
+	default:
+		for _, sk := range plan.Skipped {
+			if sk.Node == n.Name && (sk.Method == ReasonRebalance || sk.Method == ReasonInterrupted) {
+				action = fmt.Sprintf("not acted on (%s): %s", sk.Code, sk.Message)
+				break
+			}
+		}
+		if action == "" {
+			action = "no disruption planned for it"
+		}
+	}
+	switch report.Kind(in.Kind) {
+	case report.KindInterruption:
+		return "Warning", karpenterevents.SpotInterrupted, fmt.Sprintf("Spot interruption warning was triggered: action %s at %s; %s", orDefault(in.Action, "terminate"), at(in.Deadline), action)
+	case report.KindRebalance:
+		return "Normal", karpenterevents.SpotRebalanceRecommendation, fmt.Sprintf("Spot rebalance recommendation was triggered for %s in %s at %s; %s", n.InstanceType, n.Zone, at(in.Seen), action)
+	}
+	what := fmt.Sprintf("scheduled event %s", orDefault(in.Action, "maintenance"))
+	if !in.Deadline.IsZero() {
+		what += " at " + at(in.Deadline)
+	}
+	if in.Message != "" {
+		what += " (" + in.Message + ")"
+	}
+	switch in.Action {
+	case "instance-stop":
+		return "Warning", karpenterevents.InstanceStopping, "Instance is stopping: " + what + "; " + action
+	case "instance-retirement":
+		return "Warning", karpenterevents.InstanceTerminating, "Instance is terminating: " + what + "; " + action
+	}
+	return "Warning", karpenterevents.InstanceUnhealthy, "An unhealthy warning was triggered for the instance: " + what + "; " + action
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 // key is the idempotency key of a decision's replacement launch.
@@ -411,12 +559,22 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 		}
 	}
 	c.m.decisions.WithLabelValues(string(d.Reason)).Inc()
-	for _, n := range d.Nodes {
+	for i, n := range d.Nodes {
+		claim := ""
+		if i < len(d.NodeClaims) {
+			claim = d.NodeClaims[i]
+		}
 		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting Node: %s: %s", d.Reason, d.Message))
+		if claim != "" {
+			c.events.NodeClaimEvent(ctx, claim, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting NodeClaim: %s: %s (node %s)", d.Reason, d.Message, n))
+		}
 		if d.Reason == ReasonInterrupted {
-			// The AWS provider's two Events: the notice, then acting on it.
-			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.SpotInterrupted, "Spot interruption warning was triggered: "+d.Message)
+			// The AWS provider's Event for acting on a notice (the notice
+			// itself was announced by emitNotices).
 			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.TerminatingOnInterruption, "Interruption triggered termination for the Node: "+d.Message)
+			if claim != "" {
+				c.events.NodeClaimEvent(ctx, claim, "Warning", karpenterevents.TerminatingOnInterruption, "Interruption triggered termination for the NodeClaim: "+d.Message)
+			}
 		}
 	}
 	c.track(d.Nodes, true)
@@ -482,10 +640,15 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 				return fmt.Errorf("launch replacement: %w", err)
 			}
 			replacement = claim
+			c.events.NodeClaimEvent(ctx, claim, "Normal", karpenterevents.DisruptionLaunching,
+				fmt.Sprintf("Launching NodeClaim: %s: replacing %s (%s)", d.Reason, strings.Join(d.Nodes, ", "), d.Message))
 			if err := setPhase(PhaseReplacing, []string{claim}); err != nil {
 				return err
 			}
 		}
+		c.events.NodeClaimEvent(ctx, replacement, "Normal", karpenterevents.DisruptionWaitingReadiness,
+			fmt.Sprintf("Waiting on readiness to continue disruption: %s of %s is drained once this NodeClaim is Ready (gives up after %s)",
+				d.Reason, strings.Join(d.Nodes, ", "), c.cfg.ReplacementTimeout))
 		ok, err := c.waitReady(ctx, replacement, since)
 		if err != nil {
 			return err

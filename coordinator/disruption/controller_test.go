@@ -134,6 +134,18 @@ func (f *fakeEvents) NodeEvent(_ context.Context, node, typ, reason, msg string)
 	f.got = append(f.got, fmt.Sprintf("%s %s %s: %s", node, typ, reason, msg))
 }
 
+func (f *fakeEvents) NodeClaimEvent(_ context.Context, claim, typ, reason, msg string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, fmt.Sprintf("NodeClaim/%s %s %s: %s", claim, typ, reason, msg))
+}
+
+func (f *fakeEvents) NodePoolEvent(_ context.Context, pool, typ, reason, msg string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, fmt.Sprintf("NodePool/%s %s %s: %s", pool, typ, reason, msg))
+}
+
 type rig struct {
 	c   *Controller
 	cl  *cluster

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,12 +18,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/kubeclient"
 )
@@ -192,6 +197,51 @@ func e2eSetup(t *testing.T, pool string) (context.Context, *kubeCluster, *awsv1.
 	return ctx, k, nc
 }
 
+// e2eEvents records the controller's Events on the test's API server, as
+// the coordinator does (KubeEvents on a broadcaster).
+func e2eEvents(t *testing.T, kube kubernetes.Interface) Events {
+	bc := record.NewBroadcaster()
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	t.Cleanup(bc.Shutdown)
+	return KubeEvents{Recorder: bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dovetail-disruption"})}
+}
+
+// wantEvents waits (the broadcaster sends asynchronously) until the API
+// server holds an Event of each reason on the object kind/name whose
+// message contains part.
+func wantEvents(ctx context.Context, t *testing.T, kube kubernetes.Interface, kind, name, part string, reasons ...string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		evs, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + name})
+		missing := []string{}
+		var have []string
+		if err == nil {
+			for _, r := range reasons {
+				found := false
+				for _, e := range evs.Items {
+					if e.Reason == r && strings.Contains(e.Message, part) {
+						found = true
+					}
+				}
+				if !found {
+					missing = append(missing, r)
+				}
+			}
+			for _, e := range evs.Items {
+				have = append(have, e.Reason+": "+e.Message)
+			}
+		}
+		if err == nil && len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: no %v Event containing %q (err %v); has:\n%s", kind, name, missing, part, err, strings.Join(have, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // readyPods counts Ready, not deleting pods matching selector in ns.
 func readyPods(ctx context.Context, kube kubernetes.Interface, ns, selector string) int {
 	pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
@@ -290,6 +340,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 		}
 	}()
 
+	events := e2eEvents(t, kube)
 	newController := func() *Controller {
 		dr, err := drain.New(kube, drain.Options{RetryInterval: 200 * time.Millisecond, PollInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
 		if err != nil {
@@ -297,7 +348,7 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 		}
 		ctl, err := NewController(Config{ValidationDelay: -1, PollInterval: 200 * time.Millisecond, ReplacementTimeout: time.Minute,
 			Planner: Options{SurgeTimeout: 30 * time.Second}, Registry: prometheus.NewRegistry(),
-			Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}, k, k.ledger, k, dr, &fakeEvents{}, nil)
+			Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}, k, k.ledger, k, dr, events, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,10 +387,26 @@ func TestE2ERollingAMIUpdateKeepsPDB(t *testing.T) {
 		t.Fatalf("budget \"1\" allows one node at a time, saw %d", maxBusy)
 	}
 	nodes, _ := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: karpv1.NodePoolLabelKey + "=" + k.pool})
+	var replacements []string
 	for _, n := range nodes.Items {
 		if len(n.Name) > 3 && n.Name[:4] == "old-" {
 			t.Fatalf("old node %s still there", n.Name)
 		}
+		replacements = append(replacements, n.Name)
+	}
+	// Karpenter's Events, on the real API server: each old Node and its
+	// NodeClaim was disrupted as Drifted; each replacement NodeClaim was
+	// launched and waited for; the budget ("1") held the others back, on
+	// the nodes and on the NodePool.
+	for i := range 3 {
+		name := fmt.Sprintf("old-%d", i)
+		wantEvents(ctx, t, kube, "Node", name, "Disrupting Node: Drifted", karpenterevents.DisruptionTerminating)
+		wantEvents(ctx, t, kube, "NodeClaim", name, "Disrupting NodeClaim: Drifted", karpenterevents.DisruptionTerminating)
+	}
+	wantEvents(ctx, t, kube, "Node", "old-1", "Drifted: Budget: ", karpenterevents.DisruptionBlocked)
+	wantEvents(ctx, t, kube, "NodePool", k.pool, "No allowed disruptions for disruption reason Drifted due to blocking budget", karpenterevents.DisruptionBlocked)
+	for _, name := range replacements {
+		wantEvents(ctx, t, kube, "NodeClaim", name, "Drifted", karpenterevents.DisruptionLaunching, karpenterevents.DisruptionWaitingReadiness)
 	}
 }
 
@@ -432,7 +499,7 @@ func TestE2EConsolidationBusinessHours(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctl, err := NewController(Config{ValidationDelay: -1, PollInterval: 200 * time.Millisecond, ReplacementTimeout: time.Minute,
-		Registry: prometheus.NewRegistry(), Now: func() time.Time { return now }}, k, k.ledger, k, dr, &fakeEvents{}, nil)
+		Registry: prometheus.NewRegistry(), Now: func() time.Time { return now }}, k, k.ledger, k, dr, e2eEvents(t, kube), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,6 +526,17 @@ func TestE2EConsolidationBusinessHours(t *testing.T) {
 	if len(k.launched) != 3 {
 		t.Fatalf("nothing should be launched in business hours: %v", k.launched)
 	}
+	// Karpenter's Events for both: the empty nodes disrupted as Empty, the
+	// held one blocked by the budget (on the Node, its NodeClaim and the
+	// NodePool).
+	for _, name := range []string{"big-a", "big-b", "big-c"} {
+		if name != busy {
+			wantEvents(ctx, t, kube, "Node", name, "Disrupting Node: Empty", karpenterevents.DisruptionTerminating)
+		}
+	}
+	wantEvents(ctx, t, kube, "Node", busy, "Underutilized: Budget: ", karpenterevents.DisruptionBlocked)
+	wantEvents(ctx, t, kube, "NodeClaim", busy, "Underutilized: Budget: ", karpenterevents.DisruptionBlocked)
+	wantEvents(ctx, t, kube, "NodePool", k.pool, "No allowed disruptions for disruption reason Underutilized due to blocking budget", karpenterevents.DisruptionBlocked)
 
 	now = evening
 	if err := ctl.Pass(ctx); err != nil {
@@ -478,6 +556,8 @@ func TestE2EConsolidationBusinessHours(t *testing.T) {
 		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
 		return err == nil && len(pods.Items) == 1 && pods.Items[0].Spec.NodeName == got[0] && readyPods(ctx, kube, "default", "app=api") == 1
 	})
+	wantEvents(ctx, t, kube, "NodeClaim", got[0], "Launching NodeClaim: Underutilized", karpenterevents.DisruptionLaunching)
+	wantEvents(ctx, t, kube, "Node", busy, "Disrupting Node: Underutilized", karpenterevents.DisruptionTerminating)
 	t.Logf("m5.2xlarge replaced by %s", newType)
 }
 

@@ -6,9 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -159,24 +156,6 @@ func (l termLedger) Apply(ctx context.Context, cmd fsm.Command) error {
 		return fmt.Errorf("ledger (term %d): %w", l.term, err)
 	}
 	return nil
-}
-
-// nodeEvents records disruption Events on Nodes.
-type nodeEvents struct {
-	rec  record.EventRecorder
-	uids func(node string) types.UID
-}
-
-// NodeEvent implements disruption.Events.
-func (e nodeEvents) NodeEvent(_ context.Context, node, eventType, reason, message string) {
-	uid := types.UID(node) // the kubelet's convention for Node events
-	if e.uids != nil {
-		if u := e.uids(node); u != "" {
-			uid = u
-		}
-	}
-	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node, UID: uid}
-	e.rec.Event(ref, eventType, reason, message)
 }
 
 // drainer is what the interruption-aware drainer wraps (*drain.Drainer).

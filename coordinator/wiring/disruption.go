@@ -90,12 +90,26 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 	cfg.Registry, cfg.Log, cfg.Now = reg, d.log, d.now
 	src := &snapshotSource{view: view, types: d.types, store: d.store}
 	repl := &replacer{view: view, types: d.types, launcher: d.launcher, c: d.c, region: d.region, log: log, now: d.now}
-	events := nodeEvents{rec: rec, uids: func(n string) types.UID {
-		if node := view.node(n); node != nil {
-			return node.UID
-		}
-		return ""
-	}}
+	events := disruption.KubeEvents{Recorder: rec,
+		NodeUID: func(n string) types.UID {
+			if node := view.node(n); node != nil {
+				return node.UID
+			}
+			return ""
+		},
+		NodeClaimUID: func(n string) types.UID {
+			if nc := view.nodeClaim(n); nc != nil {
+				return nc.UID
+			}
+			return ""
+		},
+		NodePoolUID: func(n string) types.UID {
+			if np := view.nodePool(n); np != nil {
+				return np.UID
+			}
+			return ""
+		},
+	}
 	verifier := disruption.SchedulingVerifier{Cluster: src.scheduling}
 	ctl, err := disruption.NewController(cfg, src, termLedger{store: d.store, term: term}, repl, d.drainer, events, verifier)
 	if err != nil {
