@@ -5,6 +5,7 @@
 #   kwok + bin/kwok-stages/                                          (sigs.k8s.io/kwok v0.8.0)
 #   ec2-metadata-mock staticcheck
 #   prometheus                                                       (github.com/prometheus/prometheus v0.316.0, cmd/prometheus)
+#   helm                                                             (helm.sh/helm/v4 v4.3.2, cmd/helm)
 # A binary is skipped when bin/.stamps/<name> holds the hash of everything that
 # decides its content (sources, go.mod/go.sum, versions, Go toolchain, build recipe).
 # Binaries are built one after another: the first Kubernetes build takes minutes on
@@ -23,6 +24,9 @@ IMDS_MOCK_VERSION=v1.13.0
 # queries are tested against it (test/e2e TestMetrics) and `make dev` runs it.
 PROMETHEUS_VERSION=v0.316.0
 STATICCHECK_VERSIONS="v0.7.0 v0.8.2"
+# Helm (the current major, 4) lints, renders and dry-run installs the charts
+# under packaging/helm in packaging/helm's tests.
+HELM_VERSION=v4.3.2
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 # CGO is left as the environment has it, so these builds share the build cache with
@@ -209,4 +213,5 @@ build_k8s kubectl
 go_install ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock "$IMDS_MOCK_VERSION"
 build_staticcheck
 go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
+go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
 echo "build-tools: all tools ready in $(fmt_elapsed $((SECONDS - START_ALL)))"
