@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the API's deepcopy functions (api/**/zz_generated.deepcopy.go)
 # and the CRD manifests (packaging/crds/<group>_<plural>.yaml) from the Go
-# types and their kubebuilder markers. controller-gen is pinned and run through
+# types and their kubebuilder markers, with identical copies in the Helm
+# charts: packaging/helm/dovetail-coordinator/crds/ (installed by Helm on
+# first install) and packaging/helm/dovetail-crd/files/ (the CRD-only chart,
+# which renders them as templates so upgrades update them). controller-gen is pinned and run through
 # `go run`, so nothing needs installing; the Go build cache makes reruns fast.
 #
 # Usage: hack/generate.sh [output-root]
@@ -30,6 +33,8 @@ go run "$CONTROLLER_GEN" \
 # marker can express, as Karpenter patches its own CRDs.
 go run ./hack/crdpatch "$scratch"
 
-mkdir -p packaging/crds
-rm -f packaging/crds/*.yaml
-cp "$scratch"/*.yaml packaging/crds/
+for dir in packaging/crds packaging/helm/dovetail-coordinator/crds packaging/helm/dovetail-crd/files; do
+	mkdir -p "$dir"
+	rm -f "$dir"/*.yaml
+	cp "$scratch"/*.yaml "$dir/"
+done

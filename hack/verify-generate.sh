@@ -9,16 +9,20 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # Copy only what generation reads and writes: the module files, the API
-# types, the CRD directory and this script directory.
-mkdir -p "$tmp/packaging"
+# types, the CRD directories (packaging/crds and the charts' copies) and this
+# script directory.
+crd_dirs="packaging/crds packaging/helm/dovetail-coordinator/crds packaging/helm/dovetail-crd/files"
 cp "$root/go.mod" "$root/go.sum" "$tmp/"
 cp -R "$root/api" "$root/hack" "$tmp/"
-if [ -d "$root/packaging/crds" ]; then cp -R "$root/packaging/crds" "$tmp/packaging/"; fi
+for dir in $crd_dirs; do
+	mkdir -p "$tmp/$dir"
+	if [ -d "$root/$dir" ]; then cp -R "$root/$dir/." "$tmp/$dir/"; fi
+done
 
 "$tmp/hack/generate.sh" "$tmp"
 
 status=0
-for dir in api packaging/crds; do
+for dir in api $crd_dirs; do
 	if ! diff -ruN "$root/$dir" "$tmp/$dir" >"$tmp/diff.txt"; then
 		echo "ERROR: generated files under $dir/ are out of date with the API types in api/." >&2
 		echo "Run hack/generate.sh and include the result. Differences (committed -> regenerated):" >&2

@@ -2,8 +2,8 @@
 // runs the coordinator as containers built FROM scratch (packaging/Dockerfile)
 // on a Docker network, each replica its own host as far as Raft can tell, and
 // kills, pauses and disconnects replicas; it is gated by DOVETAIL_DOCKER_TEST=1
-// (it builds an image and takes about 30 s). The Helm test renders the chart
-// and applies it to a real API server (skipped without helm).
+// (it builds an image and takes about 30 s). The Helm chart's tests are in
+// packaging/helm.
 package dockertest
 
 import (
