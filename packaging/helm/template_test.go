@@ -189,7 +189,11 @@ func TestCRDChart(t *testing.T) {
 // with extra annotations on top of controller-gen's.
 func assertGeneratedCRDs(t *testing.T, objs []manifest.Object, extra map[string]string) {
 	t.Helper()
-	generated, err := manifest.Load(filepath.Join(repoRoot(), "packaging", "crds"))
+	files, err := manifest.Files(filepath.Join(repoRoot(), "packaging", "crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated, err := manifest.LoadFiles(files...)
 	if err != nil {
 		t.Fatal(err)
 	}
