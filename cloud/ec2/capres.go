@@ -148,6 +148,22 @@ func (a *reservationAvailability) sync(rs []cloud.CapacityReservation, _ time.Ti
 	}
 }
 
+func (a *reservationAvailability) launched(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n, ok := a.count[id]; ok && n > 0 {
+		a.count[id] = n - 1
+	}
+}
+
+func (a *reservationAvailability) exhausted(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.count[id]; ok {
+		a.count[id] = 0
+	}
+}
+
 // get returns the count and whether the reservation was ever synced.
 func (a *reservationAvailability) get(id string) (int, bool) {
 	a.mu.Lock()
@@ -161,3 +177,52 @@ func (a *reservationAvailability) get(id string) (int, bool) {
 // minus launches since, zero after a refusal). ok is false for a
 // reservation no resolution has seen.
 func (p *Provider) ReservationAvailability(id string) (n int, ok bool) { return p.reservations.get(id) }
+
+// ReservationAvailable reports whether the reservation can take another
+// instance of the type in the zone: not while (type, zone, reserved) is in
+// the ICE cache, nor when the count is known to be zero.
+func (p *Provider) ReservationAvailable(id, instanceType, zone string) bool {
+	if p.ice.unavailable(instanceType, zone, cloud.CapacityTypeReserved) {
+		return false
+	}
+	n, ok := p.reservations.get(id)
+	return !ok || n > 0
+}
+
+// reservationPartition orders reserved launches as Karpenter's
+// capacity-reservation-type filter ranks them: ODCRs, then capacity
+// blocks, then interruptible reservations. One CreateFleet call can carry
+// only one market type, so each partition is its own call.
+func reservationPartition(r cloud.CapacityReservation) int {
+	switch {
+	case r.ReservationType == cloud.ReservationTypeCapacityBlock:
+		return 1
+	case r.Interruptible:
+		return 2
+	}
+	return 0
+}
+
+// marketType is the launch template's InstanceMarketOptions.MarketType for
+// a launch into the reservation ("" for an ODCR).
+func marketType(r cloud.CapacityReservation) string {
+	switch {
+	case r.ReservationType == cloud.ReservationTypeCapacityBlock:
+		return string(ec2types.MarketTypeCapacityBlock)
+	case r.Interruptible:
+		return string(ec2types.MarketTypeInterruptibleCapacityReservation)
+	}
+	return ""
+}
+
+// targetCapacityType is the fleet's DefaultTargetCapacityType for a launch
+// into the reservation, as Karpenter sends it.
+func targetCapacityType(r cloud.CapacityReservation) ec2types.DefaultTargetCapacityType {
+	switch {
+	case r.ReservationType == cloud.ReservationTypeCapacityBlock:
+		return ec2types.DefaultTargetCapacityTypeCapacityBlock
+	case r.Interruptible:
+		return ec2types.DefaultTargetCapacityTypeReservedCapacity
+	}
+	return ec2types.DefaultTargetCapacityTypeOnDemand
+}

@@ -165,6 +165,20 @@ func toInstance(in *ec2types.Instance) *cloud.Instance {
 	if in.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot {
 		ct = cloud.CapacityTypeSpot
 	}
+	// As Karpenter: an instance launched only into its reservation is
+	// reserved capacity (one that merely landed in an open ODCR is not).
+	resID, resType := "", ""
+	if spec := in.CapacityReservationSpecification; spec != nil && in.CapacityReservationId != nil &&
+		spec.CapacityReservationPreference == ec2types.CapacityReservationPreferenceCapacityReservationsOnly {
+		ct, resID, resType = cloud.CapacityTypeReserved, aws.ToString(in.CapacityReservationId), cloud.ReservationTypeDefault
+		if in.InstanceLifecycle == ec2types.InstanceLifecycleTypeCapacityBlock {
+			resType = cloud.ReservationTypeCapacityBlock
+		}
+	}
+	pgID, partition := "", int32(0)
+	if in.Placement != nil {
+		pgID, partition = aws.ToString(in.Placement.GroupId), aws.ToInt32(in.Placement.PartitionNumber)
+	}
 	tags := make(map[string]string, len(in.Tags))
 	for _, t := range in.Tags {
 		tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
@@ -180,5 +194,7 @@ func toInstance(in *ec2types.Instance) *cloud.Instance {
 		CapacityType: ct, ImageID: aws.ToString(in.ImageId), State: state, PrivateIP: aws.ToString(in.PrivateIpAddress),
 		LaunchTime: aws.ToTime(in.LaunchTime), Tags: tags,
 		SubnetID: aws.ToString(in.SubnetId), SecurityGroupIDs: sgs,
+		CapacityReservationID: resID, CapacityReservationType: resType,
+		PlacementGroupID: pgID, PlacementGroupPartition: partition,
 	}
 }

@@ -26,18 +26,23 @@ import (
 // the tail is the least attractive anyway.
 const maxOverrides = 60
 
-// override is one launch option made concrete: a subnet and an AMI.
+// override is one launch option made concrete: a subnet and an AMI (and
+// for a reserved option, its capacity reservation).
 type override struct {
 	opt    cloud.LaunchOption
 	subnet string
 	arch   string
 	ami    string
+	res    *cloud.CapacityReservation
 }
 
 // attempt is one CreateFleet call: one capacity type, many overrides.
 type attempt struct {
 	capacityType string
 	overrides    []override
+	// token names the call in its client tokens (the capacity type, plus
+	// the partition for reserved calls) so each call has its own.
+	token string
 }
 
 // Create launches one instance for req, trying spot options first and
@@ -109,6 +114,10 @@ func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequ
 		}
 		subnetOK[s.ID] = true
 	}
+	resByID := map[string]*cloud.CapacityReservation{}
+	for i := range resolved.CapacityReservations {
+		resByID[resolved.CapacityReservations[i].ID] = &resolved.CapacityReservations[i]
+	}
 	byCT := map[string][]override{}
 	var skipped []cloud.UnavailableOffering
 	var unusable []string
@@ -118,7 +127,24 @@ func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequ
 		if ct == "" {
 			ct = cloud.CapacityTypeOnDemand
 		}
-		if ct != cloud.CapacityTypeSpot && ct != cloud.CapacityTypeOnDemand {
+		var res *cloud.CapacityReservation
+		switch ct {
+		case cloud.CapacityTypeSpot, cloud.CapacityTypeOnDemand:
+		case cloud.CapacityTypeReserved:
+			res = resByID[o.ReservationID]
+			if res == nil || res.InstanceType != o.InstanceType || res.Zone != o.Zone {
+				unusable = append(unusable, o.InstanceType+"/"+o.Zone+": capacity reservation "+o.ReservationID+" is not one of the node class's for this type and zone")
+				continue
+			}
+			if res.State != cloud.ReservationStateActive {
+				unusable = append(unusable, o.InstanceType+"/"+o.Zone+": capacity reservation "+res.ID+" is "+res.State)
+				continue
+			}
+			if n, known := p.reservations.get(res.ID); known && n <= 0 {
+				skipped = append(skipped, cloud.UnavailableOffering{InstanceType: o.InstanceType, Zone: o.Zone, CapacityType: ct, Code: "ReservationCapacityExceeded"})
+				continue
+			}
+		default:
 			unusable = append(unusable, o.InstanceType+"/"+o.Zone+": capacity type "+ct)
 			continue
 		}
@@ -142,14 +168,52 @@ func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequ
 			continue
 		}
 		key := ct + "|" + o.InstanceType + "|" + subnet
+		if res != nil {
+			// One reserved offering per type and zone: CreateFleet takes
+			// one override per pool. Karpenter keeps the reservation with
+			// the most room; options arrive cheapest first and reserved
+			// prices tie, so the first seen wins unless another has more.
+			key = ct + "|" + o.InstanceType + "|" + o.Zone
+		}
 		if seen[key] {
+			if res != nil {
+				for i, ov := range byCT[ct] {
+					if ov.opt.InstanceType == o.InstanceType && ov.opt.Zone == o.Zone && res.Available > ov.res.Available {
+						o.CapacityType = ct
+						byCT[ct][i] = override{opt: o, subnet: subnet, arch: arch, ami: ami, res: res}
+					}
+				}
+			}
 			continue
 		}
 		seen[key] = true
 		o.CapacityType = ct
-		byCT[ct] = append(byCT[ct], override{opt: o, subnet: subnet, arch: arch, ami: ami})
+		byCT[ct] = append(byCT[ct], override{opt: o, subnet: subnet, arch: arch, ami: ami, res: res})
 	}
+	// Reserved capacity first (Karpenter: reserved > spot > on-demand):
+	// ODCRs in one call, each capacity block in its own (CreateFleet takes
+	// one), interruptible reservations in one.
 	var attempts []attempt
+	parts := map[int][]override{}
+	for _, ov := range byCT[cloud.CapacityTypeReserved] {
+		parts[reservationPartition(*ov.res)] = append(parts[reservationPartition(*ov.res)], ov)
+	}
+	for part := 0; part < 3; part++ {
+		ovs := parts[part]
+		if len(ovs) == 0 {
+			continue
+		}
+		if part == 1 {
+			for _, ov := range ovs {
+				attempts = append(attempts, attempt{capacityType: cloud.CapacityTypeReserved, overrides: []override{ov}, token: "reserved-cb-" + ov.res.ID})
+			}
+			continue
+		}
+		if len(ovs) > maxOverrides {
+			ovs = ovs[:maxOverrides]
+		}
+		attempts = append(attempts, attempt{capacityType: cloud.CapacityTypeReserved, overrides: ovs, token: fmt.Sprintf("reserved-%d", part)})
+	}
 	for _, ct := range []string{cloud.CapacityTypeSpot, cloud.CapacityTypeOnDemand} {
 		ovs := byCT[ct]
 		if len(ovs) == 0 {
@@ -158,7 +222,7 @@ func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequ
 		if len(ovs) > maxOverrides {
 			ovs = ovs[:maxOverrides]
 		}
-		attempts = append(attempts, attempt{capacityType: ct, overrides: ovs})
+		attempts = append(attempts, attempt{capacityType: ct, overrides: ovs, token: ct})
 	}
 	if len(attempts) == 0 && len(skipped) == 0 {
 		return nil, nil, fmt.Errorf("ec2: no launch option is usable with this node class: %s", strings.Join(unusable, "; "))
@@ -201,29 +265,56 @@ func (p *Provider) launch(ctx context.Context, nc nodeClass, resolved *cloud.Res
 		labels[labelNodePool] = req.NodePoolName
 	}
 	labels[labelPrefix+"ec2nodeclass"] = nc.Name
+	if pg := resolved.PlacementGroup; pg != nil {
+		labels[labelPrefix+"placement-group-id"] = pg.ID
+	}
 
 	sgs := make([]string, 0, len(resolved.SecurityGroups))
 	for _, g := range resolved.SecurityGroups {
 		sgs = append(sgs, g.ID)
 	}
-	// One launch template per AMI (so per architecture).
-	byAMI := map[string][]override{}
+	// One launch template per AMI (so per architecture), and for reserved
+	// launches per reservation: the template names its target.
+	groups := map[string][]override{}
 	for _, o := range a.overrides {
-		byAMI[o.ami] = append(byAMI[o.ami], o)
+		k := o.ami
+		if o.res != nil {
+			k += "|" + o.res.ID
+		}
+		groups[k] = append(groups[k], o)
 	}
-	amis := make([]string, 0, len(byAMI))
-	for ami := range byAMI {
-		amis = append(amis, ami)
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
 	}
-	sort.Strings(amis)
+	sort.Strings(keys)
 
 	var configs []ec2types.FleetLaunchTemplateConfigRequest
 	zoneOfSubnet := map[string]string{}
-	for _, ami := range amis {
-		ovs := byAMI[ami]
-		spec, err := p.templateSpec(nc, ami, sgs, labels, req)
+	for _, k := range keys {
+		ovs := groups[k]
+		tl := labels
+		res := ovs[0].res
+		if res != nil {
+			tl = maps.Clone(labels)
+			tl[labelPrefix+"capacity-reservation-id"] = res.ID
+			tl[labelPrefix+"capacity-reservation-type"] = res.ReservationType
+		}
+		spec, err := p.templateSpec(nc, ovs[0].ami, sgs, tl, req)
 		if err != nil {
 			return nil, nil, err
+		}
+		switch {
+		case res != nil:
+			spec.CRPreference, spec.CRTarget, spec.MarketType = string(ec2types.CapacityReservationPreferenceCapacityReservationsOnly), res.ID, marketType(*res)
+		case len(nc.CRTerms) > 0:
+			// As Karpenter: spot and on-demand launches of a class that
+			// selects reservations stay out of open ones, so the
+			// reservations' counts are the class's reserved launches.
+			spec.CRPreference = string(ec2types.CapacityReservationPreferenceNone)
+		}
+		if pg := resolved.PlacementGroup; pg != nil {
+			spec.PlacementGroupID = pg.ID
 		}
 		name := spec.name(p.cfg.ClusterName)
 		if err := p.ensureLaunchTemplate(ctx, name, spec); err != nil {
@@ -255,17 +346,29 @@ func (p *Provider) launch(ctx context.Context, nc nodeClass, resolved *cloud.Res
 			{ResourceType: ec2types.ResourceTypeFleet, Tags: ec2Tags(tags)},
 		},
 	}
-	if a.capacityType == cloud.CapacityTypeSpot {
+	switch {
+	case a.capacityType == cloud.CapacityTypeSpot:
 		in.SpotOptions = &ec2types.SpotOptionsRequest{AllocationStrategy: ec2types.SpotAllocationStrategyPriceCapacityOptimized}
-	} else {
+	case a.capacityType == cloud.CapacityTypeReserved:
+		// Every override of a reserved call is of one partition.
+		res := a.overrides[0].res
+		in.TargetCapacitySpecification.DefaultTargetCapacityType = targetCapacityType(*res)
+		switch {
+		case res.Interruptible:
+			in.ReservedCapacityOptions = &ec2types.ReservedCapacityOptionsRequest{
+				ReservationTypes: []ec2types.FleetReservationType{ec2types.FleetReservationTypeInterruptibleCapacityReservation}}
+		case res.ReservationType != cloud.ReservationTypeCapacityBlock:
+			in.OnDemandOptions = &ec2types.OnDemandOptionsRequest{AllocationStrategy: ec2types.FleetOnDemandAllocationStrategyLowestPrice}
+		}
+	default:
 		in.OnDemandOptions = &ec2types.OnDemandOptionsRequest{AllocationStrategy: ec2types.FleetOnDemandAllocationStrategyLowestPrice}
 	}
 
-	out, err := p.createFleet(ctx, req, a.capacityType, in)
+	out, err := p.createFleet(ctx, req, a.token, in)
 	if err != nil {
 		return nil, nil, err
 	}
-	return p.fleetResult(ctx, req, a, out, tags, sgs, zoneOfSubnet, byAMI)
+	return p.fleetResult(ctx, req, a, out, tags, sgs, zoneOfSubnet, a.overrides, resolved.PlacementGroup)
 }
 
 // createFleet calls CreateFleet with a token derived from the request's.
@@ -380,7 +483,23 @@ func onlyThrottled(errs []ec2types.CreateFleetError) bool {
 	return true
 }
 
-func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a attempt, out *awsec2.CreateFleetOutput, tags map[string]string, sgs []string, zoneOfSubnet map[string]string, byAMI map[string][]override) (*cloud.Instance, []cloud.UnavailableOffering, error) {
+func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a attempt, out *awsec2.CreateFleetOutput, tags map[string]string, sgs []string, zoneOfSubnet map[string]string, ovs []override, pg *cloud.PlacementGroup) (*cloud.Instance, []cloud.UnavailableOffering, error) {
+	// A reserved call's lifecycle reads on-demand (or capacity-block): the
+	// capacity type is the call's.
+	capacityTypeOf := func(l ec2types.InstanceLifecycle) string {
+		if a.capacityType == cloud.CapacityTypeReserved {
+			return cloud.CapacityTypeReserved
+		}
+		return lifecycleCapacityType(l, a.capacityType)
+	}
+	reservationOf := func(itype, zone string) *cloud.CapacityReservation {
+		for _, o := range ovs {
+			if o.res != nil && o.opt.InstanceType == itype && o.opt.Zone == zone {
+				return o.res
+			}
+		}
+		return nil
+	}
 	var refused []cloud.UnavailableOffering
 	var other []string
 	for _, e := range out.Errors {
@@ -393,8 +512,13 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 				zone = zoneOfSubnet[aws.ToString(lo.Overrides.SubnetId)]
 			}
 		}
-		ct := lifecycleCapacityType(e.Lifecycle, a.capacityType)
+		ct := capacityTypeOf(e.Lifecycle)
 		if isICECode(code) && itype != "" {
+			if r := reservationOf(itype, zone); r != nil {
+				// Karpenter marks the reservation unavailable; the next
+				// DescribeCapacityReservations answer tells the truth again.
+				p.reservations.exhausted(r.ID)
+			}
 			p.ice.mark(itype, zone, ct, code)
 			p.metrics.iceMarks.WithLabelValues(ct, code).Inc()
 			refused = append(refused, cloud.UnavailableOffering{InstanceType: itype, Zone: zone, CapacityType: ct, Code: code})
@@ -448,15 +572,22 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 		}
 		image := ""
 		arch := p.archOf(itype)
-		for ami, ovs := range byAMI {
-			if len(ovs) > 0 && ovs[0].arch == arch {
-				image = ami
+		for _, o := range ovs {
+			if o.arch == arch {
+				image = o.ami
 			}
 		}
 		inst := &cloud.Instance{
 			ID: id, ProviderID: cloud.ProviderID(zone, id), InstanceType: itype, Zone: zone,
-			CapacityType: lifecycleCapacityType(fi.Lifecycle, a.capacityType), ImageID: image,
+			CapacityType: capacityTypeOf(fi.Lifecycle), ImageID: image,
 			State: cloud.StatePending, LaunchTime: p.clock.Now(), Tags: tags, SubnetID: subnet,
+		}
+		if r := reservationOf(itype, zone); r != nil && a.capacityType == cloud.CapacityTypeReserved {
+			inst.CapacityReservationID, inst.CapacityReservationType = r.ID, r.ReservationType
+			p.reservations.launched(r.ID)
+		}
+		if pg != nil {
+			inst.PlacementGroupID = pg.ID
 		}
 		if len(sgs) > 0 {
 			// The launch template carries exactly these groups, so the

@@ -38,6 +38,16 @@ type templateSpec struct {
 	ConnTrack     *connTrack `json:",omitempty"`
 	NestedVirt    string     `json:",omitempty"`
 	NICs          []nic      `json:",omitempty"`
+	// Capacity reservation targeting: the preference
+	// (capacity-reservations-only for reserved launches, none for the
+	// others of a class that selects reservations), the target and the
+	// market type a capacity block or interruptible reservation needs.
+	CRPreference string `json:",omitempty"`
+	CRTarget     string `json:",omitempty"`
+	MarketType   string `json:",omitempty"`
+	// PlacementGroupID and PlacementPartition go on Placement.
+	PlacementGroupID   string `json:",omitempty"`
+	PlacementPartition int32  `json:",omitempty"`
 }
 
 var ltNameUnsafe = regexp.MustCompile(`[^a-zA-Z0-9().\-/_]`)
@@ -148,6 +158,23 @@ func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 		}
 		d.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{nic}
 		d.SecurityGroupIds = nil
+	}
+	if t.CRPreference != "" {
+		d.CapacityReservationSpecification = &ec2types.LaunchTemplateCapacityReservationSpecificationRequest{
+			CapacityReservationPreference: ec2types.CapacityReservationPreference(t.CRPreference),
+		}
+		if t.CRTarget != "" {
+			d.CapacityReservationSpecification.CapacityReservationTarget = &ec2types.CapacityReservationTarget{CapacityReservationId: aws.String(t.CRTarget)}
+		}
+	}
+	if t.MarketType != "" {
+		d.InstanceMarketOptions = &ec2types.LaunchTemplateInstanceMarketOptionsRequest{MarketType: ec2types.MarketType(t.MarketType)}
+	}
+	if t.PlacementGroupID != "" {
+		d.Placement = &ec2types.LaunchTemplatePlacementRequest{GroupId: aws.String(t.PlacementGroupID)}
+		if t.PlacementPartition > 0 {
+			d.Placement.PartitionNumber = aws.Int32(t.PlacementPartition)
+		}
 	}
 	if t.NestedVirt != "" {
 		d.CpuOptions = &ec2types.LaunchTemplateCpuOptionsRequest{NestedVirtualization: ec2types.NestedVirtualizationSpecification(t.NestedVirt)}

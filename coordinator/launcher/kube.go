@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,6 +118,16 @@ func (k *KubeClaims) MarkLaunched(ctx context.Context, name string, inst *cloud.
 	nc.Labels[karpv1.LabelInstanceType] = inst.InstanceType
 	nc.Labels[karpv1.LabelTopologyZone] = inst.Zone
 	nc.Labels[karpv1.CapacityTypeLabelKey] = inst.CapacityType
+	if inst.CapacityReservationID != "" {
+		nc.Labels[karpv1.LabelCapacityReservationID] = inst.CapacityReservationID
+		nc.Labels[karpv1.LabelCapacityReservationType] = inst.CapacityReservationType
+	}
+	if inst.PlacementGroupID != "" {
+		nc.Labels[karpv1.AWSGroup+"/placement-group-id"] = inst.PlacementGroupID
+		if inst.PlacementGroupPartition > 0 {
+			nc.Labels[karpv1.AWSGroup+"/placement-group-partition"] = strconv.Itoa(int(inst.PlacementGroupPartition))
+		}
+	}
 	// Well-known labels Karpenter sets on every claim it launches.
 	nc.Labels[karpv1.AWSGroup+"/instance-tenancy"] = "default" // Dovetail launches shared tenancy only
 	if ref := nc.Spec.NodeClassRef; ref != nil {

@@ -440,6 +440,9 @@ func (c *Controller) inputs(ctx context.Context) (Inputs, map[string]*karpv1.Nod
 		return Inputs{}, nil, fmt.Errorf("list instance types: %w", err)
 	}
 	in := Inputs{Now: c.cfg.Clock.Now(), Region: c.cfg.Region, InstanceTypes: its, RequireNodeClass: true}
+	if ra, ok := c.cfg.InstanceTypes.(ReservationAvailability); ok {
+		in.Reservations = ra
+	}
 	if err := listTyped(c.listers.pods, &in.Pods); err != nil {
 		return in, nil, err
 	}

@@ -35,6 +35,9 @@ type Inputs struct {
 	// InstanceTypes every pool may use, with offerings (availability already
 	// reflecting the insufficient-capacity cache).
 	InstanceTypes []*cloud.InstanceType
+	// Reservations says which capacity reservations have room; nil: every
+	// active reservation in a node class's status is offered.
+	Reservations ReservationAvailability
 	// RequireNodeClass drops pools whose EC2NodeClass is not in NodeClasses
 	// (the controller sets it; offline simulation may not have them).
 	RequireNodeClass bool
@@ -93,7 +96,7 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 	snap := scheduling.Snapshot{
 		Now:                    in.Now,
 		Region:                 in.Region,
-		InstanceTypes:          map[string][]*cloud.InstanceType{"": in.InstanceTypes},
+		InstanceTypes:          poolInstanceTypes(in, in.NodePools),
 		DaemonSets:             in.DaemonSets,
 		PersistentVolumeClaims: in.PVCs,
 		PersistentVolumes:      in.PVs,

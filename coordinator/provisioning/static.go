@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
-	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
@@ -148,7 +147,7 @@ func staticTemplate(in Inputs, np *karpv1.NodePool, opts PlanOptions) (*scheduli
 	snap := scheduling.Snapshot{
 		Now: in.Now, Region: in.Region, Pods: []*corev1.Pod{probe},
 		NodePools:     []scheduling.NodePool{pool},
-		InstanceTypes: map[string][]*cloud.InstanceType{"": in.InstanceTypes},
+		InstanceTypes: poolInstanceTypes(in, []*karpv1.NodePool{np}),
 		DaemonSets:    in.DaemonSets,
 	}
 	res := scheduling.Solve(snap, opts.Scheduling)

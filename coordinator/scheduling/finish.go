@@ -87,6 +87,7 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 	}
 	opts := make([]cloud.LaunchOption, 0, nOpts)
 	odOpts := make([]cloud.LaunchOption, 0, nOpts)
+	resOpts := make([]cloud.LaunchOption, 0)
 	zonesUsed := uint64(0)
 	ctUsed := uint8(0)
 	names := make([]string, 0, len(cands))
@@ -96,12 +97,15 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 			if sl.zoneMask&(1<<uint(o.zone)) == 0 || sl.ctMask&(1<<uint(o.ct)) == 0 {
 				continue
 			}
-			lo := cloud.LaunchOption{InstanceType: c.pt.it.it.Name, Zone: s.zones[o.zone], CapacityType: s.cts[o.ct], Price: o.price}
+			lo := cloud.LaunchOption{InstanceType: c.pt.it.it.Name, Zone: s.zones[o.zone], CapacityType: s.cts[o.ct], Price: o.price, ReservationID: o.res}
 			zonesUsed |= 1 << uint(o.zone)
 			ctUsed |= 1 << uint(o.ct)
-			if o.ct == ctSpot {
+			switch o.ct {
+			case ctReserved:
+				resOpts = append(resOpts, lo)
+			case ctSpot:
 				opts = append(opts, lo)
-			} else {
+			default:
 				odOpts = append(odOpts, lo)
 			}
 		}
@@ -117,12 +121,17 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 			if a.Zone != b.Zone {
 				return strings.Compare(a.Zone, b.Zone)
 			}
-			return strings.Compare(a.CapacityType, b.CapacityType)
+			if a.CapacityType != b.CapacityType {
+				return strings.Compare(a.CapacityType, b.CapacityType)
+			}
+			return strings.Compare(a.ReservationID, b.ReservationID)
 		})
 	}
+	// Karpenter's order: reserved capacity, then spot, then on-demand.
+	byPrice(resOpts)
 	byPrice(opts)
 	byPrice(odOpts)
-	opts = append(opts, odOpts...)
+	opts = append(append(resOpts, opts...), odOpts...)
 
 	reqs := pool.reqs.clone()
 	for k, v := range sl.custom {
@@ -227,7 +236,7 @@ func (s *solver) priceOrder(pool *poolInfo, zm uint64, cm uint8) []int {
 	}
 	type e struct {
 		i     int
-		spot  bool
+		tier  int
 		price float64
 	}
 	var es []e
@@ -235,11 +244,11 @@ func (s *solver) priceOrder(pool *poolInfo, zm uint64, cm uint8) []int {
 		if !pt.it.avail(zm, cm) {
 			continue
 		}
-		es = append(es, e{i: i, spot: cm&(1<<ctSpot) != 0 && pt.it.zonesByCT[ctSpot]&zm != 0, price: pt.it.price(zm, cm)})
+		es = append(es, e{i: i, tier: pt.it.tier(zm, cm), price: pt.it.price(zm, cm)})
 	}
 	sort.Slice(es, func(a, b int) bool {
-		if es[a].spot != es[b].spot {
-			return es[a].spot
+		if es[a].tier != es[b].tier {
+			return es[a].tier < es[b].tier
 		}
 		if es[a].price != es[b].price {
 			return es[a].price < es[b].price

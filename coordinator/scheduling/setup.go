@@ -14,12 +14,13 @@ import (
 )
 
 // maxCT is how many capacity types the simulation distinguishes; index 0 is
-// spot and 1 on-demand so "spot first" is a bit test.
+// spot, 1 on-demand and 2 reserved so "reserved, then spot first" is a bit test.
 const (
-	maxCT   = 4
-	ctSpot  = 0
-	ctOD    = 1
-	maxZone = 64
+	maxCT      = 4
+	ctSpot     = 0
+	ctOD       = 1
+	ctReserved = 2
+	maxZone    = 64
 )
 
 // bitset is a set of small integers (instance-type indexes of a pool).
@@ -68,6 +69,8 @@ type itInfo struct {
 type offer struct {
 	zone, ct int
 	price    float64
+	// res is the capacity reservation of a reserved offering.
+	res string
 }
 
 func (t *itInfo) avail(zm uint64, cm uint8) bool {
@@ -79,17 +82,29 @@ func (t *itInfo) avail(zm uint64, cm uint8) bool {
 	return false
 }
 
-// price is what a node of this type costs in the masks: the cheapest spot
-// offering when spot is allowed and available (spot is preferred),
-// otherwise the cheapest other offering.
+// tier is the capacity type a launch of this type would use first in the
+// masks, as Karpenter orders them: 0 reserved (a capacity reservation with
+// room), 1 spot, 2 anything else (on-demand).
+func (t *itInfo) tier(zm uint64, cm uint8) int {
+	switch {
+	case cm&(1<<ctReserved) != 0 && t.zonesByCT[ctReserved]&zm != 0:
+		return 0
+	case cm&(1<<ctSpot) != 0 && t.zonesByCT[ctSpot]&zm != 0:
+		return 1
+	}
+	return 2
+}
+
+// price is what a node of this type costs in the masks: the cheapest
+// offering of its first tier (reserved, else spot, else the rest).
 func (t *itInfo) price(zm uint64, cm uint8) float64 {
 	best := math.Inf(1)
-	spot := cm&(1<<ctSpot) != 0 && t.zonesByCT[ctSpot]&zm != 0
+	tier := t.tier(zm, cm)
 	for _, o := range t.offers {
 		if zm&(1<<uint(o.zone)) == 0 || cm&(1<<uint(o.ct)) == 0 {
 			continue
 		}
-		if spot && o.ct != ctSpot {
+		if (tier == 0 && o.ct != ctReserved) || (tier == 1 && o.ct != ctSpot) {
 			continue
 		}
 		best = min(best, o.price)
@@ -243,7 +258,7 @@ func (s *solver) indexInstanceTypes() {
 					continue
 				}
 				info.zonesByCT[ci] |= 1 << uint(zi)
-				info.offers = append(info.offers, offer{zone: zi, ct: ci, price: o.Price})
+				info.offers = append(info.offers, offer{zone: zi, ct: ci, price: o.Price, res: o.ReservationID})
 			}
 			s.its[it] = info
 		}

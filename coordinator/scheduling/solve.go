@@ -141,6 +141,7 @@ func Solve(snap Snapshot, opts Options) Result {
 	}
 	s.ctIndex(cloud.CapacityTypeSpot)
 	s.ctIndex(cloud.CapacityTypeOnDemand)
+	s.ctIndex(cloud.CapacityTypeReserved)
 	s.indexInstanceTypes()
 	s.compileDaemonSets()
 	s.compilePods()

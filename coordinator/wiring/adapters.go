@@ -33,6 +33,26 @@ type iceAwareTypes struct {
 	now   func() time.Time
 }
 
+// ReservationAvailable implements provisioning.ReservationAvailability: not
+// while the replicated cache holds (type, zone, reserved) from a refused
+// launch, else what the provider counts (every reservation if it cannot).
+func (t *iceAwareTypes) ReservationAvailable(id, instanceType, zone string) bool {
+	now := t.now()
+	hit := false
+	t.store.View(func(s *fsm.State) {
+		if e, ok := s.ICE[fsm.OfferingKey(instanceType, zone, cloud.CapacityTypeReserved)]; ok && e.Until.After(now) {
+			hit = true
+		}
+	})
+	if hit {
+		return false
+	}
+	if ra, ok := t.src.(provisioning.ReservationAvailability); ok {
+		return ra.ReservationAvailable(id, instanceType, zone)
+	}
+	return true
+}
+
 // InstanceTypes implements provisioning.InstanceTypeProvider.
 func (t *iceAwareTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
 	its, err := t.src.InstanceTypes(ctx)

@@ -91,6 +91,8 @@ func testOptions(rc *rest.Config) wiring.Options {
 	o.Disruption.ReplacementTimeout = time.Minute
 	o.Drain.RetryInterval = 200 * time.Millisecond
 	o.Drain.PollInterval = 100 * time.Millisecond
+	// EC2NodeClass status (capacity reservations included) within seconds.
+	o.NodeClass.Interval = 2 * time.Second
 	return o
 }
 

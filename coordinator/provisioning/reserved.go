@@ -1,0 +1,99 @@
+package provisioning
+
+import (
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
+)
+
+// ReservationAvailability answers whether a capacity reservation can take
+// another instance of the type in the zone (the provider's count since
+// EC2's last answer, and the insufficient-capacity cache). The cloud
+// provider or its wrapper implements it; without it every active
+// reservation counts as available.
+type ReservationAvailability interface {
+	ReservationAvailable(id, instanceType, zone string) bool
+}
+
+// reservedPriceDivisor makes a reserved offering all but free, as
+// Karpenter prices it (on-demand / 10,000,000): the capacity is paid for
+// already, and the tiny price keeps types ordered for consolidation.
+const reservedPriceDivisor = 10_000_000.0
+
+// withReservedOfferings returns the instance types with one reserved
+// offering added per capacity reservation of the node class (its status,
+// as the nodeclass controller resolved it). Types without a reservation
+// are shared, not copied. A reservation is available when it is active
+// (not an expiring capacity block), its type is offered in its zone and
+// avail says it has room.
+func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReservation, avail func(id, itype, zone string) bool) []*cloud.InstanceType {
+	if len(rs) == 0 {
+		return types
+	}
+	byType := map[string][]awsv1.CapacityReservation{}
+	for _, r := range rs {
+		byType[r.InstanceType] = append(byType[r.InstanceType], r)
+	}
+	out := make([]*cloud.InstanceType, len(types))
+	for i, it := range types {
+		if it == nil || len(byType[it.Name]) == 0 {
+			out[i] = it
+			continue
+		}
+		mine := byType[it.Name]
+		zones := map[string]bool{}
+		od := 0.0
+		for _, o := range it.Offerings {
+			zones[o.Zone] = true
+			if o.CapacityType == cloud.CapacityTypeOnDemand && (od == 0 || o.Price < od) {
+				od = o.Price
+			}
+		}
+		c := *it
+		c.Offerings = append([]cloud.Offering(nil), it.Offerings...)
+		for _, r := range mine {
+			ok := zones[r.AvailabilityZone] && r.State != awsv1.CapacityReservationStateExpiring
+			if ok && avail != nil {
+				ok = avail(r.ID, r.InstanceType, r.AvailabilityZone)
+			}
+			c.Offerings = append(c.Offerings, cloud.Offering{Zone: r.AvailabilityZone, CapacityType: cloud.CapacityTypeReserved,
+				Price: od / reservedPriceDivisor, Available: ok, ReservationID: r.ID})
+		}
+		out[i] = &c
+	}
+	return out
+}
+
+// poolInstanceTypes gives each pool whose EC2NodeClass has capacity
+// reservations its own type list with the reserved offerings; other pools
+// use the shared list (key "").
+func poolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.InstanceType {
+	out := map[string][]*cloud.InstanceType{"": in.InstanceTypes}
+	classes := map[string]*awsv1.EC2NodeClass{}
+	for _, c := range in.NodeClasses {
+		if c != nil && c.DeletionTimestamp == nil {
+			classes[c.Name] = c
+		}
+	}
+	var avail func(id, itype, zone string) bool
+	if in.Reservations != nil {
+		avail = in.Reservations.ReservationAvailable
+	}
+	perClass := map[string][]*cloud.InstanceType{}
+	for _, np := range pools {
+		if np == nil || np.Spec.Template.Spec.NodeClassRef == nil {
+			continue
+		}
+		c := classes[np.Spec.Template.Spec.NodeClassRef.Name]
+		if c == nil || len(c.Status.CapacityReservations) == 0 {
+			continue
+		}
+		list, ok := perClass[c.Name]
+		if !ok {
+			list = withReservedOfferings(in.InstanceTypes, c.Status.CapacityReservations, avail)
+			perClass[c.Name] = list
+		}
+		out[np.Name] = list
+	}
+	return out
+}

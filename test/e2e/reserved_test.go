@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
+	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+)
+
+// TestReservedCapacityFirstThenSpot: on the real control plane and the EC2
+// simulator, a NodePool allowing reserved and spot capacity fills the
+// EC2NodeClass's capacity reservation first (NodeClaims and Nodes labelled
+// reserved with the reservation's id and type), and once the reservation
+// is full the next node is spot.
+func TestReservedCapacityFirstThenSpot(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	id, err := e.sim.CreateCapacityReservation(ec2sim.CapacityReservationSpec{InstanceType: "m5.large", Zone: "us-east-1a", Count: 2,
+		InstanceMatchCriteria: "targeted", Tags: map[string]string{"team": "reserved-e2e"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.apply(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "reserved-e2e"}})
+	nc := nodeClass(t, "reserved")
+	nc.Spec.CapacityReservationSelectorTerms = []awsv1.CapacityReservationSelectorTerm{{Tags: map[string]string{"team": "reserved-e2e"}}}
+	e.apply(nc, decode[karpv1.NodePool](t, `
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: reserved}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: reserved}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [reserved, spot]}
+        - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}
+        - {key: topology.kubernetes.io/zone, operator: In, values: [us-east-1a]}
+  disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: 1h}
+`))
+	e.leader()
+	e.eventually("status.capacityReservations", time.Minute, func() (bool, string) {
+		var got awsv1.EC2NodeClass
+		if err := e.c.Get(e.ctx, client.ObjectKey{Name: "reserved"}, &got); err != nil {
+			return false, err.Error()
+		}
+		rs := got.Status.CapacityReservations
+		ready := got.GetCondition(awsv1.ConditionTypeCapacityReservationsReady)
+		return len(rs) == 1 && rs[0].ID == id && rs[0].InstanceType == "m5.large" && ready != nil && ready.Status == metav1.ConditionTrue,
+			fmt.Sprintf("status %+v, condition %+v", rs, ready)
+	})
+
+	// One pod per node (1.5 of m5.large's 2 vCPUs).
+	app := deployment("reserved-e2e", "app", "1500m", "1Gi")
+	app.Spec.Template.Spec.NodeSelector = map[string]string{karpv1.NodePoolLabelKey: "reserved"}
+	e.apply(app)
+	byType := func() (map[string]int, map[string]int, string) {
+		f := e.fleet("reserved-e2e")
+		claims, nodes := map[string]int{}, map[string]int{}
+		desc := ""
+		for _, c := range f.claims {
+			if c.Labels[karpv1.NodePoolLabelKey] != "reserved" || c.DeletionTimestamp != nil || c.Status.NodeName == "" {
+				continue
+			}
+			n, ok := f.nodes[c.Status.NodeName]
+			if !ok {
+				continue
+			}
+			ct := c.Labels[karpv1.CapacityTypeLabelKey]
+			if ct == karpv1.CapacityTypeReserved && (c.Labels[karpv1.LabelCapacityReservationID] != id || c.Labels[karpv1.LabelCapacityReservationType] != "default") {
+				ct = "reserved-without-its-labels"
+			}
+			claims[ct]++
+			nct := n.Labels[karpv1.CapacityTypeLabelKey]
+			if nct == karpv1.CapacityTypeReserved && (n.Labels[karpv1.LabelCapacityReservationID] != id || n.Labels[karpv1.LabelCapacityReservationType] != "default") {
+				nct = "reserved-without-its-labels"
+			}
+			nodes[nct]++
+			desc += fmt.Sprintf(" %s=%s/%s", c.Name, ct, nct)
+		}
+		return claims, nodes, desc
+	}
+	e.scale("reserved-e2e", "app", 2)
+	e.eventually("2 reserved nodes", 90*time.Second, func() (bool, string) {
+		c, n, d := byType()
+		return c[karpv1.CapacityTypeReserved] == 2 && n[karpv1.CapacityTypeReserved] == 2 && len(c) == 1, d
+	})
+	if info, _ := e.sim.CapacityReservation(id); info.Available != 0 {
+		t.Fatalf("reservation has %d available after two reserved nodes", info.Available)
+	}
+
+	e.scale("reserved-e2e", "app", 3)
+	e.eventually("2 reserved nodes and 1 spot node", 90*time.Second, func() (bool, string) {
+		c, n, d := byType()
+		return c[karpv1.CapacityTypeReserved] == 2 && c[karpv1.CapacityTypeSpot] == 1 && n[karpv1.CapacityTypeReserved] == 2 && n[karpv1.CapacityTypeSpot] == 1, d
+	})
+	e.eventually("one instance per NodeClaim, no leak", 30*time.Second, func() (bool, string) { return e.fleet("reserved-e2e").oneToOne() })
+}
