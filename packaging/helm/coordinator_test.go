@@ -195,6 +195,25 @@ func TestCoordinatorRunsAsRendered(t *testing.T) {
 	}
 
 	bin := buildCoordinator(t)
+	// Unknown DOVETAIL_COORDINATOR_* variables would be ignored silently
+	// (flagenv sets only flags that exist), so each one the chart sets must
+	// name a flag of the binary, as its --help lists them.
+	flags := coordinatorFlags(t, bin)
+	for _, e := range c.Env {
+		if name, ok := strings.CutPrefix(e.Name, "DOVETAIL_COORDINATOR_"); ok {
+			if !flags[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] {
+				t.Errorf("env %s names no flag of dovetail-coordinator", e.Name)
+			}
+		} else if e.Name != "POD_NAME" { // the default --id
+			t.Errorf("env %s is read by nothing in dovetail-coordinator", e.Name)
+		}
+	}
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "--") || !flags[name] {
+			t.Errorf("argument %q is not a flag of dovetail-coordinator", a)
+		}
+	}
 	logs := &syncBuffer{}
 	proc := exec.Command(bin, args...)
 	proc.Env = env
@@ -389,6 +408,23 @@ func get(c *http.Client, url, token string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// coordinatorFlags lists the flags the binary's --help prints.
+func coordinatorFlags(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil {
+		t.Fatalf("dovetail-coordinator -h: %v\n%s", err, out)
+	}
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = true
+	}
+	if len(flags) < 20 {
+		t.Fatalf("dovetail-coordinator -h lists %d flags:\n%s", len(flags), out)
+	}
+	return flags
 }
 
 func flagValue(args []string, name string) string {
