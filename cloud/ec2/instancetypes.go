@@ -39,6 +39,13 @@ type typeInfo struct {
 	zones       []string
 	spot        bool // supports the spot usage class
 	onDemand    bool
+	// What node-class compatibility needs (compat.go), from EC2's answer.
+	efa          bool   // NetworkInfo.EfaSupported
+	maxEFA       int32  // EfaInfo.MaximumEfaInterfaces (0: not reported)
+	networkCards int32  // len(NetworkInfo.NetworkCards), at least 1
+	hypervisor   string // nitro | xen
+	nestedVirt   bool   // ProcessorInfo.SupportedFeatures has nested-virtualization
+	pgStrategies []string
 }
 
 type typesSnapshot struct {
@@ -276,7 +283,28 @@ func (p *Provider) typeInfo(in *ec2types.InstanceTypeInfo) *typeInfo {
 	if arch == "" || in.MemoryInfo == nil || in.VCpuInfo == nil || name == "" {
 		return nil
 	}
-	ti := &typeInfo{name: name, arch: arch}
+	ti := &typeInfo{name: name, arch: arch, hypervisor: string(in.Hypervisor), networkCards: 1}
+	if n := in.NetworkInfo; n != nil {
+		ti.efa = aws.ToBool(n.EfaSupported)
+		if n.EfaInfo != nil {
+			ti.maxEFA = aws.ToInt32(n.EfaInfo.MaximumEfaInterfaces)
+		}
+		if c := int32(len(n.NetworkCards)); c > 1 {
+			ti.networkCards = c
+		}
+	}
+	if in.ProcessorInfo != nil {
+		for _, f := range in.ProcessorInfo.SupportedFeatures {
+			if f == ec2types.SupportedAdditionalProcessorFeatureNestedVirtualization {
+				ti.nestedVirt = true
+			}
+		}
+	}
+	if in.PlacementGroupInfo != nil {
+		for _, st := range in.PlacementGroupInfo.SupportedStrategies {
+			ti.pgStrategies = append(ti.pgStrategies, string(st))
+		}
+	}
 	for _, u := range in.SupportedUsageClasses {
 		switch u {
 		case ec2types.UsageClassTypeSpot:

@@ -89,6 +89,9 @@ func (p *Provider) Create(ctx context.Context, nodeClass *awsv1.EC2NodeClass, re
 			return nil, err
 		}
 		if inst != nil {
+			if pg := resolved.PlacementGroup; pg != nil && pg.Strategy == string(ec2types.PlacementStrategyPartition) {
+				inst.PlacementGroupPartition = p.partitionOf(ctx, inst.ID)
+			}
 			p.metrics.launches.WithLabelValues("launched", inst.CapacityType).Inc()
 			return inst, nil
 		}

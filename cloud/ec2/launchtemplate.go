@@ -15,6 +15,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 )
 
@@ -81,17 +82,29 @@ func defaultBlockDevices(family string) []blockDevice {
 	return []blockDevice{{DeviceName: "/dev/xvda", VolumeSizeGiB: 20, VolumeType: "gp3", Encrypted: &enc, RootVolume: true}}
 }
 
-// layout renders spec.networkInterfaces as Karpenter does: every interface
-// as given (card, device, type) with the security groups; prefixes, public
-// IP and conntrack only on interfaces that are not efa-only (EC2 refuses
-// them there with InvalidParameterValue).
+// layout renders the instance's network interfaces: spec.networkInterfaces
+// as Karpenter does (every interface as given, card, device and type, with
+// the security groups; prefixes, public IP and conntrack only on interfaces
+// that are not efa-only, which EC2 refuses there with
+// InvalidParameterValue), or, without a layout, an explicit primary
+// interface when one of its settings is set (then it must carry the
+// security groups). nil: EC2's default primary interface.
 func (t templateSpec) layout() []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest {
-	out := make([]ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, 0, len(t.NICs))
-	for _, n := range t.NICs {
-		r := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
-			NetworkCardIndex: aws.Int32(n.Card), DeviceIndex: aws.Int32(n.Device), InterfaceType: aws.String(n.Type), Groups: t.SGs,
+	nics := t.NICs
+	if len(nics) == 0 {
+		if t.PublicIP == nil && t.IPPrefixCount == 0 && t.ConnTrack == nil {
+			return nil
 		}
-		if n.Type != "efa-only" {
+		// The primary interface, without InterfaceType (EC2's default ENA).
+		nics = []nic{{Card: -1}}
+	}
+	out := make([]ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, 0, len(nics))
+	for _, n := range nics {
+		r := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{DeviceIndex: aws.Int32(n.Device), Groups: t.SGs}
+		if n.Card >= 0 {
+			r.NetworkCardIndex, r.InterfaceType = aws.Int32(n.Card), aws.String(n.Type)
+		}
+		if n.Type != string(awsv1.InterfaceTypeEFAOnly) {
 			r.AssociatePublicIpAddress = t.PublicIP
 			if t.IPPrefixCount > 0 {
 				r.Ipv4PrefixCount = aws.Int32(t.IPPrefixCount)
@@ -131,32 +144,9 @@ func (t templateSpec) data() *ec2types.RequestLaunchTemplateData {
 	if t.Profile != "" {
 		d.IamInstanceProfile = &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(t.Profile)}
 	}
-	if len(t.NICs) > 0 {
-		d.NetworkInterfaces = t.layout()
-		d.SecurityGroupIds = nil
-	} else if t.PublicIP != nil || t.IPPrefixCount > 0 || t.ConnTrack != nil {
-		// These are settings of the primary interface, which must then be
-		// declared explicitly and carries the security groups.
-		nic := ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{
-			DeviceIndex: aws.Int32(0), AssociatePublicIpAddress: t.PublicIP, Groups: t.SGs,
-		}
-		if t.IPPrefixCount > 0 {
-			nic.Ipv4PrefixCount = aws.Int32(t.IPPrefixCount)
-		}
-		if c := t.ConnTrack; c != nil {
-			ct := &ec2types.ConnectionTrackingSpecificationRequest{}
-			if c.TCPEstablished > 0 {
-				ct.TcpEstablishedTimeout = aws.Int32(c.TCPEstablished)
-			}
-			if c.UDPStream > 0 {
-				ct.UdpStreamTimeout = aws.Int32(c.UDPStream)
-			}
-			if c.UDP > 0 {
-				ct.UdpTimeout = aws.Int32(c.UDP)
-			}
-			nic.ConnectionTrackingSpecification = ct
-		}
-		d.NetworkInterfaces = []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{nic}
+	if nics := t.layout(); nics != nil {
+		// The interfaces carry the security groups; EC2 refuses both.
+		d.NetworkInterfaces = nics
 		d.SecurityGroupIds = nil
 	}
 	if t.CRPreference != "" {

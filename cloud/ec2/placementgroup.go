@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/dovetail-dev/dovetail/cloud"
 )
@@ -36,7 +37,8 @@ func (p *Provider) resolvePlacementGroup(ctx context.Context, nc nodeClass) (*cl
 	}
 	out, err := p.ec2.DescribePlacementGroups(ctx, in)
 	if err != nil {
-		if isNotFoundCode(err) {
+		var apiErr smithy.APIError
+		if isNotFoundCode(err) || (errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidPlacementGroup.Unknown") {
 			return nil, fmt.Errorf("%w: placement group %s not found", ErrNoPlacementGroup, what)
 		}
 		return nil, fmt.Errorf("describe placement groups: %w", err)
@@ -49,4 +51,24 @@ func (p *Provider) resolvePlacementGroup(ctx context.Context, nc nodeClass) (*cl
 		ID: aws.ToString(g.GroupId), Name: aws.ToString(g.GroupName), Strategy: string(g.Strategy),
 		PartitionCount: aws.ToInt32(g.PartitionCount), SpreadLevel: string(g.SpreadLevel),
 	}, nil
+}
+
+// partitionOf reads the partition EC2 assigned a new instance in a
+// partition placement group (the fleet answer does not say), so the
+// NodeClaim can carry karpenter.k8s.aws/placement-group-partition as
+// Karpenter's registration hook sets it. 0 when EC2 does not say yet.
+func (p *Provider) partitionOf(ctx context.Context, id string) int32 {
+	out, err := p.ec2.DescribeInstances(ctx, &awsec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		p.log.WarnContext(ctx, "reading the placement partition failed", "instance", id, "err", err)
+		return 0
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if in.Placement != nil {
+				return aws.ToInt32(in.Placement.PartitionNumber)
+			}
+		}
+	}
+	return 0
 }

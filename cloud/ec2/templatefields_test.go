@@ -28,7 +28,8 @@ func TestKarpenter114FieldsReachTheLaunchTemplate(t *testing.T) {
 	nc.Spec.CPUOptions = &awsv1.CPUOptions{NestedVirtualization: str("enabled")}
 	nc.Spec.BlockDeviceMappings = []*awsv1.BlockDeviceMapping{{DeviceName: str("/dev/xvda"), RootVolume: true,
 		EBS: &awsv1.BlockDevice{VolumeSize: &size, SnapshotID: str("snap-0123456789abcdef0"), VolumeInitializationRate: i32(200)}}}
-	if _, err := e.p.Create(ctx, nc, request("claim-tuned", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096))); err != nil {
+	// m8i: a type that reports nested virtualization (m5 does not; below).
+	if _, err := e.p.Create(ctx, nc, request("claim-tuned", opt("m8i.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.106))); err != nil {
 		t.Fatal(err)
 	}
 	var data map[string]string
@@ -55,11 +56,17 @@ func TestKarpenter114FieldsReachTheLaunchTemplate(t *testing.T) {
 		t.Errorf("the explicit primary interface lost the security groups: %v", data)
 	}
 
+	// EC2 refuses nested virtualization on a type without it.
+	_, err := e.p.Create(ctx, nc, request("claim-nested-m5", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096)))
+	if err == nil || !strings.Contains(err.Error(), "Nested virtualization is not supported") {
+		t.Fatalf("nested virtualization on m5.large: %v, want EC2's refusal", err)
+	}
+
 	// A rate without a snapshot (which the CRD refuses) is refused by EC2 too.
 	bad := testNodeClass("bad-rate")
 	bad.Spec.BlockDeviceMappings = []*awsv1.BlockDeviceMapping{{DeviceName: str("/dev/xvda"), RootVolume: true,
 		EBS: &awsv1.BlockDevice{VolumeSize: &size, VolumeInitializationRate: i32(200)}}}
-	_, err := e.p.Create(ctx, bad, request("claim-bad", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096)))
+	_, err = e.p.Create(ctx, bad, request("claim-bad", opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096)))
 	if err == nil || !strings.Contains(err.Error(), "volume initialization rate") {
 		t.Fatalf("launch with a rate but no snapshot: %v, want EC2's refusal", err)
 	}

@@ -32,6 +32,8 @@ func (s *Sim) ec2Actions() map[string]ec2Action {
 		"DescribeCapacityReservations":  s.describeCapacityReservations,
 		"CreateCapacityReservation":     s.createCapacityReservationAPI,
 		"CancelCapacityReservation":     s.cancelCapacityReservationAPI,
+		"CreatePlacementGroup":          s.createPlacementGroupAPI,
+		"DescribePlacementGroups":       s.describePlacementGroups,
 	}
 }
 

@@ -170,6 +170,10 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 				if code == "" {
 					code, msg = s.interfaceErrorLocked(ov)
 				}
+				pgID, partition := "", 0
+				if code == "" {
+					pgID, partition, code, msg = s.placementLocked(s.templates[ov.ltID], ov.itype, ov.zone)
+				}
 				if code != "" {
 					rec.errors = append(rec.errors, fleetError{ov: ov, lifecycle: capType, code: code, message: msg})
 					s.metrics.fleetErrors.WithLabelValues(code).Inc()
@@ -188,6 +192,7 @@ func (s *Sim) createFleet(p *params, w *xw) *apiError {
 				if rc.cr != nil {
 					ls.capRes, ls.capResTargeted = rc.cr, rc.targeted
 				}
+				ls.pgID, ls.partition = pgID, partition
 				lifecycle = lifecycleOf(capType, rc)
 				in, aerr := s.launchLocked(ls, reservation, now)
 				if aerr != nil {
@@ -220,6 +225,9 @@ func (s *Sim) interfaceErrorLocked(ov fleetOverride) (string, string) {
 	t, ok := s.catalogType(ov.itype)
 	if !ok {
 		return "", ""
+	}
+	if lt.data["LaunchTemplateData.CpuOptions.NestedVirtualization"] == "enabled" && !nestedVirtSupported(&t) {
+		return "InvalidParameterCombination", fmt.Sprintf("Nested virtualization is not supported for instance type '%s'.", ov.itype)
 	}
 	_, efa := t.Resources["vpc.amazonaws.com/efa"]
 	for i := 1; ; i++ {

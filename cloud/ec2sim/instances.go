@@ -19,6 +19,8 @@ type launchSpec struct {
 	// capResTargeted says the template named it.
 	capRes         *capacityReservation
 	capResTargeted bool
+	pgID           string
+	partition      int
 }
 
 // launchLocked creates one instance. The caller has checked the pool.
@@ -54,6 +56,7 @@ func (s *Sim) launchLocked(ls launchSpec, reservationID string, now time.Time) (
 	if len(in.sgIDs) == 0 && len(s.sgs) > 0 {
 		in.sgIDs = []string{s.sgs[0].id}
 	}
+	in.pgID, in.partition = ls.pgID, ls.partition
 	in.capResPref = "open"
 	if lt := s.templates[ls.templateID]; lt != nil {
 		if v := lt.data["LaunchTemplateData.CapacityReservationSpecification.CapacityReservationPreference"]; v != "" {
@@ -266,7 +269,15 @@ func (s *Sim) writeInstance(w *xw, in *instance) {
 	w.timeElem("launchTime", in.launched)
 	w.open("placement")
 	w.elem("availabilityZone", in.zone)
-	w.elem("groupName", "")
+	if g := s.placementGroups[in.pgID]; g != nil {
+		w.elem("groupName", g.name)
+		w.elem("groupId", g.id)
+		if in.partition > 0 {
+			w.intElem("partitionNumber", int64(in.partition))
+		}
+	} else {
+		w.elem("groupName", "")
+	}
 	w.elem("tenancy", "default")
 	w.close("placement")
 	w.open("monitoring")

@@ -154,16 +154,18 @@ type Sim struct {
 	pools     map[poolKey]*pool
 	// reservations are the capacity reservations, by id.
 	reservations map[string]*capacityReservation
-	history      map[poolKey][]pricePoint // spot price changes after the catalogue's price
-	started      time.Time
-	lastDrift    time.Time
-	rng          *rand.Rand
-	throttle     throttleState
-	latency      time.Duration
-	apiFaults    map[string]APIFault // by EC2 action
-	wake         chan struct{}
-	closed       bool
-	initErr      error
+	// placementGroups are the placement groups, by id.
+	placementGroups map[string]*placementGroup
+	history         map[poolKey][]pricePoint // spot price changes after the catalogue's price
+	started         time.Time
+	lastDrift       time.Time
+	rng             *rand.Rand
+	throttle        throttleState
+	latency         time.Duration
+	apiFaults       map[string]APIFault // by EC2 action
+	wake            chan struct{}
+	closed          bool
+	initErr         error
 
 	srv      *http.Server
 	listener net.Listener

@@ -127,6 +127,11 @@ func (s *Sim) writeInstanceType(w *xw, t *catalog.Type) {
 	case "amd":
 		w.elem("manufacturer", "AMD")
 	}
+	if nestedVirtSupported(t) {
+		w.open("supportedFeatures")
+		w.elem("item", "nested-virtualization")
+		w.close("supportedFeatures")
+	}
 	w.close("processorInfo")
 	w.open("vCpuInfo")
 	w.intElem("defaultVCpus", int64(t.VCPU))
@@ -217,7 +222,32 @@ func (s *Sim) writeInstanceType(w *xw, t *catalog.Type) {
 	w.close("supportedBootModes")
 	w.elem("nitroEnclavesSupport", "unsupported")
 	w.elem("nitroTpmSupport", "unsupported")
+	w.open("placementGroupInfo")
+	w.open("supportedStrategies")
+	for _, st := range placementStrategies(t) {
+		w.elem("item", st)
+	}
+	w.close("supportedStrategies")
+	w.close("placementGroupInfo")
 	w.close("item")
+}
+
+// nestedVirtSupported is the simulator's model of which types report
+// nested-virtualization in ProcessorInfo.SupportedFeatures: the
+// 8th-generation Intel Nitro families (c8i, m8i, r8i and their -flex
+// variants), the ones AWS introduced nested virtualization on.
+func nestedVirtSupported(t *catalog.Type) bool {
+	fam := t.Labels["karpenter.k8s.aws/instance-family"]
+	return t.Hypervisor == "nitro" && (strings.HasPrefix(fam, "c8i") || strings.HasPrefix(fam, "m8i") || strings.HasPrefix(fam, "r8i"))
+}
+
+// placementStrategies: burstable (t*) types cannot join cluster placement
+// groups; every type supports partition and spread.
+func placementStrategies(t *catalog.Type) []string {
+	if strings.HasPrefix(t.Name, "t") {
+		return []string{"partition", "spread"}
+	}
+	return []string{"cluster", "partition", "spread"}
 }
 
 func (s *Sim) describeInstanceTypeOfferings(p *params, w *xw) *apiError {

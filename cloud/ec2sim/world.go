@@ -126,6 +126,8 @@ type instance struct {
 	capResTargeted bool
 	inReservation  bool   // launched into a reservation (so not from the pool)
 	capResPref     string // the template's CapacityReservationPreference, "open" by default
+	pgID           string // placement group
+	partition      int    // partition number in a partition placement group
 
 	action      *spotAction
 	rebalanceAt time.Time

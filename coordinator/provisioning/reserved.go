@@ -1,6 +1,8 @@
 package provisioning
 
 import (
+	"context"
+
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
@@ -13,6 +15,14 @@ import (
 // reservation counts as available.
 type ReservationAvailability interface {
 	ReservationAvailable(id, instanceType, zone string) bool
+}
+
+// NodeClassTypes narrows instance types to those that can serve an
+// EC2NodeClass (OS, EFA interfaces, nested virtualization, placement
+// strategy) and gives them the class's OS labels; cloud/ec2.Provider
+// implements it.
+type NodeClassTypes interface {
+	CompatibleInstanceTypes(ctx context.Context, nc *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error)
 }
 
 // reservedPriceDivisor makes a reserved offering all but free, as
@@ -64,9 +74,10 @@ func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReser
 	return out
 }
 
-// poolInstanceTypes gives each pool whose EC2NodeClass has capacity
-// reservations its own type list with the reserved offerings; other pools
-// use the shared list (key "").
+// poolInstanceTypes gives each pool its EC2NodeClass's type list: the
+// types compatible with the class (Inputs.ClassTypes) plus reserved
+// offerings for the class's capacity reservations; pools of classes with
+// neither use the shared list (key "").
 func poolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.InstanceType {
 	out := map[string][]*cloud.InstanceType{"": in.InstanceTypes}
 	classes := map[string]*awsv1.EC2NodeClass{}
@@ -85,12 +96,19 @@ func poolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.
 			continue
 		}
 		c := classes[np.Spec.Template.Spec.NodeClassRef.Name]
-		if c == nil || len(c.Status.CapacityReservations) == 0 {
+		if c == nil {
+			continue
+		}
+		if _, narrowed := in.ClassTypes[c.Name]; !narrowed && len(c.Status.CapacityReservations) == 0 {
 			continue
 		}
 		list, ok := perClass[c.Name]
 		if !ok {
-			list = withReservedOfferings(in.InstanceTypes, c.Status.CapacityReservations, avail)
+			base, narrowed := in.ClassTypes[c.Name]
+			if !narrowed {
+				base = in.InstanceTypes
+			}
+			list = withReservedOfferings(base, c.Status.CapacityReservations, avail)
 			perClass[c.Name] = list
 		}
 		out[np.Name] = list

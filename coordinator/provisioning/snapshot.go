@@ -35,6 +35,9 @@ type Inputs struct {
 	// InstanceTypes every pool may use, with offerings (availability already
 	// reflecting the insufficient-capacity cache).
 	InstanceTypes []*cloud.InstanceType
+	// ClassTypes are, per EC2NodeClass name, the instance types compatible
+	// with the class (absent: all of InstanceTypes).
+	ClassTypes map[string][]*cloud.InstanceType
 	// Reservations says which capacity reservations have room; nil: every
 	// active reservation in a node class's status is offered.
 	Reservations ReservationAvailability

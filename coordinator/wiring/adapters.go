@@ -53,6 +53,15 @@ func (t *iceAwareTypes) ReservationAvailable(id, instanceType, zone string) bool
 	return true
 }
 
+// CompatibleInstanceTypes implements provisioning.NodeClassTypes by asking
+// the provider (all types when it cannot tell).
+func (t *iceAwareTypes) CompatibleInstanceTypes(ctx context.Context, nc *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error) {
+	if nt, ok := t.src.(provisioning.NodeClassTypes); ok {
+		return nt.CompatibleInstanceTypes(ctx, nc, its)
+	}
+	return its, nil
+}
+
 // InstanceTypes implements provisioning.InstanceTypeProvider.
 func (t *iceAwareTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
 	its, err := t.src.InstanceTypes(ctx)
