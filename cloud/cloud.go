@@ -119,6 +119,8 @@ type Instance struct {
 	// instance launched into a capacity reservation (CapacityType reserved).
 	CapacityReservationID   string `json:"capacityReservationID,omitempty"`
 	CapacityReservationType string `json:"capacityReservationType,omitempty"`
+	// CapacityReservationInterruptible: the reservation may be reclaimed.
+	CapacityReservationInterruptible bool `json:"capacityReservationInterruptible,omitempty"`
 	// PlacementGroupID and PlacementGroupPartition say where the instance
 	// was placed when its node class selects a placement group.
 	PlacementGroupID        string `json:"placementGroupID,omitempty"`

@@ -138,7 +138,7 @@ func TestReservedLaunchFillsThenFallsBackToSpot(t *testing.T) {
 		if info.CapacityReservationID != id {
 			t.Errorf("launch %d: simulator says reservation %q", i, info.CapacityReservationID)
 		}
-		for _, l := range []string{"karpenter.sh/capacity-type=reserved", "karpenter.k8s.aws/capacity-reservation-id=" + id, "karpenter.k8s.aws/capacity-reservation-type=default"} {
+		for _, l := range []string{"karpenter.sh/capacity-type=reserved", "karpenter.k8s.aws/capacity-reservation-id=" + id, "karpenter.k8s.aws/capacity-reservation-type=default", "karpenter.k8s.aws/capacity-reservation-interruptible=false"} {
 			if !strings.Contains(info.UserData, l) {
 				t.Errorf("launch %d: user data lacks %s", i, l)
 			}

@@ -167,13 +167,14 @@ func toInstance(in *ec2types.Instance) *cloud.Instance {
 	}
 	// As Karpenter: an instance launched only into its reservation is
 	// reserved capacity (one that merely landed in an open ODCR is not).
-	resID, resType := "", ""
+	resID, resType, interruptible := "", "", false
 	if spec := in.CapacityReservationSpecification; spec != nil && in.CapacityReservationId != nil &&
 		spec.CapacityReservationPreference == ec2types.CapacityReservationPreferenceCapacityReservationsOnly {
 		ct, resID, resType = cloud.CapacityTypeReserved, aws.ToString(in.CapacityReservationId), cloud.ReservationTypeDefault
 		if in.InstanceLifecycle == ec2types.InstanceLifecycleTypeCapacityBlock {
 			resType = cloud.ReservationTypeCapacityBlock
 		}
+		interruptible = in.InstanceLifecycle == ec2types.InstanceLifecycleTypeInterruptibleCapacityReservation
 	}
 	pgID, partition := "", int32(0)
 	if in.Placement != nil {
@@ -194,7 +195,7 @@ func toInstance(in *ec2types.Instance) *cloud.Instance {
 		CapacityType: ct, ImageID: aws.ToString(in.ImageId), State: state, PrivateIP: aws.ToString(in.PrivateIpAddress),
 		LaunchTime: aws.ToTime(in.LaunchTime), Tags: tags,
 		SubnetID: aws.ToString(in.SubnetId), SecurityGroupIDs: sgs,
-		CapacityReservationID: resID, CapacityReservationType: resType,
+		CapacityReservationID: resID, CapacityReservationType: resType, CapacityReservationInterruptible: interruptible,
 		PlacementGroupID: pgID, PlacementGroupPartition: partition,
 	}
 }

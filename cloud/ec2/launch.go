@@ -302,6 +302,7 @@ func (p *Provider) launch(ctx context.Context, nc nodeClass, resolved *cloud.Res
 			tl = maps.Clone(labels)
 			tl[labelPrefix+"capacity-reservation-id"] = res.ID
 			tl[labelPrefix+"capacity-reservation-type"] = res.ReservationType
+			tl[labelPrefix+"capacity-reservation-interruptible"] = strconv.FormatBool(res.Interruptible)
 		}
 		spec, err := p.templateSpec(nc, ovs[0].ami, sgs, tl, req)
 		if err != nil {
@@ -586,7 +587,7 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 			State: cloud.StatePending, LaunchTime: p.clock.Now(), Tags: tags, SubnetID: subnet,
 		}
 		if r := reservationOf(itype, zone); r != nil && a.capacityType == cloud.CapacityTypeReserved {
-			inst.CapacityReservationID, inst.CapacityReservationType = r.ID, r.ReservationType
+			inst.CapacityReservationID, inst.CapacityReservationType, inst.CapacityReservationInterruptible = r.ID, r.ReservationType, r.Interruptible
 			p.reservations.launched(r.ID)
 		}
 		if pg != nil {

@@ -121,6 +121,7 @@ func (k *KubeClaims) MarkLaunched(ctx context.Context, name string, inst *cloud.
 	if inst.CapacityReservationID != "" {
 		nc.Labels[karpv1.LabelCapacityReservationID] = inst.CapacityReservationID
 		nc.Labels[karpv1.LabelCapacityReservationType] = inst.CapacityReservationType
+		nc.Labels[karpv1.AWSGroup+"/capacity-reservation-interruptible"] = strconv.FormatBool(inst.CapacityReservationInterruptible)
 	}
 	if inst.PlacementGroupID != "" {
 		nc.Labels[karpv1.AWSGroup+"/placement-group-id"] = inst.PlacementGroupID

@@ -72,7 +72,8 @@ spec:
 				continue
 			}
 			ct := c.Labels[karpv1.CapacityTypeLabelKey]
-			if ct == karpv1.CapacityTypeReserved && (c.Labels[karpv1.LabelCapacityReservationID] != id || c.Labels[karpv1.LabelCapacityReservationType] != "default") {
+			if ct == karpv1.CapacityTypeReserved && (c.Labels[karpv1.LabelCapacityReservationID] != id || c.Labels[karpv1.LabelCapacityReservationType] != "default" ||
+				c.Labels[karpv1.AWSGroup+"/capacity-reservation-interruptible"] != "false") {
 				ct = "reserved-without-its-labels"
 			}
 			claims[ct]++
