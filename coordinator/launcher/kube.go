@@ -175,7 +175,8 @@ func (k *KubeClaims) zoneID(ctx context.Context, class, zone string) string {
 }
 
 // labelRegistered puts karpenter.sh/registered (and initialized) on the
-// NodeClaim and its Node, as Karpenter does; a Node not found yet is left
+// NodeClaim and its Node, and the claim's placement-group partition on the
+// Node, as Karpenter does; a Node not found yet is left
 // for the next registration pass.
 func (k *KubeClaims) labelRegistered(ctx context.Context, name, nodeName string, initialized bool) error {
 	want := map[string]string{karpv1.NodeRegisteredLabelKey: "true"}
@@ -197,6 +198,14 @@ func (k *KubeClaims) labelRegistered(ctx context.Context, name, nodeName string,
 			return fmt.Errorf("get %s for labels: %w", key, err)
 		}
 		labels, missing := obj.GetLabels(), false
+		if _, isClaim := obj.(*karpv1.NodeClaim); isClaim {
+			// The partition EC2 assigned is known only after launch, so no
+			// kubelet flag carries it: the Node gets it from the claim, as
+			// Karpenter syncs claim labels at registration.
+			if v := labels[karpv1.AWSGroup+"/placement-group-partition"]; v != "" {
+				want[karpv1.AWSGroup+"/placement-group-partition"] = v
+			}
+		}
 		for l, v := range want {
 			if labels[l] != v {
 				missing = true

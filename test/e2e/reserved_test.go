@@ -102,3 +102,53 @@ spec:
 	})
 	e.eventually("one instance per NodeClaim, no leak", 30*time.Second, func() (bool, string) { return e.fleet("reserved-e2e").oneToOne() })
 }
+
+// TestPlacementGroupLabels: a class selecting a partition placement group
+// launches into it; the NodeClaim and its Node carry the group id and the
+// partition EC2 assigned.
+func TestPlacementGroupLabels(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	pg, err := e.sim.CreatePlacementGroup("e2e-parts", "partition", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.apply(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pg-e2e"}})
+	nc := nodeClass(t, "pg")
+	name := "e2e-parts"
+	nc.Spec.PlacementGroupSelector = &awsv1.PlacementGroupSelector{Name: &name}
+	e.apply(nc, decode[karpv1.NodePool](t, `
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: pg}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: pg}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}
+  disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: 1h}
+`))
+	e.leader()
+	app := deployment("pg-e2e", "app", "1500m", "1Gi")
+	app.Spec.Template.Spec.NodeSelector = map[string]string{karpv1.NodePoolLabelKey: "pg"}
+	e.apply(app)
+	e.scale("pg-e2e", "app", 1)
+	idKey, partKey := karpv1.AWSGroup+"/placement-group-id", karpv1.AWSGroup+"/placement-group-partition"
+	e.eventually("a node in the placement group", 90*time.Second, func() (bool, string) {
+		f := e.fleet("pg-e2e")
+		for _, c := range f.claims {
+			if c.Labels[karpv1.NodePoolLabelKey] != "pg" || c.Status.NodeName == "" {
+				continue
+			}
+			n, ok := f.nodes[c.Status.NodeName]
+			if !ok {
+				return false, "node not registered yet"
+			}
+			part := c.Labels[partKey]
+			ok = c.Labels[idKey] == pg && part >= "1" && part <= "3" && n.Labels[idKey] == pg && n.Labels[partKey] == part
+			return ok, fmt.Sprintf("claim %s=%s %s=%s, node %s=%s %s=%s", idKey, c.Labels[idKey], partKey, part, idKey, n.Labels[idKey], partKey, n.Labels[partKey])
+		}
+		return false, "no registered NodeClaim"
+	})
+}
