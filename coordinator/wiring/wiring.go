@@ -32,6 +32,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
+	"github.com/dovetail-dev/dovetail/coordinator/capacitytype"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -76,6 +77,9 @@ type Options struct {
 	NodeClass nodeclass.Config
 	// NoNodeClass leaves the EC2NodeClass status controller out.
 	NoNodeClass bool
+	// CapacityTypeInterval is how often reserved NodeClaims whose
+	// reservation ended are relabelled on-demand (default 1 min).
+	CapacityTypeInterval time.Duration
 	// NoKarpenterMetrics leaves out the karpenter_* node, pod, NodePool and
 	// offering metrics (their pod and node watches).
 	NoKarpenterMetrics bool
@@ -143,6 +147,12 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	// disruption planner's AMI drift reads status.amis.
 	if res, ok := rt.Cloud.(nodeclass.Resolver); ok && !o.NoNodeClass {
 		comps = append(comps, leader.Named{Name: "nodeclass-status", Component: nodeClassStatus(o.NodeClass, crc, kube, res, rt.Registry, log)})
+	}
+	// Reserved NodeClaims and Nodes of an ended capacity reservation
+	// become on-demand (Karpenter's capacitytype controller).
+	if lister, ok := rt.Cloud.(capacitytype.Lister); ok {
+		ct := &capacitytype.Controller{C: crc, Cloud: lister, Interval: o.CapacityTypeInterval, Log: log.With("component", "capacity-type")}
+		comps = append(comps, leader.Named{Name: "capacity-type", Component: leader.Func(func(ctx context.Context, _ uint64) error { return ct.Run(ctx) })})
 	}
 	// NodePool status (nodes, resources, conditions): what `kubectl get
 	// nodepools` and the scale subresource read.

@@ -93,6 +93,7 @@ func testOptions(rc *rest.Config) wiring.Options {
 	o.Drain.PollInterval = 100 * time.Millisecond
 	// EC2NodeClass status (capacity reservations included) within seconds.
 	o.NodeClass.Interval = 2 * time.Second
+	o.CapacityTypeInterval = time.Second
 	return o
 }
 

@@ -101,6 +101,22 @@ spec:
 		return c[karpv1.CapacityTypeReserved] == 2 && c[karpv1.CapacityTypeSpot] == 1 && n[karpv1.CapacityTypeReserved] == 2 && n[karpv1.CapacityTypeSpot] == 1, d
 	})
 	e.eventually("one instance per NodeClaim, no leak", 30*time.Second, func() (bool, string) { return e.fleet("reserved-e2e").oneToOne() })
+
+	// The reservation is cancelled: its instances run on as on-demand, and
+	// their NodeClaims and Nodes are relabelled on-demand (Karpenter's
+	// capacitytype controller), without their reservation labels.
+	if err := e.sim.CancelCapacityReservation(id); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the reserved nodes relabelled on-demand", 90*time.Second, func() (bool, string) {
+		c, n, d := byType()
+		return c[karpv1.CapacityTypeOnDemand] == 2 && n[karpv1.CapacityTypeOnDemand] == 2 && c[karpv1.CapacityTypeSpot] == 1, d
+	})
+	for _, c := range e.fleet("reserved-e2e").claims {
+		if _, ok := c.Labels[karpv1.LabelCapacityReservationID]; ok {
+			t.Errorf("NodeClaim %s kept %s after the reservation ended", c.Name, karpv1.LabelCapacityReservationID)
+		}
+	}
 }
 
 // TestPlacementGroupLabels: a class selecting a partition placement group
