@@ -17,8 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
@@ -44,8 +47,11 @@ type Config struct {
 	// HTTPAddr is the API listen address (":8080"; "127.0.0.1:0" in tests).
 	HTTPAddr string
 	// Cloud enables the launcher; nil runs a replica without cloud access.
-	Cloud       launcher.CloudProvider
-	Claims      launcher.Claims      // optional Kubernetes side of launches
+	Cloud  launcher.CloudProvider
+	Claims launcher.Claims // optional Kubernetes side of launches
+	// Events records Events on NodeClaims that cannot launch (Karpenter's
+	// InsufficientCapacityError, NodeClassNotReady); nil records none.
+	Events      record.EventRecorder
 	NodeClasses launcher.NodeClasses // when Claims is nil
 	Launcher    LauncherOptions
 	// NodeGrace is the grace period after a leader change before nodes can
@@ -92,6 +98,8 @@ type Runtime struct {
 	Registry prometheus.Registerer
 	// Now is the coordinator's clock.
 	Now func() time.Time
+	// CloudMetrics measures cloud calls as karpenter_cloudprovider_*.
+	CloudMetrics *cloudmetrics.Metrics
 
 	onPanic []func(context.Context, *leader.Panic)
 }
@@ -161,6 +169,10 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.node = node
 	c.registerMetrics()
 
+	// karpenter_cloudprovider_*: the launcher's calls and the leader-only
+	// components' instance-type listings, exposed while leading.
+	cloudMetrics := cloudmetrics.New(node.IsLeader)
+	rec.MustRegister(cloudMetrics)
 	var comps []leader.Named
 	if cfg.Cloud != nil {
 		l, err := launcher.New(launcher.Config{
@@ -168,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 			ReplicaID: cfg.Raft.ID, Interval: cfg.Launcher.Interval, LeakGrace: cfg.Launcher.LeakGrace,
 			OrphanClaimGrace: cfg.Launcher.OrphanClaimGrace, NodeGrace: cfg.NodeGrace,
 			ICETTL: cfg.Launcher.ICETTL, Now: cfg.Now, Hook: cfg.Launcher.Hook,
-			Log: log, Registry: rec,
+			Log: log, Registry: rec, Events: launchEvents(cfg.Events, cfg.Now), CloudMetrics: cloudMetrics,
 		})
 		if err != nil {
 			_ = node.Kill()
@@ -182,7 +194,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return node.ReconcileMembership(ctx, cfg.MembershipInterval)
 	})})
 	comps = append(comps, cfg.Components...)
-	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: rec, Now: cfg.Now}
+	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: rec, Now: cfg.Now, CloudMetrics: cloudMetrics}
 	if cfg.Setup != nil {
 		extra, err := cfg.Setup(rt)
 		if err != nil {
@@ -368,3 +380,18 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	return c.Close(cctx)
 }
+
+// launchEvents wraps the NodeClaim Event recorder with Karpenter's dedupe,
+// on the replica's clock; nil stays nil.
+func launchEvents(rec record.EventRecorder, now func() time.Time) launcher.EventPublisher {
+	if rec == nil {
+		return nil
+	}
+	return eventdedupe.New(rec, funcClock(now))
+}
+
+// funcClock is a clock.PassiveClock reading Config.Now.
+type funcClock func() time.Time
+
+func (f funcClock) Now() time.Time                  { return f() }
+func (f funcClock) Since(t time.Time) time.Duration { return f().Sub(t) }

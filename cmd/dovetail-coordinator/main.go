@@ -37,6 +37,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/attest"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -286,6 +287,12 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			return cfg, err
 		}
 		cfg.Claims = &launcher.KubeClaims{C: kube}
+		events, err := kubernetes.NewForConfig(rest)
+		if err != nil {
+			return cfg, fmt.Errorf("kubernetes clientset for events: %w", err)
+		}
+		// Lives as long as the process: NodeClaim Events of launch failures.
+		cfg.Events, _ = eventdedupe.KubeRecorder(events, "dovetail-launcher")
 		if !o.insecureAPI {
 			cs, err := kubernetes.NewForConfig(rest)
 			if err != nil {

@@ -2,6 +2,8 @@ package launcher_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	corev1 "k8s.io/api/core/v1"
 	"log/slog"
@@ -14,6 +16,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
@@ -22,6 +28,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -102,8 +109,13 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 	t.Cleanup(func() { _ = node.Kill() })
 	waitUntil(t, "leadership", 10*time.Second, func() (bool, string) { return node.IsLeader(), "not leader" })
 
+	kube := kubernetes.NewForConfigOrDie(cp.RESTConfig)
+	bc := record.NewBroadcaster()
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	t.Cleanup(bc.Shutdown)
+	events := eventdedupe.New(bc.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "dovetail-launcher"}), nil)
 	la, err := launcher.New(launcher.Config{Cloud: prov, Store: node, Claims: &launcher.KubeClaims{C: kc},
-		Interval: 200 * time.Millisecond, NodeGrace: time.Millisecond, Log: quiet})
+		Interval: 200 * time.Millisecond, NodeGrace: time.Millisecond, Log: quiet, Events: events})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +204,26 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 	if c := og.GetCondition(karpv1.ConditionTypeLaunched); c == nil || c.Status != metav1.ConditionUnknown || c.Reason != launcher.ReasonNodeClassNotReady || !strings.Contains(c.Message, "missing") {
 		t.Fatalf("Launched condition of a claim without its EC2NodeClass: %+v", c)
 	}
+	// Retried launches of it record Karpenter's NodeClassNotReady once.
+	if err := la.Launch(ctx, orphan, opts); err == nil {
+		t.Fatal("second launch with a missing EC2NodeClass succeeded")
+	}
+	claimEvent(ctx, t, kube, orphan.Name, "NodeClassNotReady", `NodeClaim default-nocls event: get EC2NodeClass "missing"`)
 	_ = kc.Delete(ctx, og)
+
+	// Every option out of capacity: Karpenter's InsufficientCapacityError
+	// on the NodeClaim, naming the offerings EC2 refused.
+	if err := sim.ExhaustPool("m5.xlarge", "us-east-1b", cloud.CapacityTypeOnDemand); err != nil {
+		t.Fatal(err)
+	}
+	iced := nc.DeepCopy()
+	iced.ObjectMeta = metav1.ObjectMeta{Name: "default-iced", Labels: nc.Labels}
+	iceOpts := []cloud.LaunchOption{{InstanceType: "m5.xlarge", Zone: "us-east-1b", CapacityType: cloud.CapacityTypeOnDemand, Price: 0.192}}
+	var ice *cloud.InsufficientCapacityError
+	if err := la.Launch(ctx, iced, iceOpts); !errors.As(err, &ice) {
+		t.Fatalf("launch into an exhausted pool: %v, want an insufficient-capacity error", err)
+	}
+	claimEvent(ctx, t, kube, iced.Name, "InsufficientCapacityError", "NodeClaim default-iced event: insufficient capacity for every launch option: m5.xlarge/us-east-1b/on-demand: InsufficientInstanceCapacity")
 
 	if err := kc.Delete(ctx, got); err != nil {
 		t.Fatal(err)
@@ -205,6 +236,26 @@ func TestNodeClaimLifecycleOnKubernetes(t *testing.T) {
 		intents := 0
 		node.View(func(s *fsm.State) { intents = len(s.Intents) })
 		return gone && terminated && intents == 0, "claim gone=" + boolStr(gone) + " instance " + inst.State
+	})
+}
+
+// claimEvent waits for exactly one Warning Event of reason on the NodeClaim
+// whose message starts with prefix.
+func claimEvent(ctx context.Context, t *testing.T, kube kubernetes.Interface, claim, reason, prefix string) {
+	t.Helper()
+	waitUntil(t, reason+" Event on NodeClaim "+claim, 15*time.Second, func() (bool, string) {
+		evs, err := kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + claim + ",reason=" + reason})
+		if err != nil {
+			return false, err.Error()
+		}
+		var got []string
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "NodeClaim" && e.Type == corev1.EventTypeWarning && e.Count == 1 && strings.HasPrefix(e.Message, prefix) {
+				return len(evs.Items) == 1, fmt.Sprintf("%d events", len(evs.Items))
+			}
+			got = append(got, fmt.Sprintf("%s x%d %q", e.Reason, e.Count, e.Message))
+		}
+		return false, fmt.Sprintf("events %v", got)
 	})
 }
 

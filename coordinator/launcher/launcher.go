@@ -19,11 +19,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 )
 
 // CloudProvider is the cloud as the launcher uses it (cloud/ec2.Provider).
@@ -124,6 +128,17 @@ type Config struct {
 	Log    *slog.Logger
 	// Registry registers the launcher's metrics (optional).
 	Registry prometheus.Registerer
+	// CloudMetrics, when set, measures every cloud call as Karpenter's
+	// karpenter_cloudprovider_* metrics.
+	CloudMetrics *cloudmetrics.Metrics
+	// Events, when set, records Karpenter's InsufficientCapacityError and
+	// NodeClassNotReady Events on NodeClaims that cannot launch.
+	Events EventPublisher
+}
+
+// EventPublisher publishes deduplicated Events (eventdedupe.Recorder).
+type EventPublisher interface {
+	Publish(evts ...eventdedupe.Event) int
 }
 
 // Launcher runs the protocol. It is leader-only work: Run binds it to a term.
@@ -390,7 +405,10 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 	}
 	nodeClass, err := l.nodeClass(ctx, in.NodeClass)
 	if err != nil {
+		// Karpenter's provider fails Create with NodeClassNotReadyError here.
+		l.cfg.CloudMetrics.Observe(cloudmetrics.ControllerLifecycle, cloudmetrics.MethodCreate, 0, fmt.Errorf("%w: %w", cloudmetrics.ErrNodeClassNotReady, err))
 		l.markRetrying(ctx, in.NodeClaim, ReasonNodeClassNotReady, err)
+		l.claimEvent(in, karpenterevents.NodeClassNotReady, err)
 		return nil, err
 	}
 	// Fence: only a leader a quorum still follows may touch the cloud.
@@ -403,7 +421,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 		Taints: in.Taints, StartupTaints: in.StartupTaints,
 	}
 	l.m.cloudCalls.WithLabelValues("create").Inc()
-	inst, cerr := l.cfg.Cloud.Create(ctx, nodeClass, req)
+	inst, cerr := l.cloudCreate(ctx, nodeClass, req)
 	if err := l.hook(ctx, StepAfterCreate, token); err != nil {
 		return nil, err
 	}
@@ -427,6 +445,7 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 				return nil, fmt.Errorf("commit ICE failure: %w", err)
 			}
 			l.m.results.WithLabelValues("ice").Inc()
+			l.claimEvent(in, karpenterevents.InsufficientCapacityError, cerr)
 			res := l.intent(token)
 			l.afterResult(ctx, term, res)
 			return res, nil
@@ -512,6 +531,19 @@ func LaunchFailure(reason string, err error) (string, string) {
 	return reason, msg
 }
 
+// claimEvent records a Warning on the intent's NodeClaim with Karpenter's
+// wording ("NodeClaim NAME event: ERROR", cut to 300 characters), deduped
+// per NodeClaim for Karpenter's default 2 minutes.
+func (l *Launcher) claimEvent(in *fsm.Intent, reason string, err error) {
+	if l.cfg.Events == nil || in == nil || in.NodeClaim == "" {
+		return
+	}
+	_, msg := LaunchFailure(reason, err)
+	ref := &corev1.ObjectReference{APIVersion: karpv1.Group + "/v1", Kind: "NodeClaim", Name: in.NodeClaim, UID: types.UID(in.NodeClaimUID)}
+	l.cfg.Events.Publish(eventdedupe.Event{Object: ref, Type: corev1.EventTypeWarning, Reason: reason,
+		Message: fmt.Sprintf("NodeClaim %s event: %s", in.NodeClaim, msg), DedupeValues: []string{in.NodeClaimUID}})
+}
+
 // markRetrying mirrors a retried launch failure onto the NodeClaim (best
 // effort: the next attempt writes it again).
 func (l *Launcher) markRetrying(ctx context.Context, claim, reason string, err error) {
@@ -594,7 +626,7 @@ func (l *Launcher) terminate(ctx context.Context, term uint64, token string) err
 	if in.Instance == nil && !in.ICE {
 		// Deleted before a launch result was committed: a launch may still
 		// have reached the cloud (a crashed leader's), so look it up by tag.
-		insts, err := l.cfg.Cloud.List(ctx)
+		insts, err := l.cloudList(ctx, cloudmetrics.ControllerLifecycle)
 		if err != nil {
 			return fmt.Errorf("list instances for %s: %w", in.NodeClaim, err)
 		}
@@ -610,10 +642,10 @@ func (l *Launcher) terminate(ctx context.Context, term uint64, token string) err
 			return fmt.Errorf("before cloud delete: %w", err)
 		}
 		l.m.cloudCalls.WithLabelValues("delete").Inc()
-		if err := l.cfg.Cloud.Delete(ctx, in.Instance.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+		if err := l.cloudDelete(ctx, cloudmetrics.ControllerLifecycle, in.Instance.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
 			return fmt.Errorf("terminate %s: %w", in.Instance.ID, err)
 		}
-		got, err := l.cfg.Cloud.Get(ctx, in.Instance.ID)
+		got, err := l.cloudGet(ctx, cloudmetrics.ControllerLifecycle, in.Instance.ID)
 		if err == nil && got.State != cloud.StateTerminated && got.State != cloud.StateShuttingDown {
 			return fmt.Errorf("instance %s still %s", in.Instance.ID, got.State)
 		}
@@ -633,4 +665,35 @@ func (l *Launcher) terminate(ctx context.Context, term uint64, token string) err
 
 func isTerminal(state string) bool {
 	return state == cloud.StateTerminated || state == cloud.StateShuttingDown
+}
+
+// The cloud calls, each measured as Karpenter's cloud provider decorator
+// measures them, under the Karpenter controller that makes the call.
+
+func (l *Launcher) cloudCreate(ctx context.Context, nodeClass *awsv1.EC2NodeClass, req *cloud.LaunchRequest) (*cloud.Instance, error) {
+	start := l.cfg.Now()
+	inst, err := l.cfg.Cloud.Create(ctx, nodeClass, req)
+	l.cfg.CloudMetrics.Observe(cloudmetrics.ControllerLifecycle, cloudmetrics.MethodCreate, l.cfg.Now().Sub(start), err)
+	return inst, err
+}
+
+func (l *Launcher) cloudDelete(ctx context.Context, controller, id string) error {
+	start := l.cfg.Now()
+	err := l.cfg.Cloud.Delete(ctx, id)
+	l.cfg.CloudMetrics.Observe(controller, cloudmetrics.MethodDelete, l.cfg.Now().Sub(start), err)
+	return err
+}
+
+func (l *Launcher) cloudGet(ctx context.Context, controller, id string) (*cloud.Instance, error) {
+	start := l.cfg.Now()
+	inst, err := l.cfg.Cloud.Get(ctx, id)
+	l.cfg.CloudMetrics.Observe(controller, cloudmetrics.MethodGet, l.cfg.Now().Sub(start), err)
+	return inst, err
+}
+
+func (l *Launcher) cloudList(ctx context.Context, controller string) ([]*cloud.Instance, error) {
+	start := l.cfg.Now()
+	insts, err := l.cfg.Cloud.List(ctx)
+	l.cfg.CloudMetrics.Observe(controller, cloudmetrics.MethodList, l.cfg.Now().Sub(start), err)
+	return insts, err
 }

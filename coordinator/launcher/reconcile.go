@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
 
@@ -38,7 +39,7 @@ func (l *Launcher) observe(ctx context.Context) (Observed, error) {
 		}
 		o.Claims = claims
 	}
-	insts, err := l.cfg.Cloud.List(ctx)
+	insts, err := l.cloudList(ctx, cloudmetrics.ControllerGarbageCollection)
 	if err != nil {
 		return o, fmt.Errorf("list instances: %w", err)
 	}
@@ -127,7 +128,7 @@ func (l *Launcher) applyAction(ctx context.Context, term uint64, a Action) error
 		l.log.Warn("terminating leaked instance", "instance", a.InstanceID, "nodeClaim", a.NodeClaim,
 			"launchTerm", launchTerm, "term", term)
 		l.m.cloudCalls.WithLabelValues("delete").Inc()
-		if err := l.cfg.Cloud.Delete(ctx, a.InstanceID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+		if err := l.cloudDelete(ctx, cloudmetrics.ControllerGarbageCollection, a.InstanceID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
 			return fmt.Errorf("terminate leaked %s: %w", a.InstanceID, err)
 		}
 		l.m.leaks.Inc()
@@ -136,7 +137,7 @@ func (l *Launcher) applyAction(ctx context.Context, term uint64, a Action) error
 		l.mu.Unlock()
 		return nil
 	case ActConfirmGone:
-		got, err := l.cfg.Cloud.Get(ctx, a.InstanceID)
+		got, err := l.cloudGet(ctx, cloudmetrics.ControllerGarbageCollection, a.InstanceID)
 		if err == nil && !isTerminal(got.State) {
 			return nil // the listing raced with a launch
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,11 +24,13 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
@@ -96,8 +99,12 @@ type Controller struct {
 	// informer has not shown yet, so the next batch does not launch again
 	// for the same pods.
 	launched map[string]launchedClaim
-	// lastEvent de-duplicates unschedulable events per pod.
-	lastEvent map[string]eventMemo
+	// events publishes with Karpenter's dedupe (one FailedScheduling per
+	// pod per 5 minutes, whatever the provisioning passes in between).
+	events *eventdedupe.Recorder
+	// nominations is Karpenter's Nominated rate limit (5/s, burst 10),
+	// shared by every pass so a big scale-up does not flood the API server.
+	nominations flowcontrol.RateLimiter
 }
 
 type launchedClaim struct {
@@ -110,10 +117,12 @@ type launchedClaim struct {
 // have given it up (e.g. deleted it after an insufficient-capacity error).
 const launchedGrace = 2 * time.Minute
 
-type eventMemo struct {
-	msg string
-	at  time.Time
-}
+// Karpenter's dedupe timeouts (pkg/controllers/provisioning/scheduling/events.go).
+const (
+	failedSchedulingDedupe  = 5 * time.Minute
+	noCompatibleTypesDedupe = time.Minute
+	nominationQPS, nomBurst = 5, 10
+)
 
 type listers struct {
 	pods, nodes, daemonSets, pvcs, pvs, storageClasses cache.GenericLister
@@ -143,12 +152,13 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Names = RandomName
 	}
 	c := &Controller{
-		cfg:       cfg,
-		log:       cfg.Logger.With("controller", "provisioning"),
-		batcher:   NewBatcher(cfg.IdleGap, cfg.MaxWindow, cfg.Clock),
-		metrics:   newMetrics(cfg.Registerer),
-		launched:  map[string]launchedClaim{},
-		lastEvent: map[string]eventMemo{},
+		cfg:         cfg,
+		log:         cfg.Logger.With("controller", "provisioning"),
+		batcher:     NewBatcher(cfg.IdleGap, cfg.MaxWindow, cfg.Clock),
+		metrics:     newMetrics(cfg.Registerer),
+		launched:    map[string]launchedClaim{},
+		events:      eventdedupe.New(cfg.Recorder, cfg.Clock),
+		nominations: flowcontrol.NewTokenBucketRateLimiterWithClock(nominationQPS, nomBurst, cfg.Clock),
 	}
 	c.kubeInformers = informers.NewSharedInformerFactory(cfg.Kube, 0)
 	c.dynInformers = dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0)
@@ -206,6 +216,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
 		defer b.Shutdown()
 		c.cfg.Recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dovetail-provisioner"})
+		c.events = eventdedupe.New(c.cfg.Recorder, c.cfg.Clock)
 	}
 	c.kubeInformers.Start(ctx.Done())
 	c.dynInformers.Start(ctx.Done())
@@ -304,7 +315,8 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 		c.metrics.spotFallbacks.Inc()
 	}
 	c.emitUnschedulable(d.Unschedulable, notes)
-	c.emitPlacements(d.Placements)
+	c.emitNoCompatibleTypes(d.Result.NoCompatibleInstanceTypes, pools)
+	c.emitNominatedExisting(d.Placements)
 	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
 	return &d, errors.Join(staticErr, err)
@@ -334,51 +346,65 @@ func (c *Controller) reconcileStatic(ctx context.Context, in *Inputs) error {
 	return err
 }
 
-// emitPlacements nominates the pods the plan puts on an existing node or
-// an in-flight NodeClaim, as Karpenter does: without it a pod that joins a
-// claim launched for an earlier batch has no Nominated event, and what the
-// plan expected of kube-scheduler for it is invisible. A pod still pending
-// at the next pass is not told the same thing again within 5 minutes.
-func (c *Controller) emitPlacements(ps []scheduling.Placement) {
-	now := c.cfg.Clock.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, p := range ps {
-		if p.Pod == nil {
-			continue
-		}
-		target := "node/" + p.Node
-		if p.NodeClaim != "" {
-			target = "nodeclaim/" + p.NodeClaim
-		}
-		msg := "Pod should schedule on: " + target
-		key := string(p.Pod.UID) + "/" + p.PodName
-		if m, ok := c.lastEvent[key]; ok && m.msg == msg && now.Sub(m.at) < 5*time.Minute {
-			continue
-		}
-		c.lastEvent[key] = eventMemo{msg: msg, at: now}
-		c.cfg.Recorder.Event(p.Pod, corev1.EventTypeNormal, karpenterevents.Nominated, msg)
-	}
-}
-
+// emitUnschedulable records Karpenter's FailedScheduling on each pod no
+// NodePool can serve, with why per pool (requirements, taints, limits,
+// resources); deduped per pod for 5 minutes as Karpenter does.
 func (c *Controller) emitUnschedulable(us []scheduling.Unschedulable, notes []string) {
-	now := c.cfg.Clock.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, u := range us {
+		if u.Pod == nil {
+			continue
+		}
 		msg := u.Message
 		for _, n := range notes {
 			msg += "; " + n
 		}
-		key := string(u.Pod.UID) + "/" + u.PodName
-		if m, ok := c.lastEvent[key]; ok && m.msg == msg && now.Sub(m.at) < 5*time.Minute {
+		c.events.Publish(eventdedupe.Event{Object: u.Pod, Type: corev1.EventTypeWarning, Reason: karpenterevents.FailedScheduling,
+			Message: truncate("Failed to schedule pod, "+msg, 1024), DedupeValues: []string{string(u.Pod.UID)}, DedupeTimeout: failedSchedulingDedupe})
+	}
+}
+
+// emitNoCompatibleTypes records Karpenter's NoCompatibleInstanceTypes on
+// each NodePool whose requirements leave no available instance type.
+func (c *Controller) emitNoCompatibleTypes(names []string, pools map[string]*karpv1.NodePool) {
+	for _, name := range names {
+		np := pools[name]
+		if np == nil {
 			continue
 		}
-		c.lastEvent[key] = eventMemo{msg: msg, at: now}
-		c.cfg.Recorder.Event(u.Pod, corev1.EventTypeWarning, "FailedScheduling", truncate(msg, 1024))
+		if c.events.Publish(eventdedupe.Event{Object: nodePoolRef(np), Type: corev1.EventTypeWarning, Reason: karpenterevents.NoCompatibleInstanceTypes,
+			Message: "NodePool requirements filtered out all compatible available instance types", DedupeValues: []string{string(np.UID)}, DedupeTimeout: noCompatibleTypesDedupe}) > 0 {
+			// Logged with the Event, not every pass.
+			c.log.Info("skipping, nodepool requirements filtered out all instance types", "nodePool", name)
+		}
 	}
-	if len(c.lastEvent) > 50000 {
-		c.lastEvent = map[string]eventMemo{}
+}
+
+// nodePoolRef is the Event's involved object: NodePool is a custom
+// resource the client-go scheme does not know.
+func nodePoolRef(np *karpv1.NodePool) *corev1.ObjectReference {
+	return &corev1.ObjectReference{APIVersion: karpv1.Group + "/v1", Kind: "NodePool", Name: np.Name, UID: np.UID, ResourceVersion: np.ResourceVersion}
+}
+
+// nominate records Karpenter's Nominated: where the pod should land.
+func (c *Controller) nominate(p *corev1.Pod, nodeClaim, node string) {
+	var on []string
+	if nodeClaim != "" {
+		on = append(on, "nodeclaim/"+nodeClaim)
+	}
+	if node != "" {
+		on = append(on, "node/"+node)
+	}
+	c.events.Publish(eventdedupe.Event{Object: p, Type: corev1.EventTypeNormal, Reason: karpenterevents.Nominated,
+		Message: "Pod should schedule on: " + strings.Join(on, ", "), DedupeValues: []string{string(p.UID)}, RateLimiter: c.nominations})
+}
+
+// emitNominatedExisting nominates pods the plan puts on existing nodes or
+// in-flight NodeClaims (new NodeClaims' pods are nominated once launched).
+func (c *Controller) emitNominatedExisting(ps []scheduling.Placement) {
+	for _, p := range ps {
+		if p.Pod != nil {
+			c.nominate(p.Pod, p.NodeClaim, p.Node)
+		}
 	}
 }
 
@@ -421,7 +447,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
 			c.launched[l.NodeClaim.Name] = launchedClaim{nc: l.NodeClaim, at: c.cfg.Clock.Now()}
 			c.mu.Unlock()
 			for _, p := range l.Pods {
-				c.cfg.Recorder.Eventf(p, corev1.EventTypeNormal, karpenterevents.Nominated, "Pod should schedule on: nodeclaim/%s", l.NodeClaim.Name)
+				c.nominate(p, l.NodeClaim.Name, "")
 			}
 		}()
 	}

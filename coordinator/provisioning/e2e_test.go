@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/catalog"
 	"github.com/dovetail-dev/dovetail/cloud"
@@ -142,6 +144,20 @@ func TestEndToEndScaleUp(t *testing.T) {
 	pool.UID = ""
 	pool.Spec.Template.Spec.StartupTaints = nil
 	mustCreate(t, dyn, pool, "nodepools")
+	// A pool whose requirements no instance type meets: Karpenter's
+	// NoCompatibleInstanceTypes on it, and the scale-up unaffected.
+	none := nodePool("no-such-category", nil,
+		karpv1.NodeSelectorRequirementWithMinValues{Key: "karpenter.k8s.aws/instance-category", Operator: corev1.NodeSelectorOpIn, Values: []string{"zz"}})
+	none.UID = ""
+	mustCreate(t, dyn, none, "nodepools")
+	// A pod no pool can fit: Karpenter's FailedScheduling, once however
+	// many passes it stays pending through.
+	giant := pendingPod("giant", "1000")
+	giant.UID, giant.Status = "", corev1.PodStatus{}
+	giant.Spec.Containers[0].Image = "fake"
+	if _, err := kube.CoreV1().Pods("default").Create(ctx, giant, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	l := &kwokLauncher{kube: kube, dyn: dyn, types: byName}
 	c, err := New(Config{Kube: kube, Dynamic: dyn, InstanceTypes: iceTypes{its}, Launcher: l, Region: "us-east-1",
@@ -205,4 +221,72 @@ func TestEndToEndScaleUp(t *testing.T) {
 		t.Errorf("launched %s cpu, over the pool's limit %s", cpu.String(), cpuLimit.String())
 	}
 	t.Logf("300 pods running on %d launched nodes (%s cpu)", len(l.launched), cpu.String())
+	checkProvisioningEvents(ctx, t, kube, func() float64 { return testutil.ToFloat64(c.metrics.batches) })
+}
+
+// checkProvisioningEvents reads the Events the provisioner recorded on the
+// real API server: Nominated on launched-for pods, FailedScheduling on the
+// pod no pool fits (naming each pool's reason) recorded once across several
+// passes, NoCompatibleInstanceTypes on the pool that matches no type.
+func checkProvisioningEvents(ctx context.Context, t *testing.T, kube kubernetes.Interface, passes func() float64) {
+	t.Helper()
+	type seen struct {
+		count int32
+		msg   string
+	}
+	read := func() (map[string]seen, int) {
+		evs, err := kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatalf("list events: %v", err)
+		}
+		out := map[string]seen{}
+		nominated := 0
+		for _, e := range evs.Items {
+			if e.Source.Component != "dovetail-provisioner" {
+				continue
+			}
+			k := e.Reason + " " + e.InvolvedObject.Kind + "/" + e.InvolvedObject.Name
+			if e.Reason == "Nominated" {
+				nominated++
+				// A new or in-flight claim, or a node launched earlier.
+				if !strings.HasPrefix(e.Message, "Pod should schedule on: nodeclaim/") && !strings.HasPrefix(e.Message, "Pod should schedule on: node/kwok-") {
+					t.Errorf("Nominated message %q", e.Message)
+				}
+				continue
+			}
+			out[k] = seen{count: out[k].count + e.Count, msg: e.Message}
+		}
+		return out, nominated
+	}
+	var got map[string]seen
+	var nominated int
+	for ctx.Err() == nil {
+		got, nominated = read()
+		if got["FailedScheduling Pod/giant"].count > 0 && got["NoCompatibleInstanceTypes NodePool/no-such-category"].count > 0 && nominated > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	fs := got["FailedScheduling Pod/giant"]
+	for _, want := range []string{"Failed to schedule pod, ", "nodepool default: no instance type has enough cpu", "nodepool no-such-category: "} {
+		if !strings.Contains(fs.msg, want) {
+			t.Errorf("FailedScheduling message %q lacks %q", fs.msg, want)
+		}
+	}
+	if nc := got["NoCompatibleInstanceTypes NodePool/no-such-category"]; nc.msg != "NodePool requirements filtered out all compatible available instance types" {
+		t.Errorf("NoCompatibleInstanceTypes message %q", nc.msg)
+	}
+	if _, ok := got["NoCompatibleInstanceTypes NodePool/default"]; ok {
+		t.Error("NoCompatibleInstanceTypes on the pool that launched")
+	}
+	// Three more passes with the giant still pending (resync every 2 s):
+	// still one FailedScheduling, as Karpenter dedupes for 5 minutes.
+	for start := passes(); passes() < start+3 && ctx.Err() == nil; {
+		time.Sleep(200 * time.Millisecond)
+	}
+	got, _ = read()
+	if n := got["FailedScheduling Pod/giant"].count; n != 1 {
+		t.Errorf("FailedScheduling recorded %d times on the still-pending pod, want 1 (deduped)", n)
+	}
+	t.Logf("events: %d Nominated, FailedScheduling %q", nominated, fs.msg)
 }

@@ -155,6 +155,14 @@ func Solve(snap Snapshot, opts Options) Result {
 	s.interleave, s.aggregate = strategyInterleave, strategyAggregate
 	s.schedule()
 	res := s.finish()
+	for _, p := range s.pools {
+		// A pool open to new nodes whose requirements leave no instance type
+		// with an available offering: Karpenter's NoCompatibleInstanceTypes.
+		if p.err == nil && len(p.types) == 0 {
+			res.NoCompatibleInstanceTypes = append(res.NoCompatibleInstanceTypes, p.np.Name)
+		}
+	}
+	sort.Strings(res.NoCompatibleInstanceTypes)
 	return res
 }
 

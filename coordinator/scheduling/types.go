@@ -165,6 +165,11 @@ type Result struct {
 	Unschedulable []Unschedulable `json:"unschedulable"`
 	// Stats about the run.
 	Stats Stats `json:"stats"`
+	// NoCompatibleInstanceTypes names the NodePools (open to new nodes)
+	// whose requirements filter out every instance type with an available
+	// offering, sorted; provisioning records Karpenter's
+	// NoCompatibleInstanceTypes Event on each.
+	NoCompatibleInstanceTypes []string `json:"noCompatibleInstanceTypes,omitempty"`
 }
 
 // NewNodeClaim is a node the plan wants launched.

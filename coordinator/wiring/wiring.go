@@ -33,6 +33,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/capacitytype"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -184,7 +185,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	types := &iceAwareTypes{src: src, store: rt.Store, now: now}
 
 	if !o.NoProvisioning {
-		p := &provisioner{kube: kube, dyn: dyn, types: types, o: o.Provisioning, region: o.Region,
+		measured := &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}
+		p := &provisioner{kube: kube, dyn: dyn, types: measured, o: o.Provisioning, region: o.Region,
 			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log}
 		comps = append(comps, leader.Named{Name: "provisioning", Component: p})
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/attest"
+	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
@@ -271,6 +272,8 @@ func (e *env) start(id string) {
 	if err != nil {
 		e.t.Fatalf("ec2 provider: %v", err)
 	}
+	events, stopEvents := eventdedupe.KubeRecorder(e.kube, "dovetail-launcher")
+	e.t.Cleanup(stopEvents)
 	explain := wiring.NewExplain()
 	opts := e.opts
 	opts.Explain = explain
@@ -279,7 +282,7 @@ func (e *env) start(id string) {
 		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
 			HeartbeatTimeout: slowdown * 300 * time.Millisecond, ElectionTimeout: slowdown * 300 * time.Millisecond,
 			LeaderLeaseTimeout: slowdown * 150 * time.Millisecond, SegmentSize: 4 << 20},
-		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c}, Registry: reg,
+		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c}, Registry: reg, Events: events,
 		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
 		NodeGrace: 5 * time.Second, Logger: log,
 		// The same Setup as cmd/dovetail-coordinator (components.go).
