@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func newEnvWith(t testing.TB, simCfg ec2sim.Config, tune func(*wiring.Options)) 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
-	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("dovetail-e2e-%s-%d.log", t.Name(), time.Now().Unix()))
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("dovetail-e2e-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().Unix()))
 	var w io.Writer = io.Discard
 	if f, err := os.Create(logPath); err == nil {
 		w = f
