@@ -180,6 +180,8 @@ spec:
 		{"karpenter_cluster_state_node_count", nil},
 		{"karpenter_cluster_state_synced", nil},
 		{"karpenter_cluster_utilization_percent", map[string]string{"resource_type": "cpu"}},
+		{"karpenter_cloudprovider_duration_seconds", map[string]string{"controller": "nodeclaim.lifecycle", "method": "Create", "provider": "aws"}},
+		{"karpenter_cloudprovider_duration_seconds", map[string]string{"controller": "provisioner", "method": "GetInstanceTypes", "provider": "aws"}},
 	}
 	e.eventually("the scale-up in the leader's karpenter_* metrics", time.Minute, func() (bool, string) {
 		mfs = scrape(t, leader.HTTPAddr())
