@@ -65,6 +65,10 @@ type Options struct {
 	// SkipKwok starts no kwok: fake nodes then never become Ready. For tests
 	// that only need the API.
 	SkipKwok bool
+	// NoNodeRestriction runs the API server without the NodeRestriction
+	// admission plugin (the Node authorizer stays), as some self-managed
+	// clusters do: for tests of the policies that back it up.
+	NoNodeRestriction bool
 	// StartTimeout bounds the whole start. Default 3 minutes (a loaded
 	// two-core machine can take a minute for the API server alone).
 	StartTimeout time.Duration
@@ -288,7 +292,7 @@ func startOnce(ctx context.Context, opts Options, log *slog.Logger) (_ *ControlP
 		// kubelet's node identity) are confined to their own Node and
 		// the pods bound to it by the Node authorizer and NodeRestriction.
 		"--authorization-mode=Node,RBAC",
-		"--enable-admission-plugins=NodeRestriction",
+		admissionFlag(opts),
 		// On loopback there is no routable address to publish as the
 		// kubernetes Service's endpoint; the reconciler would fight that.
 		"--endpoint-reconciler-type=none",
@@ -421,6 +425,15 @@ leaderElection:
 		return "", fmt.Errorf("write kube-scheduler config: %w", err)
 	}
 	return path, nil
+}
+
+// admissionFlag enables NodeRestriction (off by default in kube-apiserver,
+// on in EKS and kubeadm clusters) unless the options turn it off.
+func admissionFlag(opts Options) string {
+	if opts.NoNodeRestriction {
+		return "--disable-admission-plugins=NodeRestriction"
+	}
+	return "--enable-admission-plugins=NodeRestriction"
 }
 
 func (cp *ControlPlane) startKwok(binDir, kubeconfig, logPath string) (*process, error) {

@@ -14,8 +14,18 @@ import (
 // have built them. Under -short it always skips.
 func StartForTest(t testing.TB) *ControlPlane {
 	t.Helper()
+	return StartForTestWith(t, Options{})
+}
+
+// StartForTestWith is StartForTest with options (Log defaults to the
+// test's output).
+func StartForTestWith(t testing.TB, opts Options) *ControlPlane {
+	t.Helper()
 	skipWithoutBinaries(t)
-	cp, err := Start(context.Background(), Options{Log: t.Output()})
+	if opts.Log == nil {
+		opts.Log = t.Output()
+	}
+	cp, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
 	}

@@ -97,16 +97,6 @@ func (a *Agents) start(ctx context.Context, cl *Cluster, src instanceLister, kub
 	if a.IMDSInterval <= 0 {
 		a.IMDSInterval = time.Second
 	}
-	if kube == nil {
-		cfg := rest.CopyConfig(cl.RESTConfig)
-		cfg.UserAgent = "dovetail-agent/dev"
-		// Shared by every agent: a drain evicts a node's pods in a burst.
-		cfg.QPS, cfg.Burst = 50, 100
-		var err error
-		if kube, err = kubernetes.NewForConfig(cfg); err != nil {
-			return fmt.Errorf("agents: kubernetes client: %w", err)
-		}
-	}
 	a.source, a.kube, a.cl = src, kube, cl
 	a.stateDir = filepath.Join(cl.StateDir, "agents")
 	// Spools and drain records of an earlier run belong to instances that no
@@ -210,11 +200,45 @@ func (a *Agents) sync(ctx context.Context) {
 	}
 }
 
+// nodeClient is the Kubernetes client of node's agent: the node's own
+// identity (system:node:<node>, a client certificate from the control
+// plane's CA, as a kubelet's kubeconfig holds on a real node), so the API
+// server confines each agent to its Node and its pods as in production.
+// Without a local control plane (or with a client injected by a test)
+// every agent shares that one client.
+func (a *Agents) nodeClient(node string) (kubernetes.Interface, error) {
+	if a.kube != nil {
+		return a.kube, nil
+	}
+	var cfg *rest.Config
+	if a.cl.ControlPlane != nil {
+		var err error
+		if cfg, err = a.cl.ControlPlane.NodeClientConfig(node); err != nil {
+			return nil, fmt.Errorf("credentials for node %s: %w", node, err)
+		}
+	} else {
+		cfg = rest.CopyConfig(a.cl.RESTConfig)
+	}
+	cfg.UserAgent = "dovetail-agent/dev"
+	// Tens of agents share a small machine: a drain still evicts a node's
+	// pods in one burst.
+	cfg.QPS, cfg.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: kubernetes client: %w", node, err)
+	}
+	return kube, nil
+}
+
 func (a *Agents) startOne(ctx context.Context, in ec2sim.InstanceInfo) (*runningAgent, error) {
 	dir := filepath.Join(a.stateDir, in.ID)
 	log := a.cl.Log.With("part", "agent", "node", in.PrivateDNS)
+	kube, err := a.nodeClient(in.PrivateDNS)
+	if err != nil {
+		return nil, err
+	}
 	cfg := agent.Config{
-		Kube:           a.kube,
+		Kube:           kube,
 		NodeName:       in.PrivateDNS, // the simulator names Nodes after the private DNS name
 		IMDSEndpoint:   in.IMDSEndpoint,
 		IMDSInterval:   a.IMDSInterval,

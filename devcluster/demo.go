@@ -19,6 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane/manifest"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/drain"
 )
 
 // DemoCoordinatorEnv are the coordinator settings `dovetail dev --demo`
@@ -343,9 +344,11 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 	var cordoned, drained, replaced, gone time.Duration
 	replacement := ""
 	s, done := r.watch(ctx, start, func(s demoState) bool {
-		if n, ok := s.NodeByName[node]; ok && cordoned == 0 && n.Spec.Unschedulable && hasTaint(n, interruptionTaint) {
+		if n, ok := s.NodeByName[node]; ok && cordoned == 0 && n.Spec.Unschedulable && n.Annotations[drain.CordonedByAnnotation] == agentComponent {
 			cordoned = time.Since(start)
-			r.p.line(fmt.Sprintf("  %6s  agent tainted (%s) and cordoned %s", since(start), interruptionTaint, node))
+			// The agent acts as its node (system:node:<name>), which may
+			// cordon itself but never change its taints (NodeRestriction).
+			r.p.line(fmt.Sprintf("  %6s  agent cordoned %s with the node's own identity", since(start), node))
 		}
 		if replaced == 0 {
 			for name := range s.Replacements {

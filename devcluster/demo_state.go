@@ -10,7 +10,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
-	"github.com/dovetail-dev/dovetail/drain"
+	"github.com/dovetail-dev/dovetail/daemon/agent"
 )
 
 // Names the demo creates.
@@ -19,8 +19,9 @@ const (
 	demoDeployment = "dovetail-demo"
 	demoNamespace  = "default"
 	demoAppLabel   = "app"
-	// interruptionTaint is the taint the agent puts on a node with a spot notice.
-	interruptionTaint = drain.InterruptionTaintKey
+	// agentComponent is what the agent's drain writes into the node's
+	// cordoned-by annotation: the cordon after a spot notice was the agent's.
+	agentComponent = agent.Component
 	// disruptionKeyAnnotation marks NodeClaims the coordinator launched as
 	// replacements (interruption, drift, consolidation): the value of
 	// coordinator/wiring.AnnotationDisruptionKey, not imported so the CLI
@@ -173,14 +174,4 @@ func (s demoState) pickSpotVictim() (ec2sim.InstanceInfo, bool) {
 		}
 	}
 	return best, bestPods > 0
-}
-
-// hasTaint reports whether a node carries a taint with key.
-func hasTaint(n corev1.Node, key string) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == key {
-			return true
-		}
-	}
-	return false
 }

@@ -119,7 +119,7 @@ func TestObserveDemo(t *testing.T) {
 	}
 	other := readyNode("other", false)
 	other.Labels[karpv1.NodePoolLabelKey] = "general-purpose"
-	nodes := []corev1.Node{readyNode("n1", false), readyNode("n2", false), readyNode("n3", false), readyNode("n4", true, interruptionTaint), other}
+	nodes := []corev1.Node{readyNode("n1", false), readyNode("n2", false), readyNode("n3", false), readyNode("n4", true, "karpenter.sh/disrupted"), other}
 	nodes[3].Status.Conditions[0].Status = corev1.ConditionFalse
 	pods := []corev1.Pod{
 		demoPod("a", "n1", corev1.PodRunning), demoPod("b", "n2", corev1.PodRunning), demoPod("c", "n2", corev1.PodRunning),

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dovetail-dev/dovetail/controlplane/manifest"
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/tlsid"
 )
@@ -39,6 +40,10 @@ const raftServerName = "dovetail-coordinator-raft"
 // peopleRolesFile holds the chart's dovetail-admin and dovetail-view
 // ClusterRoles; the dev cluster applies the same file.
 var peopleRolesFile = filepath.Join("packaging", "helm", "dovetail-coordinator", "files", "people-clusterroles.yaml")
+
+// agentPolicyFile is the chart's ValidatingAdmissionPolicy that keeps each
+// agent (acting as its node) to its own Node; the dev cluster applies it too.
+var agentPolicyFile = filepath.Join("packaging", "helm", "dovetail-coordinator", "files", "agent-own-node-policy.yaml")
 
 // devPKI is what the coordinators and agents are given.
 type devPKI struct {
@@ -130,6 +135,9 @@ func setupAccess(ctx context.Context, cl *Cluster) (string, error) {
 	if err := applyPeopleRoles(ctx, kube, filepath.Join(cl.RepoDir, peopleRolesFile)); err != nil {
 		return "", err
 	}
+	if err := applyAgentPolicy(ctx, cl); err != nil {
+		return "", err
+	}
 	tok, err := serviceAccountToken(ctx, kube, "kube-system", devAdminSA, "dovetail-admin", 24*time.Hour)
 	if err != nil {
 		return "", err
@@ -163,6 +171,27 @@ func applyPeopleRoles(ctx context.Context, kube kubernetes.Interface, path strin
 		if _, err := kube.RbacV1().ClusterRoles().Create(ctx, &cr, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create ClusterRole %s: %w", cr.Name, err)
 		}
+	}
+	return nil
+}
+
+// applyAgentPolicy server-side applies the chart's agent policy and binding.
+func applyAgentPolicy(ctx context.Context, cl *Cluster) error {
+	path := filepath.Join(cl.RepoDir, agentPolicyFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("agent policy: %w", err)
+	}
+	objs, err := manifest.Decode(path, b)
+	if err != nil {
+		return err
+	}
+	a, err := manifest.NewApplier(cl.RESTConfig)
+	if err != nil {
+		return fmt.Errorf("agent policy: %w", err)
+	}
+	if err := a.ApplyAll(ctx, objs); err != nil {
+		return fmt.Errorf("apply %s: %w", path, err)
 	}
 	return nil
 }

@@ -54,7 +54,17 @@ func HasURI(cert *x509.Certificate, uri string) bool {
 // authentication and that the leaf carries the URI SAN identity, ignoring
 // the dialled host name.
 func VerifyServer(roots *x509.CertPool, identity string) func(tls.ConnectionState) error {
+	return verifyServer(func() (*x509.CertPool, error) { return roots, nil }, identity)
+}
+
+// verifyServer is VerifyServer with the roots asked for at each handshake
+// (a PoolFile's, reloaded when the bundle changes).
+func verifyServer(rootsNow func() (*x509.CertPool, error), identity string) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
+		roots, err := rootsNow()
+		if err != nil {
+			return fmt.Errorf("coordinator CA: %w", err)
+		}
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("server presented no certificate")
 		}
@@ -97,11 +107,21 @@ func CoordinatorClient(roots *x509.CertPool, identity string) *tls.Config {
 }
 
 // CoordinatorClientFromFile is CoordinatorClient with the CA bundle read
-// from caFile.
+// from caFile, re-read when the file changes (CA rotation without restart).
 func CoordinatorClientFromFile(caFile, identity string) (*tls.Config, error) {
-	pool, err := LoadPool(caFile)
+	pf, err := NewPoolFile(caFile)
 	if err != nil {
 		return nil, err
 	}
-	return CoordinatorClient(pool, identity), nil
+	return CoordinatorClientPool(pf, identity), nil
+}
+
+// CoordinatorClientPool is CoordinatorClient verifying against the bundle pf
+// holds at each handshake.
+func CoordinatorClientPool(pf *PoolFile, identity string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, //nolint:gosec // verified by VerifyConnection
+		VerifyConnection:   verifyServer(pf.Get, identity),
+	}
 }

@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // set by systemd's StateDirectory=
 		stateDefault = strings.Split(d, ":")[0]
 	}
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "/etc/dovetail/agent.kubeconfig", "kubeconfig with the agent's credentials (falls back to $KUBECONFIG, then in-cluster)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "/var/lib/kubelet/kubeconfig", "kubeconfig the agent acts with: the kubelet's, so it speaks as its node (system:node:<name>) and the API server confines it to this Node and its pods (falls back to $KUBECONFIG, then in-cluster)")
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name (default: resolved from IMDS hostname, instance ID and providerID)")
 	fs.BoolVar(&o.attest, "attest", true, "prove this instance's identity to the coordinator (IMDS identity document) and sign every report with a key kept in --state-dir")
 	fs.StringVar(&o.attestFormat, "attest-format", "rsa2048", "IMDS identity signature sent: rsa2048 or signature")

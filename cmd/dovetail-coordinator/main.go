@@ -403,13 +403,15 @@ func apiSecurity(o options, cfg *coordinator.Config, log *slog.Logger) error {
 	if err := checkIdentity(cf, identity); err != nil {
 		return err
 	}
-	pool, err := tlsid.LoadPool(o.apiCA)
+	// Re-read when the file changes, like the key pair: a CA rotation
+	// reaches a running replica's forwarding client.
+	pool, err := tlsid.NewPoolFile(o.apiCA)
 	if err != nil {
 		return fmt.Errorf("--api-tls-ca: %w", err)
 	}
 	cfg.APITLS = cf.ServerTLSConfig()
 	cfg.ForwardClient = &http.Client{Timeout: 15 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsid.CoordinatorClient(pool, identity), ForceAttemptHTTP2: true}}
+		Transport: &http.Transport{TLSClientConfig: tlsid.CoordinatorClientPool(pool, identity), ForceAttemptHTTP2: true}}
 	cfg.MetricsOpen = o.metricsOpen
 	log.Info("API over TLS with Kubernetes authentication", "identity", identity, "metricsOpen", o.metricsOpen)
 	return nil

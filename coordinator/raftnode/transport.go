@@ -112,13 +112,13 @@ func (t TLSFiles) Load(peers []Peer) (server, client *tls.Config, err error) {
 	if t.CAFile == "" || t.CertFile == "" || t.KeyFile == "" {
 		return nil, nil, errors.New("raft TLS needs a CA file, a certificate file and a key file")
 	}
-	pool, err := loadPool(t.CAFile)
+	pool, err := tlsid.NewPoolFile(t.CAFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("raft CA: %w", err)
 	}
 	cf, err := tlsid.NewCertFiles(t.CertFile, t.KeyFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("raft TLS key pair: %w", err)
 	}
-	return mutualTLS(pool, cf.Get, t.ServerName, peers)
+	return mutualTLS(pool.Get, cf.Get, t.ServerName, peers)
 }

@@ -37,6 +37,10 @@ import (
 	"github.com/dovetail-dev/dovetail/report"
 )
 
+// Component names the agent in Events and in the cordoned-by annotation
+// its drains put on the node.
+const Component = "dovetail-agent"
+
 // Config is everything the agent needs; cmd/dovetail-agent fills it from
 // flags and environment.
 type Config struct {
@@ -204,7 +208,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	if a.drainer, err = drain.New(cfg.Kube, drain.Options{
-		DryRun: cfg.DryRun, Component: "dovetail-agent", Logger: cfg.Logger, Registry: cfg.Registry,
+		DryRun: cfg.DryRun, Component: Component, Logger: cfg.Logger, Registry: cfg.Registry,
 		EventClient: cfg.EventKube, EventQPS: EventQPS, EventBurst: EventBurst,
 	}); err != nil {
 		return nil, err

@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +42,19 @@ func ResolveNode(ctx context.Context, kc kubernetes.Interface, explicit string, 
 		}
 		return n, nil
 	}
+	// An agent acting with its node's own identity (the kubelet's
+	// kubeconfig: system:node:<name>) knows its Node's name, and may read
+	// no other Node.
+	if name := nodeIdentity(ctx, kc); name != "" {
+		n, err := kc.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("node %q (this agent's identity %s%s): %w", name, nodeUserPrefix, name, err)
+		}
+		if !matches(n) {
+			return nil, fmt.Errorf("node %q (this agent's identity) has providerID %q, but this instance is %s", name, n.Spec.ProviderID, want)
+		}
+		return n, nil
+	}
 	var candidates []string
 	if id.Hostname != "" {
 		candidates = append(candidates, id.Hostname)
@@ -52,8 +67,8 @@ func ResolveNode(ctx context.Context, kc kubernetes.Interface, explicit string, 
 	}
 	for _, name := range candidates {
 		n, err := kc.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			continue // not there, or another node's (a node identity may not read it)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("get node %q: %w", name, err)
@@ -75,6 +90,26 @@ func ResolveNode(ctx context.Context, kc kubernetes.Interface, explicit string, 
 		}
 	}
 	return nil, fmt.Errorf("no node has providerID %s (tried names %v)", want, candidates)
+}
+
+// nodeUserPrefix is how the API server names a node's identity.
+const nodeUserPrefix = "system:node:"
+
+// nodeIdentity is the node name in the client's identity when it is a node
+// identity (system:node:<name> in system:nodes), else "". It asks the API
+// server (SelfSubjectReview, GA since 1.28); a server that cannot answer
+// leaves the name to be found by the other routes.
+func nodeIdentity(ctx context.Context, kc kubernetes.Interface) string {
+	r, err := kc.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil || r == nil {
+		return ""
+	}
+	u := r.Status.UserInfo
+	name, ok := strings.CutPrefix(u.Username, nodeUserPrefix)
+	if !ok || name == "" || !slices.Contains(u.Groups, "system:nodes") {
+		return ""
+	}
+	return name
 }
 
 // providerInstance is the instance ID at the end of aws:///zone/i-xxx.

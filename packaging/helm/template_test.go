@@ -25,7 +25,8 @@ var defaultObjects = []string{
 	"Service/dovetail", "Service/dovetail-api",
 	"ServiceAccount/dovetail",
 	"StatefulSet/dovetail",
-	"ValidatingAdmissionPolicy/dovetail-agent-own-node", "ValidatingAdmissionPolicyBinding/dovetail-agent-own-node",
+	"ValidatingAdmissionPolicy/dovetail-agent-own-node", "ValidatingAdmissionPolicy/dovetail-agent-own-pods",
+	"ValidatingAdmissionPolicyBinding/dovetail-agent-own-node", "ValidatingAdmissionPolicyBinding/dovetail-agent-own-pods",
 }
 
 func TestTemplateDefaults(t *testing.T) {

@@ -579,8 +579,19 @@ func (e *env) startAgentDir(node, instanceID string) string {
 		coords = append(coords, p.HTTPAddr)
 	}
 	dir := e.t.TempDir()
+	// The node's own identity (system:node:<node>), as the agent reads it
+	// from the kubelet's kubeconfig on a real node: the API server and the
+	// chart's policy confine it to this Node and its pods.
+	nodeCfg, err := e.cp.NodeClientConfig(node)
+	if err != nil {
+		e.t.Fatalf("credentials for node %s: %v", node, err)
+	}
+	kube, events, err := agent.Clients(nodeCfg, "dovetail-agent/e2e")
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	a, err := agent.New(agent.Config{
-		Kube: e.kube, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
+		Kube: kube, EventKube: events, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
 		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: attested(),
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
 	})

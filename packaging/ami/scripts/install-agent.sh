@@ -25,8 +25,8 @@ dnf install -y "$rpm_file"
 # installed with --noscripts.
 systemctl enable "$unit"
 systemctl is-enabled --quiet "$unit"
-# Not started during the bake: its settings and kubeconfig come from user
-# data on the node's first boot.
+# Not started during the bake: its settings come from user data on the
+# node's first boot, its credentials are the kubelet's (written at join).
 if systemctl is-active --quiet "$unit"; then
 	echo "$unit is running during the bake; it must only start on the node" >&2
 	exit 1

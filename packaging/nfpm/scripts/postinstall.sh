@@ -3,8 +3,8 @@
 # and rpm (%post 1 on install, 2 on upgrade).
 #
 # Enables the unit so it starts on the next boot, but does not start it on a
-# fresh install: the agent needs /etc/dovetail/agent.env and a kubeconfig,
-# which user data writes at boot, and an AMI bake must not run it. On an
+# fresh install: the agent needs /etc/dovetail/agent.env, which user data
+# writes at boot, and the kubelet's kubeconfig (its node identity), and an AMI bake must not run it. On an
 # upgrade a running agent is restarted onto the new binary.
 #
 # DPKG_ROOT is set by `dpkg --root=DIR --force-script-chrootless` (image
