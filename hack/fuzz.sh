@@ -11,6 +11,7 @@ targets=(
   "./coordinator/disruption/budget FuzzBudget"
   "./api/aws/v1 FuzzParseAlias"
   "./report FuzzReportBody"
+  "./cloud/ec2 FuzzEC2Answers"
 )
 for e in "${targets[@]}"; do
   read -r pkg name <<<"$e"

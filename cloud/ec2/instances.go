@@ -97,6 +97,13 @@ func (p *Provider) describe(ctx context.Context, filters []ec2types.Filter) ([]*
 		for _, r := range page.Reservations {
 			for i := range r.Instances {
 				inst := toInstance(&r.Instances[i])
+				// An instance without a usable ID cannot be managed, tagged
+				// or terminated; listing it would make the leak collector
+				// act on "" (found by FuzzEC2Answers).
+				if !validInstanceID(inst.ID) {
+					p.log.WarnContext(ctx, "DescribeInstances answered an instance without a valid ID; ignored", "id", inst.ID, "type", inst.InstanceType)
+					continue
+				}
 				// Filters are the server's job, but a terminated instance
 				// must never be reported as ours to manage.
 				if inst.State == cloud.StateTerminated {
