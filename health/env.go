@@ -27,6 +27,13 @@ type Env struct {
 	Statfs func(path string) (DiskUsage, error)
 	// Kmsg is the kernel log device, relative to Root. Default /dev/kmsg.
 	Kmsg string
+	// KernelJournalMatch selects the kernel's messages in the systemd
+	// journal (a journalctl match), read beside Kmsg. Default
+	// "_TRANSPORT=kernel" when Root is "/" (a fake Root has no journal);
+	// "off" disables.
+	KernelJournalMatch string
+	// Journalctl is the journalctl binary. Default "journalctl" from PATH.
+	Journalctl string
 	// KernelLogWindow: a kernel-log problem keeps its check degraded or
 	// failed this long after it was last seen. Default 10 min.
 	KernelLogWindow time.Duration
@@ -73,6 +80,12 @@ func (e *Env) defaults() {
 	}
 	if e.Kmsg == "" {
 		e.Kmsg = "/dev/kmsg"
+	}
+	if e.KernelJournalMatch == "" && filepath.Clean(e.Root) == "/" {
+		e.KernelJournalMatch = "_TRANSPORT=kernel"
+	}
+	if e.Journalctl == "" {
+		e.Journalctl = "journalctl"
 	}
 	if e.KernelLogWindow <= 0 {
 		e.KernelLogWindow = 10 * time.Minute

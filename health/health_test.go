@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,49 @@ func TestPanickingCheckIsContained(t *testing.T) {
 	res := NewRunner([]Check{panicky{}}, "").Run(t.Context())
 	if res[0].State != StateUnknown || res[0].Reason != "CheckPanicked" {
 		t.Fatalf("%+v", res)
+	}
+}
+
+// The journal source: entries as `journalctl -o json` writes them (MESSAGE
+// as a string or, when not UTF-8, as bytes), and one message seen in both
+// /dev/kmsg and the journal counted once.
+func TestKernelJournalEntries(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	e := &Env{Root: t.TempDir(), Now: func() time.Time { return now }}
+	e.defaults()
+	k := newKernelLog(e)
+	rt := now.Add(-time.Minute).UnixMicro()
+	k.journalEntry([]byte(fmt.Sprintf(`{"MESSAGE":"EXT4-fs error (device nvme1n1): bad","__REALTIME_TIMESTAMP":"%d","_SOURCE_MONOTONIC_TIMESTAMP":"5000000"}`, rt)))
+	// The same record from /dev/kmsg (same µs since boot and text).
+	k.mu.Lock()
+	k.line("3,7,5000000,-;EXT4-fs error (device nvme1n1): bad", now.Add(-time.Hour))
+	k.mu.Unlock()
+	// Not UTF-8: bytes. "soft lockup" then 0xff.
+	b := append([]byte("watchdog: BUG: soft lockup - CPU#1 stuck"), 0xff)
+	ints := make([]string, len(b))
+	for i, c := range b {
+		ints[i] = strconv.Itoa(int(c))
+	}
+	k.journalEntry([]byte(fmt.Sprintf(`{"MESSAGE":[%s],"__REALTIME_TIMESTAMP":"%d"}`, strings.Join(ints, ","), rt)))
+	k.journalEntry([]byte(`not json`))
+
+	r, ok := k.verdict(StorageReady)
+	if !ok || r.Reason != "FilesystemError" || !strings.Contains(r.Message, "1× in the last") {
+		t.Fatalf("storage verdict %+v (found %v), want FilesystemError counted once", r, ok)
+	}
+	if r, ok := k.verdict(KernelReady); !ok || r.Reason != "SoftLockup" || r.State != StateFailed {
+		t.Fatalf("kernel verdict %+v (found %v)", r, ok)
+	}
+}
+
+// journalctl that cannot be started leaves /dev/kmsg as the source; with
+// neither, the check says why.
+func TestKernelJournalUnavailable(t *testing.T) {
+	e := &Env{Root: t.TempDir(), KernelJournalMatch: "_TRANSPORT=kernel", Journalctl: filepath.Join(t.TempDir(), "no-journalctl")}
+	e.defaults()
+	k := newKernelLog(e)
+	err := k.poll()
+	if err == nil || !strings.Contains(err.Error(), "kernel journal") || !strings.Contains(err.Error(), "kmsg") {
+		t.Fatalf("poll with neither source: %v", err)
 	}
 }

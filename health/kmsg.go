@@ -78,14 +78,36 @@ type kernelLog struct {
 	partial  []byte
 	findings map[string]*finding // by reason (+ xid code)
 	openErr  error
+	kmsgErr  error // of the last poll
+	// seen: problem messages already counted, by kernel timestamp and
+	// text, so one read from both /dev/kmsg and the journal counts once.
+	seen    map[string]time.Time
+	journal kernelJournal
 }
 
-func newKernelLog(e *Env) *kernelLog { return &kernelLog{env: e, findings: map[string]*finding{}} }
+func newKernelLog(e *Env) *kernelLog {
+	return &kernelLog{env: e, findings: map[string]*finding{}, seen: map[string]time.Time{}}
+}
 
-// poll reads whatever the kernel logged since the last poll.
+// poll reads whatever the kernel logged since the last poll, and makes
+// sure the journal is being followed. It fails only when neither source
+// can be read.
 func (k *kernelLog) poll() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.ensureJournal()
+	err := k.pollKmsg()
+	k.kmsgErr = err
+	if err != nil && k.journal.running {
+		return nil // the journal has the kernel's messages
+	}
+	if err != nil && k.journal.err != nil {
+		return errors.Join(err, fmt.Errorf("kernel journal: %w", k.journal.err))
+	}
+	return err
+}
+
+func (k *kernelLog) pollKmsg() error {
 	if !k.open {
 		// Non-blocking: /dev/kmsg blocks at the end of the buffer otherwise.
 		// Raw syscalls, because Go's os.File turns EAGAIN into a wait.
@@ -170,10 +192,32 @@ func (k *kernelLog) line(l string, boot time.Time) {
 		return
 	}
 	at := k.env.Now()
-	if parts := strings.Split(hdr, ","); len(parts) >= 3 && !boot.IsZero() {
+	key := ""
+	if parts := strings.Split(hdr, ","); len(parts) >= 3 {
 		if us, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
-			at = boot.Add(time.Duration(us) * time.Microsecond)
+			key = "mono:" + parts[2]
+			if !boot.IsZero() {
+				at = boot.Add(time.Duration(us) * time.Microsecond)
+			}
 		}
+	}
+	k.match(msg, at, key)
+}
+
+// match records msg if it is a known problem. key identifies the message
+// across sources ("" if unknown: always counted). Called with k.mu held.
+func (k *kernelLog) match(msg string, at time.Time, key string) {
+	if key != "" {
+		key += "|" + msg
+	}
+	record := func(rkey string, f finding) {
+		if key != "" {
+			if _, dup := k.seen[key]; dup {
+				return
+			}
+			k.seen[key] = at
+		}
+		k.record(rkey, f, at)
 	}
 	if m := xidRE.FindStringSubmatch(msg); m != nil {
 		code, _ := strconv.Atoi(m[1])
@@ -181,12 +225,12 @@ func (k *kernelLog) line(l string, boot time.Time) {
 		if fatalXids[code] {
 			st = StateFailed
 		}
-		k.record("NvidiaXid"+m[1], finding{Condition: AcceleratedHardwareReady, State: st, Reason: "NvidiaXidError", Message: msg}, at)
+		record("NvidiaXid"+m[1], finding{Condition: AcceleratedHardwareReady, State: st, Reason: "NvidiaXidError", Message: msg})
 		return
 	}
 	for _, p := range kernelPatterns {
 		if p.match(msg) {
-			k.record(p.reason, finding{Condition: p.condition, State: p.state, Reason: p.reason, Message: msg}, at)
+			record(p.reason, finding{Condition: p.condition, State: p.state, Reason: p.reason, Message: msg})
 			return
 		}
 	}
@@ -209,6 +253,11 @@ func (k *kernelLog) verdict(condition string) (Result, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	cutoff := k.env.Now().Add(-k.env.KernelLogWindow)
+	for key, at := range k.seen {
+		if at.Before(cutoff) {
+			delete(k.seen, key)
+		}
+	}
 	var worst *finding
 	keys := make([]string, 0, len(k.findings))
 	for key := range k.findings {
@@ -277,7 +326,24 @@ func (v *kernelLogView) Run(ctx context.Context) Result {
 	if err != nil {
 		return unknown("KernelLogUnreadable", err.Error())
 	}
-	return ok("NoKernelProblems", "")
+	return ok("NoKernelProblems", v.k.sources())
+}
+
+// sources says what the verdict rests on, e.g. "read /dev/kmsg and the
+// journal (_TRANSPORT=kernel)" or "read the journal (...); /dev/kmsg: open
+// /dev/kmsg: permission denied".
+func (k *kernelLog) sources() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	journal := fmt.Sprintf("the journal (%s)", k.env.KernelJournalMatch)
+	switch {
+	case k.kmsgErr == nil && k.journal.running:
+		return "read " + k.env.Kmsg + " and " + journal
+	case k.kmsgErr == nil:
+		return "read " + k.env.Kmsg
+	default:
+		return "read " + journal + "; " + k.env.Kmsg + ": " + k.kmsgErr.Error()
+	}
 }
 
 // Only the first view persists: they share one kernelLog.

@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,3 +26,7 @@ func adjtimex() (ClockStatus, error) {
 	synced := state != unix.TIME_ERROR && tx.Status&unix.STA_UNSYNC == 0
 	return ClockStatus{Synchronised: synced, MaxError: time.Duration(tx.Maxerror) * time.Microsecond}, nil
 }
+
+// journalProcAttr: journalctl dies with the agent (SIGKILL when its parent
+// goes), so a crashed agent does not leave followers behind.
+func journalProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 )
 
-// NewLogger is the daemons' --log-level/--log-format logger: "journal" writes
-// systemd's <N> priority prefixes so journald keeps levels, "auto" picks the
-// journal under systemd (JOURNAL_STREAM set) and text elsewhere.
+// NewLogger is the daemons' --log-level/--log-format logger: "journal" sends
+// records over journald's native protocol (each attribute a journal field)
+// or, without journald's socket, writes lines with systemd's <N> priority
+// prefixes; "auto" picks the journal under systemd (JOURNAL_STREAM set) and
+// text elsewhere.
 func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -23,7 +25,13 @@ func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "journal":
-		return slog.New(NewJournalHandler(w, lv)), nil
+		// Native protocol when journald's socket is there (structured
+		// fields), else priority-prefixed lines on w.
+		lines := NewJournalHandler(w, lv)
+		if JournalAvailable() {
+			return slog.New(NewNativeJournalHandler(lv, lines)), nil
+		}
+		return slog.New(lines), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":

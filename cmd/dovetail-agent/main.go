@@ -53,7 +53,11 @@ type options struct {
 	healthRoot, kubeletHealthz, containerdSocket string
 	dnsName                                      string
 	expectedGPUs                                 int
+	kernelJournalMatch                           string
 	allowReboot, disableRepair, dryRun           bool
+	repairRestartAfter, repairRebootAfter        time.Duration
+	repairReplaceAfter                           time.Duration
+	repairMaxRestarts                            int
 	maintenanceLead, spotForceDeleteBefore       time.Duration
 	listen, logLevel, logFormat                  string
 	showVersion                                  bool
@@ -104,7 +108,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.containerdSocket, "containerd-socket", "/run/containerd/containerd.sock", "containerd socket path")
 	fs.StringVar(&o.dnsName, "dns-check-name", "", "a name that must resolve for NetworkingReady (empty: only require a nameserver)")
 	fs.IntVar(&o.expectedGPUs, "expected-gpus", 0, "NVIDIA GPUs this instance type has (0: detect)")
+	fs.StringVar(&o.kernelJournalMatch, "kernel-journal-match", "_TRANSPORT=kernel", "journalctl match for the kernel's messages in the journal, read beside /dev/kmsg (off: /dev/kmsg only)")
 	fs.BoolVar(&o.allowReboot, "allow-reboot", false, "let self-repair reboot the node")
+	fs.DurationVar(&o.repairRestartAfter, "repair-restart-after", time.Minute, "a check must fail this long before its unit is restarted, and restarts are this far apart")
+	fs.IntVar(&o.repairMaxRestarts, "repair-max-restarts", 3, "unit restarts per unit per hour before self-repair escalates")
+	fs.DurationVar(&o.repairRebootAfter, "repair-reboot-after", 10*time.Minute, "a failure this old is past restarting: reboot (with --allow-reboot) or ask for replacement")
+	fs.DurationVar(&o.repairReplaceAfter, "repair-replace-after", 5*time.Minute, "a failure this old, with nothing left to try on the node, asks the coordinator to replace it")
 	fs.BoolVar(&o.disableRepair, "disable-repair", false, "never restart units or reboot; only report")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "drain with server-side dry runs and never repair")
 	fs.DurationVar(&o.maintenanceLead, "maintenance-lead", 15*time.Minute, "drain this long before a scheduled maintenance event starts")
@@ -205,18 +214,20 @@ func runAgent(o options, log *slog.Logger) error {
 		return err
 	}
 	cfg := agent.Config{
-		Kube:                  kc,
-		EventKube:             ec,
-		NodeName:              o.nodeName,
-		IMDSEndpoint:          o.imdsEndpoint,
-		Attest:                o.attest,
-		AttestFormat:          o.attestFormat,
-		IMDSInterval:          o.imdsInterval,
-		Coordinators:          splitList(o.coordinators),
-		StateDir:              o.stateDir,
-		HealthInterval:        o.healthInterval,
-		HealthEnv:             health.Env{Root: o.healthRoot, KubeletHealthz: o.kubeletHealthz, ContainerdSocket: o.containerdSocket, DNSName: o.dnsName, ExpectedGPUs: o.expectedGPUs},
-		Repair:                repair.Policy{Units: repair.DefaultUnits, AllowReboot: o.allowReboot},
+		Kube:           kc,
+		EventKube:      ec,
+		NodeName:       o.nodeName,
+		IMDSEndpoint:   o.imdsEndpoint,
+		Attest:         o.attest,
+		AttestFormat:   o.attestFormat,
+		IMDSInterval:   o.imdsInterval,
+		Coordinators:   splitList(o.coordinators),
+		StateDir:       o.stateDir,
+		HealthInterval: o.healthInterval,
+		HealthEnv: health.Env{Root: o.healthRoot, KubeletHealthz: o.kubeletHealthz, ContainerdSocket: o.containerdSocket, DNSName: o.dnsName,
+			ExpectedGPUs: o.expectedGPUs, KernelJournalMatch: o.kernelJournalMatch},
+		Repair: repair.Policy{Units: repair.DefaultUnits, AllowReboot: o.allowReboot, RestartAfter: o.repairRestartAfter,
+			MaxRestarts: o.repairMaxRestarts, RebootAfter: o.repairRebootAfter, ReplaceAfter: o.repairReplaceAfter},
 		DisableRepair:         o.disableRepair,
 		DryRun:                o.dryRun,
 		MaintenanceLead:       o.maintenanceLead,
@@ -259,6 +270,9 @@ func runAgent(o options, log *slog.Logger) error {
 		return errors.New("reports need the coordinators' CA (--coordinator-ca) to verify who receives them, or --insecure-coordinators for development")
 	default:
 		log.Warn("reports go over plain HTTP to any address claiming to be a coordinator (--insecure-coordinators)")
+	}
+	if o.repairRestartAfter <= 0 || o.repairRebootAfter <= 0 || o.repairReplaceAfter <= 0 || o.repairMaxRestarts <= 0 {
+		return errors.New("--repair-restart-after, --repair-max-restarts, --repair-reboot-after and --repair-replace-after must be positive")
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
