@@ -6,8 +6,8 @@
 #   PACKAGERS=deb hack/package.sh
 #   hack/package.sh --check         also inspect the packages (packaging/nfpm/check.sh)
 #
-# Steps: the binaries (`make build` for the host architecture, a
-# GOARCH cross-build into bin/linux_<arch>/ for the others), the packager
+# Steps: the two binaries (into bin/ for the host architecture, a GOARCH
+# cross-build into bin/linux_<arch>/ for the others), the packager
 # (tools/nfpm, its own module, built into bin/dovetail-nfpm), then one
 # package per format and architecture. Package timestamps come from the last
 # commit (SOURCE_DATE_EPOCH), so the same tree gives the same bytes.
@@ -77,18 +77,18 @@ $GO build -C tools/nfpm -trimpath -o "$bin/dovetail-nfpm" .
 
 mkdir -p "$dist"
 for arch in $arches; do
-	if [[ $arch == "$host_arch" ]]; then
-		echo "make build ($arch)"
-		make --no-print-directory build VERSION="$DOVETAIL_VERSION"
-		bin_dir="$bin"
-	else
+	# Only the two packaged binaries (as `make build` builds them): the
+	# others (coordinator, simulator) pull in the whole EC2 SDK and would
+	# make a package build minutes longer for nothing.
+	bin_dir="$bin"
+	if [[ $arch != "$host_arch" ]]; then
 		bin_dir="$bin/linux_$arch"
-		echo "cross-building into $bin_dir"
-		mkdir -p "$bin_dir"
-		CGO_ENABLED=0 GOOS=linux GOARCH="$arch" $GO build -trimpath \
-			-ldflags "-s -w -X github.com/dovetail-dev/dovetail/version.Version=$DOVETAIL_VERSION" \
-			-o "$bin_dir/" ./cmd/dovetail-agent ./cmd/dovetail
 	fi
+	echo "building dovetail-agent and dovetail ($arch) into $bin_dir"
+	mkdir -p "$bin_dir"
+	CGO_ENABLED=0 GOOS=linux GOARCH="$arch" $GO build -trimpath \
+		-ldflags "-s -w -X github.com/dovetail-dev/dovetail/version.Version=$DOVETAIL_VERSION" \
+		-o "$bin_dir/" ./cmd/dovetail-agent ./cmd/dovetail
 	for b in dovetail-agent dovetail; do
 		if [[ ! -x $bin_dir/$b ]]; then
 			echo "missing $bin_dir/$b after the build" >&2

@@ -168,8 +168,14 @@ func startNode(t testing.TB) *node {
 		}
 		_ = exec.Command("docker", "rm", "-f", n.id).Run()
 	})
-	// is-system-running --wait blocks until boot finished.
-	state, _ := n.exec("timeout", "60", "systemctl", "is-system-running", "--wait")
+	// is-system-running --wait blocks until boot finished, once PID 1's
+	// bus is up (before that systemctl cannot connect at all).
+	var state string
+	waitFor(t, 60*time.Second, "systemd answering", func() bool {
+		state, _ = n.exec("timeout", "60", "systemctl", "is-system-running", "--wait")
+		// "offline": PID 1 has not yet set up /run/systemd/system.
+		return !strings.Contains(state, "Failed to connect to bus") && state != "offline"
+	})
 	if state != "running" {
 		failed, _ := n.exec("systemctl", "--failed", "--no-pager")
 		t.Fatalf("node %s booted to %q, want running:\n%s", n.id, state, failed)
@@ -180,6 +186,9 @@ func startNode(t testing.TB) *node {
 	n.must("dpkg", "-i", "/tmp/dovetail-agent.deb")
 	return n
 }
+
+// with is n reporting to t (a subtest must not fail its parent).
+func (n *node) with(t testing.TB) *node { c := *n; c.t = t; return &c }
 
 // exec runs a command in the node; stdout+stderr, trimmed.
 func (n *node) exec(args ...string) (string, error) {

@@ -71,6 +71,7 @@ func TestSelfRepairOverDBus(t *testing.T) {
 	}
 
 	t.Run("a stopped unit is restarted over D-Bus", func(t *testing.T) {
+		n := n.with(t)
 		inv := n.show("kubelet.service", "InvocationID")["InvocationID"]
 		n.must("systemctl", "stop", "kubelet.service")
 		took := waitFor(t, 30*time.Second, "the agent restarted kubelet.service", func() bool {
@@ -88,6 +89,7 @@ func TestSelfRepairOverDBus(t *testing.T) {
 	})
 
 	t.Run("a restart that does not help escalates to replace-me", func(t *testing.T) {
+		n := n.with(t)
 		// healthz 500 until the file goes: restarting kubelet cannot fix it.
 		n.must("sh", "-c", "mkdir -p /etc/kubelet-standin && touch /etc/kubelet-standin/fail")
 		took := waitFor(t, 40*time.Second, "ReplaceRequested event on the Node", func() bool {
@@ -114,6 +116,7 @@ func TestSelfRepairOverDBus(t *testing.T) {
 	})
 
 	t.Run("kernel problems from the journal", func(t *testing.T) {
+		n := n.with(t)
 		// journald holds what the kernel logged; here a message under the
 		// test's match stands in for the kernel's own (_TRANSPORT=kernel
 		// cannot be written from user space, and this node shares the host's kernel).
