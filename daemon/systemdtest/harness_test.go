@@ -310,26 +310,6 @@ func (c *cluster) launch(t testing.TB, capType string) ec2sim.InstanceInfo {
 	return info
 }
 
-// nodeFor waits for the simulator's Node of an instance.
-func (c *cluster) nodeFor(t testing.TB, providerID string) string {
-	t.Helper()
-	var name string
-	waitFor(t, 30*time.Second, "the simulator registered the node", func() bool {
-		nodes, err := c.kc.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			return false
-		}
-		for _, n := range nodes.Items {
-			if n.Spec.ProviderID == providerID {
-				name = n.Name
-				return true
-			}
-		}
-		return false
-	})
-	return name
-}
-
 func (c *cluster) condition(t testing.TB, node, typ string) *corev1.NodeCondition {
 	t.Helper()
 	n, err := c.kc.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
