@@ -1,6 +1,7 @@
 package systemdtest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -85,7 +86,8 @@ func (c *cluster) kwokNode(t testing.TB, info ec2sim.InstanceInfo) string {
 	if _, err := c.kc.CoreV1().Nodes().Create(t.Context(), n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.kc.CoreV1().Nodes().Delete(t.Context(), name, metav1.DeleteOptions{}) })
+	// Not t.Context(): it is already cancelled when cleanups run.
+	t.Cleanup(func() { _ = c.kc.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	return name
 }
 

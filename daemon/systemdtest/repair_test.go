@@ -122,10 +122,12 @@ func TestSelfRepairOverDBus(t *testing.T) {
 		// cannot be written from user space, and this node shares the host's kernel).
 		msg := "EXT4-fs error (device nvme1n1): ext4_find_entry:1455: inode #2: comm ls: reading directory lblock 0"
 		n.must("sh", "-c", fmt.Sprintf("echo %q | systemd-cat -t kernel-test -p err", msg))
+		var cond *corev1.NodeCondition
 		took := waitFor(t, 20*time.Second, "StorageReady False from the journal", func() bool {
-			cond := c.condition(t, name, "StorageReady")
-			return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == "FilesystemError" && strings.Contains(cond.Message, "EXT4-fs error")
+			cond = c.condition(t, name, "StorageReady")
+			return cond != nil && cond.Status == corev1.ConditionFalse && strings.Contains(cond.Message, "storage-log: EXT4-fs error")
 		})
+		t.Logf("StorageReady=%s %s %q", cond.Status, cond.Reason, cond.Message)
 		t.Logf("kernel message in the journal → StorageReady=False on the Node: %v", took.Round(time.Millisecond))
 	})
 }
