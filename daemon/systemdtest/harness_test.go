@@ -163,8 +163,8 @@ func startNode(t testing.TB) *node {
 	n := &node{t: t, id: strings.TrimSpace(string(out))[:12]}
 	t.Cleanup(func() {
 		if t.Failed() {
-			log, _ := n.exec("journalctl", "--no-pager", "-n", "200", "-u", "dovetail-agent")
-			t.Logf("agent journal (last 200 lines):\n%s", log)
+			log, _ := n.exec("journalctl", "--no-pager", "-n", "3000", "-u", "dovetail-agent")
+			t.Logf("agent journal (last 3000 lines):\n%s", log)
 		}
 		_ = exec.Command("docker", "rm", "-f", n.id).Run()
 	})
@@ -350,13 +350,19 @@ func (c *cluster) agentEnv(t testing.TB, info ec2sim.InstanceInfo, listen int, e
 	return b.String()
 }
 
-// configure writes the agent's kubeconfig and agent.env into the node.
-func (n *node) configure(c *cluster, env string) {
+// configure writes the agent's credentials where a node keeps them (the
+// kubelet's kubeconfig, system:node:<nodeName>, which the API server
+// confines to that Node) and agent.env into the node.
+func (n *node) configure(c *cluster, nodeName, env string) {
 	n.t.Helper()
-	kcfg, err := os.ReadFile(c.cp.Kubeconfig)
+	path := filepath.Join(n.t.TempDir(), "kubeconfig")
+	if err := c.cp.WriteNodeKubeconfig(nodeName, path); err != nil {
+		n.t.Fatal(err)
+	}
+	kcfg, err := os.ReadFile(path)
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	n.write("/etc/dovetail/agent.kubeconfig", string(kcfg), 0o600)
+	n.write("/var/lib/kubelet/kubeconfig", string(kcfg), 0o600)
 	n.write("/etc/dovetail/agent.env", env, 0o640)
 }

@@ -100,11 +100,12 @@ func TestAgentUnderSystemd(t *testing.T) {
 	info := c.launch(t, "spot")
 	healthz := n.installKubelet(t)
 	listen := freePort(t)
-	n.configure(c, c.agentEnv(t, info, listen, map[string]string{
+	n.configure(c, info.PrivateDNS, c.agentEnv(t, info, listen, map[string]string{
 		"DOVETAIL_AGENT_KUBELET_HEALTHZ": healthz,
 		"DOVETAIL_AGENT_HEALTH_INTERVAL": "2s",
 	}))
 	var nodeName string
+	parent := t
 
 	t.Run("ready only after READY=1", func(t *testing.T) {
 		n := n.with(t)
@@ -122,7 +123,7 @@ func TestAgentUnderSystemd(t *testing.T) {
 			}
 		}
 		created := time.Now()
-		nodeName = c.kwokNode(t, info)
+		nodeName = c.kwokNode(parent, info) // lives as long as the whole test, not this subtest
 		took := waitFor(t, 30*time.Second, "unit active after the Node appeared", func() bool {
 			return n.show(agentUnit, "ActiveState")["ActiveState"] == "active"
 		})

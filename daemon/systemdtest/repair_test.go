@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/dovetail-dev/dovetail/drain"
 )
 
 // nodeEvents are the reasons of the Events on a Node.
@@ -45,7 +43,7 @@ func startAgent(t *testing.T, extra map[string]string) (*node, *cluster, string)
 	for k, v := range extra {
 		env[k] = v
 	}
-	n.configure(c, c.agentEnv(t, info, freePort(t), env))
+	n.configure(c, info.PrivateDNS, c.agentEnv(t, info, freePort(t), env))
 	name := c.kwokNode(t, info)
 	n.must("systemctl", "start", agentUnit)
 	if st := n.show(agentUnit, "ActiveState")["ActiveState"]; st != "active" {
@@ -176,16 +174,14 @@ func TestSpotNoticeDrainsSystemdNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cordon := waitFor(t, 15*time.Second, "tainted and cordoned", func() bool {
+	cordon := waitFor(t, 15*time.Second, "cordoned", func() bool {
 		nd, err := c.kc.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil || !nd.Spec.Unschedulable {
 			return false
 		}
-		keys := map[string]bool{}
-		for _, tn := range nd.Spec.Taints {
-			keys[tn.Key] = true
-		}
-		return keys[drain.DisruptedTaintKey] && keys[drain.InterruptionTaintKey]
+		// Acting as its node (system:node:<name>), the agent may cordon but
+		// NodeRestriction forbids it to change taints: it drains on the cordon.
+		return true
 	})
 	gone := waitFor(t, 60*time.Second, "pods evicted", func() bool {
 		l, err := c.kc.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
