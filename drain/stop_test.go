@@ -1,13 +1,11 @@
 package drain
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 )
-
-// syncBuffer is a log sink safe for the drain's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // acceptOnly makes evictions succeed without the pod going away (a pod
 // still inside its grace period), optionally slowly, and refuses those in
@@ -177,7 +159,7 @@ func TestDrainEventsOnTheirOwnClientNeverDelayEvictions(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		return false, nil, nil
 	})
-	var logs syncBuffer
+	var logs syncbuffer.Buffer
 	d, err := New(cs, Options{EventClient: evc, EventQPS: 1000, EventBurst: 1000, PollInterval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

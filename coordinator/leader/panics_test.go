@@ -1,11 +1,9 @@
 package leader
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,24 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A component that panics (in its own goroutine, then in a goroutine it
 // started) must not take the process down: each panic is recovered, logged
@@ -42,7 +25,7 @@ func TestComponentPanicsAreRecoveredReportedAndRestartedWithBackoff(t *testing.T
 	fr := &fakeRaft{notify: make(chan bool, 4)}
 	clk := clocktesting.NewFakeClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs syncbuffer.Buffer
 	var runs, steady atomic.Int32
 	reported := make(chan *Panic, 8)
 	l := &Loop{
@@ -136,7 +119,7 @@ func TestPanicReporterAndStrayRecoverDoNotCrash(t *testing.T) {
 	fr := &fakeRaft{notify: make(chan bool, 4)}
 	var runs atomic.Int32
 	l := &Loop{
-		Raft: fr, Log: slog.New(slog.NewTextHandler(&syncBuffer{}, nil)), CheckInterval: 10 * time.Millisecond,
+		Raft: fr, Log: slog.New(slog.NewTextHandler(&syncbuffer.Buffer{}, nil)), CheckInterval: 10 * time.Millisecond,
 		OnPanic: func(context.Context, *Panic) { panic("reporter broke") },
 		Components: []Named{{Name: "p", Component: Func(func(ctx context.Context, _ uint64) error {
 			if runs.Add(1) == 1 {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,25 +21,9 @@ import (
 
 	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 	"github.com/dovetail-dev/dovetail/report"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestShutdownDuringDrainReportsWhatHappened is issue 15's SIGTERM case:
 // the agent is stopped shortly after a spot notice, when all 30 evictions
@@ -77,7 +59,7 @@ func TestShutdownDuringDrainReportsWhatHappened(t *testing.T) {
 	coord := &coordinator{}
 	srv := httptest.NewServer(coord.handler())
 	defer srv.Close()
-	var logs lockedBuffer
+	var logs syncbuffer.Buffer
 	stateDir := t.TempDir()
 	a, err := New(Config{
 		Kube: cs, EventKube: evc, IMDSEndpoint: url, IMDSInterval: 50 * time.Millisecond, Coordinators: []string{srv.URL},

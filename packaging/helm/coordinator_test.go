@@ -1,7 +1,6 @@
 package helm
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/controlplane/manifest"
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
@@ -214,7 +214,7 @@ func TestCoordinatorRunsAsRendered(t *testing.T) {
 			t.Errorf("argument %q is not a flag of dovetail-coordinator", a)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuffer.Buffer{}
 	proc := exec.Command(bin, args...)
 	proc.Env = env
 	proc.Stdout, proc.Stderr = logs, logs
@@ -463,22 +463,4 @@ func buildCoordinator(t *testing.T) string {
 		t.Fatalf("go build ./cmd/dovetail-coordinator: %v\n%s", buildOnce.err, buildOnce.out)
 	}
 	return buildOnce.bin
-}
-
-// syncBuffer collects a process's output from two pipes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

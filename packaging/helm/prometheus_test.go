@@ -16,6 +16,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/controlplane/manifest"
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 )
 
 // checkAlertsOnRealPrometheus runs bin/prometheus with the rendered
@@ -78,7 +79,7 @@ func checkAlertsOnRealPrometheus(t *testing.T, objs []manifest.Object, target, c
 		t.Fatal(err)
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	logs := &syncBuffer{}
+	logs := &syncbuffer.Buffer{}
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+strings.TrimPrefix(url, "http://"))
 	cmd.Stdout, cmd.Stderr = logs, logs
