@@ -68,28 +68,9 @@ func TestRaftTLSFollowsCABundleRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4)
-				if _, err := c.Read(buf); err == nil {
-					_, _ = c.Write(buf)
-				}
-			}()
-		}
-	}()
+	addr := echoTLS(t, serverA)
 	talk := func() error {
-		conn, err := tls.Dial("tcp", ln.Addr().String(), clientB)
+		conn, err := tls.Dial("tcp", addr, clientB)
 		if err != nil {
 			return err
 		}
