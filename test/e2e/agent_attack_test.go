@@ -140,25 +140,9 @@ func TestAttackAgentTouchesAnotherNode(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	grace := int64(1)
-	for _, node := range []string{nodeA, nodeB} {
-		for i := range 3 {
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", node, i)},
-				Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{Name: "c", Image: "x.invalid/app:1"}}}}
-			if _, err := admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	bindPods(t, ctx, admin, ns, []string{nodeA, nodeB}, 3, &grace)
 
-	cfgA, err := cp.NodeClientConfig(nodeA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentA, err := kubernetes.NewForConfig(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agentA := nodeClient(t, cp, nodeA)
 	// The policy's own rule (NodeRestriction lets a node set any label
 	// outside kubernetes.io and k8s.io): A may not put itself in a NodePool.
 	steal := func(opts metav1.PatchOptions) error {
@@ -297,23 +281,8 @@ func TestAgentPolicyBacksUpNodeRestriction(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, node := range []string{nodeA, nodeB} {
-		for i := range 2 {
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", node, i)},
-				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "x.invalid/app:1"}}}}
-			if _, err := admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cfgA, err := cp.NodeClientConfig(nodeA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentA, err := kubernetes.NewForConfig(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bindPods(t, ctx, admin, ns, []string{nodeA, nodeB}, 2, nil)
+	agentA := nodeClient(t, cp, nodeA)
 	patchNode := func(node, patch string) error {
 		_, err := agentA.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 		return err
@@ -361,4 +330,35 @@ func TestAgentPolicyBacksUpNodeRestriction(t *testing.T) {
 		t.Fatalf("without NodeRestriction A's eviction of B's pod was refused (%v): the README's requirement is out of date", err)
 	}
 	t.Logf("without NodeRestriction, A evicted %s/%s-1 of node B: NodeRestriction is required", ns, nodeB)
+}
+
+// bindPods creates n pods bound to each node directly (no scheduler), named
+// <node>-<i>, with the given termination grace (nil: the default).
+func bindPods(t *testing.T, ctx context.Context, c kubernetes.Interface, ns string, nodes []string, n int, grace *int64) {
+	t.Helper()
+	for _, node := range nodes {
+		for i := range n {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", node, i)},
+				Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: grace,
+					Containers: []corev1.Container{{Name: "c", Image: "x.invalid/app:1"}}}}
+			if _, err := c.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// nodeClient is a clientset authenticated as node's kubelet identity
+// (system:node:<node> in system:nodes), as the agent on that node acts.
+func nodeClient(t *testing.T, cp *controlplane.ControlPlane, node string) kubernetes.Interface {
+	t.Helper()
+	cfg, err := cp.NodeClientConfig(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
