@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 // Annotation and value that mark a Node as kwok's to manage. Nodes without it
@@ -211,7 +212,7 @@ func startOnce(ctx context.Context, opts Options, log *slog.Logger) (_ *ControlP
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(5)
+	ports, err := freeport.Ports(5)
 	if err != nil {
 		return nil, err
 	}
@@ -587,32 +588,11 @@ func waitFor(ctx context.Context, what string, procs []*process, check func(cont
 	}
 }
 
-// freePorts reserves n distinct loopback ports by listening on all of them at
-// once, then releases them for the components to bind.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func since(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() }
 
 // FreePorts returns n distinct free loopback ports (free when returned; a
 // process may still take one before the caller binds it).
-func FreePorts(n int) ([]int, error) { return freePorts(n) }
+func FreePorts(n int) ([]int, error) { return freeport.Ports(n) }
 
 // ClientConfig returns a REST config that authenticates with a fresh client
 // certificate as user in groups, for tests that need an identity other than

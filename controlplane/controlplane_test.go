@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 func TestPKIChainsToCA(t *testing.T) {
@@ -92,7 +94,7 @@ func TestKubeconfigReadableByClientcmd(t *testing.T) {
 }
 
 func TestFreePortsDistinct(t *testing.T) {
-	ports, err := freePorts(8)
+	ports, err := freeport.Ports(8)
 	if err != nil {
 		t.Fatal(err)
 	}

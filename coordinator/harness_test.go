@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,6 +27,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 const testCluster = "dovetail-coord-test"
@@ -115,24 +115,6 @@ type clusterOpts struct {
 	configure func(id string, cfg *Config)
 }
 
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 func newCluster(t testing.TB, n int, opts clusterOpts) *cluster {
 	t.Helper()
 	if opts.leakGrace == 0 {
@@ -148,7 +130,7 @@ func newCluster(t testing.TB, n int, opts clusterOpts) *cluster {
 	t.Cleanup(sim.Close)
 	c := &cluster{t: t, sim: sim, dirs: map[string]string{}, https: map[string]string{},
 		reps: map[string]*Coordinator{}, clouds: map[string]*countingCloud{}, down: map[[2]string]bool{}, opts: opts}
-	addrs := freeAddrs(t, 2*n)
+	addrs := freeport.Addrs(t, 2*n)
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("coord-%d", i)

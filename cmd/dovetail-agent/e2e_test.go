@@ -25,19 +25,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dovetail-dev/dovetail/controlplane"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m)) }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func TestBinaryUnderSystemdContract(t *testing.T) {
 	cp := controlplane.Shared(t)
@@ -62,7 +53,7 @@ func TestBinaryUnderSystemdContract(t *testing.T) {
 
 	dir := t.TempDir()
 	// AEMM with only a rebalance notice: nothing to drain.
-	aemmPort := freePort(t)
+	aemmPort := freeport.Port(t)
 	aemm := exec.Command(aemmBin, "-n", "127.0.0.1", "-p", strconv.Itoa(aemmPort), "-I", "--rebalance-delay-sec", "0", "events", "--state", "completed")
 	aemm.Dir, aemm.Env = dir, append(os.Environ(), "HOME="+dir)
 	if err := aemm.Start(); err != nil {
@@ -91,7 +82,7 @@ func TestBinaryUnderSystemdContract(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(freeport.Port(t))
 	healthRoot := filepath.Join(dir, "root") // an empty machine: checks report what they cannot see
 	_ = os.MkdirAll(healthRoot, 0o755)
 	agent := exec.Command(bin)

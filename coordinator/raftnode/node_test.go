@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,25 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
-
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
 
 func fastConfig(t *testing.T, id, dir string, peers []Peer) Config {
 	var bind string
@@ -59,7 +41,7 @@ type testCluster struct {
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	addrs := freePorts(t, n)
+	addrs := freeport.Addrs(t, n)
 	c := &testCluster{t: t, dirs: map[string]string{}, nodes: map[string]*Node{}}
 	for i, a := range addrs {
 		c.peers = append(c.peers, Peer{ID: fmt.Sprintf("c-%d", i), RaftAddr: a})
@@ -273,7 +255,7 @@ func TestParsePeersAndStatefulSet(t *testing.T) {
 func TestDeadUnexpectedServerIsRemoved(t *testing.T) {
 	c := newTestCluster(t, 3)
 	l := c.leader(5 * time.Second)
-	extraAddr := freePorts(t, 1)[0]
+	extraAddr := freeport.Addrs(t, 1)[0]
 	extraPeers := append(append([]Peer(nil), c.peers...), Peer{ID: "extra", RaftAddr: extraAddr})
 	cfg := fastConfig(t, "extra", filepath.Join(t.TempDir(), "extra"), extraPeers)
 	cfg.Peers = nil // not a founder: it waits to be added

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 // soloWithSealedSegments starts a one-replica cluster with small WAL
@@ -19,7 +20,7 @@ import (
 // config (to restart with) and the sealed segment files, oldest first.
 func soloWithSealedSegments(t *testing.T) (Config, []string) {
 	t.Helper()
-	addr := freePorts(t, 1)[0]
+	addr := freeport.Addrs(t, 1)[0]
 	peers := []Peer{{ID: "solo", RaftAddr: addr}}
 	cfg := fastConfig(t, "solo", filepath.Join(t.TempDir(), "solo"), peers)
 	cfg.SegmentSize = 64 << 10

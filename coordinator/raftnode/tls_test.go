@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 type testCA struct {
@@ -70,7 +71,7 @@ func (ca *testCA) issue(t *testing.T, name string) tls.Certificate {
 func TestMutualTLSCluster(t *testing.T) {
 	ca := newCA(t, "dovetail-raft-ca")
 	rogueCA := newCA(t, "rogue")
-	addrs := freePorts(t, 3)
+	addrs := freeport.Addrs(t, 3)
 	var peers []Peer
 	for i, a := range addrs {
 		peers = append(peers, Peer{ID: fmt.Sprintf("t-%d", i), RaftAddr: a})

@@ -2,7 +2,6 @@ package imds
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 // aemm starts amazon-ec2-metadata-mock (bin/ec2-metadata-mock, installed
@@ -17,7 +18,7 @@ import (
 func aemm(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := findBin(t, "ec2-metadata-mock")
-	port := freePort(t)
+	port := freeport.Port(t)
 	// -n 127.0.0.1 always: never listen beyond loopback.
 	full := append([]string{"-n", "127.0.0.1", "-p", strconv.Itoa(port), "-I"}, args...)
 	cmd := exec.Command(bin, full...)
@@ -69,16 +70,6 @@ func findBin(t *testing.T, name string) string {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func TestAEMMSpotRebalanceAndScheduled(t *testing.T) {
 	url := aemm(t, "-d", "1", "--rebalance-delay-sec", "1")

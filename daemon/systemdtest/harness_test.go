@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -253,16 +252,6 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) t
 		time.Sleep(100 * time.Millisecond)
 	}
 	return time.Since(start)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // cluster is the control plane and an EC2 simulator on the host.

@@ -22,6 +22,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 const agentUnit = "dovetail-agent.service"
@@ -57,7 +58,7 @@ func (n *node) installKubelet(t testing.TB) string {
 	if out, err := exec.Command("docker", "cp", bin, n.id+":/usr/local/bin/kubelet-standin").CombinedOutput(); err != nil {
 		t.Fatalf("docker cp: %v: %s", err, out)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(freeport.Port(t))
 	n.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(`[Unit]
 Description=kubelet stand-in (serves /healthz; fails while /etc/kubelet-standin/fail exists)
 [Service]
@@ -99,7 +100,7 @@ func TestAgentUnderSystemd(t *testing.T) {
 	c := newCluster(t, false)
 	info := c.launch(t, "spot")
 	healthz := n.installKubelet(t)
-	listen := freePort(t)
+	listen := freeport.Port(t)
 	n.configure(c, info.PrivateDNS, c.agentEnv(t, info, listen, map[string]string{
 		"DOVETAIL_AGENT_KUBELET_HEALTHZ": healthz,
 		"DOVETAIL_AGENT_HEALTH_INTERVAL": "2s",

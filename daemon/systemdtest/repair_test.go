@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 )
 
 // nodeEvents are the reasons of the Events on a Node.
@@ -43,7 +45,7 @@ func startAgent(t *testing.T, extra map[string]string) (*node, *cluster, string)
 	for k, v := range extra {
 		env[k] = v
 	}
-	n.configure(c, info.PrivateDNS, c.agentEnv(t, info, freePort(t), env))
+	n.configure(c, info.PrivateDNS, c.agentEnv(t, info, freeport.Port(t), env))
 	name := c.kwokNode(t, info)
 	n.must("systemctl", "start", agentUnit)
 	if st := n.show(agentUnit, "ActiveState")["ActiveState"]; st != "active" {

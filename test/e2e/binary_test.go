@@ -21,6 +21,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/kubeclient"
 	"github.com/dovetail-dev/dovetail/tlsid"
 )
@@ -56,7 +57,7 @@ func TestCoordinatorBinaryWithBuiltinPools(t *testing.T) {
 	}
 	t.Cleanup(sim.Close)
 
-	addrs := freeAddrs(t, 2)
+	addrs := freeport.Addrs(t, 2)
 	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("dovetail-e2e-binary-%d.log", time.Now().Unix()))
 	logFile, err := os.Create(logPath)
 	if err != nil {

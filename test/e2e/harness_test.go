@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +44,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/wiring"
 	"github.com/dovetail-dev/dovetail/daemon/agent"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/kubeclient"
 	"github.com/dovetail-dev/dovetail/metricsdoc"
 )
@@ -143,7 +143,7 @@ func newEnvWith(t testing.TB, simCfg ec2sim.Config, tune func(*wiring.Options)) 
 	if tune != nil {
 		tune(&e.opts)
 	}
-	addrs := freeAddrs(t, 6)
+	addrs := freeport.Addrs(t, 6)
 	base := t.TempDir()
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("coord-%d", i)
@@ -223,24 +223,6 @@ func resetCluster(t testing.TB, ctx context.Context, c client.Client) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return out
 }
 
 // start starts (or restarts, with its data directory) one replica.

@@ -18,7 +18,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +30,7 @@ import (
 	"time"
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -64,27 +64,9 @@ func buildBinary(tb testing.TB) string {
 	return bin
 }
 
-func freePorts(tb testing.TB, n int) []string {
-	tb.Helper()
-	var out []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 func newCluster(tb testing.TB, n int) *cluster {
 	c := &cluster{tb: tb, bin: buildBinary(tb), extra: strings.Fields(os.Getenv("DOVETAIL_FAILOVER_FLAGS"))}
-	addrs := freePorts(tb, 2*n)
+	addrs := freeport.Addrs(tb, 2*n)
 	base := tb.TempDir()
 	var ps []string
 	for i := 0; i < n; i++ {
