@@ -77,7 +77,11 @@ type diskCheck struct{ e *Env }
 func (c *diskCheck) Name() string      { return "disk" }
 func (c *diskCheck) Condition() string { return StorageReady }
 func (c *diskCheck) Run(ctx context.Context) Result {
-	mounts, mountsErr := readMounts(c.e.path("/proc/self/mounts"))
+	// PID 1's mounts, not the agent's own: the agent's unit runs in a mount
+	// namespace of its own where ProtectSystem=strict remounts / and the
+	// node's data directories read-only, so /proc/self/mounts would report
+	// every node's disks as read-only (and get every node replaced).
+	mounts, mountsErr := readMounts(c.e.path("/proc/1/mounts"))
 	worst := ok("DiskHealthy", "")
 	var notes []string
 	checked := 0

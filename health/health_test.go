@@ -41,7 +41,7 @@ func newFakeNode(t *testing.T) *fakeNode {
 	f.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
 	f.write("/proc/sys/kernel/pid_max", "4194304\n")
 	f.write("/proc/loadavg", "0.10 0.20 0.30 2/512 12345\n")
-	f.write("/proc/self/mounts", "/dev/nvme0n1p1 / xfs rw,noatime 0 0\nproc /proc proc rw 0 0\n/dev/nvme1n1 /var/lib/containerd xfs rw 0 0\n")
+	f.write("/proc/1/mounts", "/dev/nvme0n1p1 / xfs rw,noatime 0 0\nproc /proc proc rw 0 0\n/dev/nvme1n1 /var/lib/containerd xfs rw 0 0\n")
 	f.write("/proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\nens5\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
 	f.write("/etc/resolv.conf", "nameserver 169.254.169.253\n")
 	f.write("/sys/class/net/ens5/operstate", "up\n")
@@ -167,7 +167,7 @@ func TestFailuresAreDetected(t *testing.T) {
 			f.usage["/var/lib/containerd"] = DiskUsage{Bytes: 100, BytesFree: 50, Inodes: 1000, InodesFree: 10}
 		}, "disk", StateFailed, "InodesExhausted", StorageReady},
 		{"read-only", func(f *fakeNode) {
-			f.write("/proc/self/mounts", "/dev/nvme0n1p1 / xfs rw 0 0\n/dev/nvme1n1 /var/lib/containerd xfs ro,noatime 0 0\n")
+			f.write("/proc/1/mounts", "/dev/nvme0n1p1 / xfs rw 0 0\n/dev/nvme1n1 /var/lib/containerd xfs ro,noatime 0 0\n")
 		}, "disk", StateFailed, "ReadOnlyFilesystem", StorageReady},
 		{"memory", func(f *fakeNode) {
 			f.write("/proc/meminfo", "MemTotal: 1000 kB\nMemAvailable: 30 kB\n")

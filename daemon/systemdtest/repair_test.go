@@ -117,6 +117,17 @@ func TestSelfRepairOverDBus(t *testing.T) {
 
 	t.Run("kernel problems from the journal", func(t *testing.T) {
 		n := n.with(t)
+		// Before any problem the disks are healthy: the disk check reads the
+		// node's mounts, not the agent's sandboxed view (ProtectSystem=strict
+		// makes / read-only inside the unit's own mount namespace).
+		var before *corev1.NodeCondition
+		waitFor(t, 20*time.Second, "StorageReady from the disk check", func() bool {
+			before = c.condition(t, name, "StorageReady")
+			return before != nil
+		})
+		if before.Reason == "ReadOnlyFilesystem" || strings.Contains(before.Message, "read-only mount") {
+			t.Fatalf("StorageReady %s %s %q: the agent judged the node's disks by its own sandboxed mounts", before.Status, before.Reason, before.Message)
+		}
 		// journald holds what the kernel logged; here a message under the
 		// test's match stands in for the kernel's own (_TRANSPORT=kernel
 		// cannot be written from user space, and this node shares the host's kernel).
