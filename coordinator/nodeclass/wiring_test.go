@@ -43,8 +43,9 @@ func TestWiredComponent(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	// A cloud but no launcher: the EC2NodeClass status controller is the only cloud
-	// component (the NodePool status controller runs whenever there is Kubernetes).
+	// A cloud but no launcher: the EC2NodeClass status controller and the
+	// capacity-type relabeller (ended reservations) are the cloud components
+	// (the NodePool status controller runs whenever there is Kubernetes).
 	rt := &coordinator.Runtime{Store: &raftnode.Node{}, Cloud: prov, Log: quiet, Registry: reg}
 	o := wiring.Options{RESTConfig: cp.RESTConfig}
 	o.NodeClass.Interval = 100 * time.Millisecond
@@ -56,7 +57,7 @@ func TestWiredComponent(t *testing.T) {
 		return out
 	}
 	comps, err := wiring.Components(rt, o)
-	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "nodepool-status", "karpenter-metrics"}) {
+	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "capacity-type", "nodepool-status", "karpenter-metrics"}) {
 		t.Fatalf("components %v, %v", got, err)
 	}
 	o.NoNodeClass = true
