@@ -540,6 +540,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dovetail_gossip_join_attempts_total", Help: "Attempts to join the seeds, by result.",
 		}, []string{"result"}),
 	}
+	// Every state's series exists from the start: an alert on
+	// dovetail_gossip_members must not read "no data" in the window before
+	// the first membership change is counted.
+	for _, s := range []string{StateAlive, StateSuspect, StateDead, StateLeft} {
+		m.members.WithLabelValues(s).Set(0)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.events, m.dropped, m.joins} {
 			if err := reg.Register(c); err != nil {
