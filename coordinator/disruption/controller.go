@@ -786,6 +786,11 @@ func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
 			// Launch not recorded: relaunch with the same key (idempotent)
 			// using the node as the template.
 			d.Replacement = &Replacement{Pool: d.Pool, SameAs: d.Nodes[0]}
+			if d.Reason == ReasonRebalance {
+				// Still away from the offering that got the recommendation:
+				// a failover must not relaunch into the pool at risk.
+				d.Replacement.Avoid = rebalanceAvoid(findNode(snap, d.Nodes[0]))
+			}
 		}
 		if e.Phase == PhaseDraining || e.Phase == PhaseTerminating {
 			d.Replacement = nil
@@ -810,6 +815,15 @@ func nodeCtx(ctx context.Context, d Decision) context.Context {
 		ctx, _ = leader.WorkingOn(ctx, leader.Object{Kind: "NodeClaim", Name: d.NodeClaims[0]})
 	}
 	return ctx
+}
+
+func findNode(s *Snapshot, name string) *Node {
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == name {
+			return &s.Nodes[i]
+		}
+	}
+	return nil
 }
 
 func findPool(s *Snapshot, name string) *Pool {

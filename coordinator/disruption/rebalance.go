@@ -79,17 +79,25 @@ func (p *planner) rebalances() {
 			continue
 		}
 		r := sameAs(n, pool)
-		if n.InstanceType != "" && n.Zone != "" {
-			ct := n.CapacityType
-			if ct == "" {
-				ct = cloud.CapacityTypeSpot
-			}
-			r.Avoid = []cloud.UnavailableOffering{{InstanceType: n.InstanceType, Zone: n.Zone, CapacityType: ct, Code: "RebalanceRecommendation"}}
-		}
+		r.Avoid = rebalanceAvoid(n)
 		p.decide(Decision{
 			Reason: ReasonRebalance, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
 			Replacement: r, Budget: lim.Budget + " (as " + string(rebalanceBudgetReason) + ")", DrainDeadline: drainDeadline(pool),
 			Message: what + "; replacing it away from that offering",
 		})
 	}
+}
+
+// rebalanceAvoid is the offering a rebalance replacement must not use: the
+// node's own instance type, zone and capacity type, the capacity pool at
+// risk (nil when the node's offering is not known).
+func rebalanceAvoid(n *Node) []cloud.UnavailableOffering {
+	if n == nil || n.InstanceType == "" || n.Zone == "" {
+		return nil
+	}
+	ct := n.CapacityType
+	if ct == "" {
+		ct = cloud.CapacityTypeSpot
+	}
+	return []cloud.UnavailableOffering{{InstanceType: n.InstanceType, Zone: n.Zone, CapacityType: ct, Code: "RebalanceRecommendation"}}
 }

@@ -1,6 +1,7 @@
 package disruption
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -252,5 +253,30 @@ func TestControllerActsOnRebalanceReplacementFirst(t *testing.T) {
 	}
 	if ph := r.l.phases["a"]; !slices.Equal(ph, []string{PhaseReplacing, PhaseDraining, PhaseTerminating, "End"}) {
 		t.Fatalf("ledger phases %v", ph)
+	}
+}
+
+// A leader that dies after committing a rebalance disruption but before
+// recording its launch leaves it to the next leader, which relaunches from
+// the ledger: the relaunch must still avoid the recommended offering (it
+// used to be a plain "like this node", free to land in the pool at risk).
+func TestResumedRebalanceRelaunchAvoidsTheOffering(t *testing.T) {
+	r := newRig(t, snapshot(t, []Pool{spotPool("gp")}, rebalanced(t, "a", t0, pod("x", 100, 1))))
+	if err := r.l.Apply(context.Background(), fsm.DisruptionBegin{Disruption: fsm.Disruption{NodeName: "a", NodeClaim: "a-claim", NodePool: "gp",
+		Reason: string(ReasonRebalance), Since: t0.Add(-time.Second), Phase: PhaseReplacing}}); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(t)
+	if len(r.la.launched) != 1 {
+		t.Fatalf("want one relaunch, got %v", r.la.launched)
+	}
+	want := cloud.UnavailableOffering{InstanceType: "m5.large", Zone: "us-east-1a", CapacityType: cloud.CapacityTypeSpot, Code: "RebalanceRecommendation"}
+	for _, repl := range r.la.launched {
+		if repl.SameAs != "a" || len(repl.Avoid) != 1 || repl.Avoid[0] != want {
+			t.Fatalf("relaunch %+v, want one like a avoiding %+v", repl, want)
+		}
+	}
+	if !slices.Equal(r.dr.drained, []string{"a"}) || !slices.Equal(r.la.deleted, []string{"a-claim"}) {
+		t.Fatalf("drained %v deleted %v", r.dr.drained, r.la.deleted)
 	}
 }
