@@ -82,7 +82,7 @@ type options struct {
 	// line; registered here so the flag set accepts them and --help lists them.
 	builtinPools, nodeRole                     string
 	disruptionInterval, validationDelay        time.Duration
-	nodeClassInterval                          time.Duration
+	nodeClassInterval, ec2CallTimeout          time.Duration
 	provisioningIdleGap, provisioningMaxWindow time.Duration
 }
 
@@ -128,6 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.attestBundleOnly, "attest-trust-bundle-only", false, "trust only --attest-trust-bundle, not AWS's embedded certificates")
 	fs.BoolVar(&o.insecureReports, "insecure-reports", false, "accept unsigned reports from any process that reaches the API, without node attestation (development and tests only; implied by --insecure-api)")
 	fs.StringVar(&o.ec2Endpoint, "ec2-endpoint", "", "EC2/SSM endpoint override (the EC2 simulator)")
+	fs.DurationVar(&o.ec2CallTimeout, "ec2-call-timeout", 30*time.Second, "deadline of every AWS call, SDK retries included: a hung call fails, is counted in dovetail_cloudprovider_call_timeouts_total and logged instead of stalling the leader")
 	fs.BoolVar(&o.awsStatic, "aws-static-test-credentials", false, "use fixed fake AWS credentials (the EC2 simulator)")
 	fs.StringVar(&o.clusterEndpoint, "cluster-endpoint", "", "Kubernetes API endpoint for node user data")
 	fs.StringVar(&o.clusterCA, "cluster-ca", "", "base64 cluster CA for node user data")
@@ -240,6 +241,9 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	if err := checkRaftTimeouts(o); err != nil {
 		return cfg, err
 	}
+	if !o.noCloud && o.ec2CallTimeout <= 0 {
+		return cfg, fmt.Errorf("--ec2-call-timeout (%v) must be positive: an AWS call without a deadline can stall the leader", o.ec2CallTimeout)
+	}
 	var peers []raftnode.Peer
 	var err error
 	switch {
@@ -315,7 +319,7 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			return cfg, errors.New("launching needs Kubernetes for EC2NodeClasses (drop --no-kube or pass --no-cloud)")
 		}
 		ec := ec2.Config{Region: o.region, Endpoint: o.ec2Endpoint, ClusterName: o.clusterName,
-			ClusterEndpoint: o.clusterEndpoint, ClusterCA: o.clusterCA, KubernetesVersion: o.k8sVer, Logger: log}
+			ClusterEndpoint: o.clusterEndpoint, ClusterCA: o.clusterCA, KubernetesVersion: o.k8sVer, CallTimeout: o.ec2CallTimeout, Logger: log}
 		if o.awsStatic {
 			ec.Credentials = credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")
 		}

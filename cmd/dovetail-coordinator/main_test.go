@@ -112,6 +112,10 @@ func TestBuildConfig(t *testing.T) {
 	}
 	o.noCloud = false
 	o.noGossip = true
+	if _, err := buildConfig(ctx, o, quiet); err == nil || !strings.Contains(err.Error(), "--ec2-call-timeout") {
+		t.Fatalf("cloud without an AWS call deadline accepted: %v", err)
+	}
+	o.ec2CallTimeout = 30 * time.Second
 	if _, err := buildConfig(ctx, o, quiet); err == nil {
 		t.Fatal("cloud without cluster name and region accepted")
 	}
