@@ -225,6 +225,15 @@ func ResourcesOf(l corev1.ResourceList) Resources {
 	return Resources{MilliCPU: cpu.MilliValue(), Memory: mem.Value(), Pods: pods.Value(), Accel: gpu.Value() + neuron.Value() + amd.Value()}
 }
 
+// poolTypes are the instance types a pool's nodes can be: its
+// EC2NodeClass's (the narrowing provisioning applies), else the shared list.
+func (p *planner) poolTypes(pool *Pool) []cloud.InstanceType {
+	if l, ok := p.s.ClassInstanceTypes[pool.NodeClass]; ok && pool.NodeClass != "" {
+		return l
+	}
+	return p.s.InstanceTypes
+}
+
 // offers lists, cheapest first, the launchable offerings the pool allows.
 func (p *planner) offers(pool *Pool) []offer {
 	if p.offerCache == nil {
@@ -234,8 +243,9 @@ func (p *planner) offers(pool *Pool) []offer {
 		return o
 	}
 	var out []offer
-	for i := range p.s.InstanceTypes {
-		it := &p.s.InstanceTypes[i]
+	types := p.poolTypes(pool)
+	for i := range types {
+		it := &types[i]
 		alloc := ResourcesOf(it.Allocatable)
 		for _, of := range it.Offerings {
 			if !of.Available || of.Price <= 0 {

@@ -316,3 +316,41 @@ func TestReplacementHonoursNodePoolSelector(t *testing.T) {
 		t.Fatalf("a pod selecting its NodePool can move to a cheaper node of that pool: %+v", plan.Skipped)
 	}
 }
+
+// TestReplacementUsesTheClassTypes: a consolidation replacement for a node
+// of an EC2NodeClass chooses only among the types the class can run
+// (Snapshot.ClassInstanceTypes, provisioning's narrowing), never the
+// shared list's cheapest type the class excludes.
+func TestReplacementUsesTheClassTypes(t *testing.T) {
+	node := func() Node { return testNode(t, "a", "gp", "m5.2xlarge", od, pod("small", 500, 1)) }
+	shared := Decide(snapshot(t, []Pool{testPool("gp")}, node()), t0, Options{})
+	d := decisionFor(shared, "a")
+	if d == nil || d.Replacement == nil || len(d.Replacement.Options) == 0 {
+		t.Fatalf("want a cheaper replacement from the shared list: %+v", shared.Skipped)
+	}
+	excluded := d.Replacement.Options[0].InstanceType
+	var narrowed []cloud.InstanceType
+	for _, it := range types(t) {
+		if it.Name != excluded {
+			narrowed = append(narrowed, it)
+		}
+	}
+	s := snapshot(t, []Pool{testPool("gp")}, node())
+	s.ClassInstanceTypes = map[string][]cloud.InstanceType{"default": narrowed}
+	plan := Decide(s, t0, Options{})
+	d = decisionFor(plan, "a")
+	if d == nil || d.Replacement == nil || len(d.Replacement.Options) == 0 {
+		t.Fatalf("the class still has cheaper types than m5.2xlarge: %+v", plan.Skipped)
+	}
+	for _, o := range d.Replacement.Options {
+		if o.InstanceType == excluded {
+			t.Fatalf("replacement option %+v is a type class default excludes", o)
+		}
+	}
+	// A class the snapshot has no list for keeps the shared list.
+	s = snapshot(t, []Pool{testPool("gp")}, node())
+	s.ClassInstanceTypes = map[string][]cloud.InstanceType{"other": narrowed}
+	if d := decisionFor(Decide(s, t0, Options{}), "a"); d == nil || d.Replacement == nil || d.Replacement.Options[0].InstanceType != excluded {
+		t.Fatalf("a pool of a class without its own list should choose from the shared list (%s first): %+v", excluded, d)
+	}
+}

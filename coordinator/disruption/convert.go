@@ -37,6 +37,9 @@ type ClusterState struct {
 	Pods          []*corev1.Pod
 	PDBs          []*policyv1.PodDisruptionBudget
 	InstanceTypes []cloud.InstanceType
+	// ClassInstanceTypes: per EC2NodeClass name, the types the class can
+	// run (see Snapshot.ClassInstanceTypes).
+	ClassInstanceTypes map[string][]cloud.InstanceType
 	// Raft is the replicated state (ledger, rollouts, agent reports); may be nil.
 	Raft *fsm.State
 	// Subnets and security groups of running instances by provider ID, when
@@ -55,7 +58,7 @@ type InstanceNetwork struct {
 // Events); it never fails as a whole.
 func BuildSnapshot(cs ClusterState) (*Snapshot, []error) {
 	var errs []error
-	s := &Snapshot{InstanceTypes: cs.InstanceTypes, Ledger: map[string]fsm.Disruption{}, Rollouts: map[string]fsm.Rollout{}, ReplacementReady: map[string]bool{}}
+	s := &Snapshot{InstanceTypes: cs.InstanceTypes, ClassInstanceTypes: cs.ClassInstanceTypes, Ledger: map[string]fsm.Disruption{}, Rollouts: map[string]fsm.Rollout{}, ReplacementReady: map[string]bool{}}
 	static := map[string]bool{}
 	for _, np := range cs.NodePools {
 		static[np.Name] = np.Spec.Replicas != nil

@@ -232,6 +232,11 @@ type Snapshot struct {
 	NodeClasses   []NodeClass          `json:"nodeClasses,omitempty"`
 	Nodes         []Node               `json:"nodes"`
 	InstanceTypes []cloud.InstanceType `json:"instanceTypes,omitempty"`
+	// ClassInstanceTypes are, per EC2NodeClass name, the instance types the
+	// class can run (provisioning.ClassInstanceTypes: the same narrowing
+	// provisioning applies); a pool whose class has no entry chooses
+	// replacements from InstanceTypes.
+	ClassInstanceTypes map[string][]cloud.InstanceType `json:"classInstanceTypes,omitempty"`
 	// PendingPods are pods not yet bound; consolidation keeps room for them.
 	PendingPods []Pod `json:"pendingPods,omitempty"`
 	// Ledger is the Raft disruption ledger (in-flight disruptions by node).

@@ -503,15 +503,8 @@ func (c *Controller) inputs(ctx context.Context) (Inputs, map[string]*karpv1.Nod
 	if err := listUnstructured(c.listers.nodeClasses, &in.NodeClasses); err != nil {
 		return in, nil, err
 	}
-	if nt, ok := c.cfg.InstanceTypes.(NodeClassTypes); ok {
-		in.ClassTypes = map[string][]*cloud.InstanceType{}
-		for _, nc := range in.NodeClasses {
-			narrowed, err := nt.CompatibleInstanceTypes(ctx, nc, its)
-			if err != nil {
-				return in, nil, fmt.Errorf("instance types for EC2NodeClass %s: %w", nc.Name, err)
-			}
-			in.ClassTypes[nc.Name] = narrowed
-		}
+	if in.ClassTypes, err = ClassInstanceTypes(ctx, c.cfg.InstanceTypes, in.NodeClasses, its); err != nil {
+		return in, nil, err
 	}
 	// Claims launched by this controller but not yet in the cache count as in flight.
 	c.mu.Lock()

@@ -2,6 +2,7 @@ package provisioning
 
 import (
 	"context"
+	"fmt"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
@@ -74,11 +75,39 @@ func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReser
 	return out
 }
 
-// poolInstanceTypes gives each pool its EC2NodeClass's type list: the
-// types compatible with the class (Inputs.ClassTypes) plus reserved
-// offerings for the class's capacity reservations; pools of classes with
-// neither use the shared list (key "").
-func poolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.InstanceType {
+// ClassInstanceTypes narrows its for every EC2NodeClass through src's
+// NodeClassTypes (Windows x86_64 only, AL2023 without a1, EFA interfaces,
+// nested virtualization, placement strategy, connection tracking on
+// Nitro), keyed by class name. Provisioning, consolidation and drift
+// replacement all take their per-class lists from here, so a type a class
+// cannot run is never launched for it by any path. nil when src cannot
+// narrow (every class then uses its).
+func ClassInstanceTypes(ctx context.Context, src any, classes []*awsv1.EC2NodeClass, its []*cloud.InstanceType) (map[string][]*cloud.InstanceType, error) {
+	nt, ok := src.(NodeClassTypes)
+	if !ok {
+		return nil, nil
+	}
+	out := make(map[string][]*cloud.InstanceType, len(classes))
+	for _, nc := range classes {
+		if nc == nil {
+			continue
+		}
+		narrowed, err := nt.CompatibleInstanceTypes(ctx, nc, its)
+		if err != nil {
+			return nil, fmt.Errorf("instance types for EC2NodeClass %s: %w", nc.Name, err)
+		}
+		out[nc.Name] = narrowed
+	}
+	return out, nil
+}
+
+// PoolInstanceTypes gives each pool its EC2NodeClass's type list: the
+// types compatible with the class (Inputs.ClassTypes, from
+// ClassInstanceTypes) plus reserved offerings for the class's capacity
+// reservations; pools of classes with neither use the shared list (key
+// ""). It is the scheduling.Snapshot.InstanceTypes of every Solve that
+// may plan a launch.
+func PoolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.InstanceType {
 	out := map[string][]*cloud.InstanceType{"": in.InstanceTypes}
 	classes := map[string]*awsv1.EC2NodeClass{}
 	for _, c := range in.NodeClasses {

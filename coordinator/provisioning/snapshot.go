@@ -99,7 +99,7 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 	snap := scheduling.Snapshot{
 		Now:                    in.Now,
 		Region:                 in.Region,
-		InstanceTypes:          poolInstanceTypes(in, in.NodePools),
+		InstanceTypes:          PoolInstanceTypes(in, in.NodePools),
 		DaemonSets:             in.DaemonSets,
 		PersistentVolumeClaims: in.PVCs,
 		PersistentVolumes:      in.PVs,

@@ -147,7 +147,7 @@ func staticTemplate(in Inputs, np *karpv1.NodePool, opts PlanOptions) (*scheduli
 	snap := scheduling.Snapshot{
 		Now: in.Now, Region: in.Region, Pods: []*corev1.Pod{probe},
 		NodePools:     []scheduling.NodePool{pool},
-		InstanceTypes: poolInstanceTypes(in, []*karpv1.NodePool{np}),
+		InstanceTypes: PoolInstanceTypes(in, []*karpv1.NodePool{np}),
 		DaemonSets:    in.DaemonSets,
 	}
 	res := scheduling.Solve(snap, opts.Scheduling)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -205,10 +206,21 @@ func (s *snapshotSource) Snapshot(ctx context.Context) (*disruption.Snapshot, er
 	if err != nil {
 		return nil, fmt.Errorf("instance types: %w", err)
 	}
+	classTypes, err := provisioning.ClassInstanceTypes(ctx, s.types, o.nodeClasses, its)
+	if err != nil {
+		return nil, err
+	}
+	var perClass map[string][]cloud.InstanceType
+	if classTypes != nil {
+		perClass = make(map[string][]cloud.InstanceType, len(classTypes))
+		for name, l := range classTypes {
+			perClass[name] = values(l)
+		}
+	}
 	st := s.store.State()
 	snap, errs := disruption.BuildSnapshot(disruption.ClusterState{
 		NodePools: o.nodePools, NodeClasses: o.nodeClasses, NodeClaims: o.nodeClaims, Nodes: o.nodes,
-		Pods: o.pods, PDBs: o.pdbs, InstanceTypes: values(its), Raft: st,
+		Pods: o.pods, PDBs: o.pdbs, InstanceTypes: values(its), ClassInstanceTypes: perClass, Raft: st,
 		InstanceNetwork: instanceNetwork(st),
 	})
 	for _, e := range errs {
@@ -228,10 +240,14 @@ func (s *snapshotSource) scheduling(ctx context.Context) (scheduling.Snapshot, e
 	if err != nil {
 		return scheduling.Snapshot{}, fmt.Errorf("instance types: %w", err)
 	}
+	classTypes, err := provisioning.ClassInstanceTypes(ctx, s.types, o.nodeClasses, its)
+	if err != nil {
+		return scheduling.Snapshot{}, err
+	}
 	snap, _ := provisioning.Build(provisioning.Inputs{
 		Now: s.types.now(), Pods: o.pods, Nodes: o.nodes, NodeClaims: o.nodeClaims, NodePools: o.nodePools,
 		NodeClasses: o.nodeClasses, DaemonSets: o.daemonSets, Namespaces: o.namespaces, InstanceTypes: its,
-		RequireNodeClass: true,
+		ClassTypes: classTypes, Reservations: s.types, RequireNodeClass: true,
 	}, func(*corev1.Pod) bool { return false })
 	return snap, nil
 }

@@ -100,10 +100,18 @@ func (r *replacer) plan(ctx context.Context, name string, rep disruption.Replace
 	if err != nil {
 		return nil, nil, fmt.Errorf("replacement: list cluster: %w", err)
 	}
+	// The pool's class narrows the types as provisioning does (and adds its
+	// reservations' offerings), so a replacement never launches a type the
+	// class cannot run.
+	classTypes, err := provisioning.ClassInstanceTypes(ctx, r.types, o.nodeClasses, its)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replacement: %w", err)
+	}
+	in := provisioning.Inputs{InstanceTypes: its, NodeClasses: o.nodeClasses, ClassTypes: classTypes, Reservations: r.types}
 	snap := scheduling.Snapshot{
 		Now: r.now(), Region: r.region,
 		NodePools:     []scheduling.NodePool{scheduling.NodePoolFromAPI(pool)},
-		InstanceTypes: map[string][]*cloud.InstanceType{"": its},
+		InstanceTypes: provisioning.PoolInstanceTypes(in, []*karpv1.NodePool{pool}),
 		DaemonSets:    o.daemonSets,
 		Namespaces:    namespaceLabels(o.namespaces),
 	}
