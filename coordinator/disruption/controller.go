@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
@@ -691,6 +692,15 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 	}
 	for _, n := range d.Nodes {
 		res, err := c.drainer.Drain(ctx, n, deadline, string(d.Reason))
+		if apierrors.IsNotFound(err) {
+			// The Node is gone: nothing is left on it to drain. A leader
+			// that resumes a disruption past its NodeClaim deletions (phase
+			// Terminating, or Draining when the node went on its own) meets
+			// this; failing here kept the entry in the ledger for good, its
+			// nodes and budget taken, and retried every pass.
+			log.Info("node already gone; nothing to drain", "node", n)
+			continue
+		}
 		if err != nil {
 			c.m.failures.WithLabelValues("drain").Inc()
 			return fmt.Errorf("drain %s: %w", n, err)
