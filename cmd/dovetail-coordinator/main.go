@@ -148,14 +148,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.orphanGrace, "orphan-claim-grace", 2*time.Minute, "how long a NodeClaim with no launch intent survives")
 	fs.DurationVar(&o.interval, "reconcile-interval", 10*time.Second, "launcher reconcile period")
 	fs.DurationVar(&o.deadServer, "dead-server-timeout", 2*time.Minute, "failed time before an unexpected Raft server is removed")
-	// 500 ms, not raft's 1 s (0 unprovoked elections in a steady 45 s under
-	// CPU hogs on both cores): killed leader -> new leader committing writes
-	// p50 1.18 s / p90 1.26 s instead of 1.46 s / 1.91 s, 3 replicas on a
-	// loaded 2-core box (test/failover). 300 ms reached 0.76 s but held 6
-	// unprovoked elections in a steady minute under the same load.
-	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout")
-	fs.DurationVar(&o.election, "raft-election-timeout", 500*time.Millisecond, "Raft election timeout")
-	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 0, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout (0: half of it)")
+	// 400 ms (lease too), not raft's 1 s: a killed leader is replaced
+	// (new leader committing writes) in p50 0.89-0.92 s / p90 1.08-1.16 s,
+	// 3 replicas on a 2-core box with a CPU hog per core (test/failover);
+	// 500 ms gave p50 0.93-1.13 s, 300 ms 0.75 s. Unprovoked elections in a
+	// steady run under the same hogs: 0 in 120 s at load 10 for 400 and
+	// 500 ms; at load 26-30 (13x oversubscribed) 400 ms 1 in 3 min, 500 ms
+	// 2, 350 ms 4 in 2 min, 300 ms 5, so 400 ms is the lowest that is no
+	// flakier than 500 ms. The lease equals the heartbeat: a shorter one made
+	// loaded leaders step down on their own.
+	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", 400*time.Millisecond, "Raft heartbeat timeout")
+	fs.DurationVar(&o.election, "raft-election-timeout", 400*time.Millisecond, "Raft election timeout")
+	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 400*time.Millisecond, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout (0: half of it)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json, text, journal (systemd priorities) or auto (journal under systemd, else text)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")

@@ -61,7 +61,6 @@ type Config struct {
 	// is longer (default 10s).
 	RetryWindow time.Duration
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
-	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
 	// They answer from leader-only state, so a follower forwards them to the
 	// leader like a consistent read: any replica answers every CLI command.
 	// They are read pages: with Auth set each needs AccessPlans.
