@@ -39,6 +39,11 @@ type Offering struct {
 	Available    bool    `json:"available"`
 	// ReservationID is the capacity reservation of a reserved offering.
 	ReservationID string `json:"reservationID,omitempty"`
+	// ReservationCapacity is how many more instances the reservation takes
+	// (Karpenter's Offering.ReservationCapacity): the scheduler plans at
+	// most that many NodeClaims into it per batch. 0 on an available
+	// offering means not known, and then does not limit.
+	ReservationCapacity int `json:"reservationCapacity,omitempty"`
 }
 
 // InstanceType is an instance type as the scheduler sees it.

@@ -18,6 +18,15 @@ type ReservationAvailability interface {
 	ReservationAvailable(id, instanceType, zone string) bool
 }
 
+// ReservationCounter gives how many more instances a capacity reservation
+// takes as the provider counts them (EC2's AvailableInstanceCount minus its
+// launches since); ok is false when the provider has not seen it.
+// cloud/ec2.Provider implements it. The scheduler plans at most that many
+// NodeClaims into the reservation per batch.
+type ReservationCounter interface {
+	ReservationAvailability(id string) (n int, ok bool)
+}
+
 // NodeClassTypes narrows instance types to those that can serve an
 // EC2NodeClass (OS, EFA interfaces, nested virtualization, placement
 // strategy) and gives them the class's OS labels; cloud/ec2.Provider
@@ -36,8 +45,9 @@ const reservedPriceDivisor = 10_000_000.0
 // as the nodeclass controller resolved it). Types without a reservation
 // are shared, not copied. A reservation is available when it is active
 // (not an expiring capacity block), its type is offered in its zone and
-// avail says it has room.
-func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReservation, avail func(id, itype, zone string) bool) []*cloud.InstanceType {
+// avail says it has room; count gives its free instances
+// (ReservationCapacity, the scheduler's per-batch limit; unknown: 0).
+func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReservation, avail func(id, itype, zone string) bool, count func(id string) (int, bool)) []*cloud.InstanceType {
 	if len(rs) == 0 {
 		return types
 	}
@@ -67,8 +77,14 @@ func withReservedOfferings(types []*cloud.InstanceType, rs []awsv1.CapacityReser
 			if ok && avail != nil {
 				ok = avail(r.ID, r.InstanceType, r.AvailabilityZone)
 			}
+			n := 0
+			if ok && count != nil {
+				if free, known := count(r.ID); known {
+					n, ok = free, free > 0
+				}
+			}
 			c.Offerings = append(c.Offerings, cloud.Offering{Zone: r.AvailabilityZone, CapacityType: cloud.CapacityTypeReserved,
-				Price: od / reservedPriceDivisor, Available: ok, ReservationID: r.ID})
+				Price: od / reservedPriceDivisor, Available: ok, ReservationID: r.ID, ReservationCapacity: n})
 		}
 		out[i] = &c
 	}
@@ -116,8 +132,12 @@ func PoolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.
 		}
 	}
 	var avail func(id, itype, zone string) bool
+	var count func(id string) (int, bool)
 	if in.Reservations != nil {
 		avail = in.Reservations.ReservationAvailable
+		if rc, ok := in.Reservations.(ReservationCounter); ok {
+			count = rc.ReservationAvailability
+		}
 	}
 	perClass := map[string][]*cloud.InstanceType{}
 	for _, np := range pools {
@@ -137,7 +157,7 @@ func PoolInstanceTypes(in Inputs, pools []*karpv1.NodePool) map[string][]*cloud.
 			if !narrowed {
 				base = in.InstanceTypes
 			}
-			list = withReservedOfferings(base, c.Status.CapacityReservations, avail)
+			list = withReservedOfferings(base, c.Status.CapacityReservations, avail, count)
 			perClass[c.Name] = list
 		}
 		out[np.Name] = list

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
@@ -101,5 +102,46 @@ func TestReservedOfferingsComeFirst(t *testing.T) {
 		if o.CapacityType != cloud.CapacityTypeSpot {
 			t.Errorf("spot-only pool got %+v", o)
 		}
+	}
+}
+
+// counted is a provider that counts each reservation's free instances.
+type counted map[string]int
+
+func (c counted) ReservationAvailable(id, _, _ string) bool { return c[id] > 0 }
+func (c counted) ReservationAvailability(id string) (int, bool) {
+	n, ok := c[id]
+	return n, ok
+}
+
+// The provider's count reaches the plan: with 2 free instances in cr-a, a
+// batch of 3 one-per-node pods gets 2 claims into the reservation and one
+// spot claim that does not list it.
+func TestReservationCountLimitsTheBatch(t *testing.T) {
+	in := reservedInputs(t, karpv1.CapacityTypeReserved, karpv1.CapacityTypeSpot)
+	base := in.Pods[0]
+	in.Pods = nil
+	for _, n := range []string{"a", "b", "c"} {
+		p := base.DeepCopy()
+		p.Name, p.UID = n, types.UID("uid-"+n)
+		p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1500m")
+		in.Pods = append(in.Pods, p)
+	}
+	in.Reservations = counted{"cr-a": 2}
+	snap, _ := Build(in, PendingForSimulation)
+	d := Plan(snap, PlanOptions{Names: SequentialNames()})
+	byCT := map[string]int{}
+	for _, l := range d.Launches {
+		byCT[l.Options[0].CapacityType+"/"+l.Options[0].ReservationID]++
+		if l.Options[0].CapacityType != cloud.CapacityTypeReserved {
+			for _, o := range l.Options {
+				if o.CapacityType == cloud.CapacityTypeReserved {
+					t.Errorf("spot claim lists reserved option %+v", o)
+				}
+			}
+		}
+	}
+	if byCT["reserved/cr-a"] != 2 || byCT["spot/"] != 1 || len(d.Launches) != 3 {
+		t.Fatalf("launches by first option %v (%d), want 2 into cr-a and 1 spot", byCT, len(d.Launches))
 	}
 }

@@ -603,7 +603,7 @@ func (s *solver) poolReason(p *podInfo, L *classLevel, pool *poolInfo) string {
 	if !cp.ok {
 		return cp.reason
 	}
-	var fits, withinLimits bool
+	var fits, withinLimits, priced bool
 	short := -1
 	var largest vec
 	empty := &slot{pool: pool, reserved: make(vec, len(s.ri.names))}
@@ -619,6 +619,9 @@ func (s *solver) poolReason(p *podInfo, L *classLevel, pool *poolInfo) string {
 			continue
 		}
 		fits = true
+		if !math.IsInf(pt.it.price(cp.zoneMask, cp.ctMask), 1) {
+			priced = true
+		}
 		if s.withinLimits(pool, empty, pt) {
 			withinLimits = true
 		}
@@ -628,6 +631,10 @@ func (s *solver) poolReason(p *podInfo, L *classLevel, pool *poolInfo) string {
 		name := s.ri.names[short]
 		return fmt.Sprintf("no instance type has enough %s: the pod needs %s, the largest offers %s (after DaemonSet overhead)",
 			name, fmtQty(s, short, p.req.get(short)), fmtQty(s, short, largest.get(short)))
+	case !priced:
+		// Offered only through capacity reservations other NodeClaims of
+		// this batch already fill.
+		return errReservationsFull
 	case pool.nodeCap >= 0 && pool.nodes+1 > pool.nodeCap:
 		return fmt.Sprintf("node limit %d reached", pool.nodeCap)
 	case !withinLimits:

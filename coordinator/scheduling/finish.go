@@ -13,7 +13,7 @@ import (
 
 // finish turns slots into the Result.
 func (s *solver) finish() Result {
-	res := Result{Placements: []Placement{}, NewNodeClaims: []NewNodeClaim{}, Unschedulable: s.unsched}
+	res := Result{Placements: []Placement{}, NewNodeClaims: []NewNodeClaim{}}
 	for _, sl := range s.slots {
 		switch sl.kind {
 		case slotNode, slotClaim:
@@ -27,11 +27,25 @@ func (s *solver) finish() Result {
 				res.Placements = append(res.Placements, pl)
 			}
 		case slotNew:
-			if len(sl.pods) > 0 {
-				res.NewNodeClaims = append(res.NewNodeClaims, s.finalize(sl))
+			if len(sl.pods) == 0 {
+				continue
 			}
+			nc := s.finalize(sl)
+			if len(nc.Options) == 0 {
+				// Only reserved offerings were left and their reservations
+				// are planned full in this batch: the pods wait for the
+				// next one (Karpenter defers them the same way).
+				for _, p := range sl.pods {
+					s.unsched = append(s.unsched, Unschedulable{Pod: p.pod, PodName: p.name,
+						Reasons: map[string]string{sl.pool.np.Name: errReservationsFull},
+						Message: "NodePool " + sl.pool.np.Name + ": " + errReservationsFull})
+				}
+				continue
+			}
+			res.NewNodeClaims = append(res.NewNodeClaims, nc)
 		}
 	}
+	res.Unschedulable = s.unsched
 	sort.SliceStable(res.Placements, func(i, j int) bool { return res.Placements[i].PodName < res.Placements[j].PodName })
 	sort.SliceStable(res.Unschedulable, func(i, j int) bool { return res.Unschedulable[i].PodName < res.Unschedulable[j].PodName })
 	if res.Unschedulable == nil {
@@ -48,6 +62,10 @@ func (s *solver) finish() Result {
 	res.Stats = s.stats
 	return res
 }
+
+// errReservationsFull: a new node's only launch options were capacity
+// reservations that earlier NodeClaims of the batch already fill.
+const errReservationsFull = "its capacity reservations have no free instance left in this batch"
 
 type candidate struct {
 	i  int
@@ -80,6 +98,7 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 		cands = append(cands, candidate{i: sl.target, pt: pool.types[sl.target]})
 	}
 	cands = s.extendForMinValues(pool, cands, rest)
+	cands = s.finalReservation(sl, cands)
 
 	nOpts := 0
 	for _, c := range cands {
@@ -92,11 +111,17 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 	ctUsed := uint8(0)
 	names := make([]string, 0, len(cands))
 	for _, c := range cands {
-		names = append(names, c.pt.it.it.Name)
+		emitted := false
 		for _, o := range c.pt.it.offers {
 			if sl.zoneMask&(1<<uint(o.zone)) == 0 || sl.ctMask&(1<<uint(o.ct)) == 0 {
 				continue
 			}
+			if o.ri != 0 && o.ri != sl.res && s.resLeft[o.ri-1] >= 0 {
+				// A counted reservation this claim was not planned into:
+				// other claims of the batch hold its free instances.
+				continue
+			}
+			emitted = true
 			lo := cloud.LaunchOption{InstanceType: c.pt.it.it.Name, Zone: s.zones[o.zone], CapacityType: s.cts[o.ct], Price: o.price, ReservationID: o.res}
 			zonesUsed |= 1 << uint(o.zone)
 			ctUsed |= 1 << uint(o.ct)
@@ -108,6 +133,9 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 			default:
 				odOpts = append(odOpts, lo)
 			}
+		}
+		if emitted {
+			names = append(names, c.pt.it.it.Name)
 		}
 	}
 	byPrice := func(l []cloud.LaunchOption) {
@@ -175,6 +203,36 @@ func (s *solver) finalize(sl *slot) NewNodeClaim {
 		nc.Price, nc.CapacityType, nc.Zone = opts[0].Price, opts[0].CapacityType, opts[0].Zone
 	}
 	return nc
+}
+
+// finalReservation settles the claim's capacity reservation: a slot not
+// planned into one takes the first candidate's reservation that still has
+// room (the batch's leftovers, in claim order); a slot planned into one
+// keeps the type that launches into it among its candidates.
+func (s *solver) finalReservation(sl *slot, cands []candidate) []candidate {
+	if len(s.resLeft) == 0 {
+		return cands
+	}
+	if sl.res == 0 {
+		for _, c := range cands {
+			if ri := c.pt.it.roomyRes(sl.zoneMask, sl.ctMask); ri != 0 {
+				s.acquire(ri)
+				sl.res = ri
+				break
+			}
+		}
+		return cands
+	}
+	for _, c := range cands {
+		if c.pt.it.usesRes(sl.res, sl.zoneMask, sl.ctMask) {
+			return cands
+		}
+	}
+	if sl.target >= 0 && sl.pool.types[sl.target].it.usesRes(sl.res, sl.zoneMask, sl.ctMask) {
+		// Its reservation is the cheapest way to launch it: first.
+		return append([]candidate{{i: sl.target, pt: sl.pool.types[sl.target]}}, cands...)
+	}
+	return cands
 }
 
 // underReservation keeps types whose capacity fits what was reserved

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -64,13 +65,72 @@ type itInfo struct {
 	capacity  vec
 	zonesByCT [maxCT]uint64 // available offerings
 	offers    []offer
+	// resZones are the zones of reserved offerings whose reservation still
+	// has room in this batch (zonesByCT[ctReserved] keeps every offered
+	// one); left is the solver's count per reservation (resLeft).
+	resZones uint64
+	left     []int
 }
 
 type offer struct {
 	zone, ct int
 	price    float64
-	// res is the capacity reservation of a reserved offering.
+	// res is the capacity reservation of a reserved offering, ri its
+	// index in the solver's reservation counts plus one (0: none).
 	res string
+	ri  int
+}
+
+// roomy reports whether the offer can still be planned: not a reserved
+// offering, or its reservation has instances left (or is not counted).
+func (t *itInfo) roomy(o *offer) bool {
+	return o.ri == 0 || t.left[o.ri-1] != 0
+}
+
+// refreshResZones recomputes resZones from the reservation counts.
+func (t *itInfo) refreshResZones() {
+	t.resZones = 0
+	for i := range t.offers {
+		if o := &t.offers[i]; o.ct == ctReserved && t.roomy(o) {
+			t.resZones |= 1 << uint(o.zone)
+		}
+	}
+}
+
+// roomyRes returns the reservation (index plus one) the type would launch
+// into in the masks: the cheapest reserved offering with room, ties by
+// reservation id; 0 when none.
+func (t *itInfo) roomyRes(zm uint64, cm uint8) int {
+	if cm&(1<<ctReserved) == 0 || t.resZones&zm == 0 {
+		return 0
+	}
+	best := -1
+	for i := range t.offers {
+		o := &t.offers[i]
+		if o.ct != ctReserved || zm&(1<<uint(o.zone)) == 0 || !t.roomy(o) {
+			continue
+		}
+		if best < 0 || o.price < t.offers[best].price || (o.price == t.offers[best].price && o.res < t.offers[best].res) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return 0
+	}
+	return t.offers[best].ri
+}
+
+// usesRes reports whether the type has reservation ri's offering in the masks.
+func (t *itInfo) usesRes(ri int, zm uint64, cm uint8) bool {
+	if cm&(1<<ctReserved) == 0 {
+		return false
+	}
+	for i := range t.offers {
+		if o := &t.offers[i]; o.ri == ri && zm&(1<<uint(o.zone)) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *itInfo) avail(zm uint64, cm uint8) bool {
@@ -87,7 +147,7 @@ func (t *itInfo) avail(zm uint64, cm uint8) bool {
 // room), 1 spot, 2 anything else (on-demand).
 func (t *itInfo) tier(zm uint64, cm uint8) int {
 	switch {
-	case cm&(1<<ctReserved) != 0 && t.zonesByCT[ctReserved]&zm != 0:
+	case cm&(1<<ctReserved) != 0 && t.resZones&zm != 0:
 		return 0
 	case cm&(1<<ctSpot) != 0 && t.zonesByCT[ctSpot]&zm != 0:
 		return 1
@@ -101,7 +161,7 @@ func (t *itInfo) price(zm uint64, cm uint8) float64 {
 	best := math.Inf(1)
 	tier := t.tier(zm, cm)
 	for _, o := range t.offers {
-		if zm&(1<<uint(o.zone)) == 0 || cm&(1<<uint(o.ct)) == 0 {
+		if zm&(1<<uint(o.zone)) == 0 || cm&(1<<uint(o.ct)) == 0 || !t.roomy(&o) {
 			continue
 		}
 		if (tier == 0 && o.ct != ctReserved) || (tier == 1 && o.ct != ctSpot) {
@@ -258,10 +318,104 @@ func (s *solver) indexInstanceTypes() {
 					continue
 				}
 				info.zonesByCT[ci] |= 1 << uint(zi)
-				info.offers = append(info.offers, offer{zone: zi, ct: ci, price: o.Price, res: o.ReservationID})
+				of := offer{zone: zi, ct: ci, price: o.Price, res: o.ReservationID}
+				if ci == ctReserved && o.ReservationID != "" {
+					of.ri = s.countReservation(o.ReservationID, o.ReservationCapacity, info)
+				}
+				info.offers = append(info.offers, of)
 			}
 			s.its[it] = info
 		}
+	}
+	for _, info := range s.its {
+		info.left = s.resLeft
+		info.refreshResZones()
+	}
+}
+
+// countReservation registers a reservation's free instance count and
+// returns its index plus one. Several offerings of one reservation (pools
+// of different classes, lists read at different times) keep the smallest
+// count, as Karpenter's reservation manager does; a count of 0 on an
+// available offering is unknown and does not limit (-1).
+func (s *solver) countReservation(id string, capacity int, it *itInfo) int {
+	n := -1
+	if capacity > 0 {
+		n = capacity
+	}
+	i, ok := s.resIdx[id]
+	if !ok {
+		if s.resIdx == nil {
+			s.resIdx = map[string]int{}
+		}
+		i = len(s.resLeft)
+		s.resIdx[id] = i
+		s.resLeft = append(s.resLeft, n)
+		s.resTypes = append(s.resTypes, nil)
+	} else if n >= 0 && (s.resLeft[i] < 0 || n < s.resLeft[i]) {
+		s.resLeft[i] = n
+	}
+	if !slices.Contains(s.resTypes[i], it) {
+		s.resTypes[i] = append(s.resTypes[i], it)
+	}
+	return i + 1
+}
+
+// acquire plans one instance into reservation ri (index plus one); when it
+// fills up, its offerings stop counting as reserved capacity for the
+// rest of the batch.
+func (s *solver) acquire(ri int) {
+	if s.resLeft[ri-1] <= 0 {
+		return // not counted
+	}
+	s.resLeft[ri-1]--
+	if s.resLeft[ri-1] == 0 {
+		s.reservationsChanged(ri)
+	}
+}
+
+// release gives back a planned instance of reservation ri.
+func (s *solver) release(ri int) {
+	if s.resLeft[ri-1] < 0 {
+		return
+	}
+	s.resLeft[ri-1]++
+	if s.resLeft[ri-1] == 1 {
+		s.reservationsChanged(ri)
+	}
+}
+
+// reservationsChanged refreshes the types of reservation ri and drops the
+// memoised orders and prices, which rank reserved offerings first.
+func (s *solver) reservationsChanged(ri int) {
+	for _, it := range s.resTypes[ri-1] {
+		it.refreshResZones()
+	}
+	clear(s.orders)
+	clear(s.priceMemo)
+	clear(s.poolPrices)
+	clear(s.classPrices)
+}
+
+// bindReservation keeps a new slot's reservation while its target type
+// can still launch into it in the slot's masks; otherwise it releases it
+// and plans the slot into the reservation its target would use, if one
+// has room. So no more slots hold a reservation than it has instances.
+func (s *solver) bindReservation(sl *slot) {
+	if len(s.resLeft) == 0 || sl.target < 0 {
+		return
+	}
+	t := sl.pool.types[sl.target].it
+	if sl.res != 0 {
+		if t.usesRes(sl.res, sl.zoneMask, sl.ctMask) {
+			return
+		}
+		s.release(sl.res)
+		sl.res = 0
+	}
+	if ri := t.roomyRes(sl.zoneMask, sl.ctMask); ri != 0 {
+		s.acquire(ri)
+		sl.res = ri
 	}
 }
 

@@ -59,6 +59,9 @@ type slot struct {
 	custom   requirements // pool keys narrowed by pods (nil when none)
 	target   int
 	reserved vec
+	// res is the capacity reservation (index plus one into the solver's
+	// counts) the slot is planned into; 0: none.
+	res int
 	// special: opened for a specialised run (nodes of the run's own type).
 	special bool
 }
@@ -118,6 +121,11 @@ type solver struct {
 	sharedFallback bool
 	// classLeft: pods of each class not placed yet.
 	classLeft []int64
+	// Capacity reservations of the batch: index by id, instances left to
+	// plan (-1: not counted), and the types offering each.
+	resIdx   map[string]int
+	resLeft  []int
+	resTypes [][]*itInfo
 }
 
 func (s *solver) warn(w string) {
@@ -1354,6 +1362,7 @@ func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
 			sl.target = pl.target
 			sl.capacity = pt.cap
 		}
+		s.bindReservation(sl)
 	}
 	for _, sp := range L.spreads {
 		if sp.hard && sp.g.key == LabelHostname {

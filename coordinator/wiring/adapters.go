@@ -53,6 +53,16 @@ func (t *iceAwareTypes) ReservationAvailable(id, instanceType, zone string) bool
 	return true
 }
 
+// ReservationAvailability implements provisioning.ReservationCounter: the
+// provider's count of the reservation's free instances (unknown when it
+// cannot count).
+func (t *iceAwareTypes) ReservationAvailability(id string) (int, bool) {
+	if rc, ok := t.src.(provisioning.ReservationCounter); ok {
+		return rc.ReservationAvailability(id)
+	}
+	return 0, false
+}
+
 // CompatibleInstanceTypes implements provisioning.NodeClassTypes by asking
 // the provider (all types when it cannot tell).
 func (t *iceAwareTypes) CompatibleInstanceTypes(ctx context.Context, nc *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error) {
