@@ -117,8 +117,10 @@ type Controller struct {
 	mu       sync.Mutex
 	latest   *Plan
 	snap     *Snapshot
-	inflight map[string]bool   // node names being executed here
-	lastSkip map[string]string // node+method -> code, to emit Events on change only
+	inflight map[string]bool // node names being executed here
+	// announced: node|since of disruptions whose start Events were sent.
+	announced map[string]bool
+	lastSkip  map[string]string // node+method -> code, to emit Events on change only
 	// lastNotice is, by node, the agent notice last announced with an
 	// Event, so each notice is announced once per term.
 	lastNotice map[string]string
@@ -159,7 +161,7 @@ func NewController(cfg Config, src SnapshotSource, ledger Ledger, launcher Launc
 		return nil, err
 	}
 	return &Controller{cfg: cfg, src: src, ledger: ledger, launcher: launcher, drainer: drainer, events: events, verifier: verifier,
-		log: cfg.Log.With("component", "disruption"), m: m, inflight: map[string]bool{}, lastSkip: map[string]string{}, lastNotice: map[string]string{}}, nil
+		log: cfg.Log.With("component", "disruption"), m: m, inflight: map[string]bool{}, announced: map[string]bool{}, lastSkip: map[string]string{}, lastNotice: map[string]string{}}, nil
 }
 
 // LatestPlan implements ExplainSource.
@@ -560,10 +562,43 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 		}
 	}
 	c.m.decisions.WithLabelValues(string(d.Reason)).Inc()
+	c.announce(ctx, d, since)
+	c.track(d.Nodes, true)
+	c.wg.Add(1)
+	go func() {
+		// A panic here is the disruption component's (recovered, blamed on
+		// the NodeClaim, component restarted), never a process crash.
+		defer leader.Recover(nodeCtx(ctx, d))
+		defer c.wg.Done()
+		defer c.track(d.Nodes, false)
+		if err := c.execute(ctx, d, since, ""); err != nil && ctx.Err() == nil {
+			c.log.Warn("disruption failed", "reason", d.Reason, "nodes", d.Nodes, "err", err)
+		}
+	}()
+}
+
+// announce records the Events that say a disruption starts, on each Node
+// and NodeClaim: DisruptionTerminating, and for an interruption the AWS
+// provider's TerminatingOnInterruption. Once per node and disruption
+// (since) on this replica, however often the disruption is resumed.
+func (c *Controller) announce(ctx context.Context, d Decision, since time.Time) {
 	for i, n := range d.Nodes {
 		claim := ""
 		if i < len(d.NodeClaims) {
 			claim = d.NodeClaims[i]
+		}
+		k := n + "|" + since.UTC().Format(time.RFC3339Nano)
+		c.mu.Lock()
+		done := c.announced[k]
+		if !done {
+			if len(c.announced) > 10000 {
+				clear(c.announced) // bounded: at worst an Event is repeated
+			}
+			c.announced[k] = true
+		}
+		c.mu.Unlock()
+		if done {
+			continue
 		}
 		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionTerminating, fmt.Sprintf("Disrupting Node: %s: %s", d.Reason, d.Message))
 		if claim != "" {
@@ -578,18 +613,6 @@ func (c *Controller) start(ctx context.Context, snap *Snapshot, d Decision) {
 			}
 		}
 	}
-	c.track(d.Nodes, true)
-	c.wg.Add(1)
-	go func() {
-		// A panic here is the disruption component's (recovered, blamed on
-		// the NodeClaim, component restarted), never a process crash.
-		defer leader.Recover(nodeCtx(ctx, d))
-		defer c.wg.Done()
-		defer c.track(d.Nodes, false)
-		if err := c.execute(ctx, d, since, ""); err != nil && ctx.Err() == nil {
-			c.log.Warn("disruption failed", "reason", d.Reason, "nodes", d.Nodes, "err", err)
-		}
-	}()
 }
 
 func (c *Controller) track(nodes []string, on bool) {
@@ -796,6 +819,12 @@ func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
 			// Launch not recorded: relaunch with the same key (idempotent)
 			// using the node as the template.
 			d.Replacement = &Replacement{Pool: d.Pool, SameAs: d.Nodes[0]}
+			// The start may not have been announced either: a leader whose
+			// DisruptionBegin commit reported "leadership lost" (the entry
+			// committed anyway) returned before its Events. Announce it now;
+			// a repeat of an Event already sent is only counted again.
+			d.Message = "resumed from the ledger"
+			c.announce(ctx, d, e.Since)
 			if d.Reason == ReasonRebalance {
 				// Still away from the offering that got the recommendation:
 				// a failover must not relaunch into the pool at risk.

@@ -2,7 +2,9 @@ package disruption
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,4 +54,49 @@ func TestControllerResumeFinishesWhenANodeIsAlreadyGone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A leader whose DisruptionBegin commit reported an error although it
+// committed (Raft's "leadership lost while committing log") returned
+// before its Events; the disruption then ran resumed from the ledger and
+// the node never got DisruptionTerminating or TerminatingOnInterruption
+// (TestAutoMode's spot interruption failed so twice under leader churn).
+// The resume announces it, once however many passes resume it.
+func TestResumedDisruptionIsAnnouncedOnce(t *testing.T) {
+	s := snapshot(t, []Pool{noConsolidation(testPool("gp"))}, testNode(t, "n1", "gp", "m5.large", od, pod("x", 100, 1)))
+	r := newRig(t, s)
+	// Launches keep failing: the forceful disruption stays in the ledger
+	// and every pass resumes it.
+	r.c.launcher = failingLauncher{r.la}
+	if err := r.l.Apply(context.Background(), fsm.DisruptionBegin{Disruption: fsm.Disruption{NodeName: "n1", NodeClaim: "n1-claim", NodePool: "gp",
+		Reason: string(ReasonInterrupted), Since: t0, Phase: PhaseReplacing}}); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(t)
+	r.pass(t)
+	count := map[string]int{}
+	r.ev.mu.Lock()
+	for _, e := range r.ev.got {
+		for _, want := range []string{"n1 Normal DisruptionTerminating: Disrupting Node: Interrupted", "n1 Warning TerminatingOnInterruption",
+			"NodeClaim/n1-claim Normal DisruptionTerminating", "NodeClaim/n1-claim Warning TerminatingOnInterruption"} {
+			if strings.HasPrefix(e, want) {
+				count[want]++
+			}
+		}
+	}
+	r.ev.mu.Unlock()
+	if len(count) != 4 {
+		t.Fatalf("start Events of the resumed disruption: %v (all: %q)", count, r.ev.got)
+	}
+	for k, n := range count {
+		if n != 1 {
+			t.Errorf("%q sent %d times over two resuming passes, want once", k, n)
+		}
+	}
+}
+
+type failingLauncher struct{ *fakeLauncher }
+
+func (failingLauncher) Launch(context.Context, string, Replacement) (string, error) {
+	return "", errors.New("InsufficientInstanceCapacity everywhere")
 }
