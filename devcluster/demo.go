@@ -107,8 +107,10 @@ const demoBudget = 2
 // Demo is the guided tour `dovetail dev --demo` runs once the cluster is
 // up: (a) scale a Deployment and watch NodeClaims, instances, nodes and
 // pods; (b) interrupt a spot instance in the simulator and watch the agent
-// drain it and the coordinator replace it; (c) scale down and watch idle
-// nodes consolidate; (d) publish a new AMI release and watch the pool roll.
+// drain it and the coordinator replace it; (r) send a spot rebalance
+// recommendation and watch the coordinator bring a replacement up first,
+// then drain the node; (c) scale down and watch idle nodes consolidate;
+// (d) publish a new AMI release and watch the pool roll.
 // Each step waits at most StepTimeout and says what happened.
 type Demo struct {
 	// Replicas for step (a) (default 30) and ScaleDownTo for (c) (default 6).
@@ -120,7 +122,8 @@ type Demo struct {
 	PollEvery time.Duration
 	// AMIRelease is the al2023 release step (d) publishes. Default v20261201.
 	AMIRelease string
-	// Steps limits the run to some of "a", "b", "c", "d" (default all).
+	// Steps limits the run to some of "a", "b", "r", "c", "d" (default
+	// all), played in that order.
 	Steps string
 
 	// Results are the steps' outcomes once Run returned.
@@ -153,7 +156,7 @@ func (d *Demo) defaults() {
 		d.AMIRelease = "v20261201"
 	}
 	if d.Steps == "" {
-		d.Steps = "abcd"
+		d.Steps = "abrcd"
 	}
 }
 
@@ -204,6 +207,7 @@ func (d *Demo) Run(ctx context.Context, cl *Cluster) error {
 	}{
 		{"a", fmt.Sprintf("scale up to %d pods", d.Replicas), r.scaleUp},
 		{"b", "spot interruption", r.interrupt},
+		{"r", "spot rebalance recommendation, replacement first", r.rebalance},
 		{"c", fmt.Sprintf("scale down to %d pods, consolidate", d.ScaleDownTo), r.scaleDown},
 		{"d", "new al2023 AMI release, rolling", r.rollAMI},
 	}
@@ -397,6 +401,66 @@ func (r *demoRun) interrupt(ctx context.Context) (bool, string) {
 }
 
 func round(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+
+// (r) the simulator posts a rebalance recommendation for a spot node; its
+// agent only reports it (the node keeps running); the coordinator launches
+// a replacement away from that instance type and zone, waits until it is
+// Ready, then taints, cordons and drains the old node and deletes its
+// NodeClaim (coordinator/disruption/README.md, "Rebalance recommendations").
+func (r *demoRun) rebalance(ctx context.Context) (bool, string) {
+	before, err := r.observe(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	victim, ok := before.pickSpotVictim()
+	if !ok {
+		return false, fmt.Sprintf("no schedulable spot node with demo pods in the pool (%d instances, %d spot): nothing to recommend rebalancing", before.Instances, before.Spot)
+	}
+	node := victim.PrivateDNS
+	start := time.Now()
+	if err := r.sim.RebalanceRecommendation(victim.ID); err != nil {
+		return false, fmt.Sprintf("rebalance recommendation for %s: %v", victim.ID, err)
+	}
+	r.p.line(fmt.Sprintf("  rebalance recommendation for %s (%s in %s, %s, %d demo pods) in its IMDS: its capacity pool is at risk, no deadline",
+		victim.ID, victim.InstanceType, victim.Zone, node, before.PodsOn[node]))
+	want := r.d.Replicas
+	p := &rebalanceProgress{node: node, victim: victim, before: before.Replacements}
+	event := ""
+	s, done := r.watch(ctx, start, func(s demoState) bool {
+		for _, l := range p.see(s, time.Since(start)) {
+			r.p.line(fmt.Sprintf("  %6s  %s", since(start), l))
+		}
+		if event == "" {
+			if event = r.nodeEvent(ctx, node, "SpotRebalanceRecommendation"); event != "" {
+				r.p.line(fmt.Sprintf("  %6s  Event SpotRebalanceRecommendation on %s: %s", since(start), node, event))
+			}
+		}
+		return p.violation != "" || p.done(s, want)
+	})
+	if !done || p.violation != "" {
+		return false, p.missing(s, want)
+	}
+	return true, fmt.Sprintf("replacement %s (%s in %s, %s) launched after %s, Ready after %s; then %s cordoned after %s, drained after %s, instance gone after %s; all %d pods Running after %s",
+		p.replacement, p.replInstance.InstanceType, p.replInstance.Zone, p.replInstance.CapacityType, round(p.replaced), round(p.ready),
+		node, round(p.cordoned), round(p.drained), round(p.gone), want, since(start))
+}
+
+// nodeEvent is the message of the latest Event with reason on the Node ("" if none).
+func (r *demoRun) nodeEvent(ctx context.Context, node, reason string) string {
+	evs, err := r.kube.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node + ",reason=" + reason})
+	if err != nil {
+		r.log.Debug("list events", "node", node, "err", err)
+		return ""
+	}
+	msg := ""
+	var last time.Time
+	for _, ev := range evs.Items {
+		if t := ev.LastTimestamp.Time; msg == "" || t.After(last) {
+			msg, last = ev.Message, t
+		}
+	}
+	return msg
+}
 
 // (c) fewer pods → empty and underused nodes go after consolidateAfter.
 func (r *demoRun) scaleDown(ctx context.Context) (bool, string) {

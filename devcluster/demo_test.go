@@ -165,7 +165,7 @@ func TestObserveDemo(t *testing.T) {
 // The whole demo on a real dev cluster (control plane, simulator, three
 // coordinator replicas built from the tree, agents): about 90 s on a
 // loaded 2-core machine, so it runs only with DOVETAIL_E2E_DEMO=1. Steps
-// (a)–(c) must succeed; (d) is played but only logged (it needs EC2NodeClass
+// (a), (b), (r) and (c) must succeed; (d) is played but only logged (it needs EC2NodeClass
 // status.amis, which nothing in the tree writes yet).
 func TestDemoEndToEnd(t *testing.T) {
 	if os.Getenv("DOVETAIL_E2E_DEMO") != "1" {
@@ -198,10 +198,113 @@ func TestDemoEndToEnd(t *testing.T) {
 	for _, r := range demo.Results {
 		got[r.Step] = r
 	}
-	for _, step := range []string{"a", "b", "c"} {
+	for _, step := range []string{"a", "b", "r", "c"} {
 		if r, ok := got[step]; !ok || !r.OK {
 			t.Errorf("step (%s) %+v", step, r)
 		}
 	}
 	t.Logf("step (d): %+v", got["d"])
+}
+
+// Step (r) follows a rebalance replacement through observations: it
+// succeeds only when the replacement (on another offering) is Ready before
+// the old node is cordoned, and the old node is emptied and gone; a cordon
+// seen while the replacement is not Ready fails it.
+func TestRebalanceProgress(t *testing.T) {
+	victim := demoInstance("i-1", "n1", "spot", "running", "ami")
+	victim.InstanceType, victim.Zone = "c6a.large", "us-east-1a"
+	repl := demoInstance("i-7", "n7", "spot", "running", "ami")
+	repl.InstanceType, repl.Zone = "c6a.large", "us-east-1b"
+	other := demoInstance("i-2", "n2", "on-demand", "running", "ami")
+	withClaim := func(c unstructured.Unstructured, node string) unstructured.Unstructured {
+		if node != "" {
+			_ = unstructured.SetNestedField(c.Object, node, "status", "nodeName")
+		}
+		return c
+	}
+	n7 := readyNode("n7", false)
+	n7NotReady := readyNode("n7", false)
+	n7NotReady.Status.Conditions[0].Status = corev1.ConditionFalse
+	cordonedN1 := readyNode("n1", true, disruptedTaintKey)
+	pods := func(node string, n int) []corev1.Pod {
+		var out []corev1.Pod
+		for i := range n {
+			out = append(out, demoPod(node+"-"+string(rune('a'+i)), node, corev1.PodRunning))
+		}
+		return out
+	}
+	old := claim("demo-old", false)
+	states := func(cordonBeforeReady bool) []demoState {
+		launched := withClaim(claim("demo-new", true), "")
+		registered := withClaim(claim("demo-new", true), "n7")
+		s := []demoState{
+			// the recommendation: nothing happened yet
+			observeDemo([]ec2sim.InstanceInfo{victim, other}, []corev1.Node{readyNode("n1", false), readyNode("n2", false)},
+				append(pods("n1", 2), pods("n2", 1)...), []unstructured.Unstructured{old}),
+			// replacement NodeClaim launched
+			observeDemo([]ec2sim.InstanceInfo{victim, other}, []corev1.Node{readyNode("n1", false), readyNode("n2", false)},
+				append(pods("n1", 2), pods("n2", 1)...), []unstructured.Unstructured{old, launched}),
+		}
+		if cordonBeforeReady {
+			return append(s, observeDemo([]ec2sim.InstanceInfo{victim, other, repl}, []corev1.Node{cordonedN1, readyNode("n2", false), n7NotReady},
+				append(pods("n1", 2), pods("n2", 1)...), []unstructured.Unstructured{old, registered}))
+		}
+		return append(s,
+			// replacement Ready, old node untouched
+			observeDemo([]ec2sim.InstanceInfo{victim, other, repl}, []corev1.Node{readyNode("n1", false), readyNode("n2", false), n7},
+				append(pods("n1", 2), pods("n2", 1)...), []unstructured.Unstructured{old, registered}),
+			// old node cordoned and drained, pods Pending then Running on n7
+			observeDemo([]ec2sim.InstanceInfo{victim, other, repl}, []corev1.Node{cordonedN1, readyNode("n2", false), n7},
+				append(pods("n7", 2), pods("n2", 1)...), []unstructured.Unstructured{old, registered}),
+			// old instance gone
+			observeDemo([]ec2sim.InstanceInfo{other, repl}, []corev1.Node{readyNode("n2", false), n7},
+				append(pods("n7", 2), pods("n2", 1)...), []unstructured.Unstructured{registered}),
+		)
+	}
+
+	p := &rebalanceProgress{node: "n1", victim: victim, before: map[string]bool{}}
+	var lines []string
+	for i, s := range states(false) {
+		if p.done(s, 3) {
+			t.Fatalf("done at observation %d, before the sequence finished", i)
+		}
+		lines = append(lines, p.see(s, time.Duration(i+1)*time.Second)...)
+	}
+	last := states(false)[4]
+	if !p.done(last, 3) || p.violation != "" {
+		t.Fatalf("not done after the whole sequence: %s (lines %q)", p.missing(last, 3), lines)
+	}
+	if p.replacement != "demo-new" || p.replNode != "n7" || p.replaced != 2*time.Second || p.ready != 3*time.Second ||
+		p.cordoned != 4*time.Second || p.drained != 4*time.Second || p.gone != 5*time.Second {
+		t.Errorf("progress %+v", p)
+	}
+	want := []string{
+		"coordinator launched replacement NodeClaim demo-new",
+		"replacement demo-new Ready (node n7, c6a.large in us-east-1b, spot)",
+		"coordinator tainted and cordoned n1 (its replacement is Ready): draining",
+		"n1 drained (no demo pods left)",
+		"instance i-1 is gone (its NodeClaim deleted)",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n got %q\nwant %q", lines, want)
+	}
+
+	// Cordoned while the replacement is not Ready: a violation, said so.
+	p = &rebalanceProgress{node: "n1", victim: victim, before: map[string]bool{}}
+	for i, s := range states(true) {
+		p.see(s, time.Duration(i+1)*time.Second)
+	}
+	if !strings.Contains(p.violation, "cordoned while its replacement was not Ready") {
+		t.Errorf("violation %q", p.violation)
+	}
+
+	// A replacement on the recommended offering is a violation too.
+	p = &rebalanceProgress{node: "n1", victim: victim, before: map[string]bool{}}
+	same := repl
+	same.Zone = victim.Zone
+	p.see(observeDemo([]ec2sim.InstanceInfo{victim, same}, []corev1.Node{readyNode("n1", false), n7}, pods("n1", 2),
+		[]unstructured.Unstructured{old, withClaim(claim("demo-new", true), "n7")}), time.Second)
+	if !strings.Contains(p.violation, "recommended offering c6a.large/us-east-1a/spot") {
+		t.Errorf("violation %q", p.violation)
+	}
 }

@@ -27,8 +27,10 @@ instances that join as nodes) and a dovetail-agent per simulated instance
 
 --demo then plays a guided tour with progress lines: (a) a Deployment scaled
 to 30 pods gets NodeClaims, instances and Ready nodes; (b) a spot instance is
-interrupted, its agent drains it, the coordinator replaces it; (c) scaled
-down, idle nodes consolidate; (d) a new al2023 AMI release rolls the nodes
+interrupted, its agent drains it, the coordinator replaces it; (r) a spot
+node gets a rebalance recommendation, the coordinator brings a replacement up
+on another offering first, then drains the node; (c) scaled down, idle nodes
+consolidate; (d) a new al2023 AMI release rolls the nodes
 within the pool's budget. The cluster keeps running afterwards.
 
 Needs the binaries built by 'make tools' in bin/.`,
@@ -52,7 +54,7 @@ Needs the binaries built by 'make tools' in bin/.`,
 	prom := f.Bool("prometheus", true, "run the Prometheus server (bin/prometheus) scraping the coordinators on loopback and print its URL")
 	noAgentGossip := f.Bool("no-agent-gossip", false, "keep the agents out of the gossip pool (they report to the coordinators' API only)")
 	demo := f.Bool("demo", false, "play the guided demo once the cluster is up (needs the simulator, coordinators and agents)")
-	demoSteps := f.String("demo-steps", "abcd", "which demo steps to play: a scale up, b spot interruption, c consolidation, d AMI roll")
+	demoSteps := f.String("demo-steps", "abrcd", "which demo steps to play: a scale up, b spot interruption, r spot rebalance recommendation, c consolidation, d AMI roll")
 	demoReplicas := f.Int("demo-replicas", 30, "pods the demo scales up to")
 	demoTimeout := f.Duration("demo-step-timeout", 4*time.Minute, "how long each demo step may take")
 	cmd.PreRun = func(*cobra.Command, []string) {

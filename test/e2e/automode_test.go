@@ -72,7 +72,11 @@ spec:
 //  2. A spot interruption seen by dovetail-agent (in process, polling the
 //     instance's IMDS in the simulator) is reported to the coordinators,
 //     and the leader launches a replacement at once and drains the node.
-//  3. Scaled down to 30 replicas, empty nodes are consolidated after
+//  3. A spot rebalance recommendation: replacement away from the
+//     recommended offering, Ready before the old node is cordoned, drained
+//     and terminated; a pool annotated dovetail.dev/rebalance=ignore keeps
+//     its node (rebalance_test.go).
+//  4. Scaled down to 30 replicas, empty nodes are consolidated after
 //     consolidateAfter, still one instance per NodeClaim.
 func TestAutoMode(t *testing.T) {
 	e := newEnv(t, ec2sim.Config{MaxSpotInstances: maxSpot})
@@ -259,6 +263,14 @@ func TestAutoMode(t *testing.T) {
 			run, elsewhere := e.fleet(ns).running()
 			return run == 300, fmt.Sprintf("%d Running on launched nodes, %d elsewhere", run, elsewhere)
 		})
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("rebalance recommendation", func(t *testing.T) {
+		defer e.use(t)()
+		e.rebalance(t)
 	})
 	if t.Failed() {
 		return
