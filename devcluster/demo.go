@@ -137,6 +137,9 @@ type StepResult struct {
 	Took        time.Duration
 	// Detail says what happened, or what did not.
 	Detail string
+	// Events counts, by reason, the Events Dovetail recorded during the
+	// step under Karpenter's reasons (what `kubectl get events` shows).
+	Events map[string]int
 }
 
 func (d *Demo) defaults() {
@@ -226,12 +229,13 @@ func (d *Demo) Run(ctx context.Context, cl *Cluster) error {
 			return nil
 		}
 		res := StepResult{Step: s.id, Title: s.title, OK: ok, Took: time.Since(start).Round(100 * time.Millisecond), Detail: detail}
-		d.Results = append(d.Results, res)
 		mark := "✓"
 		if !ok {
 			mark = "✗"
 		}
 		r.p.line(fmt.Sprintf("%s step (%s) %s in %s: %s", mark, s.id, map[bool]string{true: "done", false: "NOT done"}[ok], res.Took, detail))
+		res.Events = r.printEvents(ctx, start)
+		d.Results = append(d.Results, res)
 		r.log.Info("demo step", "step", s.id, "ok", ok, "took", res.Took, "detail", detail)
 	}
 	r.p.line("")

@@ -19,6 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/controlplane"
 	"github.com/dovetail-dev/dovetail/controlplane/manifest"
+	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 )
 
 // The demo's manifests decode into the API types the coordinators read,
@@ -167,6 +168,35 @@ func TestObserveDemo(t *testing.T) {
 // loaded 2-core machine, so it runs only with DOVETAIL_E2E_DEMO=1. Steps
 // (a), (b), (r) and (c) must succeed; (d) is played but only logged (it needs EC2NodeClass
 // status.amis, which nothing in the tree writes yet).
+// TestDemoEventDigest: the demo's events digest keeps Dovetail's Events
+// under Karpenter's reasons since the step began, one row per reason and
+// kind with the total count and the latest object and message.
+func TestDemoEventDigest(t *testing.T) {
+	t1 := time.Date(2026, 12, 3, 14, 0, 0, 0, time.UTC)
+	ev := func(reason, kind, name, component string, at time.Time, count int32) corev1.Event {
+		return corev1.Event{Reason: reason, Type: corev1.EventTypeNormal, Count: count, Message: reason + " on " + name,
+			InvolvedObject: corev1.ObjectReference{Kind: kind, Name: name}, Source: corev1.EventSource{Component: component},
+			LastTimestamp: metav1.NewTime(at)}
+	}
+	rows := karpenterEvents([]corev1.Event{
+		ev("Nominated", "Pod", "web-1", "dovetail-provisioning", t1.Add(time.Second), 1),
+		ev("Nominated", "Pod", "web-2", "dovetail-provisioning", t1.Add(3*time.Second), 2),
+		ev("Nominated", "Pod", "old", "dovetail-provisioning", t1.Add(-time.Minute), 1),     // before the step
+		ev("FailedScheduling", "Pod", "web-1", "default-scheduler", t1.Add(time.Second), 1), // kube-scheduler's
+		ev("Drained", "Node", "n1", "dovetail-agent", t1.Add(2*time.Second), 1),             // Dovetail's own reason
+		ev("DisruptionTerminating", "Node", "n1", "dovetail-disruption", t1.Add(2*time.Second), 1),
+	}, t1)
+	if len(rows) != 2 {
+		t.Fatalf("rows %+v, want DisruptionTerminating and Nominated", rows)
+	}
+	if r := rows[0]; r.Reason != "DisruptionTerminating" || r.Object != "node/n1" || r.Count != 1 {
+		t.Errorf("first row %+v", r)
+	}
+	if r := rows[1]; r.Reason != "Nominated" || r.Count != 3 || r.Object != "pod/web-2" || r.Message != "Nominated on web-2" {
+		t.Errorf("second row %+v", r)
+	}
+}
+
 func TestDemoEndToEnd(t *testing.T) {
 	if os.Getenv("DOVETAIL_E2E_DEMO") != "1" {
 		t.Skip("set DOVETAIL_E2E_DEMO=1 to run the whole demo (~90 s)")
@@ -201,6 +231,22 @@ func TestDemoEndToEnd(t *testing.T) {
 	for _, step := range []string{"a", "b", "r", "c"} {
 		if r, ok := got[step]; !ok || !r.OK {
 			t.Errorf("step (%s) %+v", step, r)
+		}
+	}
+	// `kubectl get events` shows Karpenter's reasons for scheduling,
+	// interruption and disruption, and the demo printed them.
+	for step, reasons := range map[string][]string{
+		"a": {karpenterevents.Nominated},
+		"b": {karpenterevents.SpotInterrupted, karpenterevents.TerminatingOnInterruption, karpenterevents.DisruptionTerminating, karpenterevents.Evicted},
+		"c": {karpenterevents.ConsolidationCandidate, karpenterevents.DisruptionTerminating},
+	} {
+		for _, reason := range reasons {
+			if got[step].Events[reason] == 0 {
+				t.Errorf("step (%s): no %s Event (Events %v)", step, reason, got[step].Events)
+			}
+			if !strings.Contains(out.String(), " "+reason+" ") {
+				t.Errorf("the demo's output does not show %s Events", reason)
+			}
 		}
 	}
 	t.Logf("step (d): %+v", got["d"])

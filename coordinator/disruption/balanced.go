@@ -28,6 +28,13 @@ func nodeDisruptionCost(n *Node) float64 {
 // balancedScore scores deleting or replacing the nodes of a pool (savings
 // in USD/h); ok reports whether the move passes the threshold 1/k.
 func (p *planner) balancedScore(pool *Pool, nodes []*Node, savings float64) (score float64, ok bool) {
+	score, ok, _ = p.balancedMove(pool, nodes, savings)
+	return score, ok
+}
+
+// balancedMove is balancedScore with, for a scored move that passes,
+// Karpenter's ConsolidationApproved wording ("" when not scored).
+func (p *planner) balancedMove(pool *Pool, nodes []*Node, savings float64) (score float64, ok bool, approved string) {
 	var totalCost, totalDisruption, moveDisruption float64
 	for _, n := range p.byPool[pool.Name] {
 		totalCost += n.Price
@@ -38,26 +45,38 @@ func (p *planner) balancedScore(pool *Pool, nodes []*Node, savings float64) (sco
 	}
 	switch {
 	case totalCost <= 0 || totalDisruption <= 0:
-		return 0, true // nothing to normalise against (Karpenter approves)
+		return 0, true, "" // nothing to normalise against (Karpenter approves)
 	case savings <= 0:
-		return 0, false
+		return 0, false, ""
 	case moveDisruption == 0:
-		return 1e9, true
+		return 1e9, true, ""
 	}
 	score = (savings / totalCost) / (moveDisruption / totalDisruption)
-	return score, score >= 1.0/balancedK
+	ok = score >= 1.0/balancedK
+	if ok {
+		approved = fmt.Sprintf("score %.2f >= threshold %.2f (k: %d, savings %.1f%%, disruption %.1f%%)",
+			score, 1.0/balancedK, balancedK, 100*savings/totalCost, 100*moveDisruption/totalDisruption)
+	}
+	return score, ok, approved
 }
 
 // balancedRejects reports why a Balanced pool refuses the move, "" when it
 // takes it (or the pool is not Balanced).
 func (p *planner) balancedRejects(pool *Pool, nodes []*Node, savings float64) string {
+	why, _ := p.balancedVerdict(pool, nodes, savings)
+	return why
+}
+
+// balancedVerdict is balancedRejects with, for a scored move it takes, the
+// ConsolidationApproved message (Decision.Approved).
+func (p *planner) balancedVerdict(pool *Pool, nodes []*Node, savings float64) (rejected, approved string) {
 	if pool.ConsolidationPolicy != Balanced {
-		return ""
+		return "", ""
 	}
-	score, ok := p.balancedScore(pool, nodes, savings)
+	score, ok, approved := p.balancedMove(pool, nodes, savings)
 	if ok {
-		return ""
+		return "", approved
 	}
 	return fmt.Sprintf("consolidationPolicy Balanced: saving $%.4f/h scores %.2f, below the threshold %.2f (saving share / disruption share, k=%d)",
-		savings, score, 1.0/balancedK, balancedK)
+		savings, score, 1.0/balancedK, balancedK), ""
 }

@@ -34,6 +34,15 @@ func TestBalancedWeighsSavingsAgainstDisruption(t *testing.T) {
 		if c.delete {
 			if d == nil || d.Reason != ReasonUnderutilized {
 				t.Errorf("%s with %d pods on a: want a consolidated, got %+v; skips %+v", c.policy, len(c.aPods), d, plan.Skipped)
+				continue
+			}
+			// Karpenter's ConsolidationApproved message, only where scored.
+			want := ""
+			if c.policy == Balanced {
+				want = "score 1.00 >= threshold 0.50 (k: 2, savings 33.3%, disruption 33.3%)"
+			}
+			if d.Approved != want {
+				t.Errorf("%s: Approved %q, want %q", c.policy, d.Approved, want)
 			}
 			continue
 		}

@@ -427,7 +427,8 @@ func (p *planner) consolidateDelete(s *sim, pool *Pool, under []int) []int {
 			rest = append(rest, i)
 			continue
 		}
-		if why := p.balancedRejects(pool, []*Node{sn.n}, sn.n.Price); why != "" {
+		why, approved := p.balancedVerdict(pool, []*Node{sn.n}, sn.n.Price)
+		if why != "" {
 			s.undo(placed)
 			rest = append(rest, i)
 			p.skip(sn.n, ReasonUnderutilized, SkipBalanced, "%s", why)
@@ -441,7 +442,7 @@ func (p *planner) consolidateDelete(s *sim, pool *Pool, under []int) []int {
 		}
 		s.commit([]int{i}, placed)
 		p.decide(Decision{Reason: ReasonUnderutilized, Pool: pool.Name, Nodes: []string{sn.n.Name}, NodeClaims: []string{sn.n.NodeClaim},
-			Budget: lim.Budget, DrainDeadline: drainDeadline(pool), Savings: sn.n.Price,
+			Budget: lim.Budget, DrainDeadline: drainDeadline(pool), Savings: sn.n.Price, Approved: approved,
 			Message: fmt.Sprintf("its %d pod(s) fit on other nodes; deleting saves $%.4f/h", movingRequests(sn.n).Pods, sn.n.Price)})
 	}
 	return rest
@@ -516,11 +517,12 @@ func (p *planner) replacementFor(s *sim, pool *Pool, group []int, commit bool) (
 	for _, g := range group {
 		moving = append(moving, s.nodes[g].n)
 	}
-	if why := p.balancedRejects(pool, moving, price-opts[0].Price); why != "" {
+	why, approved := p.balancedVerdict(pool, moving, price-opts[0].Price)
+	if why != "" {
 		s.undo(placed)
 		return nil, SkipBalanced, why
 	}
-	d := &Decision{Reason: ReasonUnderutilized, Pool: pool.Name, DrainDeadline: drainDeadline(pool),
+	d := &Decision{Reason: ReasonUnderutilized, Pool: pool.Name, DrainDeadline: drainDeadline(pool), Approved: approved,
 		Replacement: &Replacement{Pool: pool.Name, NodeClass: pool.NodeClass, Options: opts, Price: opts[0].Price, Requests: need},
 		Savings:     price - opts[0].Price}
 	for _, g := range group {

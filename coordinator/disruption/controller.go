@@ -274,6 +274,8 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 		if !stillChosen(pd.d, plan) {
 			c.m.invalidated.Inc()
 			c.log.Info("decision dropped at validation: no longer chosen", "reason", pd.d.Reason, "nodes", pd.d.Nodes)
+			c.consolidationEvent(ctx, pd.d, karpenterevents.ConsolidationRejected,
+				fmt.Sprintf("the plan %s later no longer chose it (the cluster changed)", c.cfg.ValidationDelay))
 			continue
 		}
 		if now.Sub(pd.firstSeen) >= c.cfg.ValidationDelay {
@@ -293,6 +295,8 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 		if known {
 			continue
 		}
+		c.consolidationEvent(ctx, d, karpenterevents.ConsolidationCandidate, "")
+		c.approvedEvent(ctx, d)
 		if c.cfg.ValidationDelay <= 0 {
 			ready = append(ready, d)
 			continue
@@ -307,6 +311,10 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 		if c.verifier != nil {
 			if err := c.verifier.Verify(ctx, snap, d); err != nil {
 				c.m.invalidated.Inc()
+				if isConsolidation(d.Reason) {
+					c.consolidationEvent(ctx, d, karpenterevents.ConsolidationRejected, "scheduling simulation refused: "+err.Error())
+					continue
+				}
 				for _, n := range d.Nodes {
 					c.events.NodeEvent(ctx, n, "Normal", karpenterevents.DisruptionBlocked, fmt.Sprintf("%s: scheduling simulation refused: %v", d.Reason, err))
 				}
@@ -323,6 +331,71 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 		}
 		c.start(ctx, snap, d)
 	}
+}
+
+func isConsolidation(r Reason) bool { return r == ReasonEmpty || r == ReasonUnderutilized }
+
+// consolidationEvent records Karpenter's ConsolidationCandidate (why == "")
+// or ConsolidationRejected Event on each candidate's Node and NodeClaim,
+// with Karpenter's message layout: the command, the rejection reason, the
+// estimated saving.
+func (c *Controller) consolidationEvent(ctx context.Context, d Decision, reason, why string) {
+	if !isConsolidation(d.Reason) {
+		return
+	}
+	for i, n := range d.Nodes {
+		cmd := consolidationCommand(d, n)
+		var msg string
+		if why == "" {
+			msg = fmt.Sprintf("Consolidation candidate: %s (savings: $%.2f); executed once the plan still chooses it after %s", cmd, d.Savings, c.cfg.ValidationDelay)
+		} else {
+			msg = fmt.Sprintf("Consolidation rejected: %s, reason: %s (savings: $%.2f)", cmd, why, d.Savings)
+		}
+		c.events.NodeEvent(ctx, n, "Normal", reason, msg)
+		if i < len(d.NodeClaims) && d.NodeClaims[i] != "" {
+			c.events.NodeClaimEvent(ctx, d.NodeClaims[i], "Normal", reason, msg)
+		}
+	}
+}
+
+// approvedEvent records Karpenter's ConsolidationApproved for a move a
+// Balanced pool scored and took: on the node and its NodeClaim for a
+// single-node move, on the NodePool for a multi-node one.
+func (c *Controller) approvedEvent(ctx context.Context, d Decision) {
+	if d.Approved == "" {
+		return
+	}
+	if len(d.Nodes) > 1 {
+		c.events.NodePoolEvent(ctx, d.Pool, "Normal", karpenterevents.ConsolidationApproved, d.Approved)
+		return
+	}
+	for i, n := range d.Nodes {
+		c.events.NodeEvent(ctx, n, "Normal", karpenterevents.ConsolidationApproved, d.Approved)
+		if i < len(d.NodeClaims) && d.NodeClaims[i] != "" {
+			c.events.NodeClaimEvent(ctx, d.NodeClaims[i], "Normal", karpenterevents.ConsolidationApproved, d.Approved)
+		}
+	}
+}
+
+// consolidationCommand describes a consolidation as Karpenter's
+// Command.StringForNode does: reason, delete or replace, the nodes, and for
+// a multi-node command which part this node is.
+func consolidationCommand(d Decision, node string) string {
+	verb := "Delete"
+	if d.Replacement != nil {
+		verb = "Replace"
+	}
+	if len(d.Nodes) > 1 {
+		return fmt.Sprintf("%s/%s: [%s] (part of %d-node consolidation)", d.Reason, verb, node, len(d.Nodes))
+	}
+	s := fmt.Sprintf("%s/%s: nodepools=[%s]: [%s]", d.Reason, verb, d.Pool, node)
+	if d.Replacement != nil {
+		s += " -> [1 replacement]"
+		if len(d.Replacement.Options) > 0 {
+			s = strings.TrimSuffix(s, "]") + ": " + d.Replacement.Options[0].InstanceType + "]"
+		}
+	}
+	return s
 }
 
 // stillChosen reports whether the validation plan took the same nodes for
@@ -398,6 +471,12 @@ func (c *Controller) emitSkips(ctx context.Context, snap *Snapshot, p Plan) {
 		c.m.skips.WithLabelValues(string(s.Method), s.Code).Inc()
 		reason := skipEventReason(s)
 		msg := fmt.Sprintf("%s: %s: %s", s.Method, s.Code, s.Message)
+		if reason == karpenterevents.NodeRepairBlocked {
+			// Karpenter's node health controller records it (Warning) on
+			// the Node only.
+			c.events.NodeEvent(ctx, s.Node, "Warning", reason, "Node repair blocked: "+s.Message+"; the node is replaced when a repair slot frees up")
+			continue
+		}
 		c.events.NodeEvent(ctx, s.Node, "Normal", reason, msg)
 		if claim := claims[s.Node]; claim != "" {
 			c.events.NodeClaimEvent(ctx, claim, "Normal", reason, msg)
@@ -425,6 +504,8 @@ func skipEventReason(s Skip) string {
 	case SkipPolicy, SkipDisabled, SkipNoCheaperFit, SkipMinSavings, SkipSpotFlexibility, SkipBalanced,
 		SkipStatic, SkipConsolidateAfter, SkipReceivingPods:
 		return karpenterevents.Unconsolidatable
+	case SkipRepairLimit:
+		return karpenterevents.NodeRepairBlocked
 	}
 	return karpenterevents.DisruptionBlocked
 }
@@ -713,6 +794,19 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 	if deadline.Before(c.cfg.Now()) {
 		deadline = c.cfg.Now().Add(10 * time.Second) // resumed past its deadline: a short final attempt
 	}
+	if d.DrainDeadline > 0 {
+		// Karpenter's warning that the node goes at its termination time
+		// whatever its pods' PDBs say (terminationGracePeriod, or the
+		// interruption's own deadline).
+		for i, n := range d.Nodes {
+			msg := fmt.Sprintf("All pods will be deleted by %s: %s drains the node until then (%s, limit %s), then terminates it with whatever is left",
+				deadline.UTC().Format(time.RFC3339), d.Reason, drainLimitSource(d), d.DrainDeadline)
+			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.TerminationGracePeriodExpiring, msg)
+			if i < len(d.NodeClaims) && d.NodeClaims[i] != "" {
+				c.events.NodeClaimEvent(ctx, d.NodeClaims[i], "Warning", karpenterevents.TerminationGracePeriodExpiring, msg)
+			}
+		}
+	}
 	for _, n := range d.Nodes {
 		res, err := c.drainer.Drain(ctx, n, deadline, string(d.Reason))
 		if apierrors.IsNotFound(err) {
@@ -749,6 +843,14 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 	c.m.done.WithLabelValues(string(d.Reason)).Inc()
 	log.Info("disruption done", "replacement", replacement)
 	return end()
+}
+
+// drainLimitSource says where a decision's drain deadline comes from.
+func drainLimitSource(d Decision) string {
+	if d.Reason == ReasonInterrupted {
+		return "the interruption's deadline, else the NodePool's terminationGracePeriod"
+	}
+	return "the NodePool's terminationGracePeriod"
 }
 
 func (c *Controller) waitReady(ctx context.Context, claim string, since time.Time) (bool, error) {

@@ -95,7 +95,10 @@ type Decision struct {
 	DrainDeadline time.Duration `json:"drainDeadline,omitempty"`
 	// Savings is the $/hour saved (consolidation).
 	Savings float64 `json:"savings,omitempty"`
-	Message string  `json:"message"`
+	// Approved is, for a consolidation a Balanced pool scored and took,
+	// the score against the threshold (Karpenter's ConsolidationApproved).
+	Approved string `json:"approved,omitempty"`
+	Message  string `json:"message"`
 }
 
 // Skip codes: why a candidate was not disrupted.

@@ -25,6 +25,9 @@ const (
 	DisruptionLaunching        = "DisruptionLaunching"        // NodeClaim, Normal: replacement launched
 	DisruptionWaitingReadiness = "DisruptionWaitingReadiness" // NodeClaim, Normal: waiting on the replacement
 	DisruptionTerminating      = "DisruptionTerminating"      // Node, NodeClaim, Normal: candidate being terminated
+	ConsolidationCandidate     = "ConsolidationCandidate"     // Node, NodeClaim, Normal: consolidation chose the node, validation pending
+	ConsolidationRejected      = "ConsolidationRejected"      // Node, NodeClaim, Normal: validation dropped the consolidation
+	ConsolidationApproved      = "ConsolidationApproved"      // Node, NodeClaim (NodePool for multi-node), Normal: a Balanced pool's score took the move
 
 	// Termination.
 	Disrupted                      = "Disrupted"                      // Pod, Normal: evicted by a disruption
@@ -34,7 +37,7 @@ const (
 	AwaitingVolumeDetachment       = "AwaitingVolumeDetachment"       // Node, Normal
 
 	// Node repair.
-	NodeRepairBlocked = "NodeRepairBlocked" // Node, NodeClaim, NodePool, Warning: too many unhealthy nodes
+	NodeRepairBlocked = "NodeRepairBlocked" // Node, Warning: the repair limit holds the node's replacement back
 
 	// Interruption (aws/karpenter-provider-aws).
 	SpotInterrupted             = "SpotInterrupted"             // Node, NodeClaim, Warning
@@ -69,27 +72,28 @@ type Info struct {
 	Karp    bool     // Karpenter v1.14 has this reason
 }
 
-// All is every reason with its type and objects; the README table and the
-// tests are built from it.
+// All is every reason Dovetail records, with its type and the objects it is
+// recorded on; the README tables and the tests are built from it. The
+// Karpenter reasons missing here are in NotEmitted, with the reason why.
 var All = map[string]Info{
 	Nominated:                      {"Normal", []string{"Pod"}, true},
 	FailedScheduling:               {"Warning", []string{"Pod"}, true},
 	NoCompatibleInstanceTypes:      {"Warning", []string{"NodePool"}, true},
 	InsufficientCapacityError:      {"Warning", []string{"NodeClaim"}, true},
 	NodeClassNotReady:              {"Warning", []string{"NodeClaim"}, true},
-	FailedConsistencyCheck:         {"Warning", []string{"NodeClaim"}, true},
-	UnregisteredTaintMissing:       {"Warning", []string{"NodeClaim"}, true},
 	DisruptionBlocked:              {"Normal", []string{"Node", "NodeClaim", "NodePool"}, true},
 	Unconsolidatable:               {"Normal", []string{"Node", "NodeClaim"}, true},
 	DisruptionLaunching:            {"Normal", []string{"NodeClaim"}, true},
 	DisruptionWaitingReadiness:     {"Normal", []string{"NodeClaim"}, true},
 	DisruptionTerminating:          {"Normal", []string{"Node", "NodeClaim"}, true},
+	ConsolidationCandidate:         {"Normal", []string{"Node", "NodeClaim"}, true},
+	ConsolidationRejected:          {"Normal", []string{"Node", "NodeClaim"}, true},
+	ConsolidationApproved:          {"Normal", []string{"Node", "NodeClaim", "NodePool"}, true},
 	Disrupted:                      {"Normal", []string{"Pod"}, true},
 	Evicted:                        {"Normal", []string{"Pod"}, true},
 	FailedDraining:                 {"Warning", []string{"Node"}, true},
 	TerminationGracePeriodExpiring: {"Warning", []string{"Node", "NodeClaim"}, true},
-	AwaitingVolumeDetachment:       {"Normal", []string{"Node"}, true},
-	NodeRepairBlocked:              {"Warning", []string{"Node", "NodeClaim", "NodePool"}, true},
+	NodeRepairBlocked:              {"Warning", []string{"Node"}, true},
 	SpotInterrupted:                {"Warning", []string{"Node", "NodeClaim"}, true},
 	SpotRebalanceRecommendation:    {"Normal", []string{"Node", "NodeClaim"}, true},
 	InstanceStopping:               {"Warning", []string{"Node", "NodeClaim"}, true},

@@ -34,6 +34,7 @@ import (
 	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/metricsdoc"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -132,6 +133,13 @@ type Agent struct {
 	lastDrain  atomic.Pointer[drain.Result]
 
 	interruptions prometheus.Counter
+	// healthChecks counts check results by check and state; healthState
+	// is 1 for each check's current state (a state set, 0 for the others).
+	healthChecks *prometheus.CounterVec
+	healthState  *prometheus.GaugeVec
+	repairs      *prometheus.CounterVec
+	// rec records every metric registered (the daemon README's table).
+	rec *metricsdoc.Recorder
 }
 
 // New builds the agent; nothing runs until Run.
@@ -172,14 +180,26 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), drainCancel: map[string]context.CancelFunc{}}
+	a.rec = metricsdoc.NewRecorder(cfg.Registry)
 	a.interruptions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dovetail_agent_interruptions_total", Help: "Spot interruptions and imminent maintenance events acted on.",
 	})
-	if err := cfg.Registry.Register(a.interruptions); err != nil {
-		return nil, fmt.Errorf("agent: metrics: %w", err)
+	a.healthChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dovetail_agent_health_checks_total", Help: "Health check results, by check and state (ok, degraded, failed, unknown); one per check per round.",
+	}, []string{"check", "state"})
+	a.healthState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dovetail_agent_health_check_state", Help: "1 for each health check's current state (ok, degraded, failed, unknown), 0 for its other states.",
+	}, []string{"check", "state"})
+	a.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dovetail_agent_repairs_total", Help: "Self-repair actions, by action (restart-unit, reboot, replace-me) and result (done, failed).",
+	}, []string{"action", "result"})
+	for _, c := range []prometheus.Collector{a.interruptions, a.healthChecks, a.healthState, a.repairs} {
+		if err := a.rec.Register(c); err != nil {
+			return nil, fmt.Errorf("agent: metrics: %w", err)
+		}
 	}
 	var err error
-	if a.watcher, err = imds.New(imds.Config{Endpoint: cfg.IMDSEndpoint, Interval: cfg.IMDSInterval, Logger: cfg.Logger, Registry: cfg.Registry}); err != nil {
+	if a.watcher, err = imds.New(imds.Config{Endpoint: cfg.IMDSEndpoint, Interval: cfg.IMDSInterval, Logger: cfg.Logger, Registry: a.rec}); err != nil {
 		return nil, err
 	}
 	var signer reporter.Signer
@@ -202,13 +222,13 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.reporter, err = reporter.New(reporter.Config{
 		Coordinators: cfg.Coordinators, Discover: a.discoverCoordinators, SpoolDir: a.statePath("spool"),
-		Logger: cfg.Logger, Registry: cfg.Registry, Signer: signer, TLS: cfg.CoordinatorTLS,
+		Logger: cfg.Logger, Registry: a.rec, Signer: signer, TLS: cfg.CoordinatorTLS,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if a.drainer, err = drain.New(cfg.Kube, drain.Options{
-		DryRun: cfg.DryRun, Component: Component, Logger: cfg.Logger, Registry: cfg.Registry,
+		DryRun: cfg.DryRun, Component: Component, Logger: cfg.Logger, Registry: a.rec,
 		EventClient: cfg.EventKube, EventQPS: EventQPS, EventBurst: EventBurst,
 	}); err != nil {
 		return nil, err
@@ -306,7 +326,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		gc.Meta = a.getMeta
 		gc.Logger = a.cfg.Logger
-		gc.Registry = a.cfg.Registry
+		gc.Registry = a.rec
 		pool, err := gossip.Start(ctx, gc)
 		if err != nil {
 			// Reports still go to static coordinators: run without gossip.
@@ -462,6 +482,7 @@ func (a *Agent) newReport(kind report.Kind) report.Report {
 func (a *Agent) healthRound(ctx context.Context) {
 	a.heartbeat.Store(time.Now().UnixNano())
 	results := a.health.Run(ctx)
+	a.observeHealth(results)
 	now := a.cfg.Now()
 	verdicts := health.Summarize(results)
 	changes, err := updateConditions(ctx, a.cfg.Kube, a.node, verdicts, now)
@@ -501,6 +522,7 @@ func (a *Agent) healthRound(ctx context.Context) {
 		if err != nil {
 			a.log.Error("self-repair", "err", err)
 		}
+		a.observeRepairs(decisions, done)
 		for _, d := range done {
 			if d.Action == repair.ActionReplace {
 				r := a.newReport(report.KindReplaceMe)
@@ -513,6 +535,47 @@ func (a *Agent) healthRound(ctx context.Context) {
 		}
 	}
 }
+
+// healthStates are the states dovetail_agent_health_check_state sets.
+var healthStates = []health.State{health.StateOK, health.StateDegraded, health.StateFailed, health.StateUnknown}
+
+func (a *Agent) observeHealth(results []health.Result) {
+	for _, r := range results {
+		if r.NotApplicable {
+			continue
+		}
+		a.healthChecks.WithLabelValues(r.Name, string(r.State)).Inc()
+		for _, st := range healthStates {
+			v := 0.0
+			if r.State == st {
+				v = 1
+			}
+			a.healthState.WithLabelValues(r.Name, string(st)).Set(v)
+		}
+	}
+}
+
+// observeRepairs counts the planned repairs: done when Apply carried them
+// out, failed when it did not (its error says why).
+func (a *Agent) observeRepairs(planned, done []repair.Decision) {
+	for _, d := range planned {
+		if d.Action == repair.ActionNone {
+			continue
+		}
+		result := "failed"
+		for _, x := range done {
+			if x == d {
+				result = "done"
+				break
+			}
+		}
+		a.repairs.WithLabelValues(string(d.Action), result).Inc()
+	}
+}
+
+// Metrics lists every metric the agent registered so far (name, type,
+// labels, help): the daemon README's table is generated from it.
+func (a *Agent) Metrics() []metricsdoc.Entry { return a.rec.Entries() }
 
 // healthChanged: did any check change state or reason?
 func healthChanged(prev, cur []health.Result) bool {

@@ -320,6 +320,14 @@ func TestHealthBecomesConditionAndRecovers(t *testing.T) {
 		})
 		return ok
 	})
+	// The agent's own metrics say the same: the check's state set and its
+	// result counts.
+	eventually(t, "health metrics show the failure", func() bool {
+		return metricValue(t, h.agent, "dovetail_agent_health_check_state", map[string]string{"check": "containerd", "state": "failed"}) == 1 &&
+			metricValue(t, h.agent, "dovetail_agent_health_check_state", map[string]string{"check": "containerd", "state": "ok"}) == 0 &&
+			metricValue(t, h.agent, "dovetail_agent_health_checks_total", map[string]string{"check": "containerd", "state": "failed"}) >= 1 &&
+			metricValue(t, h.agent, "dovetail_agent_health_checks_total", map[string]string{"check": "containerd", "state": "ok"}) >= 1
+	})
 
 	// Restart the agent while the check is failing: the condition must not
 	// flip to True before a check has run and passed.
@@ -548,6 +556,12 @@ func TestSelfRepairRestartsTheUnitThenAsksForReplacement(t *testing.T) {
 	})
 	if c := units.count(); c != 2 {
 		t.Fatalf("kubelet.service restarted %d times, want the limit of 2", c)
+	}
+	if v := metricValue(t, a, "dovetail_agent_repairs_total", map[string]string{"action": "restart-unit", "result": "done"}); v != 2 {
+		t.Errorf("dovetail_agent_repairs_total{action=restart-unit,result=done} = %v, want 2", v)
+	}
+	if v := metricValue(t, a, "dovetail_agent_repairs_total", map[string]string{"action": "replace-me", "result": "done"}); v != 1 {
+		t.Errorf("dovetail_agent_repairs_total{action=replace-me,result=done} = %v, want 1", v)
 	}
 	eventually(t, "2 SelfRepair events and 1 ReplaceRequested", func() bool {
 		evs, _ := cs.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})

@@ -192,6 +192,7 @@ func (w *Watcher) getOnce(ctx context.Context, path string, lc *loopConn) ([]byt
 		b, err = w.client.getMetadata(ctx, path)
 	}
 	w.metrics.latency.Observe(time.Since(start).Seconds())
+	w.metrics.requests.WithLabelValues(path).Inc()
 	return b, err
 }
 
@@ -539,9 +540,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 type metrics struct {
-	latency prometheus.Histogram
-	errors  *prometheus.CounterVec
-	notices *prometheus.CounterVec
+	latency  prometheus.Histogram
+	requests *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	notices  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -550,6 +552,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dovetail_agent_imds_request_seconds", Help: "IMDS request latency.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12),
 		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dovetail_agent_imds_requests_total", Help: "IMDS requests (polls) made, by path, retries included.",
+		}, []string{"path"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dovetail_agent_imds_errors_total", Help: "IMDS requests that failed (not counting 404: no notice).",
 		}, []string{"path"}),
@@ -558,7 +563,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.errors, m.notices} {
+		for _, c := range []prometheus.Collector{m.latency, m.requests, m.errors, m.notices} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("imds: register metrics: %w", err)
 			}
