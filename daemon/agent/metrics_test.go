@@ -114,4 +114,3 @@ func value(m *dto.Metric) float64 {
 	}
 	return -1
 }
-
