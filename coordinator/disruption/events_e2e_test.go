@@ -65,7 +65,7 @@ func TestE2EEventsOnTheAPIServer(t *testing.T) {
 	}
 
 	tgp := time.Hour
-	repair := testPool("ev-repair")
+	repair := noConsolidation(testPool("ev-repair"))
 	repair.TerminationGracePeriod = &tgp
 	sick := func(name string, since time.Time) Node {
 		n := testNode(t, name, "ev-repair", "m5.large", od, pod(name+"-app", 100, 1))
