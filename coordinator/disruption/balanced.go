@@ -25,15 +25,10 @@ func nodeDisruptionCost(n *Node) float64 {
 	return 1 + float64(movingRequests(n).Pods)
 }
 
-// balancedScore scores deleting or replacing the nodes of a pool (savings
+// balancedMove scores deleting or replacing the nodes of a pool (savings
 // in USD/h); ok reports whether the move passes the threshold 1/k.
-func (p *planner) balancedScore(pool *Pool, nodes []*Node, savings float64) (score float64, ok bool) {
-	score, ok, _ = p.balancedMove(pool, nodes, savings)
-	return score, ok
-}
-
-// balancedMove is balancedScore with, for a scored move that passes,
-// Karpenter's ConsolidationApproved wording ("" when not scored).
+// For a scored move that passes, approved is Karpenter's
+// ConsolidationApproved wording ("" when not scored).
 func (p *planner) balancedMove(pool *Pool, nodes []*Node, savings float64) (score float64, ok bool, approved string) {
 	var totalCost, totalDisruption, moveDisruption float64
 	for _, n := range p.byPool[pool.Name] {
@@ -60,15 +55,9 @@ func (p *planner) balancedMove(pool *Pool, nodes []*Node, savings float64) (scor
 	return score, ok, approved
 }
 
-// balancedRejects reports why a Balanced pool refuses the move, "" when it
-// takes it (or the pool is not Balanced).
-func (p *planner) balancedRejects(pool *Pool, nodes []*Node, savings float64) string {
-	why, _ := p.balancedVerdict(pool, nodes, savings)
-	return why
-}
-
-// balancedVerdict is balancedRejects with, for a scored move it takes, the
-// ConsolidationApproved message (Decision.Approved).
+// balancedVerdict reports why a Balanced pool refuses the move ("" when it
+// takes it, or the pool is not Balanced) and, for a scored move it takes,
+// the ConsolidationApproved message (Decision.Approved).
 func (p *planner) balancedVerdict(pool *Pool, nodes []*Node, savings float64) (rejected, approved string) {
 	if pool.ConsolidationPolicy != Balanced {
 		return "", ""
