@@ -126,6 +126,7 @@ type Coordinator struct {
 	rec      *metricsdoc.Recorder
 
 	cancel   context.CancelFunc
+	karp     *karpentermetrics.Collector
 	loopDone chan struct{}
 	once     sync.Once
 	closeErr error
@@ -222,6 +223,10 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		defer close(c.loopDone)
 		_ = c.loop.Run(lctx)
 	}()
+	// Every replica follows the replicated state for the karpenter_*
+	// counters (the leader alone serves them), so they count what happens
+	// whether or not anyone scrapes, and a new leader keeps counting.
+	go c.karp.Watch(lctx, node.FSM().Changed)
 
 	if cfg.Attest != nil && cfg.Attest.Registerer == nil {
 		ac := *cfg.Attest
@@ -298,7 +303,8 @@ func (c *Coordinator) registerMetrics() {
 	}
 	// Karpenter's own metric names, computed from the same state, so a
 	// Karpenter operator's dashboards and alerts work unchanged.
-	gauges = append(gauges, karpentermetrics.New(n, c.cfg.Now))
+	c.karp = karpentermetrics.New(n, c.cfg.Now)
+	gauges = append(gauges, c.karp)
 	for _, g := range gauges {
 		if err := c.reg.Register(g); err != nil {
 			c.log.Warn("register metric", "err", err)

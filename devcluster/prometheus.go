@@ -39,7 +39,8 @@ func (p *Prometheus) Name() string { return "prometheus" }
 func (p *Prometheus) scrapeConfig(c *Cluster, dir string) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n", p.ScrapeInterval, p.ScrapeInterval)
-	b.WriteString("  - job_name: dovetail-coordinator\n")
+	// The job Karpenter's performance dashboard filters on (job="karpenter").
+	b.WriteString("  - job_name: karpenter\n")
 	if c.CoordinatorCA != "" {
 		fmt.Fprintf(&b, "    scheme: https\n    tls_config: {ca_file: %q}\n", c.CoordinatorCA)
 	}

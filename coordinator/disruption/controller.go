@@ -212,6 +212,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 	start := time.Now()
 	plan := Decide(snap, c.cfg.Now(), c.cfg.Planner)
 	c.m.planSeconds.Observe(time.Since(start).Seconds())
+	c.m.observePlan(plan)
 	c.mu.Lock()
 	c.latest, c.snap = &plan, snap
 	c.mu.Unlock()
@@ -222,7 +223,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 	}
 	c.emitNotices(ctx, snap, plan)
 	c.emitSkips(ctx, snap, plan)
-	c.observeRollouts(plan)
+	c.observeRollouts(plan, snap.Pools)
 	c.deleteClaims(ctx, plan.DeleteClaims)
 	var voluntary []Decision
 	for _, d := range plan.Decisions {
@@ -430,6 +431,14 @@ func subset(a, b []string) bool {
 
 // Wait waits for running executions (tests, shutdown).
 func (c *Controller) Wait() { c.wg.Wait() }
+
+// Queued is how many voluntary decisions wait out their validation delay:
+// the work queued for the next passes.
+func (c *Controller) Queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
 
 func (c *Controller) busy(d Decision) bool {
 	c.mu.Lock()
@@ -998,8 +1007,18 @@ func ResumeRollout(r fsm.Rollout, ledger map[string]fsm.Disruption) []fsm.Comman
 	return append(cmds, fsm.RolloutSet{Rollout: r})
 }
 
-// observeRollouts exports each pool's rollout progress.
-func (c *Controller) observeRollouts(p Plan) {
+// observeRollouts exports each pool's rollout progress; a pool with no
+// rollout has none in progress and is not halted.
+func (c *Controller) observeRollouts(p Plan, pools []Pool) {
+	for _, pool := range pools {
+		if _, ok := p.Rollouts[pool.Name]; ok {
+			continue
+		}
+		for _, state := range []string{"done", "in_progress", "remaining", "total"} {
+			c.m.rolloutNodes.WithLabelValues(pool.Name, state).Set(0)
+		}
+		c.m.rolloutHalted.WithLabelValues(pool.Name).Set(0)
+	}
 	for pool, r := range p.Rollouts {
 		done, total, state := RolloutProgress(r)
 		c.m.rolloutNodes.WithLabelValues(pool, "done").Set(float64(done))
@@ -1023,6 +1042,25 @@ type metrics struct {
 	failures      *prometheus.CounterVec
 	skips         *prometheus.CounterVec
 	invalidated   prometheus.Counter
+	// Karpenter v1.14's (pkg/controllers/disruption/metrics.go).
+	eligible *prometheus.GaugeVec
+	allowed  *prometheus.GaugeVec
+}
+
+// observePlan sets Karpenter's per-pass gauges: eligible nodes by method
+// (lowercase reason, as Karpenter labels it) and each NodePool's allowed
+// disruptions by method (the API's spelling, as Karpenter labels that one).
+func (m *metrics) observePlan(p Plan) {
+	for _, r := range VoluntaryMethods {
+		m.eligible.WithLabelValues(strings.ToLower(string(r))).Set(float64(p.Eligible[r]))
+	}
+	// A deleted NodePool's series go with it.
+	m.allowed.Reset()
+	for pool, byReason := range p.AllowedDisruptions {
+		for r, n := range byReason {
+			m.allowed.WithLabelValues(pool, string(r)).Set(float64(n))
+		}
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -1043,9 +1081,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Candidates newly skipped, by method and reason code."}, []string{"method", "code"}),
 		invalidated: prometheus.NewCounter(prometheus.CounterOpts{Name: "dovetail_disruption_invalidated_total",
 			Help: "Voluntary decisions dropped at validation."}),
+		eligible: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_voluntary_disruption_eligible_nodes",
+			Help: "Number of nodes eligible for disruption by Karpenter. Labeled by disruption reason."}, []string{"reason"}),
+		allowed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodepools_allowed_disruptions",
+			Help: "The number of nodes for a given NodePool that can be concurrently disrupting at a point in time. Labeled by NodePool. Note that allowed disruptions can change very rapidly, as new nodes may be created and others may be deleted at any point."},
+			[]string{"nodepool", "reason"}),
+	}
+	// Every step's failure count exists from the start at 0, so a dashboard
+	// or alert reads "none failed" rather than no data.
+	for _, step := range []string{"launch", "replacement-not-ready", "drain", "drain-blocked", "delete"} {
+		m.failures.WithLabelValues(step).Add(0)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rolloutNodes, m.rolloutHalted, m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated} {
+		for _, c := range []prometheus.Collector{m.rolloutNodes, m.rolloutHalted, m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated, m.eligible, m.allowed} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register disruption metrics: %w", err)
 			}

@@ -146,6 +146,62 @@ type Plan struct {
 	// DeleteClaims are static pools' NodeClaims without an instance yet
 	// that a scale-down removes at once (nothing to drain).
 	DeleteClaims []ClaimDeletion `json:"deleteClaims,omitempty"`
+	// Eligible counts, by voluntary method (Drifted, Empty, Underutilized),
+	// the nodes that were candidates in this pass: decided, or passed over
+	// only for a reason found after candidacy (budget, no cheaper fit,
+	// savings ...), as Karpenter's karpenter_voluntary_disruption_eligible_nodes.
+	Eligible map[Reason]int `json:"-"`
+	// AllowedDisruptions is, by NodePool and voluntary method, how many
+	// nodes the pool's budgets allow disrupting at once (budget.Unlimited
+	// when none is active), as karpenter_nodepools_allowed_disruptions.
+	AllowedDisruptions map[string]map[Reason]int `json:"-"`
+}
+
+// VoluntaryMethods are the methods a budget can name, for which Karpenter
+// reports eligible nodes and allowed disruptions.
+var VoluntaryMethods = []Reason{ReasonDrifted, ReasonEmpty, ReasonUnderutilized}
+
+// afterCandidacy are the skip codes given to a node that was a candidate
+// for a method (Karpenter's GetCandidates would have returned it) and was
+// then passed over; the other codes keep a node from being a candidate.
+var afterCandidacy = map[string]bool{
+	SkipBudget: true, SkipBalanced: true, SkipNoCheaperFit: true, SkipMinSavings: true,
+	SkipSpotFlexibility: true, SkipReceivingPods: true, SkipRolloutHalted: true, SkipSurge: true,
+}
+
+// tally fills Eligible and AllowedDisruptions once the methods have run.
+func (p *planner) tally() {
+	cands := map[Reason]map[string]bool{}
+	for _, r := range VoluntaryMethods {
+		cands[r] = map[string]bool{}
+	}
+	for _, d := range p.plan.Decisions {
+		if c, ok := cands[d.Reason]; ok {
+			for _, n := range d.Nodes {
+				c[n] = true
+			}
+		}
+	}
+	for _, sk := range p.plan.Skipped {
+		if c, ok := cands[sk.Method]; ok && afterCandidacy[sk.Code] {
+			c[sk.Node] = true
+		}
+	}
+	p.plan.Eligible = make(map[Reason]int, len(cands))
+	for r, c := range cands {
+		p.plan.Eligible[r] = len(c)
+	}
+	p.plan.AllowedDisruptions = make(map[string]map[Reason]int, len(p.s.Pools))
+	for i := range p.s.Pools {
+		pool := &p.s.Pools[i]
+		m := make(map[Reason]int, len(VoluntaryMethods))
+		for _, r := range VoluntaryMethods {
+			// The budget's own count, before the nodes already disrupting
+			// are taken off (Karpenter's MustGetAllowedDisruptions).
+			m[r] = budget.Evaluate(pool.Budgets, r, p.poolTotal[pool.Name], 0, p.now).Max
+		}
+		p.plan.AllowedDisruptions[pool.Name] = m
+	}
 }
 
 // ClaimDeletion is one NodeClaim a static scale-down deletes directly.
@@ -185,6 +241,7 @@ func Decide(s *Snapshot, now time.Time, o Options) Plan {
 	p.expiry()
 	p.drift()
 	p.consolidate()
+	p.tally()
 	sort.SliceStable(p.plan.Skipped, func(i, j int) bool {
 		a, b := p.plan.Skipped[i], p.plan.Skipped[j]
 		if a.Node != b.Node {

@@ -1,12 +1,14 @@
 // Package karpentermetrics serves Karpenter v1.14's karpenter_* metrics from
 // Dovetail's replicated state, so an operator's Karpenter dashboards and
 // alerts keep working. Everything here is computed from one snapshot of the
-// FSM state at scrape time: gauges directly, counters by diffing the snapshot
-// against the previous scrape's (see Collector). Only the leader serves them;
+// FSM state: gauges at scrape time, counters by diffing the state against
+// the previously observed one — at every state change on every replica
+// (Watch), and at scrape time (see Collector). Only the leader serves them;
 // followers would double-count.
 package karpentermetrics
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +68,7 @@ type Collector struct {
 	now func() time.Time
 
 	mu       sync.Mutex
+	watching bool // Watch runs: observations do not depend on scrapes
 	baseline bool
 	intents  map[string]intentSeen  // by token
 	disrupt  map[string]disruptSeen // by node name
@@ -76,6 +79,29 @@ type Collector struct {
 	byPool   map[[4]string]float64  // nodepool, decision, reason, consolidation_type
 	notices  map[string]string      // node name -> ID of its active notice
 	received map[string]float64     // message_type
+}
+
+// Watch observes the state at every change until ctx ends: the counters
+// then advance whether or not anyone scrapes, and on every replica, so a
+// replica that becomes leader serves counts of what happened while it
+// followed (the history before its process started stays uncounted, as a
+// restarted Karpenter's). changed returns a channel closed at the next
+// change (fsm.FSM.Changed).
+func (c *Collector) Watch(ctx context.Context, changed func() <-chan struct{}) {
+	c.mu.Lock()
+	c.watching = true
+	c.mu.Unlock()
+	for {
+		ch := changed()
+		c.mu.Lock()
+		c.src.View(c.observe)
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
 }
 
 type intentSeen struct{ nodePool, capacityType, zone string }
@@ -133,10 +159,12 @@ func consolidationType(reason string) string {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if !c.src.IsLeader() {
-		// The next term starts from a fresh baseline: what happened while
-		// another replica led is that replica's to count.
+		// Without Watch, the next term starts from a fresh baseline: what
+		// happened while another replica led is that replica's to count.
 		c.mu.Lock()
-		c.baseline = false
+		if !c.watching {
+			c.baseline = false
+		}
 		c.mu.Unlock()
 		return
 	}

@@ -1,6 +1,7 @@
 package karpentermetrics
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +92,67 @@ karpenter_nodeclaims_terminated_total{capacity_type="spot",nodepool="general",zo
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
 		t.Fatalf("follower served %d series (err %v)", n, err)
 	}
+}
+
+// With Watch, a follower counts the transitions it applies, and serves
+// them once it leads: a leader change loses no count, and nothing depends
+// on being scraped.
+func TestCollectorWatchCountsWhileFollowing(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := fsm.NewState()
+	st.Epoch = fsm.LeaderEpoch{Term: 1, At: t0}
+	src := &stateSource{s: st}
+	c := New(src, func() time.Time { return t0 })
+	changed := make(chan chan struct{}, 1)
+	cur := make(chan struct{})
+	changed <- cur
+	next := func() <-chan struct{} { ch := <-changed; changed <- ch; return ch }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Watch(ctx, next) }()
+	// The baseline observation, then a change: an intent launched by the
+	// current leader (another replica).
+	waitObserved := func() {
+		for i := 0; i < 200; i++ {
+			c.mu.Lock()
+			ok := c.baseline
+			c.mu.Unlock()
+			if ok {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatal("no observation")
+	}
+	waitObserved()
+	c.mu.Lock()
+	st.Intents["a"] = &fsm.Intent{Token: "a", NodeClaim: "nc-a", NodePool: "general"}
+	c.mu.Unlock()
+	old := <-changed
+	cur = make(chan struct{})
+	changed <- cur
+	close(old)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	for i := 0; ; i++ {
+		c.mu.Lock()
+		n := c.created[[3]string{"provisioned", "general", "false"}]
+		c.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if i > 200 {
+			t.Fatal("the follower did not count the new intent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, _ := testutil.GatherAndCount(reg, "karpenter_nodeclaims_created_total"); n != 0 {
+		t.Errorf("a follower serves %d series", n)
+	}
+	src.leader = true
+	if n, _ := testutil.GatherAndCount(reg, "karpenter_nodeclaims_created_total"); n != 1 {
+		t.Errorf("the new leader serves %d created series, want 1", n)
+	}
+	cancel()
+	<-done
 }

@@ -144,6 +144,11 @@ func (l *Loop) init() {
 				}
 			}
 		}
+		// Each component's count exists from the start at 0: a dashboard
+		// reads "no panics", not no data.
+		for _, c := range l.Components {
+			l.panics.WithLabelValues(c.Name).Add(0)
+		}
 	})
 }
 

@@ -94,8 +94,12 @@ func TestComponentPanicsAreRecoveredReportedAndRestartedWithBackoff(t *testing.T
 	if got := testutil.ToFloat64(l.panics.WithLabelValues("pools")); got != 2 {
 		t.Fatalf("panics counter = %v, want 2", got)
 	}
-	if n, err := testutil.GatherAndCount(reg, "dovetail_leader_component_panics_total"); err != nil || n != 1 {
+	// One series per component from the start: the steady one's at 0.
+	if n, err := testutil.GatherAndCount(reg, "dovetail_leader_component_panics_total"); err != nil || n != 2 {
 		t.Fatalf("exported series = %d, %v", n, err)
+	}
+	if got := testutil.ToFloat64(l.panics.WithLabelValues("steady")); got != 0 {
+		t.Fatalf("steady component's panics = %v, want 0", got)
 	}
 	if steady.Load() != 1 {
 		t.Fatalf("a panic in one component restarted another (%d runs)", steady.Load())

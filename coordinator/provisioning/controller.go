@@ -30,6 +30,7 @@ import (
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/ctrlmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -79,6 +80,10 @@ type Config struct {
 	Scheduling  scheduling.Options
 	// Names overrides NodeClaim naming (tests); nil means RandomName.
 	Names NameFunc
+	// Reconciles, when set, counts and times every pass as a reconcile of
+	// the "provisioner" controller and serves its queue (the pods waiting
+	// for a pass) as workqueue_depth, for Karpenter's controller dashboards.
+	Reconciles *ctrlmetrics.Controller
 }
 
 // Controller is the provisioning loop. Run it only on the leader, under a
@@ -235,8 +240,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.InfoContext(ctx, "provisioner started")
 	leader.Go(ctx, func() { c.resyncLoop(ctx) })
 	c.batcher.Trigger() // pods may already be pending
+	c.cfg.Reconciles.SetDepth(c.Pending)
+	defer c.cfg.Reconciles.SetDepth(nil)
 	for c.batcher.Wait(ctx) {
-		if _, err := c.Reconcile(ctx); err != nil {
+		end := c.cfg.Reconciles.Begin()
+		_, err := c.Reconcile(ctx)
+		end(err)
+		if err != nil {
 			c.log.ErrorContext(ctx, "provisioning pass failed; will retry", "err", err)
 		}
 	}
@@ -274,6 +284,18 @@ func (c *Controller) hasStatic() bool {
 		}
 	}
 	return false
+}
+
+// Pending counts the provisionable pods in the informer cache: the pods
+// waiting for a provisioning pass.
+func (c *Controller) Pending() int {
+	n := 0
+	for _, o := range c.podInf.GetStore().List() {
+		if p, ok := o.(*corev1.Pod); ok && Provisionable(p) {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *Controller) hasPending() bool {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/ctrlmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -54,6 +55,10 @@ type disrupter struct {
 	registry registerer
 	log      *slog.Logger
 	now      func() time.Time
+	// reconciles is the "disruption" controller's reconcile metrics: one
+	// planning pass is one reconcile, the decisions waiting out their
+	// validation are its queue.
+	reconciles *ctrlmetrics.Controller
 
 	mu      sync.Mutex
 	current *disruption.Controller
@@ -135,8 +140,13 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 	log.Info("disruption controller started")
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	d.reconciles.SetDepth(ctl.Queued)
+	defer d.reconciles.SetDepth(nil)
 	for {
-		if err := ctl.Pass(ctx); err != nil && ctx.Err() == nil {
+		end := d.reconciles.Begin()
+		err := ctl.Pass(ctx)
+		end(err)
+		if err != nil && ctx.Err() == nil {
 			log.Warn("disruption pass failed; retrying", "err", err)
 		}
 		select {

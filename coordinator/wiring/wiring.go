@@ -34,6 +34,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/capacitytype"
 	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
+	"github.com/dovetail-dev/dovetail/coordinator/ctrlmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
@@ -133,6 +134,12 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	}
 
 	rt.OnComponentPanic(panicEvents(kube, crc, log, now))
+	// controller-runtime's reconcile and workqueue metrics for the loops
+	// below, which Karpenter's controller dashboards read.
+	reconciles, err := ctrlmetrics.New(rt.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("wiring: controller metrics: %w", err)
+	}
 
 	var comps []leader.Named
 	if o.Builtin.GeneralPurpose || o.Builtin.System {
@@ -187,7 +194,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if !o.NoProvisioning {
 		measured := &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}
 		p := &provisioner{kube: kube, dyn: dyn, types: measured, o: o.Provisioning, region: o.Region,
-			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log}
+			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log,
+			reconciles: reconciles.Controller("provisioner")}
 		comps = append(comps, leader.Named{Name: "provisioning", Component: p})
 	}
 	if !o.NoDisruption {
@@ -208,7 +216,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 			}
 		})
 		d := &disrupter{kube: kube, dyn: dyn, c: crc, store: rt.Store, launcher: rt.Launcher, types: types,
-			drainer: interruptionDrainer{normal: dr, forced: forced, store: rt.Store, now: now}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now}
+			drainer: interruptionDrainer{normal: dr, forced: forced, store: rt.Store, now: now}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now,
+			reconciles: reconciles.Controller("disruption")}
 		if o.Explain != nil {
 			o.Explain.bind(d)
 		}
@@ -227,6 +236,8 @@ type provisioner struct {
 	region   string
 	registry registerer
 	log      *slog.Logger
+	// reconciles is the "provisioner" controller's reconcile metrics.
+	reconciles *ctrlmetrics.Controller
 }
 
 // Run implements leader.Component.
@@ -236,7 +247,7 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 	c, err := provisioning.New(provisioning.Config{
 		Kube: p.kube, Dynamic: p.dyn, InstanceTypes: p.types, Launcher: p.launcher, Region: p.region,
 		IdleGap: p.o.IdleGap, MaxWindow: p.o.MaxWindow, Resync: p.o.Resync, Parallelism: p.o.Parallelism,
-		Recorder: p.o.Recorder, Logger: p.log.With("term", term), Registerer: reg,
+		Recorder: p.o.Recorder, Logger: p.log.With("term", term), Registerer: reg, Reconciles: p.reconciles,
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,8 +264,8 @@ func (e *env) start(id string) {
 	cfg := coordinator.Config{
 		ExtraHandlers: explain.Handlers(),
 		Raft: raftnode.Config{ID: id, DataDir: e.dirs[id], BindAddr: p.RaftAddr, Peers: e.peers,
-			HeartbeatTimeout: slowdown * 300 * time.Millisecond, ElectionTimeout: slowdown * 300 * time.Millisecond,
-			LeaderLeaseTimeout: slowdown * 150 * time.Millisecond, SegmentSize: 4 << 20},
+			HeartbeatTimeout: raftSlow() * 300 * time.Millisecond, ElectionTimeout: raftSlow() * 300 * time.Millisecond,
+			LeaderLeaseTimeout: raftSlow() * 150 * time.Millisecond, SegmentSize: 4 << 20},
 		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c}, Registry: reg, Events: events,
 		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
 		NodeGrace: 5 * time.Second, Logger: log,
@@ -283,6 +284,18 @@ func (e *env) start(id string) {
 	e.mu.Lock()
 	e.reps[id] = r
 	e.mu.Unlock()
+}
+
+// raftSlow scales the replicas' Raft timeouts: slowdown, times
+// DOVETAIL_E2E_RAFT_SLOWDOWN when set (a machine shared with other builds
+// can starve 300 ms heartbeats, and leadership then changes every few
+// seconds).
+func raftSlow() time.Duration {
+	n, err := strconv.Atoi(os.Getenv("DOVETAIL_E2E_RAFT_SLOWDOWN"))
+	if err != nil || n < 1 {
+		n = 1
+	}
+	return slowdown * time.Duration(n)
 }
 
 // attested is whether reports are attested (the default, as in make dev);

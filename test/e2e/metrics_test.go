@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,15 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
+	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/gossip"
 	"github.com/dovetail-dev/dovetail/metricsdoc"
+	"github.com/dovetail-dev/dovetail/report"
 )
 
 const (
@@ -126,13 +134,48 @@ next:
 	return false
 }
 
-// TestMetrics scales a Deployment up on a 3-replica cluster, scrapes the
-// leader's /metrics and checks the karpenter_* families against Karpenter
-// v1.14's names, types and label names (testdata), that the facts of the
-// scale-up show in them, and that the README's metrics table is what the
-// replicas registered.
+// TestMetrics runs the demo's three steps on a 3-replica cluster — a
+// scale-up onto spot and on-demand nodes, a spot interruption seen by
+// dovetail-agent, a scale-down whose empty nodes are consolidated — then
+// scrapes the leader's /metrics and checks the karpenter_* families against
+// Karpenter v1.14's names, types and label names (testdata), that the facts
+// of the three steps show in them, that the README's metrics table is what
+// the replicas registered, and that a real Prometheus scraping the replicas
+// answers every Dovetail dashboard panel and Karpenter's dashboard queries.
 func TestMetrics(t *testing.T) {
-	e := newEnv(t, ec2sim.Config{})
+	// Two spot instances at most: the scale-up gets spot and on-demand
+	// nodes, so both capacity types are in the node metrics.
+	e := newEnv(t, ec2sim.Config{MaxSpotInstances: 2})
+	// The real Prometheus scrapes the replicas from the start, as in make
+	// dev: the leader's karpenter_* counters are advanced by what each
+	// scrape sees change.
+	var targets []string
+	for _, p := range e.peers {
+		targets = append(targets, p.HTTPAddr)
+	}
+	prom := prometheusFor(t, targets)
+	if prom == "" {
+		// Without bin/prometheus, scrape every second ourselves.
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				for _, a := range targets {
+					if resp, err := http.Get("http://" + a + "/metrics"); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
 	e.apply(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: metricsNS}})
 	pool := decode[karpv1.NodePool](t, fmt.Sprintf(`
 apiVersion: karpenter.sh/v1
@@ -144,18 +187,83 @@ spec:
     spec:
       nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: e2e}
       requirements:
-        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: karpenter.sh/capacity-type, operator: In, values: [spot, on-demand]}
         - {key: karpenter.k8s.aws/instance-category, operator: In, values: [m]}
         - {key: karpenter.k8s.aws/instance-size, operator: In, values: [large, xlarge]}
+  disruption:
+    consolidationPolicy: WhenEmpty
+    consolidateAfter: 1h
+    budgets: [{nodes: "100%%"}]
 `, metricsPool))
 	e.apply(nodeClass(t, "e2e"), pool)
 	e.apply(deployment(metricsNS, "web", "500m", "512Mi"))
-	e.scale(metricsNS, "web", 6)
-	e.eventually("6 pods Running", 2*time.Minute, func() (bool, string) {
+
+	// 1. Scale-up.
+	e.scale(metricsNS, "web", 12)
+	e.eventually("12 pods Running", 2*time.Minute, func() (bool, string) {
 		run, other := e.fleet(metricsNS).running()
-		return run == 6, fmt.Sprintf("%d Running, %d elsewhere", run, other)
+		return run == 12, fmt.Sprintf("%d Running, %d elsewhere", run, other)
 	})
-	leader := e.replica(e.leader())
+
+	// 2. Spot interruption: dovetail-agent on a spot node with pods reads
+	// the notice from the instance's IMDS; the leader replaces and drains it.
+	f := e.fleet(metricsNS)
+	victim, inst := "", ec2sim.InstanceInfo{}
+	for _, in := range f.live {
+		if name := f.nodeByProv[in.ProviderID]; in.CapacityType == cloud.CapacityTypeSpot && name != "" && podsOn(f, name) > 0 {
+			victim, inst = name, in
+			break
+		}
+	}
+	if victim == "" {
+		t.Fatal("no spot node with pods to interrupt")
+	}
+	claimOf := ""
+	for name, c := range f.claims {
+		if c.Status.NodeName == victim || c.Status.ProviderID == inst.ProviderID {
+			claimOf = name
+		}
+	}
+	e.startAgent(victim, inst.ID)
+	if _, err := e.sim.InterruptSpot(inst.ID); err != nil {
+		t.Fatalf("interrupt %s: %v", inst.ID, err)
+	}
+	e.eventually("the interrupted node drained and its NodeClaim gone", 2*time.Minute, func() (bool, string) {
+		f := e.fleet(metricsNS)
+		if n := podsOn(f, victim); n > 0 {
+			return false, fmt.Sprintf("%d pods still on %s", n, victim)
+		}
+		if _, ok := f.claims[claimOf]; ok {
+			return false, "nodeclaim " + claimOf + " still exists"
+		}
+		return true, ""
+	})
+	e.eventually("12 pods Running after the interruption", 2*time.Minute, func() (bool, string) {
+		run, other := e.fleet(metricsNS).running()
+		return run == 12, fmt.Sprintf("%d Running, %d elsewhere", run, other)
+	})
+
+	// 3. Consolidation: scaled down, the empty nodes go once
+	// consolidateAfter passes.
+	before := len(e.fleet(metricsNS).live)
+	e.scale(metricsNS, "web", 2)
+	patch := []byte(`{"spec":{"disruption":{"consolidateAfter":"5s"}}}`)
+	if err := e.c.Patch(e.ctx, &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: metricsPool}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatalf("patch nodepool: %v", err)
+	}
+	e.eventually("no empty node left", 2*time.Minute, func() (bool, string) {
+		f := e.fleet(metricsNS)
+		run, _ := f.running()
+		var empty []string
+		for name, n := range f.nodes {
+			if n.Labels[karpv1.NodePoolLabelKey] == metricsPool && n.DeletionTimestamp == nil && podsOn(f, name) == 0 {
+				empty = append(empty, name)
+			}
+		}
+		return len(empty) == 0 && run == 2, fmt.Sprintf("%d Running, empty nodes %v", run, empty)
+	})
+	t.Logf("consolidation: %d → %d instances", before, len(e.fleet(metricsNS).live))
+	var leader *coordinator.Coordinator
 
 	var mfs map[string]*dto.MetricFamily
 	want := []struct {
@@ -182,12 +290,44 @@ spec:
 		{"karpenter_cluster_utilization_percent", map[string]string{"resource_type": "cpu"}},
 		{"karpenter_cloudprovider_duration_seconds", map[string]string{"controller": "nodeclaim.lifecycle", "method": "Create", "provider": "aws"}},
 		{"karpenter_cloudprovider_duration_seconds", map[string]string{"controller": "provisioner", "method": "GetInstanceTypes", "provider": "aws"}},
+		// The interruption and the consolidation.
+		{"karpenter_interruption_received_messages_total", map[string]string{"message_type": "spot_interrupted"}},
+		{"karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": metricsPool, "reason": "interrupted", "capacity_type": "spot"}},
+		{"karpenter_nodeclaims_disrupted_total", map[string]string{"nodepool": metricsPool, "reason": "empty"}},
+		{"karpenter_voluntary_disruption_decisions_total", map[string]string{"reason": "empty", "decision": "delete", "consolidation_type": "empty"}},
+		{"karpenter_nodeclaims_terminated_total", map[string]string{"nodepool": metricsPool}},
+		{"karpenter_nodes_terminated_total", map[string]string{"nodepool": metricsPool}},
+		{"karpenter_nodes_termination_duration_seconds", map[string]string{"nodepool": metricsPool}},
+		{"karpenter_voluntary_disruption_eligible_nodes", map[string]string{"reason": "empty"}},
+		{"karpenter_nodepools_allowed_disruptions", map[string]string{"nodepool": metricsPool, "reason": "Empty"}},
+		// controller-runtime's metrics of Dovetail's loops.
+		{"controller_runtime_reconcile_total", map[string]string{"controller": "provisioner", "result": "success"}},
+		{"controller_runtime_reconcile_total", map[string]string{"controller": "disruption", "result": "success"}},
+		{"controller_runtime_reconcile_time_seconds", map[string]string{"controller": "disruption"}},
+		{"workqueue_depth", map[string]string{"name": "provisioner", "controller": "provisioner"}},
+		{"workqueue_depth", map[string]string{"name": "disruption", "controller": "disruption"}},
 	}
-	e.eventually("the scale-up in the leader's karpenter_* metrics", time.Minute, func() (bool, string) {
+	e.eventually("the three steps in the leader's metrics", time.Minute, func() (bool, string) {
+		// The leader of the moment (on a loaded machine it may change).
+		leader = e.replica(e.leader())
+		if leader == nil {
+			return false, "no leader"
+		}
 		mfs = scrape(t, leader.HTTPAddr())
+		if !leader.Node().IsLeader() {
+			return false, "the scraped replica no longer leads"
+		}
 		for _, w := range want {
 			if !hasSeries(mfs[w.name], w.labels) {
-				return false, fmt.Sprintf("no %s%v", w.name, w.labels)
+				have := len(mfs[w.name].GetMetric())
+				var fams []string
+				for n := range mfs {
+					if strings.HasPrefix(n, "karpenter_") || strings.HasPrefix(n, "controller_") || strings.HasPrefix(n, "workqueue") {
+						fams = append(fams, n)
+					}
+				}
+				sort.Strings(fams)
+				return false, fmt.Sprintf("no %s%v (%d other series; families %v)", w.name, w.labels, have, fams)
 			}
 		}
 		return true, ""
@@ -214,7 +354,7 @@ spec:
 			t.Errorf("%s: labels %v, Karpenter's are %v", name, got, r.labels)
 		}
 	}
-	t.Logf("%d karpenter_* families served by the leader after the scale-up, %d in the reference", served, len(ref))
+	t.Logf("%d karpenter_* families served by the leader after the three steps, %d in the reference", served, len(ref))
 
 	// Followers serve none of them (sum() over replicas is the leader's).
 	for id := range e.dirs {
@@ -239,6 +379,17 @@ spec:
 		}
 	}
 	e.mu.Unlock()
+	// The harness's replicas run without gossip: one real pool member
+	// registers the dovetail_gossip_* metrics every coordinator and agent
+	// serves.
+	grec := metricsdoc.NewRecorder(prometheus.NewRegistry())
+	gp, err := gossip.Start(e.ctx, gossip.Config{Name: "metrics-table", BindAddr: "127.0.0.1", Dev: true, Registry: grec,
+		Meta: func() report.Meta { return report.Meta{Role: "coordinator"} }})
+	if err != nil {
+		t.Fatalf("gossip member: %v", err)
+	}
+	defer func() { _ = gp.Shutdown() }()
+	lists = append(lists, grec.Entries())
 	var entries []metricsdoc.Entry
 	for _, en := range metricsdoc.Merge(lists...) {
 		// The client library's process and runtime metrics are not ours.
@@ -248,11 +399,7 @@ spec:
 	}
 	checkTable(t, filepath.Join("..", "..", "README.md"), metricsdoc.Table(entries))
 
-	var targets []string
-	for _, p := range e.peers {
-		targets = append(targets, p.HTTPAddr)
-	}
-	checkDashboards(t, targets)
+	checkDashboards(t, prom)
 }
 
 func checkTable(t *testing.T, path, table string) {

@@ -38,7 +38,10 @@ func startPrometheus(t *testing.T, bin string, targets []string) string {
 	for i, a := range targets {
 		q[i] = fmt.Sprintf("%q", a)
 	}
-	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: dovetail-coordinator\n    static_configs: [{targets: [%s]}]\n", strings.Join(q, ", "))
+	// The job is "karpenter", as a ServiceMonitor names the job after the
+	// Service (the chart's is the release name): Karpenter's performance
+	// dashboard filters on job="karpenter" (README, Metrics).
+	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: karpenter\n    static_configs: [{targets: [%s]}]\n", strings.Join(q, ", "))
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -182,27 +185,42 @@ func karpenterDashboardQueries(t *testing.T) []panelQuery {
 	return out
 }
 
-// needsDisruption are the Dovetail panels whose metrics only have samples
-// after a disruption, an interruption, a rollout or a panic; TestMetrics
-// only scales up, so they may be empty (and are listed in the log).
-var needsDisruption = map[string]bool{
-	"Disruption decisions": true, "NodeClaims disrupted by NodePool": true, "Disruption blocked": true,
-	"Disruption failures": true, "AMI rollout progress": true, "Rollouts halted": true,
-	"Interruption notices": true, "Node termination time": true, "Leader component panics": true,
+// karpenterUnserved are the queries of Karpenter's dashboards that stay
+// empty with Dovetail, by a substring of the query, with the reason (the
+// README's Metrics section lists the same).
+var karpenterUnserved = map[string]string{
+	"node_time_seconds": "node-exporter's node_time_seconds and node_boot_time_seconds (with a node label added by relabelling), not Karpenter's",
+	"karpenter_allocation_controller_bind_duration_seconds": "a metric of early Karpenter (v0.x) that v1.14 no longer has (the allocation dashboard still reads it); " +
+		"Dovetail binds no pods (kube-scheduler does)",
+	"karpenter_allocation_controller_binpacking_duration_seconds": "a metric of early Karpenter (v0.x) that v1.14 no longer has; " +
+		"the packing is timed in karpenter_scheduler_scheduling_duration_seconds",
+	"karpenter_allocation_controller_scheduling_duration_seconds": "a metric of early Karpenter (v0.x) that v1.14 no longer has (labelled by provisioner, the old NodePool); " +
+		"the same fact is karpenter_scheduler_scheduling_duration_seconds",
 }
 
-// checkDashboards queries a real Prometheus scraping the replicas for every
-// panel of Dovetail's dashboards and every query of Karpenter's.
-func checkDashboards(t *testing.T, targets []string) {
+// prometheusFor starts a real Prometheus scraping targets, or returns ""
+// when bin/prometheus is missing outside CI.
+func prometheusFor(t *testing.T, targets []string) string {
+	t.Helper()
 	bin := prometheusBin(t)
 	if bin == "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("bin/prometheus missing: run make tools")
 		}
 		t.Log("bin/prometheus missing (make tools builds it): dashboard queries not checked")
+		return ""
+	}
+	return startPrometheus(t, bin, targets)
+}
+
+// checkDashboards queries the real Prometheus at base (scraping the
+// replicas) for every panel of Dovetail's dashboards, which must all return
+// data, and every query of Karpenter's, of which at least 90 % must and the
+// others must be the ones karpenterUnserved explains.
+func checkDashboards(t *testing.T, base string) {
+	if base == "" {
 		return
 	}
-	base := startPrometheus(t, bin, targets)
 	// Rates need two samples in their window; wait for a few scrapes.
 	deadline := time.Now().Add(40 * time.Second)
 	for {
@@ -215,16 +233,12 @@ func checkDashboards(t *testing.T, targets []string) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	empty := 0
 	for _, q := range dovetailPanelQueries(t) {
 		n, err := promQuery(base, grafanaVars.Replace(q.expr))
 		switch {
 		case err != nil:
 			t.Errorf("%s: %s: %v", q.where, q.expr, err)
-		case n == 0 && needsDisruption[q.where[strings.Index(q.where, ": ")+2:]]:
-			t.Logf("empty after a scale-up only (needs a disruption): %s", q.where)
 		case n == 0:
-			empty++
 			t.Errorf("%s: %s: no data", q.where, q.expr)
 		}
 	}
@@ -232,11 +246,26 @@ func checkDashboards(t *testing.T, targets []string) {
 	for _, q := range karpenterDashboardQueries(t) {
 		total++
 		n, err := promQuery(base, grafanaVars.Replace(q.expr))
-		if err == nil && n > 0 {
-			ok++
-			continue
+		why := ""
+		for sub, r := range karpenterUnserved {
+			if strings.Contains(q.expr, sub) {
+				why = r
+			}
 		}
-		t.Logf("Karpenter %s: empty (%v): %s", q.where, err, q.expr)
+		switch {
+		case err == nil && n > 0:
+			ok++
+			if why != "" {
+				t.Errorf("Karpenter %s returns data but is listed as unserved (%s): %s", q.where, why, q.expr)
+			}
+		case why != "":
+			t.Logf("Karpenter %s: empty as expected (%s): %s", q.where, why, q.expr)
+		default:
+			t.Errorf("Karpenter %s: empty (%v): %s", q.where, err, q.expr)
+		}
 	}
 	t.Logf("Karpenter's dashboards: %d of %d queries return data (%.0f%%)", ok, total, 100*float64(ok)/float64(total))
+	if 10*ok < 9*total {
+		t.Errorf("Karpenter's dashboards: %d of %d queries return data, fewer than 90%%", ok, total)
+	}
 }
