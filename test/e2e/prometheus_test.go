@@ -192,8 +192,8 @@ var karpenterUnserved = map[string]string{
 	// Prometheus 3 stores quantile (and le) label values in float format,
 	// "0" as "0.0" and "1" as "1.0" (its migration guide): the dashboard's
 	// quantile="0" and quantile="1" match nothing, for Karpenter too.
-	`{quantile="0"}`: `Prometheus 3 normalises the quantile label to "0.0"`,
-	`{quantile="1"}`: `Prometheus 3 normalises the quantile label to "1.0"`,
+	`{quantile="0"}`:    `Prometheus 3 normalises the quantile label to "0.0"`,
+	`{quantile="1"}`:    `Prometheus 3 normalises the quantile label to "1.0"`,
 	"node_time_seconds": "node-exporter's node_time_seconds and node_boot_time_seconds (with a node label added by relabelling), not Karpenter's",
 	"karpenter_allocation_controller_bind_duration_seconds": "a metric of early Karpenter (v0.x) that v1.14 no longer has (the allocation dashboard still reads it); " +
 		"Dovetail binds no pods (kube-scheduler does)",
