@@ -279,6 +279,12 @@ func (p *rebalanceProgress) see(s demoState, elapsed time.Duration) []string {
 	}
 	if _, live := s.Live[p.node]; !live && p.gone == 0 {
 		p.gone = elapsed
+		if p.cordoned == 0 && p.ready > 0 {
+			// Cordon, drain and deletion all fell between two polls (they
+			// take about a second): after the replacement was seen Ready.
+			p.cordoned, p.drained = elapsed, elapsed
+			out = append(out, fmt.Sprintf("%s cordoned, drained and deleted between two polls, after its replacement was Ready", p.node))
+		}
 		out = append(out, fmt.Sprintf("instance %s is gone (its NodeClaim deleted)", p.victim.ID))
 		if p.ready == 0 && p.violation == "" {
 			p.violation = fmt.Sprintf("instance %s went before any replacement was Ready", p.victim.ID)
