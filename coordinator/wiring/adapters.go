@@ -11,6 +11,7 @@ import (
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
@@ -61,6 +62,22 @@ func (t *iceAwareTypes) ReservationAvailability(id string) (int, bool) {
 		return rc.ReservationAvailability(id)
 	}
 	return 0, false
+}
+
+// measuredTypes is the provisioner's instance-type source: listings are
+// measured as Karpenter's GetInstanceTypes (cloudmetrics), and the
+// questions the provisioner asks besides (per-class narrowing,
+// reservation availability and counts) reach the ICE-aware source. The
+// metrics wrapper alone hid them: provisioning then planned every class
+// from the shared list and every reservation as unlimited.
+type measuredTypes struct {
+	*iceAwareTypes
+	measured *cloudmetrics.InstanceTypes
+}
+
+// InstanceTypes implements provisioning.InstanceTypeProvider (measured).
+func (t *measuredTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
+	return t.measured.InstanceTypes(ctx)
 }
 
 // CompatibleInstanceTypes implements provisioning.NodeClassTypes by asking

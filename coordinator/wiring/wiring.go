@@ -192,7 +192,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	types := &iceAwareTypes{src: src, store: rt.Store, now: now}
 
 	if !o.NoProvisioning {
-		measured := &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}
+		measured := &measuredTypes{iceAwareTypes: types,
+			measured: &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}}
 		p := &provisioner{kube: kube, dyn: dyn, types: measured, o: o.Provisioning, region: o.Region,
 			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log,
 			reconciles: reconciles.Controller("provisioner")}

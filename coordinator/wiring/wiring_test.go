@@ -13,12 +13,16 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
+	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 	"github.com/dovetail-dev/dovetail/drain"
@@ -269,5 +273,47 @@ func TestExplainWithoutALeaderHasNoPlan(t *testing.T) {
 		if hs[p] == nil {
 			t.Errorf("no handler for %s", p)
 		}
+	}
+}
+
+// classAwareTypes also narrows per class and counts reservations.
+type classAwareTypes struct {
+	fakeTypes
+	counts map[string]int
+}
+
+func (f classAwareTypes) CompatibleInstanceTypes(_ context.Context, _ *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error) {
+	return its[:1], nil
+}
+func (f classAwareTypes) ReservationAvailable(id, _, _ string) bool { return f.counts[id] > 0 }
+func (f classAwareTypes) ReservationAvailability(id string) (int, bool) {
+	n, ok := f.counts[id]
+	return n, ok
+}
+
+// The provisioner's measured source still answers the per-class and
+// reservation questions (the metrics wrapper alone hid them, so every
+// class planned from the shared list and every reservation as unlimited).
+func TestProvisionerTypesKeepClassAndReservationAnswers(t *testing.T) {
+	src := classAwareTypes{fakeTypes: fakeTypes{its: []*cloud.InstanceType{{Name: "m5.large"}, {Name: "c5.large"}}}, counts: map[string]int{"cr-a": 2}}
+	ice := &iceAwareTypes{src: src, store: newFSMStore(), now: time.Now}
+	var got provisioning.InstanceTypeProvider = &measuredTypes{iceAwareTypes: ice,
+		measured: &cloudmetrics.InstanceTypes{Src: ice, Metrics: cloudmetrics.New(nil)}}
+	if its, err := got.InstanceTypes(context.Background()); err != nil || len(its) != 2 {
+		t.Fatalf("InstanceTypes = %v, %v", its, err)
+	}
+	classes, err := provisioning.ClassInstanceTypes(context.Background(), got, []*awsv1.EC2NodeClass{{ObjectMeta: metav1.ObjectMeta{Name: "c"}}}, src.its)
+	if err != nil || len(classes["c"]) != 1 {
+		t.Errorf("per-class types = %v, %v: want the source's narrowing", classes, err)
+	}
+	rc, ok := got.(provisioning.ReservationCounter)
+	if !ok {
+		t.Fatal("the provisioner's source does not count reservations")
+	}
+	if n, known := rc.ReservationAvailability("cr-a"); n != 2 || !known {
+		t.Errorf("ReservationAvailability = %d, %v; want 2, true", n, known)
+	}
+	if _, ok := got.(provisioning.ReservationAvailability); !ok {
+		t.Error("the provisioner's source does not answer ReservationAvailable")
 	}
 }
