@@ -159,7 +159,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// loaded leaders step down on their own.
 	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", 400*time.Millisecond, "Raft heartbeat timeout")
 	fs.DurationVar(&o.election, "raft-election-timeout", 400*time.Millisecond, "Raft election timeout")
-	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 400*time.Millisecond, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout (0: half of it)")
+	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 0, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout (0: equal to it)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json, text, journal (systemd priorities) or auto (journal under systemd, else text)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -216,15 +216,23 @@ func port(addr string, def int) int {
 	return n
 }
 
+// leaseTimeout is --raft-leader-lease-timeout, or the heartbeat timeout
+// when unset: a lease of half the heartbeat (raft's ratio) made loaded
+// leaders step down on their own, and a default tied to the heartbeat keeps
+// --raft-heartbeat-timeout alone a valid setting.
+func leaseTimeout(o options) time.Duration {
+	if o.lease == 0 {
+		return o.heartbeat
+	}
+	return o.lease
+}
+
 // checkRaftTimeouts applies raft's own constraints (raft.ValidateConfig) to
 // the flags, so a bad combination is refused naming the flags at startup
 // instead of failing inside raft.NewRaft with its field names.
 func checkRaftTimeouts(o options) error {
 	const floor = 5 * time.Millisecond
-	lease := o.lease
-	if lease == 0 {
-		lease = o.heartbeat / 2
-	}
+	lease := leaseTimeout(o)
 	switch {
 	case o.heartbeat < floor || o.election < floor || lease < floor:
 		return fmt.Errorf("--raft-heartbeat-timeout (%v), --raft-election-timeout (%v) and --raft-leader-lease-timeout (%v) must be at least %v",
@@ -265,7 +273,7 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 	}
 	rc := raftnode.Config{
 		ID: o.id, DataDir: o.dataDir, BindAddr: o.raftAddr, AdvertiseAddr: o.raftAdvertise, Peers: peers,
-		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, LeaderLeaseTimeout: o.lease, DeadServerTimeout: o.deadServer,
+		HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.election, LeaderLeaseTimeout: leaseTimeout(o), DeadServerTimeout: o.deadServer,
 		Rejoin: o.raftRejoin,
 	}
 	tlsFiles := raftnode.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey, ServerName: o.tlsName}

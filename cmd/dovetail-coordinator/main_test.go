@@ -95,7 +95,7 @@ func TestBuildConfig(t *testing.T) {
 		cfg.Raft.Peers[0].HTTPAddr != "dovetail-coordinator-0.dc.kube-system.svc.cluster.local:8080" {
 		t.Fatalf("derived peers = %+v", cfg.Raft.Peers)
 	}
-	if cfg.Raft.HeartbeatTimeout != 300*time.Millisecond || cfg.Raft.LeaderLeaseTimeout != 0 {
+	if cfg.Raft.HeartbeatTimeout != 300*time.Millisecond || cfg.Raft.LeaderLeaseTimeout != 300*time.Millisecond {
 		t.Fatalf("raft timeouts not passed on: %+v", cfg.Raft)
 	}
 	if cfg.Cloud != nil || cfg.Claims != nil || cfg.Gossip != nil {

@@ -207,6 +207,17 @@ func TestAutoMode(t *testing.T) {
 			if n := st.Nodes[victim]; n != nil && n.Interruption != nil && n.Interruption.Kind == report.KindInterruption {
 				return true, ""
 			}
+			// The coordinator can act on the committed report (drain done in
+			// ~0.35 s, instance terminated, node state forgotten) between two
+			// polls: a disruption entry for the node, or the instance gone
+			// long before the simulator's own deadline, also prove the
+			// report was committed — nothing else ends a spot instance early.
+			if st.Disruptions[victim] != nil {
+				return true, ""
+			}
+			if in, ok := e.sim.Instance(inst.ID); ok && in.State != cloud.StatePending && in.State != cloud.StateRunning && time.Now().Before(deadline) {
+				return true, ""
+			}
 			return false, "no interruption for " + victim + " in the replicated state"
 		})
 		committed := time.Since(noticeAt)
