@@ -124,7 +124,9 @@ func TestAutoMode(t *testing.T) {
 
 	t.Run("burst", func(t *testing.T) {
 		defer e.use(t)()
-		e.eventually("300 pods Running on launched nodes", 3*time.Minute, func() (bool, string) {
+		// 5 minutes, not 3: on a loaded 2-core CI machine the burst (with a
+		// leader kill) was still making progress at 3 (244-291 of 300).
+		e.eventually("300 pods Running on launched nodes", 5*time.Minute, func() (bool, string) {
 			f := e.fleet(ns)
 			run, elsewhere := f.running()
 			return run == 300, fmt.Sprintf("%d Running on launched nodes, %d elsewhere, %d pods, %d nodeclaims, %d live instances",
