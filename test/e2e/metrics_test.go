@@ -272,7 +272,10 @@ spec:
 	}{
 		{"karpenter_nodeclaims_created_total", map[string]string{"nodepool": metricsPool, "reason": "provisioned", "min_values_relaxed": "false"}},
 		{"karpenter_nodes_created_total", map[string]string{"nodepool": metricsPool}},
-		{"karpenter_nodes_allocatable", map[string]string{"nodepool": metricsPool, "resource_type": "cpu", "capacity_type": "on-demand", "managed": "true"}},
+		// Which capacity types survive the consolidation depends on the
+		// plan (both spot and on-demand are allowed): ask for the labels,
+		// not one value of capacity_type.
+		{"karpenter_nodes_allocatable", map[string]string{"nodepool": metricsPool, "resource_type": "cpu", "managed": "true"}},
 		{"karpenter_nodes_total_pod_requests", map[string]string{"nodepool": metricsPool, "resource_type": "memory"}},
 		{"karpenter_nodes_current_lifetime_seconds", map[string]string{"nodepool": metricsPool}},
 		{"karpenter_pods_state", map[string]string{"namespace": metricsNS, "nodepool": metricsPool, "phase": "Running", "scheduled": "true"}},
