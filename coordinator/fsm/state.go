@@ -194,137 +194,210 @@ func (s *State) InGracePeriod(now time.Time, grace time.Duration) bool {
 func (s *State) apply(c Command) error {
 	switch c := c.(type) {
 	case *IntentCreate:
-		in := c.Intent
-		if in.Token == "" {
-			return fmt.Errorf("intent create: empty token")
-		}
-		if _, ok := s.Intents[in.Token]; ok {
-			return nil
-		}
-		if in.State == "" {
-			in.State = IntentPending
-		}
-		s.Intents[in.Token] = &in
+		return s.applyIntentCreate(c)
 	case *IntentResult:
-		in, ok := s.Intents[c.Token]
-		if ok && in.State == IntentDeleting && in.Instance == nil && c.State == IntentLaunched && c.Instance != nil {
-			// The NodeClaim was deleted while its launch was in flight: keep
-			// the instance so the termination finds it.
-			inst := *c.Instance
-			in.Instance = &inst
-			in.LaunchedByTerm = c.Term
-			return nil
-		}
-		if !ok || in.State != IntentPending {
-			return nil
-		}
-		switch c.State {
-		case IntentLaunched:
-			if c.Instance == nil {
-				return fmt.Errorf("intent result %s: launched without instance", c.Token)
-			}
-			inst := *c.Instance
-			in.Instance = &inst
-			in.LaunchedByTerm = c.Term
-			in.Error = ""
-			s.Bindings[inst.ID] = &NodeBinding{InstanceID: inst.ID, ProviderID: inst.ProviderID,
-				NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
-		case IntentFailed:
-			in.Error = c.Error
-			in.ICE = c.ICE
-		default:
-			return fmt.Errorf("intent result %s: bad state %q", c.Token, c.State)
-		}
-		in.State = c.State
-		in.UpdatedAt = c.At
+		return s.applyIntentResult(c)
 	case *IntentUpdate:
-		in, ok := s.Intents[c.Token]
-		if !ok {
-			return nil
-		}
-		if c.Registered {
-			in.Registered = true
-		}
-		if c.Initialized {
-			in.Initialized = true
-		}
-		if c.NodeName != "" {
-			in.NodeName = c.NodeName
-			if in.Instance != nil {
-				b := s.Bindings[in.Instance.ID]
-				if b == nil {
-					b = &NodeBinding{InstanceID: in.Instance.ID, ProviderID: in.Instance.ProviderID,
-						NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
-					s.Bindings[in.Instance.ID] = b
-				}
-				b.NodeName = c.NodeName
-			}
-		}
-		if c.Deleting && in.State != IntentDeleting {
-			in.State = IntentDeleting
-		}
-		if c.Attempt {
-			in.Attempts++
-		}
-		if c.Error != "" {
-			in.Error = c.Error
-		}
-		in.UpdatedAt = c.At
+		return s.applyIntentUpdate(c)
 	case *IntentDelete:
-		if in, ok := s.Intents[c.Token]; ok {
-			if in.Instance != nil {
-				// IntentDelete is committed only once the instance is gone
-				// (terminated or never launched), so what its agent reported
-				// goes with it: State.Nodes is bounded by live instances.
-				delete(s.Bindings, in.Instance.ID)
-				delete(s.Attestations, in.Instance.ID)
-				s.forgetInstance(in.NodeName, in.Instance.ProviderID, in.Instance.ID)
-			}
-			delete(s.Intents, c.Token)
-		}
+		return s.applyIntentDelete(c)
 	case *ICEMark:
-		for _, e := range c.Entries {
-			if old, ok := s.ICE[e.Key()]; ok && old.Until.After(e.Until) {
-				continue
-			}
-			s.ICE[e.Key()] = e
-		}
+		return s.applyICEMark(c)
 	case *ICEExpire:
-		for k, e := range s.ICE {
-			if !e.Until.After(c.Now) {
-				delete(s.ICE, k)
-			}
-		}
+		return s.applyICEExpire(c)
 	case *DisruptionBegin:
-		if c.Disruption.NodeName == "" {
-			return fmt.Errorf("disruption begin: empty node name")
-		}
-		d := c.Disruption
-		s.Disruptions[d.NodeName] = &d
+		return s.applyDisruptionBegin(c)
 	case *DisruptionEnd:
-		delete(s.Disruptions, c.NodeName)
+		return s.applyDisruptionEnd(c)
 	case *RolloutSet:
-		if c.Rollout.NodePool == "" {
-			return fmt.Errorf("rollout set: empty nodepool")
-		}
-		r := c.Rollout
-		s.Rollouts[r.NodePool] = &r
+		return s.applyRolloutSet(c)
 	case *RolloutDelete:
-		delete(s.Rollouts, c.NodePool)
+		return s.applyRolloutDelete(c)
 	case *ReportReceived:
 		return s.applyReport(c)
 	case *LeaderEpoch:
-		if c.Term >= s.Epoch.Term {
-			s.Epoch = *c
-		}
+		return s.applyLeaderEpoch(c)
 	case *AttestBind:
 		return s.applyAttestBind(c)
 	case *AttestReset:
-		delete(s.Attestations, c.InstanceID)
+		return s.applyAttestReset(c)
 	case *Noop:
+		return nil
 	default:
 		return fmt.Errorf("%w %T", ErrUnknownCommand, c)
 	}
+}
+
+// applyIntentCreate records a launch intent once per token (a retried proposal is a no-op).
+func (s *State) applyIntentCreate(c *IntentCreate) error {
+	in := c.Intent
+	if in.Token == "" {
+		return fmt.Errorf("intent create: empty token")
+	}
+	if _, ok := s.Intents[in.Token]; ok {
+		return nil
+	}
+	if in.State == "" {
+		in.State = IntentPending
+	}
+	s.Intents[in.Token] = &in
+	return nil
+}
+
+// applyIntentResult resolves a pending intent with its launch outcome; an instance that
+// launched after its NodeClaim was deleted is kept so termination finds it.
+func (s *State) applyIntentResult(c *IntentResult) error {
+	in, ok := s.Intents[c.Token]
+	if ok && in.State == IntentDeleting && in.Instance == nil && c.State == IntentLaunched && c.Instance != nil {
+		// The NodeClaim was deleted while its launch was in flight: keep
+		// the instance so the termination finds it.
+		inst := *c.Instance
+		in.Instance = &inst
+		in.LaunchedByTerm = c.Term
+		return nil
+	}
+	if !ok || in.State != IntentPending {
+		return nil
+	}
+	switch c.State {
+	case IntentLaunched:
+		if c.Instance == nil {
+			return fmt.Errorf("intent result %s: launched without instance", c.Token)
+		}
+		inst := *c.Instance
+		in.Instance = &inst
+		in.LaunchedByTerm = c.Term
+		in.Error = ""
+		s.Bindings[inst.ID] = &NodeBinding{InstanceID: inst.ID, ProviderID: inst.ProviderID,
+			NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
+	case IntentFailed:
+		in.Error = c.Error
+		in.ICE = c.ICE
+	default:
+		return fmt.Errorf("intent result %s: bad state %q", c.Token, c.State)
+	}
+	in.State = c.State
+	in.UpdatedAt = c.At
+	return nil
+}
+
+// applyIntentUpdate records registration, node name, deletion and attempts of an intent.
+func (s *State) applyIntentUpdate(c *IntentUpdate) error {
+	in, ok := s.Intents[c.Token]
+	if !ok {
+		return nil
+	}
+	if c.Registered {
+		in.Registered = true
+	}
+	if c.Initialized {
+		in.Initialized = true
+	}
+	if c.NodeName != "" {
+		in.NodeName = c.NodeName
+		if in.Instance != nil {
+			b := s.Bindings[in.Instance.ID]
+			if b == nil {
+				b = &NodeBinding{InstanceID: in.Instance.ID, ProviderID: in.Instance.ProviderID,
+					NodeClaim: in.NodeClaim, NodePool: in.NodePool, Since: c.At}
+				s.Bindings[in.Instance.ID] = b
+			}
+			b.NodeName = c.NodeName
+		}
+	}
+	if c.Deleting && in.State != IntentDeleting {
+		in.State = IntentDeleting
+	}
+	if c.Attempt {
+		in.Attempts++
+	}
+	if c.Error != "" {
+		in.Error = c.Error
+	}
+	in.UpdatedAt = c.At
+	return nil
+}
+
+// applyIntentDelete forgets an intent and, with it, everything about its instance.
+func (s *State) applyIntentDelete(c *IntentDelete) error {
+	if in, ok := s.Intents[c.Token]; ok {
+		if in.Instance != nil {
+			// IntentDelete is committed only once the instance is gone
+			// (terminated or never launched), so what its agent reported
+			// goes with it: State.Nodes is bounded by live instances.
+			delete(s.Bindings, in.Instance.ID)
+			delete(s.Attestations, in.Instance.ID)
+			s.forgetInstance(in.NodeName, in.Instance.ProviderID, in.Instance.ID)
+		}
+		delete(s.Intents, c.Token)
+	}
+	return nil
+}
+
+// applyICEMark records insufficient-capacity offerings, keeping the later expiry.
+func (s *State) applyICEMark(c *ICEMark) error {
+	for _, e := range c.Entries {
+		if old, ok := s.ICE[e.Key()]; ok && old.Until.After(e.Until) {
+			continue
+		}
+		s.ICE[e.Key()] = e
+	}
+	return nil
+}
+
+// applyICEExpire drops insufficient-capacity entries that expired by the command's time.
+func (s *State) applyICEExpire(c *ICEExpire) error {
+	for k, e := range s.ICE {
+		if !e.Until.After(c.Now) {
+			delete(s.ICE, k)
+		}
+	}
+	return nil
+}
+
+// applyDisruptionBegin records a disruption in the ledger.
+func (s *State) applyDisruptionBegin(c *DisruptionBegin) error {
+	if c.Disruption.NodeName == "" {
+		return fmt.Errorf("disruption begin: empty node name")
+	}
+	d := c.Disruption
+	s.Disruptions[d.NodeName] = &d
+	return nil
+}
+
+// applyDisruptionEnd removes a node's disruption from the ledger.
+func (s *State) applyDisruptionEnd(c *DisruptionEnd) error {
+	delete(s.Disruptions, c.NodeName)
+	return nil
+}
+
+// applyRolloutSet records a NodePool's rollout.
+func (s *State) applyRolloutSet(c *RolloutSet) error {
+	if c.Rollout.NodePool == "" {
+		return fmt.Errorf("rollout set: empty nodepool")
+	}
+	r := c.Rollout
+	s.Rollouts[r.NodePool] = &r
+	return nil
+}
+
+// applyRolloutDelete forgets a NodePool's rollout.
+func (s *State) applyRolloutDelete(c *RolloutDelete) error {
+	delete(s.Rollouts, c.NodePool)
+	return nil
+}
+
+// applyLeaderEpoch records the newest leader term's epoch (an older term never overwrites it).
+func (s *State) applyLeaderEpoch(c *LeaderEpoch) error {
+	if c.Term >= s.Epoch.Term {
+		s.Epoch = *c
+	}
+	return nil
+}
+
+// applyAttestReset forgets an instance's key binding (an operator's reset).
+func (s *State) applyAttestReset(c *AttestReset) error {
+	delete(s.Attestations, c.InstanceID)
 	return nil
 }
 
