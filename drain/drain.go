@@ -494,7 +494,9 @@ func (r *run) evictAndWait(ctx context.Context, rv string, ordinary, critical []
 	parent := ctx
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel below: workers stop at once
-	ctx, cancel := context.WithDeadline(ctx, r.deadline)
+	// The deadline is on the injected clock: a context deadline is on the
+	// wall clock, so give it the time left as the drain's clock counts it.
+	ctx, cancel := context.WithTimeout(ctx, r.deadline.Sub(r.d.opts.Now()))
 	defer cancel()
 	watching := make(chan struct{})
 	wg.Add(1)
@@ -813,7 +815,7 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 		wait := jitter(d.opts.RetryInterval)
 		if d.opts.ForceDeleteBefore > 0 {
 			// Wake up in time to force the delete.
-			wait = min(wait, max(time.Until(r.deadline.Add(-d.opts.ForceDeleteBefore)), time.Millisecond))
+			wait = min(wait, max(r.deadline.Add(-d.opts.ForceDeleteBefore).Sub(d.opts.Now()), time.Millisecond))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -835,7 +837,7 @@ func (r *run) isGone(st *podState) bool {
 // grace that is left, so it can still stop cleanly.
 func (r *run) forceDelete(ctx context.Context, st *podState) {
 	d := r.d
-	grace := int64(max(time.Until(r.deadline), time.Second) / time.Second)
+	grace := int64(max(r.deadline.Sub(d.opts.Now()), time.Second) / time.Second)
 	if pg := int64(podGrace(st.pod) / time.Second); pg < grace {
 		grace = pg
 	}
@@ -872,7 +874,7 @@ func (r *run) forceDelete(ctx context.Context, st *podState) {
 // the deadline (the node will not wait longer).
 func (r *run) grace(pod *corev1.Pod) *int64 {
 	g := podGrace(pod)
-	if left := time.Until(r.deadline); left < g {
+	if left := r.deadline.Sub(r.d.opts.Now()); left < g {
 		g = max(left, 0)
 	}
 	s := int64(g / time.Second)

@@ -251,6 +251,38 @@ func TestDrainGraceShortenedToDeadline(t *testing.T) {
 	}
 }
 
+// The drain counts time on its injected clock only: a clock far from the
+// wall clock (a test's, or a node whose clock the agent corrects) still gives
+// the pods the grace left before the deadline as that clock counts it.
+func TestDrainDeadlineOnTheInjectedClock(t *testing.T) {
+	cs := fake.NewClientset(node("n1"), pod("app", "slow", "n1", grace(300)))
+	api := &evictionAPI{}
+	api.install(cs)
+	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := base
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Millisecond)
+		return now
+	}
+	d := newDrainer(t, cs, Options{Now: clock})
+	res, err := d.Drain(t.Context(), "n1", base.Add(120*time.Second), "spot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := api.graces["app/slow"]; g > 120 || g < 118 {
+		t.Errorf("slow pod grace %d, want ≈120 (the deadline on the drain's clock)", g)
+	}
+	if got := api.evicted(); len(got) != 1 {
+		t.Errorf("evicted %v, want the one pod (a wall-clock deadline in 2020 ends the drain before any eviction)", got)
+	}
+	if res.Deadline != base.Add(120*time.Second) {
+		t.Errorf("result deadline %v", res.Deadline)
+	}
+}
+
 func TestDrainDryRunChangesNothing(t *testing.T) {
 	cs := fake.NewClientset(node("n1"), pod("app", "web", "n1"), pod("app", "db-0", "n1"))
 	api := &evictionAPI{blocked: map[string]bool{"app/db-0": true}}
