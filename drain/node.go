@@ -94,6 +94,15 @@ func (d *Drainer) Taint(ctx context.Context, node string, taints ...corev1.Taint
 	})
 }
 
+// MarkDisrupted puts the taints a drain for reason puts on, without
+// draining: for a node whose own agent drains it (a node may not taint
+// itself, NodeRestriction refuses it), so the node still carries
+// karpenter.sh/disrupted as a Karpenter user expects.
+func (d *Drainer) MarkDisrupted(ctx context.Context, node, reason string) error {
+	_, err := d.Taint(ctx, node, DisruptionTaints(d.opts.ReasonTaintKey, reason)...)
+	return err
+}
+
 // Untaint removes every taint with one of the keys.
 func (d *Drainer) Untaint(ctx context.Context, node string, keys ...string) (bool, error) {
 	drop := map[string]bool{}

@@ -391,7 +391,7 @@ func (p *planner) consolidateEmpty(s *sim, pool *Pool, empty []int) {
 	if len(empty) == 0 {
 		return
 	}
-	d := Decision{Reason: ReasonEmpty, Pool: pool.Name, DrainDeadline: drainDeadline(pool)}
+	d := Decision{Reason: ReasonEmpty, Pool: pool.Name, DrainUntil: drainUntil(pool, p.now)}
 	for _, i := range empty {
 		n := s.nodes[i].n
 		allowed, lim := p.allowance(pool, ReasonEmpty)
@@ -442,7 +442,7 @@ func (p *planner) consolidateDelete(s *sim, pool *Pool, under []int) []int {
 		}
 		s.commit([]int{i}, placed)
 		p.decide(Decision{Reason: ReasonUnderutilized, Pool: pool.Name, Nodes: []string{sn.n.Name}, NodeClaims: []string{sn.n.NodeClaim},
-			Budget: lim.Budget, DrainDeadline: drainDeadline(pool), Savings: sn.n.Price, Approved: approved,
+			Budget: lim.Budget, DrainUntil: drainUntil(pool, p.now), Savings: sn.n.Price, Approved: approved,
 			Message: fmt.Sprintf("its %d pod(s) fit on other nodes; deleting saves $%.4f/h", movingRequests(sn.n).Pods, sn.n.Price)})
 	}
 	return rest
@@ -522,7 +522,7 @@ func (p *planner) replacementFor(s *sim, pool *Pool, group []int, commit bool) (
 		s.undo(placed)
 		return nil, SkipBalanced, why
 	}
-	d := &Decision{Reason: ReasonUnderutilized, Pool: pool.Name, DrainDeadline: drainDeadline(pool), Approved: approved,
+	d := &Decision{Reason: ReasonUnderutilized, Pool: pool.Name, DrainUntil: drainUntil(pool, p.now), Approved: approved,
 		Replacement: &Replacement{Pool: pool.Name, NodeClass: pool.NodeClass, Options: opts, Price: opts[0].Price, Requests: need},
 		Savings:     price - opts[0].Price}
 	for _, g := range group {

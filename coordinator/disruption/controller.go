@@ -64,6 +64,9 @@ type Launcher interface {
 // Drainer drains a node (package drain's *Drainer satisfies it).
 type Drainer interface {
 	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
+	// MarkDisrupted taints a node another party drains (its agent) as a
+	// drain would.
+	MarkDisrupted(ctx context.Context, node, reason string) error
 }
 
 // Events records Kubernetes Events (eventType Normal or Warning) on the
@@ -96,10 +99,14 @@ type Config struct {
 	// terminationGracePeriod (1h); a drain that does not complete in it is
 	// given up and the node restored (uncordoned by the next pass's drain).
 	MaxDrain time.Duration
-	Planner  Options
-	Registry prometheus.Registerer
-	Log      *slog.Logger
-	Now      func() time.Time
+	// AgentDrainDone reports whether the node's agent has reported the end
+	// of its drain for the node's current spot notice (Decision.DrainBy
+	// DrainByAgent). nil: never, the executor waits for the deadline.
+	AgentDrainDone func(node string) bool
+	Planner        Options
+	Registry       prometheus.Registerer
+	Log            *slog.Logger
+	Now            func() time.Time
 }
 
 // Controller runs disruption while this replica leads.
@@ -792,24 +799,20 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 	if err := setPhase(PhaseDraining, repl); err != nil {
 		return err
 	}
-	limit := d.DrainDeadline
-	if limit <= 0 {
-		limit = c.cfg.MaxDrain
-	}
-	deadline := since.Add(limit)
-	if d.Reason == ReasonInterrupted && d.DrainDeadline > 0 {
-		deadline = c.cfg.Now().Add(d.DrainDeadline)
+	deadline := d.DrainUntil
+	if deadline.IsZero() {
+		deadline = since.Add(c.cfg.MaxDrain)
 	}
 	if deadline.Before(c.cfg.Now()) {
 		deadline = c.cfg.Now().Add(10 * time.Second) // resumed past its deadline: a short final attempt
 	}
-	if d.DrainDeadline > 0 {
+	if !d.DrainUntil.IsZero() {
 		// Karpenter's warning that the node goes at its termination time
 		// whatever its pods' PDBs say (terminationGracePeriod, or the
 		// interruption's own deadline).
 		for i, n := range d.Nodes {
-			msg := fmt.Sprintf("All pods will be deleted by %s: %s drains the node until then (%s, limit %s), then terminates it with whatever is left",
-				deadline.UTC().Format(time.RFC3339), d.Reason, drainLimitSource(d), d.DrainDeadline)
+			msg := fmt.Sprintf("All pods will be deleted by %s: %s drains the node until then (%s), then terminates it with whatever is left",
+				deadline.UTC().Format(time.RFC3339), d.Reason, drainLimitSource(d))
 			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.TerminationGracePeriodExpiring, msg)
 			if i < len(d.NodeClaims) && d.NodeClaims[i] != "" {
 				c.events.NodeClaimEvent(ctx, d.NodeClaims[i], "Warning", karpenterevents.TerminationGracePeriodExpiring, msg)
@@ -817,6 +820,18 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		}
 	}
 	for _, n := range d.Nodes {
+		if d.DrainBy == DrainByAgent {
+			// The agent drains (see interruptionDrain): taint the node as
+			// Karpenter does (the agent may not), then wait for the agent
+			// to report the drain ended, or for the deadline.
+			if err := c.drainer.MarkDisrupted(ctx, n, string(d.Reason)); err != nil && !apierrors.IsNotFound(err) {
+				log.Warn("could not taint the interrupted node; its agent's cordon keeps pods off it", "node", n, "err", err)
+			}
+			if err := c.awaitAgentDrain(ctx, n, deadline); err != nil {
+				return err
+			}
+			continue
+		}
 		res, err := c.drainer.Drain(ctx, n, deadline, string(d.Reason))
 		if apierrors.IsNotFound(err) {
 			// The Node is gone: nothing is left on it to drain. A leader
@@ -831,9 +846,9 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 			c.m.failures.WithLabelValues("drain").Inc()
 			return fmt.Errorf("drain %s: %w", n, err)
 		}
-		if !res.Complete && !d.Forceful && d.DrainDeadline == 0 {
+		if !res.Complete && !d.Forceful && d.DrainUntil.IsZero() {
 			c.m.failures.WithLabelValues("drain-blocked").Inc()
-			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.FailedDraining, fmt.Sprintf("Failed to drain node, %d pod(s) could not be evicted within %s; disruption abandoned (check PodDisruptionBudgets and do-not-disrupt pods)", res.Remaining(), limit))
+			c.events.NodeEvent(ctx, n, "Warning", karpenterevents.FailedDraining, fmt.Sprintf("Failed to drain node, %d pod(s) could not be evicted by %s; disruption abandoned (check PodDisruptionBudgets and do-not-disrupt pods)", res.Remaining(), deadline.UTC().Format(time.RFC3339)))
 			return end()
 		}
 	}
@@ -860,6 +875,29 @@ func drainLimitSource(d Decision) string {
 		return "the interruption's deadline, else the NodePool's terminationGracePeriod"
 	}
 	return "the NodePool's terminationGracePeriod"
+}
+
+// awaitAgentDrain waits until the node's agent reports its drain ended, or
+// the deadline: the instance is lost at the deadline, so past it there is
+// nothing left to wait for (an agent that died mid-drain ends here too).
+func (c *Controller) awaitAgentDrain(ctx context.Context, node string, deadline time.Time) error {
+	t := time.NewTicker(c.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		if c.cfg.AgentDrainDone != nil && c.cfg.AgentDrainDone(node) {
+			c.log.Info("agent drained the interrupted node", "node", node)
+			return nil
+		}
+		if !c.cfg.Now().Before(deadline) {
+			c.log.Info("interruption deadline reached before the agent reported its drain done", "node", node, "deadline", deadline)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func (c *Controller) waitReady(ctx context.Context, claim string, since time.Time) (bool, error) {
@@ -919,8 +957,12 @@ func (c *Controller) resumeLedger(ctx context.Context, snap *Snapshot) {
 	for _, k := range order {
 		d := *byKey[k]
 		e := snap.Ledger[d.Nodes[0]]
-		if pool := findPool(snap, d.Pool); pool != nil {
-			d.DrainDeadline = drainDeadline(pool)
+		// The same deadline the planner gave it, from the entry's start.
+		d.DrainUntil = drainUntil(findPool(snap, d.Pool), e.Since)
+		if d.Reason == ReasonInterrupted {
+			if n := findNode(snap, d.Nodes[0]); n != nil && n.Interruption != nil {
+				d.DrainUntil, d.DrainBy = interruptionDrain(n, findPool(snap, d.Pool), e.Since)
+			}
 		}
 		repl := ""
 		if len(e.Replacements) > 0 {

@@ -114,6 +114,7 @@ func (f *fakeLauncher) Delete(_ context.Context, claim string) error {
 type fakeDrainer struct {
 	mu      sync.Mutex
 	drained []string
+	marked  []string
 }
 
 func (f *fakeDrainer) Drain(_ context.Context, node string, deadline time.Time, reason string) (drain.Result, error) {
@@ -121,6 +122,13 @@ func (f *fakeDrainer) Drain(_ context.Context, node string, deadline time.Time, 
 	defer f.mu.Unlock()
 	f.drained = append(f.drained, node)
 	return drain.Result{Node: node, Reason: reason, Deadline: deadline, Complete: true}, nil
+}
+
+func (f *fakeDrainer) MarkDisrupted(_ context.Context, node, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.marked = append(f.marked, node)
+	return nil
 }
 
 type fakeEvents struct {
@@ -154,13 +162,17 @@ type rig struct {
 	dr  *fakeDrainer
 	ev  *fakeEvents
 	now time.Time
+	// agentDrained answers Config.AgentDrainDone; nil: every agent has
+	// finished its drain.
+	agentDrained func(node string) bool
 }
 
 func newRig(t *testing.T, s *Snapshot) *rig {
 	r := &rig{l: newRaftLedger(), la: &fakeLauncher{}, dr: &fakeDrainer{}, ev: &fakeEvents{}, now: t0}
 	r.cl = &cluster{base: s, ledger: r.l}
 	c, err := NewController(Config{ValidationDelay: -1, ReplacementTimeout: 50 * time.Millisecond, PollInterval: 5 * time.Millisecond,
-		Registry: prometheus.NewRegistry(), Now: func() time.Time { return r.now }}, r.cl, r.l, r.la, r.dr, r.ev, nil)
+		Registry: prometheus.NewRegistry(), Now: func() time.Time { return r.now },
+		AgentDrainDone: func(node string) bool { return r.agentDrained == nil || r.agentDrained(node) }}, r.cl, r.l, r.la, r.dr, r.ev, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

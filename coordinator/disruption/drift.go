@@ -222,7 +222,7 @@ func (p *planner) drift() {
 				continue
 			}
 			p.decide(Decision{Reason: ReasonDrifted, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
-				Replacement: sameAs(n, pool), Budget: lim.Budget, DrainDeadline: drainDeadline(pool),
+				Replacement: sameAs(n, pool), Budget: lim.Budget, DrainUntil: drainUntil(pool, p.now),
 				Message: fmt.Sprintf("drifted: %s: %s", kind, detail)})
 		}
 		p.commitRollout(pool, ro)

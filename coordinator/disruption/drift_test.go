@@ -128,7 +128,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("expired node inside its grace period waits for the budget, got %+v", s)
 	}
 	d := decisionFor(plan, "ancient")
-	if d == nil || !d.Forceful || d.Reason != ReasonExpired || d.DrainDeadline != 24*time.Hour {
+	if d == nil || !d.Forceful || d.Reason != ReasonExpired || !d.DrainUntil.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("node expired past terminationGracePeriod must go forcefully, got %+v", d)
 	}
 	// With room in the budget, the expired node goes gracefully.
@@ -150,8 +150,15 @@ func TestInterruptionReplacesAtOnceDespiteBudget(t *testing.T) {
 	if d == nil || d.Reason != ReasonInterrupted || !d.Forceful || d.Replacement == nil {
 		t.Fatalf("interruption must launch a replacement at once, got %+v", d)
 	}
-	if d.DrainDeadline != 2*time.Minute {
-		t.Fatalf("drain deadline = %s, want the 2-minute notice", d.DrainDeadline)
+	if !d.DrainUntil.Equal(t0.Add(2*time.Minute)) || d.DrainBy != DrainByAgent {
+		t.Fatalf("drain until %s by %q, want the notice's deadline %s, drained by the agent", d.DrainUntil, d.DrainBy, t0.Add(2*time.Minute))
+	}
+	// Scheduled maintenance: the agent waits for the event, the executor
+	// drains after the replacement is Ready, within the pool's grace.
+	n.Interruption = &Interruption{Kind: string(report.KindMaintenance), Seen: t0, Deadline: t0.Add(48 * time.Hour)}
+	d = decisionFor(Decide(snapshot(t, []Pool{p}, n), t0, Options{}), "spot")
+	if d == nil || d.DrainBy != "" || !d.DrainUntil.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("maintenance: got %+v, want drained by the executor until now+terminationGracePeriod", d)
 	}
 }
 

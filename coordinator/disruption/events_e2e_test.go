@@ -35,6 +35,8 @@ func (s stuckDrainer) Drain(_ context.Context, node string, deadline time.Time, 
 	return drain.Result{Node: node, Reason: reason, Deadline: deadline, Complete: true}, nil
 }
 
+func (stuckDrainer) MarkDisrupted(context.Context, string, string) error { return nil }
+
 // poolVerifier refuses every decision of one pool, as the full scheduling
 // simulation does when the pods would not fit after all.
 type poolVerifier struct{ refuse string }

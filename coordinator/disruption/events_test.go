@@ -1,8 +1,10 @@
 package disruption
 
 import (
+	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,5 +141,51 @@ func TestControllerSkipEventsUseKarpentersReasons(t *testing.T) {
 	}
 	if n := r.ev.count("NodePool/gp "); n != 1 {
 		t.Errorf("%d NodePool Events, want one per pool and reason", n)
+	}
+}
+
+// One drainer on a spot notice: the agent drains (it read the notice and
+// cordoned the node before reporting it); the executor launches the
+// replacement, never drains the node itself, and deletes the NodeClaim only
+// once the agent reported its drain ended (or at the notice's deadline).
+func TestSpotInterruptionIsDrainedByTheAgentOnly(t *testing.T) {
+	n := testNode(t, "spot", "gp", "m5.large", "spot", pod("x", 100, 1))
+	n.Interruption = &Interruption{Kind: string(report.KindInterruption), Action: "terminate", Seen: t0, Deadline: t0.Add(2 * time.Minute)}
+	r := newRig(t, snapshot(t, []Pool{spotPool("gp")}, n))
+	var drained atomic.Bool
+	r.agentDrained = func(string) bool { return drained.Load() }
+	if err := r.c.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deleted := func() []string {
+		r.la.mu.Lock()
+		defer r.la.mu.Unlock()
+		return slices.Clone(r.la.deleted)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	launched := func() int {
+		r.la.mu.Lock()
+		defer r.la.mu.Unlock()
+		return len(r.la.launched)
+	}
+	for launched() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // ten polls of a drain that has not ended
+	if got := deleted(); len(got) != 0 {
+		t.Fatalf("NodeClaim deleted %v while the agent still drains", got)
+	}
+	drained.Store(true)
+	r.c.Wait()
+	if got := deleted(); !slices.Equal(got, []string{"spot-claim"}) {
+		t.Fatalf("deleted %v, want the interrupted node's NodeClaim once its agent drained it", got)
+	}
+	r.dr.mu.Lock()
+	defer r.dr.mu.Unlock()
+	if len(r.dr.drained) != 0 {
+		t.Fatalf("the coordinator drained %v too: one side drains a spot notice", r.dr.drained)
+	}
+	if !slices.Equal(r.dr.marked, []string{"spot"}) {
+		t.Fatalf("tainted %v, want the interrupted node marked disrupted (its agent may not taint it)", r.dr.marked)
 	}
 }

@@ -23,17 +23,31 @@ func (p *planner) interruptions() {
 		if !n.Interruption.Deadline.IsZero() {
 			msg += fmt.Sprintf(", deadline %s", n.Interruption.Deadline.UTC().Format(time.RFC3339))
 		}
-		deadline := drainDeadline(pool)
-		if !n.Interruption.Deadline.IsZero() && n.Interruption.Kind == string(report.KindInterruption) {
-			// The instance is gone at the deadline whatever we do.
-			deadline = max(n.Interruption.Deadline.Sub(p.now), 0)
-		}
+		until, by := interruptionDrain(n, pool, p.now)
 		p.decide(Decision{
 			Reason: ReasonInterrupted, Pool: n.Pool, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
 			Replacement: sameAs(n, pool), Forceful: true, Budget: "forceful (counted, not blocked)",
-			DrainDeadline: deadline, Message: msg,
+			DrainUntil: until, DrainBy: by, Message: msg,
 		})
 	}
+}
+
+// interruptionDrain is who drains an interrupted node and until when. A
+// spot interruption is drained by the node's agent: it read the notice from
+// IMDS itself, reports it only once it has cordoned the node, and drains
+// toward the notice's deadline without needing a leader, so a coordinator
+// drain would only repeat its evictions and Events; the instance is gone at
+// that deadline whatever anyone does. Scheduled maintenance leaves the agent
+// idle until shortly before the event, so the executor drains it, after the
+// replacement is Ready, within the pool's terminationGracePeriod.
+func interruptionDrain(n *Node, pool *Pool, now time.Time) (time.Time, string) {
+	if n.Interruption.Kind != string(report.KindInterruption) {
+		return drainUntil(pool, now), ""
+	}
+	if !n.Interruption.Deadline.IsZero() {
+		return n.Interruption.Deadline, DrainByAgent
+	}
+	return drainUntil(pool, now), DrainByAgent
 }
 
 // repairs: nodes whose health stays bad past their toleration are
@@ -99,7 +113,7 @@ func (p *planner) repairs() {
 			p.decide(Decision{
 				Reason: ReasonUnhealthy, Pool: pool.Name, Nodes: []string{c.n.Name}, NodeClaims: []string{c.n.NodeClaim},
 				Replacement: sameAs(c.n, pool), Forceful: true, Budget: "repair limit",
-				DrainDeadline: drainDeadline(pool), Message: c.why,
+				DrainUntil: drainUntil(pool, p.now), Message: c.why,
 			})
 		}
 	}
@@ -129,11 +143,10 @@ func (p *planner) expiry() {
 				continue
 			}
 			msg := fmt.Sprintf("node is %s old, expireAfter %s", age.Round(time.Second), *pool.ExpireAfter)
-			tgp := drainDeadline(pool)
-			if tgp > 0 && age >= *pool.ExpireAfter+tgp {
+			if tgp := pool.TerminationGracePeriod; tgp != nil && age >= *pool.ExpireAfter+*tgp {
 				p.decide(Decision{Reason: ReasonExpired, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
 					Replacement: sameAs(n, pool), Forceful: true, Budget: "forceful (expired past terminationGracePeriod)",
-					DrainDeadline: tgp, Message: msg + fmt.Sprintf(" and terminationGracePeriod %s has passed", tgp)})
+					DrainUntil: drainUntil(pool, p.now), Message: msg + fmt.Sprintf(" and terminationGracePeriod %s has passed", *tgp)})
 				continue
 			}
 			if code, why := blocked(n, false); code != "" {
@@ -146,7 +159,7 @@ func (p *planner) expiry() {
 				continue
 			}
 			p.decide(Decision{Reason: ReasonExpired, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
-				Replacement: sameAs(n, pool), Budget: lim.Budget, DrainDeadline: tgp, Message: msg})
+				Replacement: sameAs(n, pool), Budget: lim.Budget, DrainUntil: drainUntil(pool, p.now), Message: msg})
 		}
 	}
 }

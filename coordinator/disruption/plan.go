@@ -91,8 +91,18 @@ type Decision struct {
 	Forceful bool `json:"forceful,omitempty"`
 	// Budget is the budget entry the decision counted against.
 	Budget string `json:"budget,omitempty"`
-	// DrainDeadline bounds the drain (terminationGracePeriod); zero: none.
-	DrainDeadline time.Duration `json:"drainDeadline,omitempty"`
+	// DrainUntil is when the drain ends and the node goes with whatever is
+	// left on it: the interruption's own deadline, or decision time plus the
+	// NodePool's terminationGracePeriod. An absolute time, computed once by
+	// the planner (a resumed disruption uses its ledger entry's start);
+	// zero: no terminationGracePeriod, the drain gives up at the
+	// controller's MaxDrain and the node stays.
+	DrainUntil time.Time `json:"drainUntil,omitzero"`
+	// DrainBy says who evicts the pods. DrainByAgent: the node's agent
+	// already drains it (a spot notice: the agent read it from IMDS, cordoned
+	// and reported it, and drains toward the same deadline), so the
+	// executor only waits for that drain to end; empty: the executor drains.
+	DrainBy string `json:"drainBy,omitempty"`
 	// Savings is the $/hour saved (consolidation).
 	Savings float64 `json:"savings,omitempty"`
 	// Approved is, for a consolidation a Balanced pool scored and took,
@@ -351,11 +361,16 @@ func blocked(n *Node, taken bool) (code, msg string) {
 	return "", ""
 }
 
-func drainDeadline(pool *Pool) time.Duration {
+// DrainByAgent is Decision.DrainBy when the node's own agent drains it.
+const DrainByAgent = "agent"
+
+// drainUntil is from + the pool's terminationGracePeriod, or zero when the
+// pool has none.
+func drainUntil(pool *Pool, from time.Time) time.Time {
 	if pool == nil || pool.TerminationGracePeriod == nil {
-		return 0
+		return time.Time{}
 	}
-	return *pool.TerminationGracePeriod
+	return from.Add(*pool.TerminationGracePeriod)
 }
 
 func sameAs(n *Node, pool *Pool) *Replacement {

@@ -82,7 +82,7 @@ func (p *planner) rebalances() {
 		r.Avoid = rebalanceAvoid(n)
 		p.decide(Decision{
 			Reason: ReasonRebalance, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
-			Replacement: r, Budget: lim.Budget + " (as " + string(rebalanceBudgetReason) + ")", DrainDeadline: drainDeadline(pool),
+			Replacement: r, Budget: lim.Budget + " (as " + string(rebalanceBudgetReason) + ")", DrainUntil: drainUntil(pool, p.now),
 			Message: what + "; replacing it away from that offering",
 		})
 	}

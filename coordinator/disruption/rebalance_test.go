@@ -166,8 +166,8 @@ func TestRebalanceDecisionShape(t *testing.T) {
 	if d.Forceful {
 		t.Error("a rebalance recommendation is voluntary: budgets, PDBs and do-not-disrupt apply")
 	}
-	if d.DrainDeadline != time.Hour {
-		t.Errorf("drain deadline %s, want the pool's terminationGracePeriod (no notice deadline applies)", d.DrainDeadline)
+	if !d.DrainUntil.Equal(t0.Add(time.Hour)) || d.DrainBy != "" {
+		t.Errorf("drain until %s by %q, want now + the pool's terminationGracePeriod by the executor (no notice deadline applies)", d.DrainUntil, d.DrainBy)
 	}
 	r := d.Replacement
 	if r == nil || r.SameAs != "a" || r.Pool != "gp" {

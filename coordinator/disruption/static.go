@@ -71,7 +71,7 @@ func (p *planner) staticScaleDown() {
 			}
 			p.decide(Decision{
 				Reason: ReasonOverprovisioned, Pool: pool.Name, Nodes: []string{n.Name}, NodeClaims: []string{n.NodeClaim},
-				Budget: "static scale-down (counted, not blocked)", DrainDeadline: drainDeadline(pool), Message: msg,
+				Budget: "static scale-down (counted, not blocked)", DrainUntil: drainUntil(pool, p.now), Message: msg,
 			})
 			over--
 		}

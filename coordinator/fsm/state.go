@@ -40,6 +40,15 @@ type NodeStatus struct {
 	LastReportAt     time.Time `json:"lastReportAt"`
 }
 
+// DrainEndedAfterNotice reports whether the agent has reported the end of a
+// drain that began with the node's current spot notice. The agent reports
+// the notice once it has cordoned the node, then its drain's progress, so a
+// finished drain observed no earlier than the notice is that notice's.
+func (n *NodeStatus) DrainEndedAfterNotice() bool {
+	return n.Interruption != nil && n.Interruption.Kind == report.KindInterruption &&
+		n.Drain != nil && n.Drain.Done && !n.Drain.ObservedAt.Before(n.Interruption.ObservedAt)
+}
+
 // SameInstance reports whether this status may describe the instance with
 // the given provider ID and/or instance ID. Node names are hostnames that EC2
 // reuses, so a status is about an instance, not a name: when both sides name

@@ -16,7 +16,6 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/drain"
-	"github.com/dovetail-dev/dovetail/report"
 )
 
 // stateReader reads the replicated state (raftnode.Node).
@@ -217,17 +216,16 @@ func (l termLedger) Apply(ctx context.Context, cmd fsm.Command) error {
 // drainer is what the interruption-aware drainer wraps (*drain.Drainer).
 type drainer interface {
 	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
+	MarkDisrupted(ctx context.Context, node, reason string) error
 }
 
-// interruptionDrainer bounds the drain of an interrupted node by the
-// deadline the agent reported (the instance is gone then, whatever the
-// NodePool's terminationGracePeriod says), and drains it with a drainer that
-// deletes still-refused pods just before that deadline so they stop cleanly
-// instead of being killed with the instance. Other drains pass through.
+// interruptionDrainer drains an interrupted node with a drainer that
+// deletes still-refused pods just before the deadline (the instance is lost
+// then anyway), so they stop cleanly instead of being killed with it. The
+// deadline is the plan's (disruption.Decision.DrainUntil: the notice's own,
+// computed once by the planner). Other drains pass through.
 type interruptionDrainer struct {
 	normal, forced drainer
-	store          stateReader
-	now            func() time.Time
 }
 
 // Drain implements disruption.Drainer.
@@ -235,17 +233,24 @@ func (d interruptionDrainer) Drain(ctx context.Context, node string, deadline ti
 	if reason != string(disruption.ReasonInterrupted) {
 		return d.normal.Drain(ctx, node, deadline, reason)
 	}
-	var notice time.Time
-	d.store.View(func(s *fsm.State) {
-		if n := s.Nodes[node]; n != nil && n.Interruption != nil && n.Interruption.Kind == report.KindInterruption {
-			notice = n.Interruption.Deadline
-		}
-	})
-	if !notice.IsZero() && notice.Before(deadline) {
-		deadline = notice
-	}
-	if deadline.Before(d.now()) {
-		deadline = d.now().Add(5 * time.Second) // past the notice: one short last attempt
-	}
 	return d.forced.Drain(ctx, node, deadline, reason)
+}
+
+// MarkDisrupted implements disruption.Drainer.
+func (d interruptionDrainer) MarkDisrupted(ctx context.Context, node, reason string) error {
+	return d.normal.MarkDisrupted(ctx, node, reason)
+}
+
+// agentDrainDone reports whether a node's agent has said its drain for the
+// node's spot notice ended (disruption.Config.AgentDrainDone).
+func agentDrainDone(store stateReader) func(node string) bool {
+	return func(node string) bool {
+		done := false
+		store.View(func(s *fsm.State) {
+			if n := s.Nodes[node]; n != nil {
+				done = n.DrainEndedAfterNotice()
+			}
+		})
+		return done
+	}
 }

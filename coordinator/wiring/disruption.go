@@ -94,6 +94,7 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 
 	cfg := d.cfg
 	cfg.Registry, cfg.Log, cfg.Now = reg, d.log, d.now
+	cfg.AgentDrainDone = agentDrainDone(d.store)
 	src := &snapshotSource{view: view, types: d.types, store: d.store}
 	repl := &replacer{view: view, types: d.types, launcher: d.launcher, c: d.c, region: d.region, log: log, now: d.now}
 	events := disruption.KubeEvents{Recorder: rec,

@@ -217,7 +217,7 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 			}
 		})
 		d := &disrupter{kube: kube, dyn: dyn, c: crc, store: rt.Store, launcher: rt.Launcher, types: types,
-			drainer: interruptionDrainer{normal: dr, forced: forced, store: rt.Store, now: now}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now,
+			drainer: interruptionDrainer{normal: dr, forced: forced}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now,
 			reconciles: reconciles.Controller("disruption")}
 		if o.Explain != nil {
 			o.Explain.bind(d)

@@ -3,6 +3,7 @@ package wiring
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -207,32 +208,61 @@ func (r recordingDrainer) Drain(_ context.Context, node string, deadline time.Ti
 	return drain.Result{}, nil
 }
 
-func TestInterruptionDrainerUsesTheNoticeDeadline(t *testing.T) {
+func (r recordingDrainer) MarkDisrupted(_ context.Context, node, reason string) error {
+	*r.calls = append(*r.calls, r.name+" mark "+node+" "+reason)
+	return nil
+}
+
+func TestInterruptionDrainerForcesOnlyInterruptions(t *testing.T) {
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	s := newFSMStore()
-	if err := s.ApplyInTerm(context.Background(), 1, interruption("spot-1", "r1", now.Add(2*time.Minute))); err != nil {
-		t.Fatal(err)
-	}
 	var calls []string
-	d := interruptionDrainer{normal: recordingDrainer{name: "normal", calls: &calls}, forced: recordingDrainer{name: "forced", calls: &calls},
-		store: s, now: func() time.Time { return now }}
-	late := now.Add(time.Hour)
+	d := interruptionDrainer{normal: recordingDrainer{name: "normal", calls: &calls}, forced: recordingDrainer{name: "forced", calls: &calls}}
 	for _, c := range []struct{ node, reason string }{
 		{"spot-1", string(disruption.ReasonInterrupted)},
-		{"other", string(disruption.ReasonInterrupted)},
 		{"spot-1", string(disruption.ReasonEmpty)},
 	} {
-		if _, err := d.Drain(context.Background(), c.node, late, c.reason); err != nil {
+		if _, err := d.Drain(context.Background(), c.node, now, c.reason); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := []string{
-		"forced spot-1 Interrupted 2026-11-27T10:02:00Z", // the notice, not the hour the pool allows
-		"forced other Interrupted 2026-11-27T11:00:00Z",  // no notice known: the controller's deadline
-		"normal spot-1 Empty 2026-11-27T11:00:00Z",
-	}
+	// The deadline is the plan's, passed through unchanged.
+	want := []string{"forced spot-1 Interrupted 2026-11-27T10:00:00Z", "normal spot-1 Empty 2026-11-27T10:00:00Z"}
 	if !slices.Equal(calls, want) {
 		t.Fatalf("drains:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestAgentDrainDoneIsTheNoticesDrain(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	s := newFSMStore()
+	done := agentDrainDone(s)
+	if done("spot-1") {
+		t.Fatal("no status: done")
+	}
+	if err := s.ApplyInTerm(context.Background(), 1, interruption("spot-1", "r1", now.Add(2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	if done("spot-1") {
+		t.Fatal("notice without a drain report: done")
+	}
+	var at time.Time
+	s.View(func(st *fsm.State) { at = st.Nodes["spot-1"].Interruption.ObservedAt })
+	for i, c := range []struct {
+		observed time.Time
+		finished bool
+		want     bool
+	}{
+		{at.Add(-time.Minute), true, false}, // an earlier drain's end
+		{at.Add(time.Second), false, false}, // this notice's drain, running
+		{at.Add(2 * time.Second), true, true},
+	} {
+		r := report.Report{ID: fmt.Sprintf("d%d", i), Kind: report.KindDrainProgress, NodeName: "spot-1", ObservedAt: c.observed, Done: c.finished}
+		if err := s.ApplyInTerm(context.Background(), 1, fsm.ReportReceived{Report: r, ReceivedAt: c.observed}); err != nil {
+			t.Fatal(err)
+		}
+		if got := done("spot-1"); got != c.want {
+			t.Errorf("drain report %d (observed %s, done %v): done %v, want %v", i, c.observed.Sub(at), c.finished, got, c.want)
+		}
 	}
 }
 
