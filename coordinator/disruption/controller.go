@@ -103,10 +103,17 @@ type Config struct {
 	// of its drain for the node's current spot notice (Decision.DrainBy
 	// DrainByAgent). nil: never, the executor waits for the deadline.
 	AgentDrainDone func(node string) bool
-	Planner        Options
-	Registry       prometheus.Registerer
-	Log            *slog.Logger
-	Now            func() time.Time
+	// Wake, when set, makes Run plan at once rather than at the next
+	// interval (a committed agent report changed a node's state: a spot
+	// notice gets its replacement without waiting up to Interval).
+	Wake <-chan struct{}
+	// ObservePass, when set, is called as each pass of Run begins; the
+	// function it returns gets the pass's error (reconcile metrics).
+	ObservePass func() (end func(error))
+	Planner     Options
+	Registry    prometheus.Registerer
+	Log         *slog.Logger
+	Now         func() time.Time
 }
 
 // Controller runs disruption while this replica leads.
@@ -196,13 +203,21 @@ func (c *Controller) Run(ctx context.Context, term uint64) error {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+		end := func(error) {}
+		if c.cfg.ObservePass != nil {
+			end = c.cfg.ObservePass()
+		}
+		err := c.Pass(ctx)
+		end(err)
+		if err != nil && ctx.Err() == nil {
 			log.Warn("disruption pass failed; retrying next interval", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-c.cfg.Wake: // nil: never
+			log.Debug("agent report changed a node's state: planning now")
 		}
 	}
 }

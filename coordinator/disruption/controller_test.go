@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -438,5 +439,41 @@ func TestControllerRunStopsWithLeadership(t *testing.T) {
 	}
 	if _, _, ok := r.c.LatestPlan(); ok {
 		t.Fatalf("a replica that lost leadership must not serve its old plan")
+	}
+}
+
+// The one run loop: a pass per interval, one at once on Wake, each pass
+// observed with its error.
+func TestControllerRunPlansAtOnceOnWake(t *testing.T) {
+	r := newRig(t, snapshot(t, []Pool{testPool("gp")}, testNode(t, "busy", "gp", "m5.large", od, pod("x", 100, 1))))
+	wake := make(chan struct{}, 1)
+	var passes atomic.Int32
+	r.c.cfg.Interval, r.c.cfg.Wake = time.Hour, wake
+	r.c.cfg.ObservePass = func() func(error) {
+		return func(err error) {
+			if err != nil {
+				t.Errorf("pass: %v", err)
+			}
+			passes.Add(1)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.c.Run(ctx, 7) }()
+	waitFor := func(n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); passes.Load() < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d passes, want %d", passes.Load(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(1)
+	wake <- struct{}{}
+	waitFor(2) // an hour before the next tick
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -92,9 +92,11 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 	defer bc.Shutdown()
 	rec := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dovetail-disruption"})
 
+	wake := make(chan struct{}, 1)
 	cfg := d.cfg
 	cfg.Registry, cfg.Log, cfg.Now = reg, d.log, d.now
 	cfg.AgentDrainDone = agentDrainDone(d.store)
+	cfg.Wake, cfg.ObservePass = wake, d.reconciles.Begin
 	src := &snapshotSource{view: view, types: d.types, store: d.store}
 	repl := &replacer{view: view, types: d.types, launcher: d.launcher, c: d.c, region: d.region, log: log, now: d.now}
 	events := disruption.KubeEvents{Recorder: rec,
@@ -132,32 +134,10 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 		d.mu.Unlock()
 	}()
 
-	interval := cfg.Interval
-	if interval <= 0 {
-		interval = 10 * time.Second
-	}
-	wake := make(chan struct{}, 1)
 	leader.Go(ctx, func() { watchReports(ctx, d.store, wake) })
-	log.Info("disruption controller started")
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	d.reconciles.SetDepth(ctl.Queued)
 	defer d.reconciles.SetDepth(nil)
-	for {
-		end := d.reconciles.Begin()
-		err := ctl.Pass(ctx)
-		end(err)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("disruption pass failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-wake:
-			log.Debug("agent report changed a node's state: planning now")
-		}
-	}
+	return ctl.Run(ctx, term)
 }
 
 // watchReports signals wake whenever a committed command changes what the
