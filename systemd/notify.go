@@ -59,9 +59,6 @@ func (n *Notifier) Stopping(status string) error {
 	return n.notify(daemon.SdNotifyStopping + "\nSTATUS=" + status)
 }
 
-// Status updates the one-line status `systemctl status` shows.
-func (n *Notifier) Status(status string) error { return n.notify("STATUS=" + status) }
-
 // RunWatchdog pings systemd at half the watchdog interval for as long as
 // alive() holds and ctx lasts. When alive() fails, pings stop and systemd
 // restarts the service after WatchdogSec: a wedged main loop is fixed by a
