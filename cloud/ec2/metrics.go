@@ -11,6 +11,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dovetail-dev/dovetail/internal/promreg"
 )
 
 type metrics struct {
@@ -60,28 +62,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		// leader loop) shares the collectors already there.
 		var err error
 		for _, c := range []**prometheus.CounterVec{&m.calls, &m.errors, &m.iceHits, &m.iceMarks, &m.launches, &m.timeouts} {
-			if *c, err = register(reg, *c); err != nil {
-				return nil, err
+			if *c, err = promreg.Register(reg, *c); err != nil {
+				return nil, fmt.Errorf("ec2: %w", err)
 			}
 		}
-		if m.latency, err = register(reg, m.latency); err != nil {
-			return nil, err
+		if m.latency, err = promreg.Register(reg, m.latency); err != nil {
+			return nil, fmt.Errorf("ec2: %w", err)
 		}
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("ec2: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 // middleware is added to every SDK client's stack: it times each operation

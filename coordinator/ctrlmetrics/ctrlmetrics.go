@@ -15,12 +15,13 @@
 package ctrlmetrics
 
 import (
-	"errors"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dovetail-dev/dovetail/internal/promreg"
 )
 
 // controller-runtime's result label values.
@@ -70,38 +71,25 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.total, err = register(reg, m.total); err != nil {
+	if m.total, err = promreg.Register(reg, m.total); err != nil {
 		return nil, err
 	}
-	if m.errs, err = register(reg, m.errs); err != nil {
+	if m.errs, err = promreg.Register(reg, m.errs); err != nil {
 		return nil, err
 	}
-	if m.time, err = register(reg, m.time); err != nil {
+	if m.time, err = promreg.Register(reg, m.time); err != nil {
 		return nil, err
 	}
-	if m.workers, err = register(reg, m.workers); err != nil {
+	if m.workers, err = promreg.Register(reg, m.workers); err != nil {
 		return nil, err
 	}
-	if m.active, err = register(reg, m.active); err != nil {
+	if m.active, err = promreg.Register(reg, m.active); err != nil {
 		return nil, err
 	}
-	if m.depth, err = register(reg, m.depth); err != nil {
+	if m.depth, err = promreg.Register(reg, m.depth); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(C); ok {
-				return ex, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // Controller returns the handle of one loop, named as Karpenter names the
