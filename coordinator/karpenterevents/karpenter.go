@@ -57,7 +57,6 @@ var Karpenter = map[string]Upstream{
 var NotEmitted = map[string]string{
 	"FailedTermination":                      "Karpenter v1.14 declares it and records it nowhere",
 	AwaitingVolumeDetachment:                 "Dovetail does not wait for VolumeAttachments before terminating (the EC2 termination detaches EBS volumes)",
-	FailedConsistencyCheck:                   "no consistency controller yet (node capacity is not compared with the NodeClaim's)",
 	UnregisteredTaintMissing:                 "Dovetail's nodes do not register with the karpenter.sh/unregistered taint, so there is nothing to miss",
 	"InvalidDoNotDisruptAnnotation":          "Dovetail honours karpenter.sh/do-not-disrupt: \"true\" only; duration values are not parsed",
 	"DoNotDisruptUntil":                      "as InvalidDoNotDisruptAnnotation: no do-not-disrupt durations",

@@ -81,6 +81,7 @@ var All = map[string]Info{
 	NoCompatibleInstanceTypes:      {"Warning", []string{"NodePool"}, true},
 	InsufficientCapacityError:      {"Warning", []string{"NodeClaim"}, true},
 	NodeClassNotReady:              {"Warning", []string{"NodeClaim"}, true},
+	FailedConsistencyCheck:         {"Warning", []string{"NodeClaim"}, true},
 	DisruptionBlocked:              {"Normal", []string{"Node", "NodeClaim", "NodePool"}, true},
 	Unconsolidatable:               {"Normal", []string{"Node", "NodeClaim"}, true},
 	DisruptionLaunching:            {"Normal", []string{"NodeClaim"}, true},

@@ -57,7 +57,7 @@ func TestWiredComponent(t *testing.T) {
 		return out
 	}
 	comps, err := wiring.Components(rt, o)
-	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "capacity-type", "nodepool-status", "karpenter-metrics"}) {
+	if got := names(comps); err != nil || !slices.Equal(got, []string{"nodeclass-status", "capacity-type", "nodepool-status", "nodeclaim-consistency", "karpenter-metrics"}) {
 		t.Fatalf("components %v, %v", got, err)
 	}
 	o.NoNodeClass = true

@@ -34,6 +34,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/builtin"
 	"github.com/dovetail-dev/dovetail/coordinator/capacitytype"
 	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
+	"github.com/dovetail-dev/dovetail/coordinator/consistency"
 	"github.com/dovetail-dev/dovetail/coordinator/ctrlmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
@@ -165,6 +166,9 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	// NodePool status (nodes, resources, conditions): what `kubectl get
 	// nodepools` and the scale subresource read.
 	comps = append(comps, leader.Named{Name: "nodepool-status", Component: nodePoolStatus(o.NodePoolStatus, crc, kube, log)})
+	// Karpenter's nodeclaim.consistency: a Node smaller than its NodeClaim's
+	// instance type gets FailedConsistencyCheck and ConsistentStateFound=False.
+	comps = append(comps, leader.Named{Name: "nodeclaim-consistency", Component: nodeClaimConsistency(crc, kube, log, now)})
 	// karpenter_* metrics about nodes, pods, NodePools and offerings, so a
 	// Karpenter operator's dashboards work (coordinator/karpentermetrics).
 	if !o.NoKarpenterMetrics {
@@ -254,6 +258,19 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 	return c.Run(ctx)
+}
+
+// nodeClaimConsistency runs the NodeClaim consistency check for each term,
+// with the term's own Event recorder.
+func nodeClaimConsistency(c client.Client, kube kubernetes.Interface, log *slog.Logger, now func() time.Time) leader.Component {
+	return leader.Func(func(ctx context.Context, term uint64) error {
+		bc := record.NewBroadcaster(record.WithContext(ctx))
+		bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+		defer bc.Shutdown()
+		ctl := &consistency.Controller{C: c, Now: now, Log: log.With("component", "nodeclaim-consistency", "term", term),
+			Events: bc.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "dovetail-consistency"})}
+		return ctl.Run(ctx)
+	})
 }
 
 // nodePoolStatus runs a NodePool status controller for each term.

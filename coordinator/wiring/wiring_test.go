@@ -275,16 +275,17 @@ func TestComponentsWithoutKubernetesOrCloud(t *testing.T) {
 	if comps, err := Components(rt, Options{}); err != nil || len(comps) != 0 {
 		t.Fatalf("without Kubernetes: %v, %v", comps, err)
 	}
-	// Kubernetes but no cloud: NodePool status, the karpenter_* metrics, and
-	// the built-in NodePools (when on).
+	// Kubernetes but no cloud: NodePool status, the NodeClaim consistency
+	// check, the karpenter_* metrics, and the built-in NodePools (when on).
 	kube := &rest.Config{Host: "https://127.0.0.1:1"}
-	if comps, err := Components(rt, Options{RESTConfig: kube}); err != nil || len(comps) != 2 || comps[0].Name != "nodepool-status" || comps[1].Name != "karpenter-metrics" {
+	if comps, err := Components(rt, Options{RESTConfig: kube}); err != nil || len(comps) != 3 || comps[0].Name != "nodepool-status" ||
+		comps[1].Name != "nodeclaim-consistency" || comps[2].Name != "karpenter-metrics" {
 		t.Fatalf("without a cloud and built-ins off: %v, %v", comps, err)
 	}
 	o := Options{RESTConfig: kube}
 	o.Builtin.GeneralPurpose = true
 	comps, err := Components(rt, o)
-	if err != nil || len(comps) != 3 || comps[0].Name != "builtin-nodepools" || comps[1].Name != "nodepool-status" {
+	if err != nil || len(comps) != 4 || comps[0].Name != "builtin-nodepools" || comps[1].Name != "nodepool-status" {
 		t.Fatalf("without a cloud, built-ins on: %v, %v", comps, err)
 	}
 }
