@@ -22,6 +22,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/eventdedupe"
+	"github.com/dovetail-dev/dovetail/coordinator/fleetmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/launcher"
@@ -100,6 +101,9 @@ type Runtime struct {
 	Now func() time.Time
 	// CloudMetrics measures cloud calls as karpenter_cloudprovider_*.
 	CloudMetrics *cloudmetrics.Metrics
+	// DrainMetrics counts the leader's evictions as karpenter_pods_* (a
+	// drain.Observer).
+	DrainMetrics *karpentermetrics.Drain
 
 	onPanic []func(context.Context, *leader.Panic)
 }
@@ -174,6 +178,10 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	// components' instance-type listings, exposed while leading.
 	cloudMetrics := cloudmetrics.New(node.IsLeader)
 	rec.MustRegister(cloudMetrics)
+	// karpenter_pods_{eviction_requests,drained}_total: the disruption
+	// drains' evictions, exposed while leading.
+	drainMetrics := karpentermetrics.NewDrain(node.IsLeader)
+	rec.MustRegister(drainMetrics)
 	var comps []leader.Named
 	if cfg.Cloud != nil {
 		l, err := launcher.New(launcher.Config{
@@ -195,7 +203,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return node.ReconcileMembership(ctx, cfg.MembershipInterval)
 	})})
 	comps = append(comps, cfg.Components...)
-	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: rec, Now: cfg.Now, CloudMetrics: cloudMetrics}
+	rt := &Runtime{Store: node, Launcher: c.launcher, Cloud: cfg.Cloud, Log: log, Registry: rec, Now: cfg.Now, CloudMetrics: cloudMetrics, DrainMetrics: drainMetrics}
 	if cfg.Setup != nil {
 		extra, err := cfg.Setup(rt)
 		if err != nil {
@@ -304,7 +312,7 @@ func (c *Coordinator) registerMetrics() {
 	// Karpenter's own metric names, computed from the same state, so a
 	// Karpenter operator's dashboards and alerts work unchanged.
 	c.karp = karpentermetrics.New(n, c.cfg.Now)
-	gauges = append(gauges, c.karp)
+	gauges = append(gauges, c.karp, karpentermetrics.BuildInfo(), fleetmetrics.New(n))
 	for _, g := range gauges {
 		if err := c.reg.Register(g); err != nil {
 			c.log.Warn("register metric", "err", err)

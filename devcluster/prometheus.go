@@ -35,6 +35,24 @@ type Prometheus struct {
 // Name implements Part.
 func (p *Prometheus) Name() string { return "prometheus" }
 
+// KarpenterQuantileRelabel is the metric_relabel_configs entry, as
+// prometheus.yml YAML indented for a scrape job, that gives Karpenter's
+// summaries their quantile labels back on Prometheus 3. Prometheus 3's
+// scrape parser normalises quantile (and le) values to floats, "0" to "0.0"
+// and "1" to "1.0", before metric relabelling runs; Karpenter's published
+// dashboards ask for quantile="0" and quantile="1", which then match
+// nothing — for Karpenter's own metrics too. Relabelling sees the
+// normalised value and its result is stored as is, so this maps those two
+// back on karpenter_* series; on Prometheus 2 (no normalisation) it matches
+// nothing. The chart's ServiceMonitor carries the same rule
+// (serviceMonitor.karpenterQuantileLabels).
+const KarpenterQuantileRelabel = `    metric_relabel_configs:
+      - source_labels: [__name__, quantile]
+        regex: 'karpenter_.+;(0|1)\.0'
+        target_label: quantile
+        replacement: '$1'
+`
+
 // scrapeConfig is the prometheus.yml for the cluster's replicas.
 func (p *Prometheus) scrapeConfig(c *Cluster, dir string) (string, error) {
 	var b strings.Builder
@@ -56,6 +74,7 @@ func (p *Prometheus) scrapeConfig(c *Cluster, dir string) (string, error) {
 		q[i] = fmt.Sprintf("%q", a)
 	}
 	fmt.Fprintf(&b, "    static_configs: [{targets: [%s]}]\n", strings.Join(q, ", "))
+	b.WriteString(KarpenterQuantileRelabel)
 	return b.String(), nil
 }
 

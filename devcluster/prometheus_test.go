@@ -28,7 +28,15 @@ func TestPrometheusPartScrapesCoordinators(t *testing.T) {
 	var gotAuth string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotAuth = r.Header.Get("Authorization")
-		_, _ = w.Write([]byte("# TYPE dovetail_raft_term gauge\ndovetail_raft_term 3\n"))
+		_, _ = w.Write([]byte("# TYPE dovetail_raft_term gauge\ndovetail_raft_term 3\n" +
+			// A Karpenter summary and another one, quantiles as
+			// client_golang writes them.
+			"# TYPE karpenter_pods_startup_duration_seconds summary\n" +
+			"karpenter_pods_startup_duration_seconds{quantile=\"0\"} 1\n" +
+			"karpenter_pods_startup_duration_seconds{quantile=\"0.5\"} 2\n" +
+			"karpenter_pods_startup_duration_seconds{quantile=\"1\"} 3\n" +
+			"karpenter_pods_startup_duration_seconds_sum 6\nkarpenter_pods_startup_duration_seconds_count 3\n" +
+			"# TYPE other_seconds summary\nother_seconds{quantile=\"0\"} 1\nother_seconds_sum 1\nother_seconds_count 1\n"))
 	}))
 	defer srv.Close()
 	var out bytes.Buffer
@@ -66,5 +74,33 @@ func TestPrometheusPartScrapesCoordinators(t *testing.T) {
 	}
 	if gotAuth != "Bearer tok" {
 		t.Errorf("scrape Authorization = %q", gotAuth)
+	}
+	// Karpenter's dashboards' quantile="0" and quantile="1" find the
+	// summary's series (Prometheus 3 stored them as "0.0" and "1.0" before
+	// KarpenterQuantileRelabel); other metrics keep the normalised value.
+	for q, want := range map[string]int{
+		`karpenter_pods_startup_duration_seconds{quantile="0"}`:   1,
+		`karpenter_pods_startup_duration_seconds{quantile="1"}`:   1,
+		`karpenter_pods_startup_duration_seconds{quantile="0.5"}`: 1,
+		`karpenter_pods_startup_duration_seconds{quantile="0.0"}`: 0,
+		`other_seconds{quantile="0.0"}`:                           1,
+	} {
+		resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct {
+			Data struct {
+				Result []json.RawMessage `json:"result"`
+			} `json:"data"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Data.Result) != want {
+			t.Errorf("%s: %d series, want %d", q, len(r.Data.Result), want)
+		}
 	}
 }

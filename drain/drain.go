@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -89,8 +90,24 @@ type Options struct {
 	Logger      *slog.Logger
 	// Registry, when set, receives the drain metrics.
 	Registry prometheus.Registerer
+	// Observer, when set, is told the answer to every eviction request and
+	// every pod whose eviction was accepted (the coordinator's Karpenter
+	// metrics); it must not block.
+	Observer Observer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+}
+
+// Observer is told what the drain's eviction requests got.
+type Observer interface {
+	// EvictionRequest is the HTTP status code of one eviction request's
+	// answer: 200 accepted, 429 refused (a PodDisruptionBudget), 404 the pod
+	// is gone, 409 replaced, 500 ... Answers without a status (a transport
+	// error) are not told.
+	EvictionRequest(code int)
+	// PodEvicted is a pod whose eviction was accepted, with the drain's
+	// reason (Drain's reason argument).
+	PodEvicted(reason string)
 }
 
 // PodRef names a pod.
@@ -763,6 +780,7 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 		}
 		err := d.evict(ctx, st.pod, r.grace(st.pod))
 		<-sem
+		d.observeEviction(err, r.reason)
 		r.mu.Lock()
 		st.res.Attempts++
 		r.mu.Unlock()
@@ -824,6 +842,23 @@ func (r *run) evictUntilDeadline(ctx context.Context, sem chan struct{}, st *pod
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// observeEviction tells the Observer about one eviction request's answer.
+func (d *Drainer) observeEviction(err error, reason string) {
+	o := d.opts.Observer
+	if o == nil || d.opts.DryRun { // a dry run evicts nothing
+		return
+	}
+	if err == nil {
+		o.EvictionRequest(http.StatusOK)
+		o.PodEvicted(reason)
+		return
+	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		o.EvictionRequest(int(st.Status().Code))
 	}
 }
 

@@ -438,3 +438,49 @@ func countOf(xs []string, x string) int {
 	}
 	return n
 }
+
+type recordingObserver struct {
+	mu      sync.Mutex
+	codes   map[int]int
+	evicted map[string]int
+}
+
+func (o *recordingObserver) EvictionRequest(code int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.codes[code]++
+}
+
+func (o *recordingObserver) PodEvicted(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.evicted[reason]++
+}
+
+// The Observer hears each eviction request's status code and each accepted
+// eviction with the drain's reason; a dry run tells it nothing.
+func TestDrainObserverHearsEvictionAnswers(t *testing.T) {
+	cs := fake.NewClientset(node("n1"), pod("app", "db-0", "n1"), pod("app", "web", "n1"), pod("app", "api", "n1"))
+	api := &evictionAPI{blocked: map[string]bool{"app/db-0": true}}
+	api.install(cs)
+	obs := &recordingObserver{codes: map[int]int{}, evicted: map[string]int{}}
+	d := newDrainer(t, cs, Options{Observer: obs})
+	if _, err := d.Drain(t.Context(), "n1", time.Now().Add(300*time.Millisecond), "Underutilized"); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	if obs.codes[200] != 2 || obs.codes[429] < 2 || obs.evicted["Underutilized"] != 2 || len(obs.evicted) != 1 {
+		t.Errorf("codes %v, evicted %v; want 2×200, ≥2×429 (retried), 2 evicted for Underutilized", obs.codes, obs.evicted)
+	}
+	obs.mu.Unlock()
+
+	cs2 := fake.NewClientset(node("n2"), pod("app", "web", "n2"))
+	(&evictionAPI{}).install(cs2)
+	dry := &recordingObserver{codes: map[int]int{}, evicted: map[string]int{}}
+	if _, err := newDrainer(t, cs2, Options{Observer: dry, DryRun: true}).Drain(t.Context(), "n2", time.Now().Add(300*time.Millisecond), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if len(dry.codes) != 0 || len(dry.evicted) != 0 {
+		t.Errorf("dry run observed %v %v", dry.codes, dry.evicted)
+	}
+}

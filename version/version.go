@@ -10,8 +10,9 @@ var Version = "dev"
 // Commit is the VCS revision; filled from build info when not stamped.
 var Commit = ""
 
-// String returns "VERSION (COMMIT)" for --version output.
-func String() string {
+// Revision is Commit, or the VCS revision the Go toolchain stamped into
+// the build info, or "".
+func Revision() string {
 	c := Commit
 	if c == "" {
 		if bi, ok := debug.ReadBuildInfo(); ok {
@@ -22,6 +23,12 @@ func String() string {
 			}
 		}
 	}
+	return c
+}
+
+// String returns "VERSION (COMMIT)" for --version output.
+func String() string {
+	c := Revision()
 	if c == "" {
 		return Version
 	}

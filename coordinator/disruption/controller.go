@@ -295,7 +295,7 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 	var ready []Decision
 	for _, pd := range c.pending {
 		if !stillChosen(pd.d, plan) {
-			c.m.invalidated.Inc()
+			c.m.invalidate(pd.d)
 			c.log.Info("decision dropped at validation: no longer chosen", "reason", pd.d.Reason, "nodes", pd.d.Nodes)
 			c.consolidationEvent(ctx, pd.d, karpenterevents.ConsolidationRejected,
 				fmt.Sprintf("the plan %s later no longer chose it (the cluster changed)", c.cfg.ValidationDelay))
@@ -333,7 +333,7 @@ func (c *Controller) validate(ctx context.Context, snap *Snapshot, plan Plan, vo
 		}
 		if c.verifier != nil {
 			if err := c.verifier.Verify(ctx, snap, d); err != nil {
-				c.m.invalidated.Inc()
+				c.m.invalidate(d)
 				if isConsolidation(d.Reason) {
 					c.consolidationEvent(ctx, d, karpenterevents.ConsolidationRejected, "scheduling simulation refused: "+err.Error())
 					continue
@@ -771,6 +771,7 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 			if err != nil {
 				c.m.failures.WithLabelValues("launch").Inc()
 				if !d.Forceful {
+					c.m.queueFailure(d)
 					_ = end()
 				}
 				return fmt.Errorf("launch replacement: %w", err)
@@ -791,6 +792,9 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		}
 		if !ok {
 			c.m.failures.WithLabelValues("replacement-not-ready").Inc()
+			if !d.Forceful {
+				c.m.queueFailure(d)
+			}
 			for _, n := range d.Nodes {
 				c.events.NodeEvent(ctx, n, "Warning", karpenterevents.ReplacementNotReady,
 					fmt.Sprintf("replacement %s not Ready after %s; node kept", replacement, c.cfg.ReplacementTimeout))
@@ -1100,8 +1104,66 @@ type metrics struct {
 	skips         *prometheus.CounterVec
 	invalidated   prometheus.Counter
 	// Karpenter v1.14's (pkg/controllers/disruption/metrics.go).
-	eligible *prometheus.GaugeVec
-	allowed  *prometheus.GaugeVec
+	eligible          *prometheus.GaugeVec
+	allowed           *prometheus.GaugeVec
+	consuming         *prometheus.GaugeVec
+	failedValidations *prometheus.CounterVec
+	queueFailures     *prometheus.CounterVec
+}
+
+// queueFailure counts a voluntary decision given up because its
+// replacement did not launch or come up, as Karpenter's disruption queue
+// counts a command's replacements that never initialized (Dovetail's
+// decisions have one replacement at most). Karpenter puts the decision in
+// the consolidation_type label too; so does this.
+func (m *metrics) queueFailure(d Decision) {
+	decision := "delete"
+	if d.Replacement != nil {
+		decision = "replace"
+	}
+	m.queueFailures.WithLabelValues(decision, snakeCase(string(d.Reason)), decision).Inc()
+}
+
+// snakeCase is Karpenter's pretty.ToSnakeCase of a reason ("Drifted" ->
+// "drifted", "RebalanceRecommended" -> "rebalance_recommended").
+func snakeCase(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// invalidate counts a decision dropped at validation: Dovetail's count of
+// decisions, and Karpenter's of consolidation candidates (per node, by
+// consolidation type; Karpenter validates consolidations only).
+func (m *metrics) invalidate(d Decision) {
+	m.invalidated.Inc()
+	if ct := ConsolidationType(d); ct != "" {
+		m.failedValidations.WithLabelValues(ct).Add(float64(len(d.Nodes)))
+	}
+}
+
+// ConsolidationType is Karpenter's consolidation_type of a decision:
+// "empty" for empty nodes, "single" or "multi" for an underutilized node or
+// several replaced together, "" for anything that is not a consolidation.
+func ConsolidationType(d Decision) string {
+	switch d.Reason {
+	case ReasonEmpty:
+		return "empty"
+	case ReasonUnderutilized:
+		if len(d.Nodes) > 1 {
+			return "multi"
+		}
+		return "single"
+	}
+	return ""
 }
 
 // observePlan sets Karpenter's per-pass gauges: eligible nodes by method
@@ -1113,9 +1175,13 @@ func (m *metrics) observePlan(p Plan) {
 	}
 	// A deleted NodePool's series go with it.
 	m.allowed.Reset()
+	m.consuming.Reset()
 	for pool, byReason := range p.AllowedDisruptions {
 		for r, n := range byReason {
 			m.allowed.WithLabelValues(pool, string(r)).Set(float64(n))
+			// Karpenter sets it beside allowed_disruptions, per method,
+			// with the pool's one count of disrupting nodes.
+			m.consuming.WithLabelValues(pool, string(r)).Set(float64(p.ConsumingBudgets[pool]))
 		}
 	}
 }
@@ -1143,14 +1209,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		allowed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodepools_allowed_disruptions",
 			Help: "The number of nodes for a given NodePool that can be concurrently disrupting at a point in time. Labeled by NodePool. Note that allowed disruptions can change very rapidly, as new nodes may be created and others may be deleted at any point."},
 			[]string{"nodepool", "reason"}),
+		queueFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_queue_failures_total",
+			Help: "The number of times that an enqueued disruption decision failed. Labeled by disruption method."},
+			[]string{"decision", "reason", "consolidation_type"}),
+		failedValidations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_voluntary_disruption_failed_validations_total",
+			Help: "Number of candidates that were selected for disruption but failed validation. Labeled by consolidation type."},
+			[]string{"consolidation_type"}),
+		consuming: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "karpenter_nodepools_nodes_consuming_budgets",
+			Help: "The number of nodes consuming the budget of a nodepool at a point in time. Labeled by NodePool."},
+			[]string{"nodepool", "reason"}),
 	}
 	// Every step's failure count exists from the start at 0, so a dashboard
 	// or alert reads "none failed" rather than no data.
 	for _, step := range []string{"launch", "replacement-not-ready", "drain", "drain-blocked", "delete"} {
 		m.failures.WithLabelValues(step).Add(0)
 	}
+	for _, ct := range []string{"empty", "single", "multi"} {
+		m.failedValidations.WithLabelValues(ct).Add(0)
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rolloutNodes, m.rolloutHalted, m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated, m.eligible, m.allowed} {
+		for _, c := range []prometheus.Collector{m.rolloutNodes, m.rolloutHalted, m.planSeconds, m.decisions, m.done, m.failures, m.skips, m.invalidated, m.eligible, m.allowed, m.consuming, m.failedValidations, m.queueFailures} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register disruption metrics: %w", err)
 			}

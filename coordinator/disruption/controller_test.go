@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
@@ -277,6 +278,10 @@ func TestControllerKeepsNodeWhenReplacementFails(t *testing.T) {
 	if d == nil || d.Phase != PhaseReplacementNotReady {
 		t.Fatalf("ledger should keep the failed step for the rollout to halt: %+v", d)
 	}
+	// Karpenter's count of an enqueued decision that failed.
+	if got := testutil.ToFloat64(r.c.m.queueFailures.WithLabelValues("replace", "drifted", "replace")); got != 1 {
+		t.Errorf("queue failures = %v, want 1", got)
+	}
 	// The next pass (15 minutes on) halts the rollout.
 	r.c.cfg.Now = func() time.Time { return time.Now().Add(16 * time.Minute) }
 	r.pass(t)
@@ -316,6 +321,15 @@ func TestControllerValidationDelay(t *testing.T) {
 		r.pass(t)
 		if changed && len(r.dr.drained) != 0 {
 			t.Fatalf("decision should be dropped at validation: drained %v", r.dr.drained)
+		}
+		// Karpenter's count of candidates that failed validation, by
+		// consolidation type.
+		want := 0.0
+		if changed {
+			want = 1
+		}
+		if got := testutil.ToFloat64(r.c.m.failedValidations.WithLabelValues("empty")); got != want {
+			t.Errorf("changed=%v: failed validations (empty) = %v, want %v", changed, got, want)
 		}
 		if !changed && !slices.Equal(r.dr.drained, []string{"empty"}) {
 			t.Fatalf("validated decision should run: drained %v", r.dr.drained)

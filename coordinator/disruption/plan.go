@@ -2,6 +2,7 @@ package disruption
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -165,6 +166,11 @@ type Plan struct {
 	// nodes the pool's budgets allow disrupting at once (budget.Unlimited
 	// when none is active), as karpenter_nodepools_allowed_disruptions.
 	AllowedDisruptions map[string]map[Reason]int `json:"-"`
+	// ConsumingBudgets is, by NodePool, how many of its nodes were already
+	// disrupting when the pass began (NotReady, deleting or in the ledger:
+	// what the budgets count against), as
+	// karpenter_nodepools_nodes_consuming_budgets.
+	ConsumingBudgets map[string]int `json:"-"`
 }
 
 // VoluntaryMethods are the methods a budget can name, for which Karpenter
@@ -202,6 +208,7 @@ func (p *planner) tally() {
 		p.plan.Eligible[r] = len(c)
 	}
 	p.plan.AllowedDisruptions = make(map[string]map[Reason]int, len(p.s.Pools))
+	p.plan.ConsumingBudgets = make(map[string]int, len(p.s.Pools))
 	for i := range p.s.Pools {
 		pool := &p.s.Pools[i]
 		m := make(map[Reason]int, len(VoluntaryMethods))
@@ -211,6 +218,7 @@ func (p *planner) tally() {
 			m[r] = budget.Evaluate(pool.Budgets, r, p.poolTotal[pool.Name], 0, p.now).Max
 		}
 		p.plan.AllowedDisruptions[pool.Name] = m
+		p.plan.ConsumingBudgets[pool.Name] = p.startDisrupting[pool.Name]
 	}
 }
 
@@ -234,10 +242,12 @@ type planner struct {
 	// poolTotal and poolDisrupting feed the budgets; planned counts this pass.
 	poolTotal      map[string]int
 	poolDisrupting map[string]int
-	maxCache       map[string]budget.Limit
-	plan           *Plan
-	skipped        map[string]bool // node+method already has a skip
-	offerCache     map[string][]offer
+	// startDisrupting is poolDisrupting before this pass decided anything.
+	startDisrupting map[string]int
+	maxCache        map[string]budget.Limit
+	plan            *Plan
+	skipped         map[string]bool // node+method already has a skip
+	offerCache      map[string][]offer
 }
 
 // Decide decides, for the snapshot at now, which nodes to disrupt and why
@@ -301,6 +311,7 @@ func newPlanner(s *Snapshot, now time.Time, o Options) *planner {
 			}
 		}
 	}
+	p.startDisrupting = maps.Clone(p.poolDisrupting)
 	return p
 }
 

@@ -42,4 +42,9 @@ func TestPlanTally(t *testing.T) {
 			t.Errorf("allowed %s = %d, want 2", r, got)
 		}
 	}
+	// d (NotReady) was disrupting when the pass began; what the pass
+	// decides is not counted.
+	if got := p.ConsumingBudgets["gp"]; got != 1 {
+		t.Errorf("nodes consuming budgets = %d, want 1 (d)", got)
+	}
 }

@@ -2,6 +2,7 @@ package karpentermetrics
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,13 @@ karpenter_cluster_state_node_count 1
 # HELP karpenter_cluster_state_synced Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state
 # TYPE karpenter_cluster_state_synced gauge
 karpenter_cluster_state_synced 1
+# HELP karpenter_cluster_state_unsynced_time_seconds The time for which cluster state is not synced
+# TYPE karpenter_cluster_state_unsynced_time_seconds gauge
+karpenter_cluster_state_unsynced_time_seconds 0
+# HELP karpenter_voluntary_disruption_consolidation_timeouts_total Number of times the Consolidation algorithm has reached a timeout. Labeled by consolidation type.
+# TYPE karpenter_voluntary_disruption_consolidation_timeouts_total counter
+karpenter_voluntary_disruption_consolidation_timeouts_total{consolidation_type="multi"} 0
+karpenter_voluntary_disruption_consolidation_timeouts_total{consolidation_type="single"} 0
 # HELP karpenter_nodeclaims_created_total Number of nodeclaims created in total by Karpenter. Labeled by reason the nodeclaim was created, the owning nodepool, and if min values was relaxed for this nodeclaim.
 # TYPE karpenter_nodeclaims_created_total counter
 karpenter_nodeclaims_created_total{min_values_relaxed="false",nodepool="general",reason="underutilized"} 1
@@ -155,4 +163,78 @@ func TestCollectorWatchCountsWhileFollowing(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// Until a leader epoch is committed the state is unsynced; the time since
+// this leader first saw it so grows until then and is 0 again after.
+func TestCollectorUnsyncedTime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	st := fsm.NewState()
+	c := New(&stateSource{s: st, leader: true}, func() time.Time { return now })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	check := func(synced, unsynced string) {
+		t.Helper()
+		want := "# HELP karpenter_cluster_state_synced Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state\n" +
+			"# TYPE karpenter_cluster_state_synced gauge\nkarpenter_cluster_state_synced " + synced + "\n" +
+			"# HELP karpenter_cluster_state_unsynced_time_seconds The time for which cluster state is not synced\n" +
+			"# TYPE karpenter_cluster_state_unsynced_time_seconds gauge\nkarpenter_cluster_state_unsynced_time_seconds " + unsynced + "\n"
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "karpenter_cluster_state_synced", "karpenter_cluster_state_unsynced_time_seconds"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("0", "0")
+	now = t0.Add(30 * time.Second)
+	check("0", "30")
+	st.Epoch = fsm.LeaderEpoch{Term: 2, At: now}
+	now = now.Add(time.Second)
+	check("1", "0")
+}
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(BuildInfo())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "karpenter_build_info" || len(mfs[0].GetMetric()) != 1 || mfs[0].GetMetric()[0].GetGauge().GetValue() != 1 {
+		t.Fatalf("karpenter_build_info: %v", mfs)
+	}
+	got := map[string]string{}
+	for _, lp := range mfs[0].GetMetric()[0].GetLabel() {
+		got[lp.GetName()] = lp.GetValue()
+	}
+	if got["version"] == "" || got["goversion"] != runtime.Version() || got["goarch"] != runtime.GOARCH {
+		t.Errorf("labels %v", got)
+	}
+}
+
+func TestDrainMetricsAreTheLeaders(t *testing.T) {
+	leading := false
+	d := NewDrain(func() bool { return leading })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(d)
+	d.EvictionRequest(200)
+	d.EvictionRequest(429)
+	d.PodEvicted("Underutilized")
+	d.PodEvicted("Interrupted")
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+		t.Fatalf("a follower serves %d series (%v)", n, err)
+	}
+	leading = true
+	want := `
+# HELP karpenter_pods_drained_total The total number of pods drained during node termination by Karpenter, labeled by reason
+# TYPE karpenter_pods_drained_total counter
+karpenter_pods_drained_total{reason="Forceful Termination"} 1
+karpenter_pods_drained_total{reason="Underutilized"} 1
+# HELP karpenter_pods_eviction_requests_total The total number of pod eviction requests made by Karpenter, labeled by response code
+# TYPE karpenter_pods_eviction_requests_total counter
+karpenter_pods_eviction_requests_total{code="200"} 1
+karpenter_pods_eviction_requests_total{code="429"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -25,8 +25,12 @@ import (
 	"github.com/dovetail-dev/dovetail/podreq"
 )
 
-// NodePoolsGVR is what the collector lists NodePools by.
-var NodePoolsGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodepools"}
+// NodePoolsGVR and NodeClaimsGVR are what the collector lists NodePools
+// and NodeClaims by.
+var (
+	NodePoolsGVR  = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodepools"}
+	NodeClaimsGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"}
+)
 
 // Karpenter's buckets and objectives (pkg/metrics/constants.go).
 var (
@@ -127,6 +131,7 @@ type Kube struct {
 	termDuration    *prometheus.SummaryVec
 	lifetimeHist    *prometheus.HistogramVec
 	drained         *prometheus.CounterVec
+	claimTermDur    *prometheus.HistogramVec
 	podStartup      prometheus.Summary
 	podBound        prometheus.Histogram
 
@@ -162,6 +167,9 @@ func NewKube(cfg KubeConfig) (*Kube, error) {
 			Help: "The lifetime duration of the nodes since creation.", Buckets: lifetimeBuckets}, []string{lNodePool}),
 		drained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_nodes_drained_total",
 			Help: "The total number of nodes drained by Karpenter"}, []string{lNodePool}),
+		// Karpenter's buckets: 1, 2, 4 ... 2048 s (nodeclaim/lifecycle).
+		claimTermDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "karpenter_nodeclaims_termination_duration_seconds",
+			Help: "Duration of NodeClaim termination in seconds.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}, []string{lNodePool}),
 		podStartup: prometheus.NewSummary(prometheus.SummaryOpts{Name: "karpenter_pods_startup_duration_seconds",
 			Help: "The time from pod creation until the pod is running.", Objectives: summaryObjectives}),
 		podBound: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "karpenter_pods_bound_duration_seconds",
@@ -190,7 +198,11 @@ func NewKube(cfg KubeConfig) (*Kube, error) {
 		df := dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0)
 		gi := df.ForResource(NodePoolsGVR)
 		k.pools = gi.Lister()
-		syncs = append(syncs, gi.Informer().HasSynced)
+		ci := df.ForResource(NodeClaimsGVR).Informer()
+		if _, err := ci.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: k.claimDeleted}); err != nil {
+			return nil, fmt.Errorf("karpentermetrics: nodeclaim handler: %w", err)
+		}
+		syncs = append(syncs, gi.Informer().HasSynced, ci.HasSynced)
 		starts = append(starts, df.Start)
 	}
 	k.synced = func() bool {
@@ -207,7 +219,7 @@ func NewKube(cfg KubeConfig) (*Kube, error) {
 		}
 	}
 	k.collectors = []prometheus.Collector{k, k.nodesCreated, k.nodesTerminated, k.termDuration, k.lifetimeHist,
-		k.drained, k.podStartup, k.podBound}
+		k.drained, k.claimTermDur, k.podStartup, k.podBound}
 	return k, nil
 }
 
@@ -302,6 +314,26 @@ func (k *Kube) nodeDeleted(obj any) {
 	}
 	k.termDuration.WithLabelValues(pool).Observe(max(d, 0))
 	k.lifetimeHist.WithLabelValues(pool).Observe(max(now.Sub(n.CreationTimestamp.Time).Seconds(), 0))
+}
+
+// claimDeleted observes, as Karpenter's NodeClaim lifecycle controller when
+// it removes its termination finalizer, the time from the NodeClaim's
+// deletion request until it is gone: the launcher's finalizer holds it until
+// the instance is terminated, so this is the whole termination. A NodeClaim
+// gone without a deletion timestamp (deleted with no finalizer left) took 0 s.
+func (k *Kube) claimDeleted(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	d := 0.0
+	if ts := u.GetDeletionTimestamp(); ts != nil {
+		d = max(k.cfg.Now().Sub(ts.Time).Seconds(), 0)
+	}
+	k.claimTermDur.WithLabelValues(u.GetLabels()["karpenter.sh/nodepool"]).Observe(d)
 }
 
 func condition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {

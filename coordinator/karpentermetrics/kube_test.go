@@ -90,8 +90,13 @@ func TestKubeServesKarpenterNodePodAndPoolMetrics(t *testing.T) {
 		"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": map[string]any{"name": "general"},
 		"spec":   map[string]any{"limits": map[string]any{"cpu": "100", "memory": "400Gi"}},
 		"status": map[string]any{"resources": map[string]any{"cpu": "2", "memory": "8Gi", "nodes": "1"}}}}
+	// A NodeClaim being deleted (the launcher's finalizer holds it) for 90 s.
+	claim := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "general-abc",
+			"labels": map[string]any{"karpenter.sh/nodepool": "general"}, "finalizers": []any{"karpenter.sh/termination"},
+			"deletionTimestamp": now.Add(-90 * time.Second).Format(time.RFC3339)}}}
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{NodePoolsGVR: "NodePoolList"}, pool)
+		map[schema.GroupVersionResource]string{NodePoolsGVR: "NodePoolList", NodeClaimsGVR: "NodeClaimList"}, pool, claim)
 	reg := prometheus.NewPedanticRegistry()
 	types := staticTypes{{Name: "m5.large", Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("8Gi")},
 		Offerings: []cloud.Offering{{Zone: "us-east-1a", CapacityType: "spot", Price: 0.035, Available: true}, {Zone: "us-east-1b", CapacityType: "spot", Price: 0.04}}}}
@@ -190,6 +195,21 @@ func TestKubeServesKarpenterNodePodAndPoolMetrics(t *testing.T) {
 		t.Errorf("lifetime observations = %v, want 1", v)
 	}
 
+	// The NodeClaim's finalizer goes and it is gone: one termination of 90 s.
+	if _, ok := sample(t, reg, "karpenter_nodeclaims_termination_duration_seconds", nil); ok {
+		t.Fatal("termination duration observed before the NodeClaim was gone")
+	}
+	if err := dyn.Resource(NodeClaimsGVR).Delete(ctx, "general-abc", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		v, _ := sample(t, reg, "karpenter_nodeclaims_termination_duration_seconds", map[string]string{"nodepool": "general"})
+		return v == 1
+	})
+	if sum := histogramSum(t, reg, "karpenter_nodeclaims_termination_duration_seconds"); sum != 90 {
+		t.Errorf("NodeClaim termination took %v s, want 90", sum)
+	}
+
 	// The next term must be able to register the same names.
 	cancel()
 	<-done
@@ -197,6 +217,23 @@ func TestKubeServesKarpenterNodePodAndPoolMetrics(t *testing.T) {
 	if n, err := testutilCount(reg); err != nil || n != 0 {
 		t.Errorf("after the term %d families remain (err %v)", n, err)
 	}
+}
+
+func histogramSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
 }
 
 func diff(a, b float64) float64 {

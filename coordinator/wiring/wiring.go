@@ -206,6 +206,9 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if !o.NoDisruption {
 		dopts := o.Drain
 		dopts.Registry, dopts.Logger = rt.Registry, log
+		if rt.DrainMetrics != nil && dopts.Observer == nil {
+			dopts.Observer = rt.DrainMetrics
+		}
 		if dopts.Component == "" {
 			dopts.Component = "dovetail-disruption"
 		}

@@ -198,6 +198,13 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: metrics: %w", err)
 		}
 	}
+	// Every repair action and result starts at 0 (repair disabled included:
+	// none is then a fact), so a dashboard's increase() answers 0, not nothing.
+	for _, act := range []repair.Action{repair.ActionRestart, repair.ActionReboot, repair.ActionReplace} {
+		for _, res := range []string{"done", "failed"} {
+			a.repairs.WithLabelValues(string(act), res).Add(0)
+		}
+	}
 	var err error
 	if a.watcher, err = imds.New(imds.Config{Endpoint: cfg.IMDSEndpoint, Interval: cfg.IMDSInterval, Logger: cfg.Logger, Registry: a.rec}); err != nil {
 		return nil, err

@@ -193,6 +193,9 @@ func (w *Watcher) getOnce(ctx context.Context, path string, lc *loopConn) ([]byt
 	}
 	w.metrics.latency.Observe(time.Since(start).Seconds())
 	w.metrics.requests.WithLabelValues(path).Inc()
+	// The path's error series exists from its first request, at 0, so a
+	// rate of errors is 0 rather than absent until the first failure.
+	w.metrics.errors.WithLabelValues(path)
 	return b, err
 }
 

@@ -19,6 +19,30 @@ import (
 	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 )
 
+// metricRelabelConfigs turns a ServiceMonitor endpoint's metricRelabelings
+// into prometheus.yml metric_relabel_configs, as the Prometheus Operator does
+// (its camelCase field names in Prometheus' snake_case).
+func metricRelabelConfigs(ep map[string]any) []any {
+	in, _, _ := unstructured.NestedSlice(ep, "metricRelabelings")
+	names := map[string]string{"sourceLabels": "source_labels", "targetLabel": "target_label"}
+	out := make([]any, 0, len(in))
+	for _, r := range in {
+		m, ok := r.(map[string]any)
+		if !ok {
+			continue
+		}
+		c := map[string]any{}
+		for k, v := range m {
+			if n, ok := names[k]; ok {
+				k = n
+			}
+			c[k] = v
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // checkAlertsOnRealPrometheus runs bin/prometheus with the rendered
 // PrometheusRule's groups as its rule file, scraping the running coordinator
 // as the rendered ServiceMonitor says (HTTPS with the API CA and server name,
@@ -65,6 +89,9 @@ func checkAlertsOnRealPrometheus(t *testing.T, objs []manifest.Object, target, c
 			"authorization": map[string]any{"type": str("authorization", "type"), "credentials_file": tokenFile},
 			"static_configs": []any{map[string]any{"targets": []string{target},
 				"labels": map[string]string{"namespace": namespace}}},
+			// The operator's translation of metricRelabelings: Prometheus
+			// must accept them (a bad regex would stop it loading).
+			"metric_relabel_configs": metricRelabelConfigs(ep),
 		}},
 	}
 	b, err := yaml.Marshal(cfg)

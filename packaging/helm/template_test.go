@@ -107,6 +107,19 @@ func TestTemplateProduction(t *testing.T) {
 	if str("authorization", "type") != "Bearer" || str("authorization", "credentials", "name") != "dovetail-metrics-reader" {
 		t.Errorf("ServiceMonitor authorization %v, want the bearer token secret", ep["authorization"])
 	}
+	// Karpenter's quantile="0"/"1" on Prometheus 3 (on by default): the
+	// rule devcluster.KarpenterQuantileRelabel gives make dev's Prometheus,
+	// which test/e2e TestMetrics checks against Karpenter's dashboards.
+	mr, _, _ := unstructured.NestedSlice(ep, "metricRelabelings")
+	if len(mr) == 0 {
+		t.Fatal("ServiceMonitor has no metricRelabelings (serviceMonitor.karpenterQuantileLabels)")
+	}
+	rule, _ := mr[0].(map[string]any)
+	src, _, _ := unstructured.NestedStringSlice(rule, "sourceLabels")
+	if strings.Join(src, ",") != "__name__,quantile" || rule["regex"] != `karpenter_.+;(0|1)\.0` ||
+		rule["targetLabel"] != "quantile" || rule["replacement"] != "$1" {
+		t.Errorf("ServiceMonitor quantile relabeling %v", rule)
+	}
 
 	alerts := ruleAlerts(t, find(t, objs, "PrometheusRule", release))
 	for _, name := range alertNames {

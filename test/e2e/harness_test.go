@@ -571,6 +571,12 @@ func (e *env) startAgent(node, instanceID string) { e.startAgentDir(node, instan
 
 // startAgentDir is startAgent returning the agent's state directory.
 func (e *env) startAgentDir(node, instanceID string) string {
+	return e.startAgentWith(node, instanceID, nil)
+}
+
+// startAgentWith is startAgentDir with the agent's configuration changed
+// by edit (nil: as is) before it starts.
+func (e *env) startAgentWith(node, instanceID string, edit func(*agent.Config)) string {
 	e.t.Helper()
 	var coords []string
 	for _, p := range e.peers {
@@ -588,11 +594,15 @@ func (e *env) startAgentDir(node, instanceID string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{
+	cfg := agent.Config{
 		Kube: kube, EventKube: events, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
 		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: attested(),
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		e.t.Fatalf("agent for %s: %v", node, err)
 	}

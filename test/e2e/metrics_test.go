@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,7 +26,10 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/coordinator"
+	"github.com/dovetail-dev/dovetail/daemon/agent"
 	"github.com/dovetail-dev/dovetail/gossip"
+	"github.com/dovetail-dev/dovetail/health"
+	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/metricsdoc"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -153,7 +157,10 @@ func TestMetrics(t *testing.T) {
 	for _, p := range e.peers {
 		targets = append(targets, p.HTTPAddr)
 	}
-	prom := prometheusFor(t, targets)
+	// The agent of the node to be interrupted serves its /metrics here,
+	// scraped by its own job from the start (it starts later).
+	agentAddr := freeport.Addrs(t, 1)[0]
+	prom := prometheusFor(t, targets, []string{agentAddr})
 	if prom == "" {
 		// Without bin/prometheus, scrape every second ourselves.
 		stop := make(chan struct{})
@@ -224,7 +231,12 @@ spec:
 			claimOf = name
 		}
 	}
-	e.startAgent(victim, inst.ID)
+	// With one health check, so the agent fleet panels have a check state
+	// and the coordinators the agent's health report.
+	e.startAgentWith(victim, inst.ID, func(c *agent.Config) {
+		c.ListenAddr = agentAddr
+		c.Checks = []health.Check{passingCheck{}}
+	})
 	if _, err := e.sim.InterruptSpot(inst.ID); err != nil {
 		t.Fatalf("interrupt %s: %v", inst.ID, err)
 	}
@@ -303,6 +315,13 @@ spec:
 		{"karpenter_nodes_termination_duration_seconds", map[string]string{"nodepool": metricsPool}},
 		{"karpenter_voluntary_disruption_eligible_nodes", map[string]string{"reason": "empty"}},
 		{"karpenter_nodepools_allowed_disruptions", map[string]string{"nodepool": metricsPool, "reason": "Empty"}},
+		{"karpenter_nodepools_nodes_consuming_budgets", map[string]string{"nodepool": metricsPool, "reason": "Empty"}},
+		{"karpenter_nodeclaims_termination_duration_seconds", map[string]string{"nodepool": metricsPool}},
+		{"karpenter_voluntary_disruption_consolidation_timeouts_total", map[string]string{"consolidation_type": "multi"}},
+		{"karpenter_cluster_state_unsynced_time_seconds", nil},
+		{"karpenter_build_info", nil},
+		{"dovetail_fleet_nodes", map[string]string{"health": "ok"}},
+		{"dovetail_fleet_notices", map[string]string{"kind": "Interruption"}},
 		// controller-runtime's metrics of Dovetail's loops.
 		{"controller_runtime_reconcile_total", map[string]string{"controller": "provisioner", "result": "success"}},
 		{"controller_runtime_reconcile_total", map[string]string{"controller": "disruption", "result": "success"}},
@@ -366,7 +385,8 @@ spec:
 			continue
 		}
 		for name := range scrape(t, r.HTTPAddr()) {
-			if strings.HasPrefix(name, "karpenter_") {
+			// karpenter_build_info is per process, as Karpenter's.
+			if strings.HasPrefix(name, "karpenter_") && name != "karpenter_build_info" {
 				t.Errorf("follower %s serves %s", id, name)
 			}
 		}
@@ -403,6 +423,15 @@ spec:
 	checkTable(t, filepath.Join("..", "..", "README.md"), metricsdoc.Table(entries))
 
 	checkDashboards(t, prom)
+}
+
+// passingCheck is a health check that always passes.
+type passingCheck struct{}
+
+func (passingCheck) Name() string      { return "e2e-passing" }
+func (passingCheck) Condition() string { return "" }
+func (passingCheck) Run(context.Context) health.Result {
+	return health.Result{State: health.StateOK, Reason: "Passing"}
 }
 
 func checkTable(t *testing.T, path, table string) {
