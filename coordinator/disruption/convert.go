@@ -1,10 +1,9 @@
 package disruption
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"math"
 	"slices"
 	"strconv"
@@ -177,7 +176,7 @@ func PoolFromAPI(np *karpv1.NodePool) (Pool, error) {
 	for _, r := range t.Spec.Requirements {
 		p.Requirements = append(p.Requirements, corev1.NodeSelectorRequirement{Key: r.Key, Operator: r.Operator, Values: r.Values})
 	}
-	p.TemplateHash = TemplateHash(TemplateStaticOf(np))
+	p.TemplateHash = drifthash.TemplateHash(drifthash.TemplateStaticOf(np))
 	var errs []error
 	if v, ok := np.Annotations[AnnotationMinSavings]; ok {
 		ms, err := ParseMinSavings(v)
@@ -205,16 +204,6 @@ func PoolFromAPI(np *karpv1.NodePool) (Pool, error) {
 	return p, errors.Join(errs...)
 }
 
-// TemplateStaticOf extracts the hashed static fields of a NodePool template.
-func TemplateStaticOf(np *karpv1.NodePool) TemplateStatic {
-	t := np.Spec.Template
-	ts := TemplateStatic{Labels: t.Labels, Annotations: t.Annotations, Taints: t.Spec.Taints, StartupTaints: t.Spec.StartupTaints}
-	if ref := t.Spec.NodeClassRef; ref != nil {
-		ts.NodeClassRef = ref.Group + "/" + ref.Kind + "/" + ref.Name
-	}
-	return ts
-}
-
 // ParseMinSavings reads the consolidation-min-savings annotation: "15%" or
 // "0.15". Out-of-range or unreadable values give 0 and an error.
 func ParseMinSavings(v string) (float64, error) {
@@ -230,25 +219,9 @@ func ParseMinSavings(v string) (float64, error) {
 	return f, nil
 }
 
-// NodeClassHash hashes an EC2NodeClass spec without its selector terms
-// (changes to those drift through what they resolve to, not the hash). The
-// launcher writes it to karpenter.k8s.aws/ec2nodeclass-hash on NodeClaims.
-func NodeClassHash(spec awsv1.EC2NodeClassSpec) string {
-	spec.AMISelectorTerms = nil
-	spec.SubnetSelectorTerms = nil
-	spec.SecurityGroupSelectorTerms = nil
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return ""
-	}
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	return strconv.FormatUint(h.Sum64(), 10)
-}
-
 // NodeClassFromAPI converts an EC2NodeClass's resolved status.
 func NodeClassFromAPI(nc *awsv1.EC2NodeClass) NodeClass {
-	c := NodeClass{Name: nc.Name, Hash: NodeClassHash(nc.Spec)}
+	c := NodeClass{Name: nc.Name, Hash: drifthash.NodeClassHash(nc.Spec)}
 	for _, a := range nc.Status.AMIs {
 		ref := AMIRef{ID: a.ID}
 		for _, r := range a.Requirements {
@@ -434,21 +407,6 @@ func (ix *PDBIndex) Blocking(p *corev1.Pod) string {
 		}
 	}
 	return ""
-}
-
-// NodeClaimAnnotations are the drift annotations whoever creates a
-// NodeClaim (provisioner, replacement launcher) must put on it, so that the
-// drift planner can later tell whether the NodePool template or the
-// NodeClass changed since. nc may be nil.
-func NodeClaimAnnotations(np *karpv1.NodePool, nc *awsv1.EC2NodeClass) map[string]string {
-	ann := map[string]string{
-		AnnotationNodePoolHash:    TemplateHash(TemplateStaticOf(np)),
-		AnnotationNodePoolHashVer: HashVersion,
-	}
-	if nc != nil {
-		ann[AnnotationNodeClassHash] = NodeClassHash(nc.Spec)
-	}
-	return ann
 }
 
 // BudgetsOf converts a NodePool's disruption budgets to the evaluator's form.

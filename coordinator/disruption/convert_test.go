@@ -1,6 +1,7 @@
 package disruption
 
 import (
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func TestBuildSnapshotFromAPI(t *testing.T) {
 	nc.Status.Subnets = []awsv1.Subnet{{ID: "subnet-1", Zone: "us-east-1a"}}
 
 	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "gp-abc", Labels: map[string]string{karpv1.NodePoolLabelKey: "gp"},
-		Annotations: map[string]string{AnnotationNodePoolHash: "1", AnnotationNodePoolHashVer: HashVersion}}}
+		Annotations: map[string]string{AnnotationNodePoolHash: "1", AnnotationNodePoolHashVer: drifthash.HashVersion}}}
 	claim.Status.NodeName = "ip-10-0-0-1"
 	claim.Status.ImageID = "ami-0"
 	claim.SetTrue(karpv1.ConditionTypeInitialized, "Initialized", "")
@@ -108,7 +109,7 @@ func TestNodeClaimAnnotationsDriveHashDrift(t *testing.T) {
 	np := &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "gp"}}
 	np.Spec.Template.Labels = map[string]string{"team": "a"}
 	nc := &awsv1.EC2NodeClass{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
-	ann := NodeClaimAnnotations(np, nc)
+	ann := drifthash.NodeClaimAnnotations(np, nc)
 	n := Node{Name: "n", Annotations: ann}
 	pool, _ := PoolFromAPI(np)
 	class := NodeClassFromAPI(nc)

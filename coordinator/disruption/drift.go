@@ -1,9 +1,8 @@
 package disruption
 
 import (
-	"encoding/json"
 	"fmt"
-	"hash/fnv"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"slices"
 	"sort"
 	"strconv"
@@ -13,61 +12,6 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
-
-// HashVersion is written next to the nodepool hash; a node whose version
-// differs is not judged by the hash (the hash function changed, not the pool).
-const HashVersion = "dovetail-v1"
-
-// TemplateStatic is the part of a NodePool template whose change drifts
-// nodes through the hash (requirements are checked separately, by value, so
-// widening them does not replace anything).
-type TemplateStatic struct {
-	Labels        map[string]string `json:"labels,omitempty"`
-	Annotations   map[string]string `json:"annotations,omitempty"`
-	Taints        []corev1.Taint    `json:"taints,omitempty"`
-	StartupTaints []corev1.Taint    `json:"startupTaints,omitempty"`
-	NodeClassRef  string            `json:"nodeClassRef,omitempty"` // group/kind/name
-	// Kubelet holds any kubelet settings the template carries, already
-	// serialised by the caller (in Karpenter v1 they live on the NodeClass).
-	Kubelet string `json:"kubelet,omitempty"`
-}
-
-// TemplateHash hashes the static template fields (FNV-64a over canonical
-// JSON: map keys sorted, taints sorted), as a decimal string like Karpenter's.
-// The provisioner writes it to karpenter.sh/nodepool-hash on each NodeClaim.
-func TemplateHash(t TemplateStatic) string {
-	t.Taints = sortedTaints(t.Taints)
-	t.StartupTaints = sortedTaints(t.StartupTaints)
-	b, err := json.Marshal(t)
-	if err != nil {
-		// Marshal of maps of strings and taints cannot fail; keep a stable value anyway.
-		b = []byte(fmt.Sprint(t))
-	}
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	return strconv.FormatUint(h.Sum64(), 10)
-}
-
-func sortedTaints(in []corev1.Taint) []corev1.Taint {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make([]corev1.Taint, len(in))
-	for i, t := range in {
-		out[i] = corev1.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Key != b.Key {
-			return a.Key < b.Key
-		}
-		if a.Effect != b.Effect {
-			return a.Effect < b.Effect
-		}
-		return a.Value < b.Value
-	})
-	return out
-}
 
 // DriftKind says what drifted.
 type DriftKind string
@@ -91,7 +35,7 @@ func Drift(n *Node, pool *Pool, class *NodeClass) (DriftKind, string) {
 				return DriftRequirements, why
 			}
 		}
-		if pool.TemplateHash != "" && n.Annotations[AnnotationNodePoolHashVer] == HashVersion {
+		if pool.TemplateHash != "" && n.Annotations[AnnotationNodePoolHashVer] == drifthash.HashVersion {
 			if h := n.Annotations[AnnotationNodePoolHash]; h != "" && h != pool.TemplateHash {
 				return DriftTemplateHash, fmt.Sprintf("NodePool template changed (hash %s, node has %s)", pool.TemplateHash, h)
 			}

@@ -1,6 +1,7 @@
 package disruption
 
 import (
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestDriftDetection(t *testing.T) {
 		n.SubnetID = "subnet-1"
 		n.SecurityGroups = []string{"sg-1", "sg-2"}
 		n.Annotations[AnnotationNodePoolHash] = "111"
-		n.Annotations[AnnotationNodePoolHashVer] = HashVersion
+		n.Annotations[AnnotationNodePoolHashVer] = drifthash.HashVersion
 		p := testPool("gp")
 		p.TemplateHash = "111"
 		c := NodeClass{Name: "default", AMIs: []AMIRef{{ID: "ami-old"}}, Subnets: []string{"subnet-1", "subnet-2"}, SecurityGroups: []string{"sg-2", "sg-1"}}
@@ -69,9 +70,9 @@ func TestDriftDetection(t *testing.T) {
 }
 
 func TestTemplateHashStable(t *testing.T) {
-	a := TemplateHash(TemplateStatic{Labels: map[string]string{"a": "1", "b": "2"}, Taints: []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectNoSchedule}, {Key: "a", Effect: corev1.TaintEffectNoSchedule}}})
-	b := TemplateHash(TemplateStatic{Labels: map[string]string{"b": "2", "a": "1"}, Taints: []corev1.Taint{{Key: "a", Effect: corev1.TaintEffectNoSchedule}, {Key: "x", Effect: corev1.TaintEffectNoSchedule}}})
-	c := TemplateHash(TemplateStatic{Labels: map[string]string{"a": "1", "b": "3"}})
+	a := drifthash.TemplateHash(drifthash.TemplateStatic{Labels: map[string]string{"a": "1", "b": "2"}, Taints: []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectNoSchedule}, {Key: "a", Effect: corev1.TaintEffectNoSchedule}}})
+	b := drifthash.TemplateHash(drifthash.TemplateStatic{Labels: map[string]string{"b": "2", "a": "1"}, Taints: []corev1.Taint{{Key: "a", Effect: corev1.TaintEffectNoSchedule}, {Key: "x", Effect: corev1.TaintEffectNoSchedule}}})
+	c := drifthash.TemplateHash(drifthash.TemplateStatic{Labels: map[string]string{"a": "1", "b": "3"}})
 	if a != b || a == c || a == "" {
 		t.Fatalf("hash not canonical: %s %s %s", a, b, c)
 	}

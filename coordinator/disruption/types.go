@@ -14,6 +14,7 @@
 package disruption
 
 import (
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -50,9 +51,9 @@ const (
 // names the planners use.
 const (
 	AnnotationDoNotDisrupt    = karpv1.DoNotDisruptAnnotationKey
-	AnnotationNodePoolHash    = karpv1.NodePoolHashAnnotationKey
-	AnnotationNodePoolHashVer = karpv1.NodePoolHashVersionAnnotationKey
-	AnnotationNodeClassHash   = "karpenter.k8s.aws/ec2nodeclass-hash"
+	AnnotationNodePoolHash    = drifthash.AnnotationNodePoolHash
+	AnnotationNodePoolHashVer = drifthash.AnnotationNodePoolHashVer
+	AnnotationNodeClassHash   = drifthash.AnnotationNodeClassHash
 	// AnnotationMinSavings on a NodePool asks for a minimum saving before an
 	// underutilized node is replaced, e.g. "15%". Deletions are not affected.
 	AnnotationMinSavings = karpv1.ConsolidationMinSavingsAnnotationKey
@@ -199,7 +200,7 @@ type Pool struct {
 	Requirements []corev1.NodeSelectorRequirement `json:"requirements,omitempty"`
 	Taints       []corev1.Taint                   `json:"taints,omitempty"`
 	Labels       map[string]string                `json:"labels,omitempty"`
-	// TemplateHash is the hash of the template's static fields (TemplateHash())
+	// TemplateHash is the hash of the template's static fields (drifthash.TemplateHash())
 	// compared with each node's karpenter.sh/nodepool-hash annotation.
 	TemplateHash string `json:"templateHash,omitempty"`
 	// MinSavings is the fraction (0.15 for "15%") a replacement must save.

@@ -323,7 +323,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 		return &Decision{}, staticErr
 	}
 	planStart := c.cfg.Clock.Now()
-	d := Plan(snap, PlanOptions{Scheduling: c.cfg.Scheduling, Names: c.cfg.Names, Pools: pools})
+	d := Plan(snap, PlanOptions{Scheduling: c.cfg.Scheduling, Names: c.cfg.Names, Pools: pools, NodeClasses: in.NodeClasses})
 	d.Took = c.cfg.Clock.Since(planStart)
 	c.metrics.planDuration.Observe(d.Took.Seconds())
 	c.metrics.batches.Inc()

@@ -12,6 +12,7 @@ import (
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
 )
 
@@ -49,8 +50,12 @@ type PlanOptions struct {
 	// Names generates NodeClaim names; nil means RandomName.
 	Names NameFunc
 	// Pools, when set, supplies the API NodePool objects so NodeClaims get
-	// the owner reference, expireAfter and terminationGracePeriod.
+	// the owner reference, expireAfter, terminationGracePeriod and the
+	// NodePool's drift hash.
 	Pools map[string]*karpv1.NodePool
+	// NodeClasses are the EC2NodeClasses of the same snapshot, so
+	// NodeClaims get their class's drift hash.
+	NodeClasses []*awsv1.EC2NodeClass
 }
 
 // Plan runs the scheduling simulation over the snapshot and turns every
@@ -78,7 +83,7 @@ func Plan(snap scheduling.Snapshot, opts PlanOptions) Decision {
 				c.NodePool, len(c.InstanceTypes), c.CapacityType, c.Price))
 		}
 		d.Launches = append(d.Launches, Launch{
-			NodeClaim: NodeClaimFor(c, names(c.NodePool), opts.Pools[c.NodePool]),
+			NodeClaim: NodeClaimFor(c, names(c.NodePool), opts.Pools[c.NodePool], ClassOf(opts.NodeClasses, c.NodeClassRef.Name)),
 			Options:   c.Options,
 			Pods:      c.Pods,
 			Price:     c.Price,
@@ -109,8 +114,21 @@ func allowsValue(r scheduling.Requirement, v string) bool {
 	return false
 }
 
-// NodeClaimFor builds the NodeClaim object for a planned claim.
-func NodeClaimFor(c *scheduling.NewNodeClaim, name string, pool *karpv1.NodePool) *karpv1.NodeClaim {
+// ClassOf is the EC2NodeClass of that name among classes, or nil.
+func ClassOf(classes []*awsv1.EC2NodeClass, name string) *awsv1.EC2NodeClass {
+	for _, c := range classes {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// NodeClaimFor builds the NodeClaim object for a planned claim. With its
+// pool (and class) it carries their drift hashes, from the same snapshot
+// the claim was planned on: the disruption planner later compares them to
+// tell whether the pool or class changed since. class may be nil.
+func NodeClaimFor(c *scheduling.NewNodeClaim, name string, pool *karpv1.NodePool, class *awsv1.EC2NodeClass) *karpv1.NodeClaim {
 	labels := map[string]string{}
 	for k, v := range c.Labels {
 		labels[k] = v
@@ -142,6 +160,12 @@ func NodeClaimFor(c *scheduling.NewNodeClaim, name string, pool *karpv1.NodePool
 		},
 	}
 	if pool != nil {
+		if nc.Annotations == nil {
+			nc.Annotations = map[string]string{}
+		}
+		for k, v := range drifthash.NodeClaimAnnotations(pool, class) {
+			nc.Annotations[k] = v
+		}
 		nc.Spec.ExpireAfter = pool.Spec.Template.Spec.ExpireAfter
 		nc.Spec.TerminationGracePeriod = pool.Spec.Template.Spec.TerminationGracePeriod
 		if pool.UID != "" {

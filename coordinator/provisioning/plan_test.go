@@ -10,6 +10,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 
 	"github.com/dovetail-dev/dovetail/catalog"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 )
 
 // TestPlanExampleSnapshot runs the example under testdata end to end:
@@ -137,5 +138,43 @@ func TestBuildIgnoresStartupTaintsUntilInitialized(t *testing.T) {
 	}
 	if len(snap.Nodes[1].Taints) != 2 {
 		t.Errorf("initialized node taints %v", snap.Nodes[1].Taints)
+	}
+}
+
+// Every planned NodeClaim carries its NodePool's and EC2NodeClass's drift
+// hashes from the snapshot it was planned on (no read of the live objects
+// at launch); without its pool it carries none.
+func TestPlanStampsDriftHashesFromTheSnapshot(t *testing.T) {
+	in, _, err := LoadInputs("testdata/snapshot.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Region = "us-east-1"
+	in.InstanceTypes = catalog.MustLoad().InstanceTypes("us-east-1", []string{"us-east-1a", "us-east-1b", "us-east-1c"})
+	in.RequireNodeClass = true
+	snap, _ := Build(in, PendingForSimulation)
+	pools := map[string]*karpv1.NodePool{}
+	for _, np := range in.NodePools {
+		pools[np.Name] = np
+	}
+	d := Plan(snap, PlanOptions{Names: SequentialNames(), Pools: pools, NodeClasses: in.NodeClasses})
+	if len(d.Launches) == 0 {
+		t.Fatal("no launches")
+	}
+	for _, l := range d.Launches {
+		nc := l.NodeClaim
+		want := drifthash.NodeClaimAnnotations(pools[nc.Labels[karpv1.NodePoolLabelKey]], ClassOf(in.NodeClasses, nc.Spec.NodeClassRef.Name))
+		if len(want) != 3 {
+			t.Fatalf("claim %s: expected pool and class hashes, got %v", nc.Name, want)
+		}
+		for k, v := range want {
+			if nc.Annotations[k] != v {
+				t.Errorf("claim %s: %s=%q, want %q", nc.Name, k, nc.Annotations[k], v)
+			}
+		}
+	}
+	bare := Plan(snap, PlanOptions{Names: SequentialNames()})
+	if ann := bare.Launches[0].NodeClaim.Annotations; ann[drifthash.AnnotationNodePoolHash] != "" {
+		t.Errorf("claim without its pool object carries a hash: %v", ann)
 	}
 }

@@ -119,7 +119,7 @@ func StaticLaunches(in Inputs, opts PlanOptions) ([]Launch, []StaticDeficit, []s
 			continue
 		}
 		for range d.Create {
-			nc := NodeClaimFor(tmpl, names(np.Name), np)
+			nc := NodeClaimFor(tmpl, names(np.Name), np, ClassOf(in.NodeClasses, tmpl.NodeClassRef.Name))
 			launches = append(launches, Launch{NodeClaim: nc, Options: tmpl.Options, Price: tmpl.Price})
 		}
 	}

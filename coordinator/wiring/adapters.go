@@ -3,13 +3,9 @@ package wiring
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
-	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
@@ -144,56 +140,6 @@ func values(its []*cloud.InstanceType) []cloud.InstanceType {
 		}
 	}
 	return out
-}
-
-// claimLauncher is the launcher's NodeClaim protocol (coordinator/launcher).
-type claimLauncher interface {
-	Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error
-}
-
-// stampingLauncher puts the drift annotations (NodePool template hash,
-// NodeClass hash) on every NodeClaim the provisioner launches, so the
-// disruption planner can later tell whether the pool or class changed.
-type stampingLauncher struct {
-	launcher claimLauncher
-	c        client.Reader
-	log      *slog.Logger
-}
-
-// Launch implements provisioning.Launcher.
-func (s *stampingLauncher) Launch(ctx context.Context, nc *karpv1.NodeClaim, options []cloud.LaunchOption) error {
-	stampDrift(ctx, s.c, nc, s.log)
-	return s.launcher.Launch(ctx, nc, options)
-}
-
-// stampDrift adds disruption.NodeClaimAnnotations to nc. A pool or class it
-// cannot read leaves the claim without them (it then never drifts by hash),
-// which is logged rather than blocking the launch.
-func stampDrift(ctx context.Context, c client.Reader, nc *karpv1.NodeClaim, log *slog.Logger) {
-	poolName := nc.Labels[karpv1.NodePoolLabelKey]
-	if poolName == "" {
-		return
-	}
-	var np karpv1.NodePool
-	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &np); err != nil {
-		log.Warn("NodeClaim launched without drift annotations: cannot read its NodePool", "nodeClaim", nc.Name, "nodePool", poolName, "err", err)
-		return
-	}
-	var class *awsv1.EC2NodeClass
-	if ref := nc.Spec.NodeClassRef; ref != nil && ref.Name != "" {
-		var ec awsv1.EC2NodeClass
-		if err := c.Get(ctx, client.ObjectKey{Name: ref.Name}, &ec); err == nil {
-			class = &ec
-		} else {
-			log.Warn("NodeClaim launched without its NodeClass hash", "nodeClaim", nc.Name, "nodeClass", ref.Name, "err", err)
-		}
-	}
-	if nc.Annotations == nil {
-		nc.Annotations = map[string]string{}
-	}
-	for k, v := range disruption.NodeClaimAnnotations(&np, class) {
-		nc.Annotations[k] = v
-	}
 }
 
 // termLedger commits disruption ledger commands fenced to the term the

@@ -2,6 +2,7 @@ package wiring
 
 import (
 	"context"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func networkCluster(t *testing.T, subnets []string, groups []string) disruption.
 	}
 
 	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "gp-abc", Labels: map[string]string{karpv1.NodePoolLabelKey: "gp"},
-		Annotations: disruption.NodeClaimAnnotations(np, nc)}}
+		Annotations: drifthash.NodeClaimAnnotations(np, nc)}}
 	claim.Status.NodeName = "ip-10-0-0-1"
 	claim.Status.ProviderID = inst.ProviderID
 	claim.Status.ImageID = "ami-1"

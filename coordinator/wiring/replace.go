@@ -73,7 +73,6 @@ func (r *replacer) Launch(ctx context.Context, key string, rep disruption.Replac
 		nc.Annotations = map[string]string{}
 	}
 	nc.Annotations[AnnotationDisruptionKey] = key
-	stampDrift(ctx, r.c, nc, r.log)
 	if err := r.launcher.Launch(ctx, nc, options); err != nil {
 		return "", fmt.Errorf("launch replacement %s: %w", name, err)
 	}
@@ -163,7 +162,7 @@ func (r *replacer) plan(ctx context.Context, name string, rep disruption.Replace
 	if len(options) == 0 {
 		return nil, nil, fmt.Errorf("replacement for pool %s: every launch option is an offering to avoid (%v)", rep.Pool, rep.Avoid)
 	}
-	return provisioning.NodeClaimFor(&claim, name, pool), options, nil
+	return provisioning.NodeClaimFor(&claim, name, pool, provisioning.ClassOf(o.nodeClasses, claim.NodeClassRef.Name)), options, nil
 }
 
 // withoutOfferings drops the options on an avoided offering (an option

@@ -199,7 +199,7 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 		measured := &measuredTypes{iceAwareTypes: types,
 			measured: &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}}
 		p := &provisioner{kube: kube, dyn: dyn, types: measured, o: o.Provisioning, region: o.Region,
-			launcher: &stampingLauncher{launcher: rt.Launcher, c: crc, log: log}, registry: rt.Registry, log: log,
+			launcher: rt.Launcher, registry: rt.Registry, log: log,
 			reconciles: reconciles.Controller("provisioner")}
 		comps = append(comps, leader.Named{Name: "provisioning", Component: p})
 	}
