@@ -80,12 +80,14 @@ type Config struct {
 	Scheduling  scheduling.Options
 	// Names overrides NodeClaim naming (tests); nil means RandomName.
 	Names NameFunc
-	// Nominated, when set, is told every nomination a pass makes (a pod
-	// onto an existing node, an in-flight NodeClaim or a NodeClaim it just
-	// launched) before Karpenter's dedupe (one Nominated Event per pod per
-	// 2 minutes) and rate limit (5/s, burst 10) thin the Events: at 1,000
-	// pods the Events name about one pod in ten. Called from the launch
-	// goroutines, so it must be safe for concurrent use.
+	// Nominated, when set, is told every nomination of every pass as the
+	// pass plans it (a pod onto an existing node, an in-flight NodeClaim or
+	// a NodeClaim the pass is about to launch), whatever Karpenter's dedupe
+	// (one Nominated Event per pod per 2 minutes) and rate limit (5/s,
+	// burst 10) let through as Events, and before the launches: the Event
+	// for a new claim's pods waits for its launch (tens of seconds into a
+	// big scale-up, when kube-scheduler has bound many of them already).
+	// Called from the pass's goroutine only.
 	Nominated func(Nomination)
 	// Reconciles, when set, counts and times every pass as a reconcile of
 	// the "provisioner" controller and serves its queue (the pods waiting
@@ -125,8 +127,9 @@ type Nomination struct {
 	// NodeClaim or Node: an in-flight or just-launched claim, or an
 	// existing node.
 	NodeClaim, Node string
-	// Launched: this pass launched NodeClaim (for this pod among others).
-	Launched bool
+	// New: NodeClaim is one this pass launches (for this pod among
+	// others); its launch may still fail.
+	New bool
 	// Pass is when the pass planned (the controller's clock): equal for
 	// all nominations of one pass, increasing from pass to pass.
 	Pass time.Time
@@ -358,8 +361,20 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	}
 	c.emitUnschedulable(d.Unschedulable, notes)
 	c.emitNoCompatibleTypes(d.Result.NoCompatibleInstanceTypes, pools)
-	c.emitNominatedExisting(planStart, d.Placements)
-	err = c.launchAll(ctx, planStart, d.Launches)
+	if c.cfg.Nominated != nil {
+		for _, p := range d.Placements {
+			if p.Pod != nil {
+				c.cfg.Nominated(Nomination{Pod: p.Pod, NodeClaim: p.NodeClaim, Node: p.Node, Pass: planStart})
+			}
+		}
+		for _, l := range d.Launches {
+			for _, p := range l.Pods {
+				c.cfg.Nominated(Nomination{Pod: p, NodeClaim: l.NodeClaim.Name, New: true, Pass: planStart})
+			}
+		}
+	}
+	c.emitNominatedExisting(d.Placements)
+	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())
 	return &d, errors.Join(staticErr, err)
 }
@@ -381,7 +396,7 @@ func (c *Controller) reconcileStatic(ctx context.Context, in *Inputs) error {
 	if len(launches) == 0 {
 		return nil
 	}
-	err := c.launchAll(ctx, c.cfg.Clock.Now(), launches)
+	err := c.launchAll(ctx, launches)
 	for _, l := range launches {
 		in.NodeClaims = append(in.NodeClaims, l.NodeClaim)
 	}
@@ -428,11 +443,7 @@ func nodePoolRef(np *karpv1.NodePool) *corev1.ObjectReference {
 }
 
 // nominate records Karpenter's Nominated: where the pod should land.
-func (c *Controller) nominate(n Nomination) {
-	if c.cfg.Nominated != nil {
-		c.cfg.Nominated(n)
-	}
-	p, nodeClaim, node := n.Pod, n.NodeClaim, n.Node
+func (c *Controller) nominate(p *corev1.Pod, nodeClaim, node string) {
 	var on []string
 	if nodeClaim != "" {
 		on = append(on, "nodeclaim/"+nodeClaim)
@@ -446,10 +457,10 @@ func (c *Controller) nominate(n Nomination) {
 
 // emitNominatedExisting nominates pods the plan puts on existing nodes or
 // in-flight NodeClaims (new NodeClaims' pods are nominated once launched).
-func (c *Controller) emitNominatedExisting(pass time.Time, ps []scheduling.Placement) {
+func (c *Controller) emitNominatedExisting(ps []scheduling.Placement) {
 	for _, p := range ps {
 		if p.Pod != nil {
-			c.nominate(Nomination{Pod: p.Pod, NodeClaim: p.NodeClaim, Node: p.Node, Pass: pass})
+			c.nominate(p.Pod, p.NodeClaim, p.Node)
 		}
 	}
 }
@@ -461,9 +472,8 @@ func truncate(s string, n int) string {
 	return s[:n-3] + "..."
 }
 
-// launchAll hands claims to the launcher with bounded parallelism; pass
-// stamps the nominations of their pods.
-func (c *Controller) launchAll(ctx context.Context, pass time.Time, ls []Launch) error {
+// launchAll hands claims to the launcher with bounded parallelism.
+func (c *Controller) launchAll(ctx context.Context, ls []Launch) error {
 	sem := make(chan struct{}, c.cfg.Parallelism)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -494,7 +504,7 @@ func (c *Controller) launchAll(ctx context.Context, pass time.Time, ls []Launch)
 			c.launched[l.NodeClaim.Name] = launchedClaim{nc: l.NodeClaim, at: c.cfg.Clock.Now()}
 			c.mu.Unlock()
 			for _, p := range l.Pods {
-				c.nominate(Nomination{Pod: p, NodeClaim: l.NodeClaim.Name, Launched: true, Pass: pass})
+				c.nominate(p, l.NodeClaim.Name, "")
 			}
 		}()
 	}
