@@ -308,10 +308,14 @@ func (e *env) schedOutcome(row *schedRow, nom *nominations) {
 	}
 	nom.mu.Lock()
 	defer nom.mu.Unlock()
+	renominatedKinds := map[string]int{} // by the name's kind (generic, spread-zone, anti-hostname ...)
 	for _, p := range pods.Items {
 		targets := nom.byPod[p.Namespace+"/"+p.Name]
 		if len(targets) > 1 {
 			row.renominatedPods++
+			if _, rest, ok := strings.Cut(p.Name, "-"); ok {
+				renominatedKinds[strings.TrimRightFunc(rest, func(r rune) bool { return r == '-' || (r >= '0' && r <= '9') })]++
+			}
 		}
 		if p.Spec.NodeName == "" {
 			continue
@@ -329,6 +333,7 @@ func (e *env) schedOutcome(row *schedRow, nom *nominations) {
 			row.offNomination++
 		}
 	}
+	e.t.Logf("renominated pods by kind: %v", renominatedKinds)
 	var firstPass time.Time
 	passes := map[time.Time]bool{}
 	for _, c := range nom.claims {
