@@ -31,7 +31,12 @@ type Observed struct {
 	// FirstSeen is, by instance ID, when this leadership first saw an
 	// instance that no intent owns.
 	FirstSeen map[string]time.Time
-	Now       time.Time
+	// ClaimsListed is when the NodeClaims were listed (before the call).
+	// An intent committed after it may have a NodeClaim the listing could
+	// not show: a launch creates its claim, then commits its intent, and
+	// may finish while the pass still lists the cloud.
+	ClaimsListed time.Time
+	Now          time.Time
 }
 
 // Graces are the launcher's waiting periods (Config's fields of those names).
@@ -171,8 +176,16 @@ func Plan(o Observed, g Graces) ReconcilePlan {
 			}
 		}
 		// Intents whose NodeClaim vanished (deleted without our finalizer).
+		// Only intents older than the listing: a launch that committed its
+		// intent (and even its result) while this pass listed the cloud has
+		// a NodeClaim created after the listing. Judged gone, its instance
+		// was terminated under a live claim that kept its Launched status
+		// and no intent for good, and provisioning nominated pending pods
+		// onto that ghost every pass (a 1,000-pod benchmark left one pod
+		// Pending so). Each leader stamps CreatedAt with its own clock: a
+		// clock ahead only delays the judgement by its skew.
 		for _, in := range sortedIntents(st) {
-			if present[in.NodeClaim] || in.State == fsm.IntentDeleting || in.State == fsm.IntentPending {
+			if present[in.NodeClaim] || in.State == fsm.IntentDeleting || in.State == fsm.IntentPending || !in.CreatedAt.Before(o.ClaimsListed) {
 				continue
 			}
 			add(Action{Kind: ActMarkDeleting, Token: in.Token, NodeClaim: in.NodeClaim, Why: "NodeClaim gone"})

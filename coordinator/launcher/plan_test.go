@@ -23,7 +23,7 @@ var (
 func obs() Observed {
 	st := fsm.NewState()
 	st.Epoch = fsm.LeaderEpoch{Term: 1, At: t0.Add(-time.Hour)}
-	return Observed{HaveKube: true, State: st, Nodes: map[string]*corev1.Node{}, FirstSeen: map[string]time.Time{}, Now: t0}
+	return Observed{HaveKube: true, State: st, Nodes: map[string]*corev1.Node{}, FirstSeen: map[string]time.Time{}, ClaimsListed: t0.Add(-time.Second), Now: t0}
 }
 
 func intent(o Observed, token, state, instanceID string) *fsm.Intent {
@@ -126,6 +126,11 @@ func TestPlan(t *testing.T) {
 			intent(*o, "b", fsm.IntentPending, "")
 			o.Instances = []*cloud.Instance{in.Instance}
 		}, "Execute:nc-b MarkDeleting:nc-a"},
+		{"intent committed after the NodeClaims were listed is not judged gone (its claim may be newer than the listing)", func(o *Observed) {
+			in := intent(*o, "a", fsm.IntentLaunched, "i-a")
+			in.CreatedAt = o.ClaimsListed.Add(time.Millisecond)
+			o.Instances = []*cloud.Instance{in.Instance}
+		}, ""},
 		{"instance owned by no intent: only after the leak grace", func(o *Observed) {
 			o.Instances = []*cloud.Instance{
 				{ID: "i-new", State: cloud.StateRunning, Tags: map[string]string{cloud.TagNodeClaim: "nc-gone"}},

@@ -33,6 +33,7 @@ func (l *Launcher) Reconcile(ctx context.Context, term uint64) error {
 func (l *Launcher) observe(ctx context.Context) (Observed, error) {
 	o := Observed{HaveKube: l.cfg.Claims != nil}
 	if o.HaveKube {
+		o.ClaimsListed = l.cfg.Now()
 		claims, err := l.cfg.Claims.List(ctx)
 		if err != nil {
 			return o, fmt.Errorf("list NodeClaims: %w", err)

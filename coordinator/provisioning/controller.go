@@ -80,6 +80,15 @@ type Config struct {
 	Scheduling  scheduling.Options
 	// Names overrides NodeClaim naming (tests); nil means RandomName.
 	Names NameFunc
+	// Nominated, when set, is told every nomination of every pass as the
+	// pass plans it (a pod onto an existing node, an in-flight NodeClaim or
+	// a NodeClaim the pass is about to launch), whatever Karpenter's dedupe
+	// (one Nominated Event per pod per 2 minutes) and rate limit (5/s,
+	// burst 10) let through as Events, and before the launches: the Event
+	// for a new claim's pods waits for its launch (tens of seconds into a
+	// big scale-up, when kube-scheduler has bound many of them already).
+	// Called from the pass's goroutine only.
+	Nominated func(Nomination)
 	// Reconciles, when set, counts and times every pass as a reconcile of
 	// the "provisioner" controller and serves its queue (the pods waiting
 	// for a pass) as workqueue_depth, for Karpenter's controller dashboards.
@@ -110,6 +119,20 @@ type Controller struct {
 	// nominations is Karpenter's Nominated rate limit (5/s, burst 10),
 	// shared by every pass so a big scale-up does not flood the API server.
 	nominations flowcontrol.RateLimiter
+}
+
+// Nomination is where one provisioning pass expects one pod to run.
+type Nomination struct {
+	Pod *corev1.Pod
+	// NodeClaim or Node: an in-flight or just-launched claim, or an
+	// existing node.
+	NodeClaim, Node string
+	// New: NodeClaim is one this pass launches (for this pod among
+	// others); its launch may still fail.
+	New bool
+	// Pass is when the pass planned (the controller's clock): equal for
+	// all nominations of one pass, increasing from pass to pass.
+	Pass time.Time
 }
 
 type launchedClaim struct {
@@ -338,6 +361,18 @@ func (c *Controller) Reconcile(ctx context.Context) (*Decision, error) {
 	}
 	c.emitUnschedulable(d.Unschedulable, notes)
 	c.emitNoCompatibleTypes(d.Result.NoCompatibleInstanceTypes, pools)
+	if c.cfg.Nominated != nil {
+		for _, p := range d.Placements {
+			if p.Pod != nil {
+				c.cfg.Nominated(Nomination{Pod: p.Pod, NodeClaim: p.NodeClaim, Node: p.Node, Pass: planStart})
+			}
+		}
+		for _, l := range d.Launches {
+			for _, p := range l.Pods {
+				c.cfg.Nominated(Nomination{Pod: p, NodeClaim: l.NodeClaim.Name, New: true, Pass: planStart})
+			}
+		}
+	}
 	c.emitNominatedExisting(d.Placements)
 	err = c.launchAll(ctx, d.Launches)
 	c.metrics.passDuration.Observe(c.cfg.Clock.Since(start).Seconds())

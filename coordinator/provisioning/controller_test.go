@@ -308,3 +308,33 @@ func TestControllerForgetsUnseenLaunchesAfterGrace(t *testing.T) {
 		t.Fatalf("after grace: %d claims (%v)", len(l.claims), err)
 	}
 }
+
+// TestNominatedSeesEveryNomination: Config.Nominated hears every pod of
+// every pass, including the passes whose Nominated Events Karpenter's
+// dedupe suppresses, and tells a claim the pass launches from an
+// in-flight one.
+func TestNominatedSeesEveryNomination(t *testing.T) {
+	its := []*cloud.InstanceType{testType("m.xlarge", 4, 16, 0.2)}
+	l := &fakeLauncher{}
+	c, _ := newTestController(t, []runtime.Object{pendingPod("a", "1"), pendingPod("b", "1"), pendingPod("c", "1")},
+		[]runtime.Object{nodePool("default", nil), nodeClass("default")}, its, l, true)
+	var got []Nomination
+	c.cfg.Nominated = func(n Nomination) { got = append(got, n) }
+	for pass := 1; pass <= 2; pass++ {
+		got = nil
+		if _, err := c.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("pass %d: %d nominations, want 3", pass, len(got))
+		}
+		for _, n := range got {
+			if n.NodeClaim != "default-00001" || n.Node != "" || n.New != (pass == 1) || n.Pass.IsZero() || !n.Pass.Equal(got[0].Pass) {
+				t.Errorf("pass %d: %s nominated %+v", pass, n.Pod.Name, n)
+			}
+		}
+	}
+	if len(l.claims) != 1 {
+		t.Fatalf("%d claims launched, want 1", len(l.claims))
+	}
+}

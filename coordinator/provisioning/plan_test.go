@@ -10,6 +10,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 
 	"github.com/dovetail-dev/dovetail/catalog"
+	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 )
 
@@ -176,5 +177,61 @@ func TestPlanStampsDriftHashesFromTheSnapshot(t *testing.T) {
 	bare := Plan(snap, PlanOptions{Names: SequentialNames()})
 	if ann := bare.Launches[0].NodeClaim.Annotations; ann[drifthash.AnnotationNodePoolHash] != "" {
 		t.Errorf("claim without its pool object carries a hash: %v", ann)
+	}
+}
+
+// TestJoinedClaimIsItsNode: a NodeClaim whose Node has joined but which
+// the launcher has not marked registered (no status.nodeName yet) is that
+// Node, found by provider ID. Counted as an empty in-flight claim besides
+// the Node, it took the second pod of a hostname anti-affinity pair that
+// the Node itself refuses, and no NodeClaim was launched for it.
+func TestJoinedClaimIsItsNode(t *testing.T) {
+	anti := func(p *corev1.Pod) *corev1.Pod {
+		p.Labels = map[string]string{"app": "nginx"}
+		p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+			TopologyKey: corev1.LabelHostname, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "nginx"}}}}}}
+		return p
+	}
+	zones := []string{"us-east-1a", "us-east-1b", "us-east-1c"}
+	its := catalog.MustLoad().InstanceTypes("us-east-1", zones)
+	var large *cloud.InstanceType
+	for _, it := range its {
+		if it.Name == "m5.large" {
+			large = it
+		}
+	}
+	if large == nil {
+		t.Fatal("m5.large not in the catalogue")
+	}
+	const providerID = "aws:///us-east-1a/i-0123456789abcdef0"
+	labels := map[string]string{karpv1.NodePoolLabelKey: "default", corev1.LabelInstanceTypeStable: "m5.large",
+		corev1.LabelTopologyZone: "us-east-1a", karpv1.CapacityTypeLabelKey: "on-demand"}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-0-1.ec2.internal", Labels: map[string]string{corev1.LabelHostname: "ip-10-0-0-1.ec2.internal"}},
+		Spec:   corev1.NodeSpec{ProviderID: providerID},
+		Status: corev1.NodeStatus{Allocatable: large.Allocatable, Capacity: large.Capacity}}
+	for k, v := range labels {
+		node.Labels[k] = v
+	}
+	bound := anti(pendingPod("nginx-0", "100m"))
+	bound.Spec.NodeName = node.Name
+	bound.Status = corev1.PodStatus{Phase: corev1.PodRunning}
+	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: "default-abcde", Labels: labels},
+		Status: karpv1.NodeClaimStatus{ProviderID: providerID, Allocatable: large.Allocatable, Capacity: large.Capacity}}
+	in := Inputs{Region: "us-east-1", InstanceTypes: its, NodePools: []*karpv1.NodePool{nodePool("default", nil)},
+		Pods: []*corev1.Pod{bound, anti(pendingPod("nginx-1", "100m"))}, Nodes: []*corev1.Node{node}, NodeClaims: []*karpv1.NodeClaim{claim}}
+	snap, _ := Build(in, nil)
+	if len(snap.Nodes) != 1 || len(snap.NodeClaims) != 0 {
+		t.Fatalf("snapshot has %d nodes and %d in-flight claims, want the joined claim once, as its node", len(snap.Nodes), len(snap.NodeClaims))
+	}
+	d := Plan(snap, PlanOptions{Names: SequentialNames()})
+	if len(d.Placements) != 0 || len(d.Launches) != 1 {
+		t.Fatalf("placements %+v, %d launches: want nginx-1 on a new NodeClaim", d.Placements, len(d.Launches))
+	}
+
+	// Until the Node joins, the claim is in flight and takes the pod.
+	in.Nodes, in.Pods = nil, in.Pods[1:]
+	snap, _ = Build(in, nil)
+	if d := Plan(snap, PlanOptions{Names: SequentialNames()}); len(d.Placements) != 1 || d.Placements[0].NodeClaim != claim.Name || len(d.Launches) != 0 {
+		t.Fatalf("before the node joined: placements %+v, %d launches", d.Placements, len(d.Launches))
 	}
 }

@@ -134,12 +134,15 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 			startup[np.Name] = np.Spec.Template.Spec.StartupTaints
 		}
 	}
-	nodes := map[string]bool{}
+	nodes, providers := map[string]bool{}, map[string]bool{}
 	for _, n := range in.Nodes {
 		if n == nil {
 			continue
 		}
 		nodes[n.Name] = true
+		if n.Spec.ProviderID != "" {
+			providers[n.Spec.ProviderID] = true
+		}
 		sn := scheduling.NodeFromAPI(n, byNode[n.Name])
 		// Until a node is initialized its pool's startup taints are
 		// expected to go away (a CNI or driver removes them), so like
@@ -177,6 +180,17 @@ func Build(in Inputs, pending func(*corev1.Pod) bool) (scheduling.Snapshot, []st
 		}
 		if nc.Status.NodeName != "" && nodes[nc.Status.NodeName] {
 			continue // registered: the node itself is in the snapshot
+		}
+		if nc.Status.ProviderID != "" && providers[nc.Status.ProviderID] {
+			// Its Node joined but the launcher has not marked the claim
+			// registered yet (one reconcile pass, 10 s as shipped): the
+			// Node, with the pods kube-scheduler bound to it, is the
+			// claim. Kept as well, it was an empty second copy of the
+			// node that took pending pods the node itself refuses (a
+			// hostname anti-affinity pod next to its twin), so the plan
+			// launched nothing for them. Karpenter keys both by provider
+			// ID too.
+			continue
 		}
 		snap.NodeClaims = append(snap.NodeClaims, scheduling.NodeClaimFromAPI(nc, nil))
 	}

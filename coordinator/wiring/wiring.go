@@ -95,11 +95,10 @@ type Options struct {
 type ProvisioningOptions struct {
 	IdleGap, MaxWindow, Resync time.Duration
 	Parallelism                int
-	// Recorder receives the provisioner's pod events (Nominated,
-	// FailedScheduling); nil writes them to the API server. The end-to-end
-	// benchmark tees them to learn every pod's nomination: the API's event
-	// pipeline drops events when more than 1,000 are queued.
-	Recorder record.EventRecorder
+	// Nominated is told every nomination before the Nominated Events'
+	// dedupe and rate limit (provisioning.Config.Nominated): the end-to-end
+	// benchmark learns every pod's nomination from it.
+	Nominated func(provisioning.Nomination)
 }
 
 // Components builds the leader-only components of one replica. It is
@@ -255,7 +254,7 @@ func (p *provisioner) Run(ctx context.Context, term uint64) error {
 	c, err := provisioning.New(provisioning.Config{
 		Kube: p.kube, Dynamic: p.dyn, InstanceTypes: p.types, Launcher: p.launcher, Region: p.region,
 		IdleGap: p.o.IdleGap, MaxWindow: p.o.MaxWindow, Resync: p.o.Resync, Parallelism: p.o.Parallelism,
-		Recorder: p.o.Recorder, Logger: p.log.With("term", term), Registerer: reg, Reconciles: p.reconciles,
+		Nominated: p.o.Nominated, Logger: p.log.With("term", term), Registerer: reg, Reconciles: p.reconciles,
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
