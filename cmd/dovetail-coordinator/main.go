@@ -469,13 +469,16 @@ func attestConfig(o options, log *slog.Logger) (*api.AttestConfig, error) {
 	if o.region == "" {
 		return nil, errors.New("--attest-account-id needs --region")
 	}
-	roots, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Roots()
+	// The bundle file is re-read when it changes (a signer's certificate
+	// added or replaced without a restart; a broken file keeps the last good).
+	trust, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Watch()
 	if err != nil {
 		return nil, fmt.Errorf("node attestation: %w", err)
 	}
+	roots, _ := trust.Get()
 	log.Info("node attestation on: reports must be signed by attested agents", "account", o.attestAccount, "region", o.region,
 		"trustedCertificates", len(roots), "bundle", o.attestBundle)
-	return &api.AttestConfig{Verifier: &attest.Verifier{Roots: roots, AccountID: o.attestAccount, Region: o.region}}, nil
+	return &api.AttestConfig{Verifier: &attest.Verifier{Trust: trust, AccountID: o.attestAccount, Region: o.region}}, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
