@@ -371,6 +371,8 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			g.Keys = keys
 		} else if !o.gossipDev {
 			return cfg, errors.New("gossip needs --gossip-key-file outside --gossip-dev (or pass --no-gossip)")
+		} else {
+			log.Warn("gossip is NOT encrypted (--gossip-dev): anyone who reaches the gossip port can join the pool")
 		}
 		cfg.Gossip = g
 	}
