@@ -371,6 +371,8 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 			g.Keys = keys
 		} else if !o.gossipDev {
 			return cfg, errors.New("gossip needs --gossip-key-file outside --gossip-dev (or pass --no-gossip)")
+		} else {
+			log.Warn("gossip is NOT encrypted (--gossip-dev): anyone who reaches the gossip port can join the pool")
 		}
 		cfg.Gossip = g
 	}
@@ -469,13 +471,16 @@ func attestConfig(o options, log *slog.Logger) (*api.AttestConfig, error) {
 	if o.region == "" {
 		return nil, errors.New("--attest-account-id needs --region")
 	}
-	roots, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Roots()
+	// The bundle file is re-read when it changes (a signer's certificate
+	// added or replaced without a restart; a broken file keeps the last good).
+	trust, err := attest.TrustConfig{Region: o.region, BundleFile: o.attestBundle, ReplaceAWS: o.attestBundleOnly}.Watch()
 	if err != nil {
 		return nil, fmt.Errorf("node attestation: %w", err)
 	}
+	roots, _ := trust.Get()
 	log.Info("node attestation on: reports must be signed by attested agents", "account", o.attestAccount, "region", o.region,
 		"trustedCertificates", len(roots), "bundle", o.attestBundle)
-	return &api.AttestConfig{Verifier: &attest.Verifier{Roots: roots, AccountID: o.attestAccount, Region: o.region}}, nil
+	return &api.AttestConfig{Verifier: &attest.Verifier{Trust: trust, AccountID: o.attestAccount, Region: o.region}}, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -156,7 +156,11 @@ func TestReportsNeedAttestationByDefault(t *testing.T) {
 		t.Fatalf("attestation without a region: %v", err)
 	}
 	a, err := attestConfig(options{attestAccount: "123456789012", region: "us-east-1"}, quiet)
-	if err != nil || a == nil || a.Verifier.AccountID != "123456789012" || len(a.Verifier.Roots) == 0 {
+	if err != nil || a == nil || a.Verifier.AccountID != "123456789012" || a.Verifier.Trust == nil {
 		t.Fatalf("attestation with AWS's certificates: %+v, %v", a, err)
+	}
+	// The roots are the watched trust (re-read when a bundle file changes).
+	if roots, err := a.Verifier.Trust.Get(); err != nil || len(roots) != 2 {
+		t.Fatalf("AWS's us-east-1 certificates: %d, %v", len(roots), err)
 	}
 }

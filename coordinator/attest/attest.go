@@ -73,9 +73,31 @@ type Verifier struct {
 	// Roots are the certificates whose RSA keys may sign documents: AWS's
 	// per-region certificates in production, plus the EC2 simulator's in
 	// tests and `make dev`.
-	Roots     []*x509.Certificate
+	Roots []*x509.Certificate
+	// Trust, when set, is asked for the roots at every verification instead
+	// of Roots: TrustConfig.Watch, which re-reads the trust bundle file when
+	// it changes.
+	Trust     RootSource
 	AccountID string
 	Region    string
+}
+
+// RootSource gives the certificates trusted at this moment.
+type RootSource interface {
+	Get() ([]*x509.Certificate, error)
+}
+
+// roots are the certificates to verify against now. An error is not a
+// refusal: the coordinator has no trust to judge with.
+func (v *Verifier) roots() ([]*x509.Certificate, error) {
+	if v.Trust == nil {
+		return v.Roots, nil
+	}
+	roots, err := v.Trust.Get()
+	if err != nil {
+		return nil, fmt.Errorf("identity trust bundle: %w", err)
+	}
+	return roots, nil
 }
 
 // MaxDocumentBytes bounds what is parsed; a real document is ~500 bytes.
@@ -96,9 +118,13 @@ func (v *Verifier) Verify(doc, signature []byte) (Document, error) {
 	if err != nil {
 		return Document{}, refuse(ReasonBadSignature, "signature is not base64: %w", err)
 	}
+	roots, err := v.roots()
+	if err != nil {
+		return Document{}, err
+	}
 	sum := sha256.Sum256(doc)
 	verified := false
-	for _, c := range v.Roots {
+	for _, c := range roots {
 		pub, ok := c.PublicKey.(*rsa.PublicKey)
 		if !ok {
 			continue
@@ -109,7 +135,7 @@ func (v *Verifier) Verify(doc, signature []byte) (Document, error) {
 		}
 	}
 	if !verified {
-		return Document{}, refuse(ReasonBadSignature, "signature verifies against none of %d trusted certificates", len(v.Roots))
+		return Document{}, refuse(ReasonBadSignature, "signature verifies against none of %d trusted certificates", len(roots))
 	}
 	return v.check(doc)
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 // Format names which IMDS signature accompanies a document.
@@ -86,9 +88,13 @@ func (v *Verifier) verifyPKCS7(doc, signature []byte) ([]byte, error) {
 	// AWS's PKCS #7 carries no certificate: the signer is named by issuer
 	// and serial, and only our roots can answer to that name. A certificate
 	// inside the message is never trusted.
-	p7.Certificates = v.Roots
+	roots, err := v.roots()
+	if err != nil {
+		return nil, err
+	}
+	p7.Certificates = roots
 	if err := p7.Verify(); err != nil {
-		return nil, refuse(ReasonBadSignature, "rsa2048 signature verifies against none of %d trusted certificates: %w", len(v.Roots), err)
+		return nil, refuse(ReasonBadSignature, "rsa2048 signature verifies against none of %d trusted certificates: %w", len(roots), err)
 	}
 	return p7.Content, nil
 }
@@ -183,6 +189,21 @@ type TrustConfig struct {
 	// the EC2 simulator's certificate this way.
 	BundleFile string
 	ReplaceAWS bool
+}
+
+// Watch resolves a TrustConfig to certificates now and again whenever the
+// bundle file changes, so an operator adding or replacing a signer's
+// certificate reaches a running coordinator without a restart. A changed
+// file that does not resolve (half written, no certificate) keeps the last
+// good roots: refusing every attestation because of a typo in the bundle
+// would stop every new node from reporting. Without a bundle file the
+// embedded certificates are resolved once.
+func (c TrustConfig) Watch() (*tlsid.Watched[[]*x509.Certificate], error) {
+	var paths []string
+	if c.BundleFile != "" {
+		paths = append(paths, c.BundleFile)
+	}
+	return tlsid.Watch(c.Roots, paths...)
 }
 
 // Roots resolves a TrustConfig to certificates.

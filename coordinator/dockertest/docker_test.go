@@ -185,7 +185,11 @@ func TestContainersSurviveKillPauseDisconnect(t *testing.T) {
 	})
 	for _, n := range e.names {
 		// The same command line for every replica; only the pod name differs,
-		// as in a StatefulSet.
+		// as in a StatefulSet. --insecure-*: this checks the FROM-scratch
+		// image and DNS peer discovery, with no API server (--no-kube) to
+		// review tokens and no PKI mounted; the secure path of the same
+		// binary is the chart's (packaging/helm TestCoordinatorRunsAsRendered)
+		// and test/e2e's.
 		docker(t, "run", "-d", "--name", n, "--hostname", n, "--network", e.net, "-e", "POD_NAME="+n,
 			"-p", "127.0.0.1::8080", image,
 			"--bootstrap-expect=3", "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft", "--insecure-api",

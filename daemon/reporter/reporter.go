@@ -285,18 +285,12 @@ func (c *Client) Flush(ctx context.Context) error {
 
 // Run delivers reports until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	attempt := 0
 	if c.cfg.Signer != nil {
-		// Attest at start, so the first report (maybe a spot notice) is
-		// only signed, not preceded by an attestation round trip.
-		for _, a := range c.addresses() {
-			if err := c.cfg.Signer.Attest(ctx, c.cfg.HTTPClient, c.baseURL(a)); err == nil {
-				break
-			} else {
-				c.log.Warn("attestation at start failed; retried with the first report", "coordinator", a, "err", err)
-			}
-		}
+		attested := make(chan struct{})
+		go func() { defer close(attested); c.attestAtStart(ctx) }()
+		defer func() { <-attested }()
 	}
+	attempt := 0
 	for {
 		c.mu.Lock()
 		var e *entry
@@ -345,6 +339,39 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-c.wake:
 			// A new report (maybe more urgent) arrived: retry now with it first.
 			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// attestAtStart proves the instance's identity before any report needs it,
+// so the first report (maybe a spot notice) is only signed, not preceded by
+// an attestation round trip. It goes on, with the delivery backoff, until a
+// replica attests, the coordinator says attestation is not required, a
+// report's delivery attested first, or ctx ends: one round at start was not
+// enough — started during an election, every replica answered 503 (no
+// leader) and the attestation then happened on the spot-notice path
+// (TestAutoMode, a loaded machine).
+func (c *Client) attestAtStart(ctx context.Context) {
+	for attempt := 1; ; attempt++ {
+		for _, a := range c.addresses() {
+			if c.cfg.Signer.Attested() {
+				return
+			}
+			err := c.cfg.Signer.Attest(ctx, c.cfg.HTTPClient, c.baseURL(a))
+			if err == nil || errors.Is(err, ErrNotRequired) || ctx.Err() != nil {
+				return
+			}
+			if attempt == 1 || attempt%20 == 0 {
+				c.log.Warn("attestation at start failed; retrying (and with the first report)", "coordinator", a, "attempt", attempt, "err", err)
+			}
+		}
+		d := min(c.cfg.BaseBackoff<<min(attempt-1, 16), c.cfg.MaxBackoff)
+		t := time.NewTimer(d/2 + mrand.N(d/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
 		case <-t.C:
 		}
 	}

@@ -3,6 +3,7 @@ package reporter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -257,5 +258,63 @@ func TestVerboseReportFitsTheCoordinatorsCap(t *testing.T) {
 	}
 	if len(b) > report.MaxBytes {
 		t.Fatalf("clipped report is %d bytes, cap %d", len(b), report.MaxBytes)
+	}
+}
+
+// flakySigner fails its first attestations as replicas do during an
+// election (503, no leader), then attests.
+type flakySigner struct {
+	mu       sync.Mutex
+	fails    int
+	calls    int
+	ok       bool
+	attested chan struct{}
+}
+
+func (s *flakySigner) Attested() bool             { s.mu.Lock(); defer s.mu.Unlock(); return s.ok }
+func (s *flakySigner) Invalidate()                { s.mu.Lock(); s.ok = false; s.mu.Unlock() }
+func (s *flakySigner) Sign(*http.Request, []byte) {}
+func (s *flakySigner) Attest(context.Context, *http.Client, string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.calls <= s.fails {
+		return errors.New(`attest: HTTP 503: {"error": "no leader known"}`)
+	}
+	if !s.ok {
+		s.ok = true
+		close(s.attested)
+	}
+	return nil
+}
+
+func (s *flakySigner) attempts() int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls }
+
+// TestAttestsAtStartUntilAReplicaAnswers: an agent started while no replica
+// can attest (an election) keeps trying with its backoff, without waiting
+// for a report, so its first report — maybe a spot notice — is only signed.
+// Once attested it stops; the report then goes out without attesting again.
+func TestAttestsAtStartUntilAReplicaAnswers(t *testing.T) {
+	coord := &coordinator{}
+	srv := httptest.NewServer(coord)
+	defer srv.Close()
+	s := &flakySigner{fails: 4, attested: make(chan struct{})}
+	c := newClient(t, Config{Coordinators: []string{srv.URL}, Signer: s})
+	runClient(t, c)
+	select {
+	case <-s.attested:
+	case <-time.After(10 * time.Second): // a bound, not a speed target
+		t.Fatalf("not attested before any report after %d attempts: the first report would attest on its way", s.attempts())
+	}
+	if got := s.attempts(); got != s.fails+1 {
+		t.Errorf("%d attestation attempts, want %d (the failures, then one success)", got, s.fails+1)
+	}
+	c.Send(report.Report{Kind: report.KindInterruption, NodeName: "n1", Action: "terminate"})
+	flush(t, c)
+	if got := s.attempts(); got != s.fails+1 {
+		t.Errorf("the report attested again: %d attempts", got)
+	}
+	if n := len(coord.reports()); n != 1 {
+		t.Errorf("%d reports delivered, want 1", n)
 	}
 }

@@ -35,6 +35,8 @@ func TestValuesRefused(t *testing.T) {
 		{name: "gossip keys without secret", set: []string{"gossip.keySecretName="}, want: []string{"/gossip/keySecretName"}},
 		{name: "scrape interval", set: []string{"serviceMonitor.interval=30"}, want: []string{"/serviceMonitor/interval"}},
 		{name: "error ratio", set: []string{"prometheusRule.launchErrorRatio=2"}, want: []string{"/prometheusRule/launchErrorRatio"}},
+		{name: "trust bundle ConfigMap name", set: []string{"attestation.trustBundle.configMap=Extra_Certs"}, want: []string{"/attestation/trustBundle/configMap"}},
+		{name: "trust bundle key a path", set: []string{"attestation.trustBundle.configMap=extra,attestation.trustBundle.key=../etc/passwd"}, want: []string{"/attestation/trustBundle/key"}},
 		{name: "ports collide", set: []string{"ports.http=7000"}, want: []string{"raft (7000), http (7000)", "three different ports"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -343,3 +343,61 @@ func container(t *testing.T, o manifest.Object) corev1.Container {
 	t.Fatalf("StatefulSet %s has no coordinator container", o.GetName())
 	return corev1.Container{}
 }
+
+// TestTemplateAttestationTrustBundle: a trust bundle ConfigMap is mounted as
+// a directory (no subPath, so an edit reaches the running pod and the
+// coordinator re-reads it) and named by --attest-trust-bundle; only: true
+// adds --attest-trust-bundle-only. Without one, nothing is mounted.
+func TestTemplateAttestationTrustBundle(t *testing.T) {
+	h := newHelm(t)
+	for _, tc := range []struct {
+		name      string
+		set       []string
+		args, not []string
+	}{
+		{"none", nil, nil, []string{"--attest-trust-bundle", "--attest-trust-bundle-only"}},
+		{"added", []string{"attestation.trustBundle.configMap=aws-iid-extra"},
+			[]string{"--attest-trust-bundle=/etc/dovetail/attest-trust/bundle.pem"}, []string{"--attest-trust-bundle-only"}},
+		{"only", []string{"attestation.trustBundle.configMap=aws-iid-extra,attestation.trustBundle.key=certs.pem,attestation.trustBundle.only=true"},
+			[]string{"--attest-trust-bundle=/etc/dovetail/attest-trust/certs.pem", "--attest-trust-bundle-only"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{}, defaults...)
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			o := find(t, h.render(t, args...), "StatefulSet", release)
+			sts, c := statefulSet(t, o), container(t, o)
+			for _, a := range tc.args {
+				if !contains(c.Args, a) {
+					t.Errorf("args %v lack %s", c.Args, a)
+				}
+			}
+			for _, a := range tc.not {
+				for _, got := range c.Args {
+					if strings.HasPrefix(got, a+"=") || got == a {
+						t.Errorf("args pass %s", got)
+					}
+				}
+			}
+			var mounted bool
+			for _, m := range c.VolumeMounts {
+				if m.Name == "attest-trust" {
+					mounted = true
+					if m.MountPath != "/etc/dovetail/attest-trust" || m.SubPath != "" || !m.ReadOnly {
+						t.Errorf("trust bundle mount %+v: want the whole ConfigMap read-only at /etc/dovetail/attest-trust", m)
+					}
+				}
+			}
+			var cm string
+			for _, v := range sts.Spec.Template.Spec.Volumes {
+				if v.Name == "attest-trust" && v.ConfigMap != nil {
+					cm = v.ConfigMap.Name
+				}
+			}
+			if want := len(tc.args) > 0; mounted != want || (cm == "aws-iid-extra") != want {
+				t.Errorf("trust bundle mounted %v from ConfigMap %q, want mounted %v", mounted, cm, want)
+			}
+		})
+	}
+}

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	stdlog "log"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +31,7 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud/ec2sim"
 	"github.com/dovetail-dev/dovetail/daemon/imds"
 	"github.com/dovetail-dev/dovetail/report"
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 func attackPool(t *testing.T) *karpv1.NodePool {
@@ -121,6 +126,7 @@ func (e *env) refusedTotal(reason string) float64 {
 type attacker struct {
 	e    *env
 	urls []string
+	http *http.Client
 }
 
 // post sends body to path on every replica in turn (followers forward to
@@ -137,7 +143,7 @@ func (a attacker) post(path string, body []byte, sign func(*http.Request, []byte
 			if sign != nil {
 				sign(req, body)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := a.http.Do(req)
 			if err != nil {
 				a.e.t.Fatalf("post %s: %v", u+path, err)
 			}
@@ -192,9 +198,11 @@ func TestReportAttacks(t *testing.T) {
 	})
 	var urls []string
 	for _, p := range e.peers {
-		urls = append(urls, "http://"+p.HTTPAddr)
+		urls = append(urls, "https://"+p.HTTPAddr)
 	}
-	atk := attacker{e: e, urls: urls}
+	// The attacker reaches the API over TLS as any pod can (the server
+	// certificate proves nothing about the caller) and holds no token.
+	atk := attacker{e: e, urls: urls, http: &http.Client{Timeout: 15 * time.Second, Transport: e.pki.transport("")}}
 	before := e.anyReplica().Node().State()
 	interrupt := func(id, node string) []byte {
 		b, _ := json.Marshal(report.Report{ID: id, Kind: report.KindInterruption, NodeName: node, Action: "terminate"})
@@ -241,6 +249,46 @@ func TestReportAttacks(t *testing.T) {
 			}
 		})
 	}
+	// A node holding the gossip key advertises itself as a coordinator: its
+	// certificate is of the cluster's CA (as any other the CA signed) but
+	// lacks the coordinator identity. The agents' TLS configuration refuses
+	// the handshake, so no report reaches it.
+	t.Run("impostor coordinator", func(t *testing.T) {
+		defer e.use(t)()
+		kp, err := e.pki.ca.Issue(tlsid.Leaf{CommonName: "impostor", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true, Client: true}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reached := make(chan struct{}, 1)
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			select {
+			case reached <- struct{}{}:
+			default:
+			}
+		}))
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		srv.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
+		srv.StartTLS()
+		defer srv.Close()
+		c := &http.Client{Timeout: 5 * time.Second, Transport: e.pki.transport("")}
+		resp, err := c.Post(srv.URL+report.Path, "application/json", bytes.NewReader(interrupt("atk-5", nodeB)))
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("the agents' TLS accepted an impostor coordinator: %s", resp.Status)
+		}
+		if !strings.Contains(err.Error(), "not a coordinator's") {
+			t.Errorf("refused for another reason than the identity: %v", err)
+		}
+		select {
+		case <-reached:
+			t.Error("the impostor received a report")
+		default:
+		}
+	})
 	// Nothing the attackers sent reached the replicated state of any replica.
 	for id, r := range e.reps {
 		st := r.Node().State()

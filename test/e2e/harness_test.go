@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,6 +49,7 @@ import (
 	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/kubeclient"
 	"github.com/dovetail-dev/dovetail/metricsdoc"
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 const clusterName = "dovetail-e2e"
@@ -77,6 +79,11 @@ type env struct {
 
 	peers []raftnode.Peer
 	dirs  map[string]string
+	// pki is the trust material (secure_test.go), certs each replica's
+	// key pairs; viewer reads the API as the chart's dovetail-view.
+	pki    *pki
+	certs  map[string]replicaTLS
+	viewer *http.Client
 
 	mu   sync.Mutex
 	reps map[string]*coordinator.Coordinator
@@ -146,10 +153,16 @@ func newEnvWith(t testing.TB, simCfg ec2sim.Config, tune func(*wiring.Options)) 
 	}
 	addrs := freeport.Addrs(t, 6)
 	base := t.TempDir()
+	e.pki = newPKI(t, ctx, e.kube, filepath.Join(base, "pki"))
+	e.viewer = &http.Client{Timeout: 15 * time.Second, Transport: e.pki.transport(e.pki.token)}
+	e.certs = map[string]replicaTLS{}
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("coord-%d", i)
 		e.peers = append(e.peers, raftnode.Peer{ID: id, RaftAddr: addrs[2*i], HTTPAddr: addrs[2*i+1]})
 		e.dirs[id] = filepath.Join(base, id)
+		var rt replicaTLS
+		rt.raft, rt.apiCert, rt.apiKey = e.pki.replicaCerts(t, id)
+		e.certs[id] = rt
 	}
 	for _, p := range e.peers {
 		e.start(p.ID)
@@ -226,6 +239,34 @@ func resetCluster(t testing.TB, ctx context.Context, c client.Client) {
 	}
 }
 
+// replicaTLS is one replica's certificate files.
+type replicaTLS struct {
+	raft            raftnode.TLSFiles
+	apiCert, apiKey string
+}
+
+// secure puts a replica on the production path (secure_test.go): Raft
+// mutual TLS checking the peer name, the API over TLS with the coordinator
+// identity, followers forwarding to the leader over verified TLS, and
+// TokenReview + SubjectAccessReview on every guarded route.
+func (e *env) secure(id string, cfg *coordinator.Config) {
+	e.t.Helper()
+	ct := e.certs[id]
+	var err error
+	if cfg.Raft.ServerTLS, cfg.Raft.ClientTLS, err = ct.raft.Load(e.peers); err != nil {
+		e.t.Fatalf("raft TLS of %s: %v", id, err)
+	}
+	cf, err := tlsid.NewCertFiles(ct.apiCert, ct.apiKey)
+	if err != nil {
+		e.t.Fatalf("API TLS of %s: %v", id, err)
+	}
+	cfg.APITLS = cf.ServerTLSConfig()
+	cfg.ForwardClient = &http.Client{Timeout: 15 * time.Second, Transport: e.pki.transport("")}
+	if cfg.APIAuth, err = api.NewKubeAuth(api.KubeAuthConfig{Client: e.kube, Log: e.log.With("replica", id)}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // start starts (or restarts, with its data directory) one replica.
 func (e *env) start(id string) {
 	e.t.Helper()
@@ -275,6 +316,7 @@ func (e *env) start(id string) {
 		// The same Setup as cmd/dovetail-coordinator (components.go).
 		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, opts) },
 	}
+	e.secure(id, &cfg)
 	// Reports are attested as in production, with the simulator's signer
 	// as the one extra trust anchor (as `make dev` configures it).
 	if attested() {
@@ -317,11 +359,12 @@ func (e *env) verifier() *attest.Verifier {
 	if err := os.WriteFile(bundle, certPEM, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	roots, err := attest.TrustConfig{Region: e.sim.Region(), BundleFile: bundle}.Roots()
+	// Watched, as cmd/dovetail-coordinator does.
+	trust, err := attest.TrustConfig{Region: e.sim.Region(), BundleFile: bundle}.Watch()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &attest.Verifier{Roots: roots, AccountID: e.sim.AccountID(), Region: e.sim.Region()}
+	return &attest.Verifier{Trust: trust, AccountID: e.sim.AccountID(), Region: e.sim.Region()}
 }
 
 // leader returns the ID of the replica that leads, waiting for one.
@@ -356,6 +399,14 @@ func (e *env) kill(id string) {
 // correctness bound, not a speed assertion), then fails with its last why.
 func (e *env) eventually(what string, timeout time.Duration, cond func() (bool, string)) {
 	e.t.Helper()
+	e.poll(what, timeout, 500*time.Millisecond, cond)
+}
+
+// poll is eventually asking every interval: the waits whose duration a
+// test reports poll finely, or eventually's 500 ms would be the figure's
+// resolution.
+func (e *env) poll(what string, timeout, every time.Duration, cond func() (bool, string)) {
+	e.t.Helper()
 	deadline := time.Now().Add(slowdown * timeout)
 	why := ""
 	for {
@@ -370,7 +421,7 @@ func (e *env) eventually(what string, timeout time.Duration, cond func() (bool, 
 		select {
 		case <-e.ctx.Done():
 			e.t.Fatalf("cancelled waiting for %s", what)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(every):
 		}
 	}
 }
@@ -596,7 +647,7 @@ func (e *env) startAgentWith(node, instanceID string, edit func(*agent.Config)) 
 	}
 	cfg := agent.Config{
 		Kube: kube, EventKube: events, NodeName: node, IMDSEndpoint: e.sim.IMDSEndpoint(instanceID), IMDSInterval: 200 * time.Millisecond,
-		Coordinators: coords, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: attested(),
+		Coordinators: coords, CoordinatorTLS: e.pki.clientTLS, StateDir: dir, Checks: []health.Check{}, DisableRepair: true, Attest: attested(),
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: e.log.With("agent", node),
 	}
 	if edit != nil {

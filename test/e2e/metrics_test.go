@@ -42,14 +42,18 @@ const (
 	tableEnd   = "<!-- metrics-table:end -->"
 )
 
-// scrape reads a replica's /metrics over HTTP, as Prometheus does.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+// scrape reads a replica's /metrics over TLS with the viewer's token, as
+// Prometheus does.
+func (e *env) scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := e.get(addr, "/metrics")
 	if err != nil {
 		t.Fatalf("scrape %s: %v", addr, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape %s: %s", addr, resp.Status)
+	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
@@ -160,7 +164,7 @@ func TestMetrics(t *testing.T) {
 	// The agent of the node to be interrupted serves its /metrics here,
 	// scraped by its own job from the start (it starts later).
 	agentAddr := freeport.Addrs(t, 1)[0]
-	prom := prometheusFor(t, targets, []string{agentAddr})
+	prom := prometheusFor(t, targets, []string{agentAddr}, e.pki)
 	if prom == "" {
 		// Without bin/prometheus, scrape every second ourselves.
 		stop := make(chan struct{})
@@ -169,7 +173,7 @@ func TestMetrics(t *testing.T) {
 			defer close(done)
 			for {
 				for _, a := range targets {
-					if resp, err := http.Get("http://" + a + "/metrics"); err == nil {
+					if resp, err := e.get(a, "/metrics"); err == nil {
 						_, _ = io.Copy(io.Discard, resp.Body)
 						resp.Body.Close()
 					}
@@ -335,7 +339,7 @@ spec:
 		if leader == nil {
 			return false, "no leader"
 		}
-		mfs = scrape(t, leader.HTTPAddr())
+		mfs = e.scrape(t, leader.HTTPAddr())
 		if !leader.Node().IsLeader() {
 			return false, "the scraped replica no longer leads"
 		}
@@ -384,7 +388,7 @@ spec:
 		if r == nil || r == leader || r.Node().IsLeader() {
 			continue
 		}
-		for name := range scrape(t, r.HTTPAddr()) {
+		for name := range e.scrape(t, r.HTTPAddr()) {
 			// karpenter_build_info is per process, as Karpenter's.
 			if strings.HasPrefix(name, "karpenter_") && name != "karpenter_build_info" {
 				t.Errorf("follower %s serves %s", id, name)

@@ -33,8 +33,10 @@ func prometheusBin(t *testing.T) string {
 
 // startPrometheus runs a real Prometheus scraping the coordinator replicas
 // at targets and the node agents at agents every second, and returns its
-// base URL.
-func startPrometheus(t *testing.T, bin string, targets, agents []string) string {
+// base URL. It scrapes the coordinators as the chart's ServiceMonitor does:
+// https verified against the coordinators' CA, with a bearer token that
+// dovetail-view authorises for /metrics.
+func startPrometheus(t *testing.T, bin string, targets, agents []string, p *pki) string {
 	t.Helper()
 	dir := t.TempDir()
 	list := func(addrs []string) string {
@@ -50,8 +52,9 @@ func startPrometheus(t *testing.T, bin string, targets, agents []string) string 
 	// coordinators' job carries make dev's (and the chart's) relabelling of
 	// Karpenter's summary quantiles, the agents' is a node-exporter-style
 	// job of their own.
-	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: karpenter\n    static_configs: [{targets: [%s]}]\n%s",
-		list(targets), devcluster.KarpenterQuantileRelabel)
+	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: karpenter\n"+
+		"    scheme: https\n    tls_config: {ca_file: %q}\n    authorization: {type: Bearer, credentials_file: %q}\n"+
+		"    static_configs: [{targets: [%s]}]\n%s", p.caFile, p.tokenFile, list(targets), devcluster.KarpenterQuantileRelabel)
 	if len(agents) > 0 {
 		cfg += fmt.Sprintf("  - job_name: dovetail-agent\n    static_configs: [{targets: [%s]}]\n", list(agents))
 	}
@@ -217,9 +220,9 @@ var karpenterUnserved = map[string]string{
 }
 
 // prometheusFor starts a real Prometheus scraping the coordinators at
-// targets and the agents at agents, or returns "" when bin/prometheus is
-// missing outside CI.
-func prometheusFor(t *testing.T, targets, agents []string) string {
+// targets (as the chart's ServiceMonitor, with p's CA and token) and the
+// agents at agents, or returns "" when bin/prometheus is missing outside CI.
+func prometheusFor(t *testing.T, targets, agents []string, p *pki) string {
 	t.Helper()
 	bin := prometheusBin(t)
 	if bin == "" {
@@ -229,7 +232,7 @@ func prometheusFor(t *testing.T, targets, agents []string) string {
 		t.Log("bin/prometheus missing (make tools builds it): dashboard queries not checked")
 		return ""
 	}
-	return startPrometheus(t, bin, targets, agents)
+	return startPrometheus(t, bin, targets, agents, p)
 }
 
 // checkDashboards queries the real Prometheus at base (scraping the

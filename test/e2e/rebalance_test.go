@@ -243,7 +243,7 @@ func (e *env) disruptionSnapshot() (*disruption.Snapshot, error) {
 	if r == nil {
 		return nil, fmt.Errorf("leader gone")
 	}
-	resp, err := http.Get("http://" + r.HTTPAddr() + disruption.SnapshotPath)
+	resp, err := e.get(r.HTTPAddr(), disruption.SnapshotPath)
 	if err != nil {
 		return nil, fmt.Errorf("get snapshot: %w", err)
 	}

@@ -32,11 +32,14 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/internal/freeport"
 	"github.com/dovetail-dev/dovetail/report"
+	"github.com/dovetail-dev/dovetail/tlsid"
 )
 
 type replica struct {
 	id, raft, http, dir string
-	cmd                 *exec.Cmd
+	// raftTLS are the --raft-tls-* flags: Raft runs mutual TLS, as shipped.
+	raftTLS []string
+	cmd     *exec.Cmd
 }
 
 type cluster struct {
@@ -68,9 +71,29 @@ func newCluster(tb testing.TB, n int) *cluster {
 	c := &cluster{tb: tb, bin: buildBinary(tb), extra: strings.Fields(os.Getenv("DOVETAIL_FAILOVER_FLAGS"))}
 	addrs := freeport.Addrs(tb, 2*n)
 	base := tb.TempDir()
+	// Raft on mutual TLS with the peer name checked, as the chart ships it:
+	// the failover measured includes the TLS handshakes of re-dialled peers.
+	ca, err := tlsid.NewCA("failover", time.Now(), 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pki := filepath.Join(base, "pki")
+	caFile := filepath.Join(base, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
 	var ps []string
 	for i := 0; i < n; i++ {
 		r := &replica{id: fmt.Sprintf("c%d", i), raft: addrs[2*i], http: addrs[2*i+1], dir: filepath.Join(base, fmt.Sprint(i))}
+		kp, err := ca.Issue(tlsid.Leaf{CommonName: r.id, DNSNames: []string{"raft.failover"}, Server: true, Client: true}, time.Now())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cert, key, err := kp.Write(pki, r.id)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r.raftTLS = []string{"--raft-tls-ca", caFile, "--raft-tls-cert", cert, "--raft-tls-key", key, "--raft-tls-server-name", "raft.failover"}
 		c.reps = append(c.reps, r)
 		ps = append(ps, r.id+"="+r.raft+"|"+r.http)
 	}
@@ -87,8 +110,11 @@ func newCluster(tb testing.TB, n int) *cluster {
 }
 
 func (c *cluster) start(r *replica) {
+	// --insecure-api: there is no API server here (--no-kube) to review
+	// tokens with; the API only carries the test's writes. Raft is on TLS.
 	args := append([]string{"--id", r.id, "--peers", c.peers, "--data-dir", r.dir, "--raft-addr", r.raft,
-		"--http-addr", r.http, "--no-kube", "--no-cloud", "--no-gossip", "--insecure-raft", "--insecure-api", "--log-level", "warn"}, c.extra...)
+		"--http-addr", r.http, "--no-kube", "--no-cloud", "--no-gossip", "--insecure-api", "--log-level", "warn"}, r.raftTLS...)
+	args = append(args, c.extra...)
 	r.cmd = exec.Command(c.bin, args...)
 	if os.Getenv("DOVETAIL_TEST_LOG") != "" {
 		r.cmd.Stderr = os.Stderr
