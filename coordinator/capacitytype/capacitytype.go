@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"log/slog"
 	"sort"
 	"time"
@@ -93,18 +94,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if iv <= 0 {
 		iv = time.Minute
 	}
-	t := time.NewTicker(iv)
-	defer t.Stop()
-	for {
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
-			c.log().WarnContext(ctx, "capacity type pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return leader.Every(ctx, iv, c.log(), "capacity type", c.Pass)
 }
 
 func (c *Controller) log() *slog.Logger {

@@ -11,6 +11,7 @@ package consistency
 import (
 	"context"
 	"fmt"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"log/slog"
 	"sort"
 	"time"
@@ -138,18 +139,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if iv <= 0 {
 		iv = time.Minute
 	}
-	t := time.NewTicker(iv)
-	defer t.Stop()
-	for {
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
-			c.log().WarnContext(ctx, "consistency pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return leader.Every(ctx, iv, c.log(), "consistency", c.Pass)
 }
 
 func (c *Controller) log() *slog.Logger {
