@@ -220,18 +220,6 @@ func serviceAccountToken(ctx context.Context, kube kubernetes.Interface, namespa
 	return tr.Status.Token, nil
 }
 
-// bearer adds a token to every request.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
-
 // APIClient is a client of a coordinator replica as the dev cluster's
 // admin: TLS verified against the dev CA and the admin token.
 func (c *Cluster) APIClient(addr string) *api.Client {
@@ -243,7 +231,7 @@ func (c *Cluster) APIClient(addr string) *api.Client {
 	}
 	var rt http.RoundTripper = tr
 	if c.APIToken != "" {
-		rt = bearer{token: c.APIToken, next: tr}
+		rt = api.BearerTransport(c.APIToken, tr)
 	}
 	return &api.Client{Base: scheme + addr, HTTP: &http.Client{Timeout: 15 * time.Second, Transport: rt}}
 }

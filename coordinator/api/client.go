@@ -137,3 +137,20 @@ func (c *Client) ResumeRollout(ctx context.Context, pool string) (*RolloutResume
 	}
 	return &r, nil
 }
+
+// BearerTransport sends token as the bearer token of every request through
+// next: the people endpoints authenticate callers with TokenReview.
+func BearerTransport(token string, next http.RoundTripper) http.RoundTripper {
+	return bearer{token: token, next: next}
+}
+
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}

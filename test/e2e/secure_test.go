@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dovetail-dev/dovetail/coordinator/api"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/tlsid"
 )
@@ -115,18 +116,7 @@ func (p *pki) transport(token string) http.RoundTripper {
 	if token == "" {
 		return tr
 	}
-	return bearer{token: token, next: tr}
-}
-
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
+	return api.BearerTransport(token, tr)
 }
 
 // viewerToken applies the chart's people ClusterRoles (kept across the tests
