@@ -18,6 +18,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/coordinator/karpentermetrics"
 	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/report"
@@ -1121,23 +1122,7 @@ func (m *metrics) queueFailure(d Decision) {
 	if d.Replacement != nil {
 		decision = "replace"
 	}
-	m.queueFailures.WithLabelValues(decision, snakeCase(string(d.Reason)), decision).Inc()
-}
-
-// snakeCase is Karpenter's pretty.ToSnakeCase of a reason ("Drifted" ->
-// "drifted", "RebalanceRecommended" -> "rebalance_recommended").
-func snakeCase(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if r >= 'A' && r <= 'Z' {
-			if i > 0 {
-				b.WriteByte('_')
-			}
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	m.queueFailures.WithLabelValues(decision, karpentermetrics.SnakeCase(string(d.Reason)), decision).Inc()
 }
 
 // invalidate counts a decision dropped at validation: Dovetail's count of

@@ -135,10 +135,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // ("drifted", "underutilized", "empty", "expired", "interrupted" ...).
 func Reason(r string) string { return strings.ToLower(r) }
 
-// snake is Karpenter's pretty.ToSnakeCase, the spelling of the reason on
-// karpenter_nodeclaims_disrupted_total ("Drifted" -> "drifted",
-// "NodeRepair" -> "node_repair").
-func snake(s string) string {
+// SnakeCase is Karpenter's pretty.ToSnakeCase, the spelling of a reason in
+// its metric labels (karpenter_nodeclaims_disrupted_total, the disruption
+// queue failures): "Drifted" -> "drifted", "NodeRepair" -> "node_repair".
+func SnakeCase(s string) string {
 	var b strings.Builder
 	for i, r := range s {
 		if r >= 'A' && r <= 'Z' {
@@ -276,7 +276,7 @@ func (c *Collector) observe(s *fsm.State) {
 		r := Reason(d.Reason)
 		dseen[name] = disruptSeen{reason: r, nodePool: d.NodePool}
 		if _, ok := c.disrupt[name]; !ok && (c.baseline || (!s.Epoch.At.IsZero() && !d.Since.Before(s.Epoch.At))) {
-			c.disr[[3]string{snake(d.Reason), d.NodePool, capOf[name]}]++
+			c.disr[[3]string{SnakeCase(d.Reason), d.NodePool, capOf[name]}]++
 			decision := "delete"
 			if len(d.Replacements) > 0 {
 				decision = "replace"
