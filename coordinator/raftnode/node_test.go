@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,29 @@ type testCluster struct {
 	peers []Peer
 	dirs  map[string]string
 	nodes map[string]*Node
+
+	mu   sync.Mutex
+	down map[[2]string]bool // raft address pairs cut by cut()
+}
+
+// cut partitions a from b (both directions) or heals the link.
+func (c *testCluster) cut(a, b string, down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = map[[2]string]bool{}
+	}
+	c.down[[2]string{c.addr(a), c.addr(b)}] = down
+	c.down[[2]string{c.addr(b), c.addr(a)}] = down
+}
+
+func (c *testCluster) addr(id string) string {
+	for _, p := range c.peers {
+		if p.ID == id {
+			return p.RaftAddr
+		}
+	}
+	return ""
 }
 
 func newTestCluster(t *testing.T, n int) *testCluster {
@@ -61,7 +85,14 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 
 func (c *testCluster) start(id string) {
 	c.t.Helper()
-	n, err := Start(context.Background(), fastConfig(c.t, id, c.dirs[id], c.peers))
+	cfg := fastConfig(c.t, id, c.dirs[id], c.peers)
+	from := c.addr(id)
+	cfg.LinkDown = func(target string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.down[[2]string{from, target}]
+	}
+	n, err := Start(context.Background(), cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
