@@ -85,7 +85,9 @@ func (c *Config) defaults() {
 		c.ElectionTimeout = time.Second
 	}
 	if c.LeaderLeaseTimeout == 0 {
-		c.LeaderLeaseTimeout = c.HeartbeatTimeout / 2
+		// Equal to the heartbeat, as the binary ships it: half of it made
+		// loaded leaders step down on their own.
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = 50 * time.Millisecond
