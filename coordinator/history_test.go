@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand"
 	"net/http"
 	"strings"
@@ -16,46 +15,9 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/dovetail-dev/dovetail/coordinator/api"
+	"github.com/dovetail-dev/dovetail/coordinator/linearcheck"
 	"github.com/dovetail-dev/dovetail/report"
 )
-
-type regInput struct {
-	key   string
-	write bool
-	value string
-}
-
-// registerModel: each node's instance ID, as set by reports and read back
-// with ?consistent=1, must behave like a linearizable register per node.
-var registerModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		for _, op := range history {
-			k := op.Input.(regInput).key
-			by[k] = append(by[k], op)
-		}
-		var out [][]porcupine.Operation
-		for _, ops := range by {
-			out = append(out, ops)
-		}
-		return out
-	},
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
-		in := input.(regInput)
-		if in.write {
-			return true, in.value
-		}
-		return output.(string) == state.(string), state
-	},
-	DescribeOperation: func(input, output any) string {
-		in := input.(regInput)
-		if in.write {
-			return fmt.Sprintf("write(%s, %s)", in.key, in.value)
-		}
-		return fmt.Sprintf("read(%s) -> %v", in.key, output)
-	},
-}
 
 // TestHistoryIsLinearizableUnderLeaderKills drives concurrent report writes
 // and consistent reads through random replicas while the leader is killed
@@ -63,13 +25,9 @@ var registerModel = porcupine.Model{
 func TestHistoryIsLinearizableUnderLeaderKills(t *testing.T) {
 	c := newCluster(t, 3, clusterOpts{})
 	c.acting(5 * time.Second)
-	start := time.Now()
-	now := func() int64 { return int64(time.Since(start)) }
 	var (
-		mu      sync.Mutex
-		history []porcupine.Operation
+		history = linearcheck.NewHistory()
 		seq     atomic.Int64
-		unknown atomic.Int64
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
 	)
@@ -88,10 +46,9 @@ func TestHistoryIsLinearizableUnderLeaderKills(t *testing.T) {
 				}
 				p := c.peers[rng.Intn(len(c.peers))]
 				key := keys[rng.Intn(len(keys))]
-				op := porcupine.Operation{ClientId: client, Call: now()}
+				call := history.Now()
 				if rng.Intn(2) == 0 {
 					v := fmt.Sprintf("i-%d", seq.Add(1))
-					op.Input = regInput{key: key, write: true, value: v}
 					resp, err := postReport(t, c.https[p.ID], report.Report{ID: v, Kind: report.KindHealth, NodeName: key, InstanceID: v})
 					if err != nil && strings.Contains(err.Error(), "connection refused") {
 						continue // never reached a replica: did not happen
@@ -108,30 +65,20 @@ func TestHistoryIsLinearizableUnderLeaderKills(t *testing.T) {
 					if refused {
 						continue // the API guarantees it had no effect
 					}
-					op.Return = now()
-					if !ok {
-						unknown.Add(1)
-						op.Return = math.MaxInt64 // outcome unknown: may take effect any time later
-					}
-					op.Output = ""
+					// !ok: outcome unknown, it may take effect any time later.
+					history.Write(client, key, v, call, ok)
 				} else {
-					op.Input = regInput{key: key}
 					cl := &api.Client{Base: "http://" + c.https[p.ID], HTTP: httpc}
 					var n api.Node
 					err := cl.Get(context.Background(), api.PathNodes+"/"+key+"?consistent=1", &n)
-					op.Return = now()
 					switch {
 					case err == nil:
-						op.Output = n.InstanceID
+						history.Read(client, key, n.InstanceID, call)
 					case isNotFound(err):
-						op.Output = ""
-					default:
-						continue // a failed read tells nothing
+						history.Read(client, key, "", call)
 					}
+					// A failed read tells nothing.
 				}
-				mu.Lock()
-				history = append(history, op)
-				mu.Unlock()
 			}
 		}(client)
 	}
@@ -148,40 +95,21 @@ func TestHistoryIsLinearizableUnderLeaderKills(t *testing.T) {
 	// is thick enough to mean something (bounded).
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); {
 		time.Sleep(300 * time.Millisecond)
-		mu.Lock()
-		w, r := 0, 0
-		for _, op := range history {
-			if op.Input.(regInput).write {
-				w++
-			} else {
-				r++
-			}
-		}
-		mu.Unlock()
-		if w >= 20 && r >= 20 {
+		if w, _, r := history.Counts(); w >= 20 && r >= 20 {
 			break
 		}
 	}
 	close(stop)
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	writes, reads := 0, 0
-	for _, op := range history {
-		if op.Input.(regInput).write {
-			writes++
-		} else {
-			reads++
-		}
-	}
+	writes, unknown, reads := history.Counts()
 	if writes < 20 || reads < 20 {
 		t.Fatalf("history too thin: %d writes, %d reads", writes, reads)
 	}
-	res := porcupine.CheckOperationsTimeout(registerModel, history, 20*time.Second)
+	res, _ := history.Check(20 * time.Second)
 	if res != porcupine.Ok {
-		t.Fatalf("history of %d writes (%d unknown) and %d reads is %v", writes, unknown.Load(), reads, res)
+		t.Fatalf("history of %d writes (%d unknown) and %d reads is %v", writes, unknown, reads, res)
 	}
-	t.Logf("linearizable: %d writes (%d with unknown outcome), %d reads, 3 leader kills", writes, unknown.Load(), reads)
+	t.Logf("linearizable: %d writes (%d with unknown outcome), %d reads, 3 leader kills", writes, unknown, reads)
 }
 
 func isNotFound(err error) bool {

@@ -61,6 +61,10 @@ type Config struct {
 	// corrupt data dir (wipe it, start with Rejoin). Ignored when the
 	// replica has state.
 	Rejoin bool
+	// JoinProbeTimeout bounds how long a replica with no Raft state asks its
+	// peers whether they already form a cluster before founding one (0: 5 s).
+	// Peers that refuse the connection (not running) count as answered.
+	JoinProbeTimeout time.Duration
 	// DeadServerTimeout is how long an unexpected peer must fail heartbeats
 	// before the leader removes it (0: 2 minutes).
 	DeadServerTimeout time.Duration
@@ -81,7 +85,9 @@ func (c *Config) defaults() {
 		c.ElectionTimeout = time.Second
 	}
 	if c.LeaderLeaseTimeout == 0 {
-		c.LeaderLeaseTimeout = c.HeartbeatTimeout / 2
+		// Equal to the heartbeat, as the binary ships it: half of it made
+		// loaded leaders step down on their own.
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = 50 * time.Millisecond
@@ -101,6 +107,9 @@ func (c *Config) defaults() {
 	if c.DeadServerTimeout == 0 {
 		c.DeadServerTimeout = 2 * time.Minute
 	}
+	if c.JoinProbeTimeout == 0 {
+		c.JoinProbeTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -116,6 +125,7 @@ type Node struct {
 	meta   *metadb.BoltMetaDB
 	unlock func()
 	trans  *raft.NetworkTransport
+	gate   *voteGate
 	notify chan bool
 
 	obsCh chan raft.Observation
@@ -241,22 +251,36 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		_ = meta.Close()
 		return nil, err
 	}
+	// Every replica that starts without state, or restarts in the middle of
+	// catching up, refuses votes until it holds everything committed.
+	joining := isJoining(cfg.DataDir)
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(cfg.ID), Addr: trans.EncodePeer(rc.LocalID, trans.LocalAddr())}
+	gate := newVoteGate(trans, header, !hasState || joining)
 	var r *raft.Raft
 	stack, err = guard("raft.NewRaft", cfg.DataDir, func() (err error) {
-		r, err = raft.NewRaft(rc, f, w, w, snaps, trans)
+		r, err = raft.NewRaft(rc, f, w, w, snaps, gate)
 		return err
 	})
 	if err != nil {
 		if stack != nil {
 			log.Error("raft start panicked", "err", err, "stack", string(stack))
 		}
-		_ = trans.Close()
+		_ = gate.Close()
 		_ = w.Close()
 		_ = meta.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, meta: meta, unlock: unlock, trans: trans, notify: notify,
+	n := &Node{cfg: cfg, log: log, raft: r, fsm: f, wal: w, meta: meta, unlock: unlock, trans: trans, gate: gate, notify: notify,
 		failedAt: map[raft.ServerID]time.Time{}, closed: make(chan struct{})}
+	caught := n.caughtUp
+	gate.openFn.Store(&caught)
+	opened := func() {
+		log.Info("caught up with the leader: voting again", "term", r.CurrentTerm(), "commitIndex", r.CommitIndex())
+		if err := os.Remove(filepath.Join(cfg.DataDir, joiningFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("cannot clear the joining marker", "err", err)
+		}
+	}
+	gate.onOpen.Store(&opened)
 	n.obsCh = make(chan raft.Observation, 64)
 	n.obs = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -269,12 +293,38 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go n.observe()
 
 	started = true // from here on Kill releases the lock
+	join := func() error {
+		if err := markJoining(cfg.DataDir); err != nil {
+			_ = n.Close(ctx)
+			return err
+		}
+		return nil
+	}
 	switch {
+	case hasState && joining:
+		log.Info("restarted while catching up: no votes until this replica holds the leader's committed log", "dataDir", cfg.DataDir)
 	case hasState:
 		log.Info("rejoining with existing raft state", "dataDir", cfg.DataDir)
 	case cfg.Rejoin:
-		log.Info("no raft state and rejoin requested: not bootstrapping; waiting for the leader to replicate the log", "dataDir", cfg.DataDir)
+		log.Info("no raft state and rejoin requested: not bootstrapping; waiting for the leader to replicate the log, no votes until then", "dataDir", cfg.DataDir)
+		if err := join(); err != nil {
+			return nil, err
+		}
 	default:
+		peer, term, unreached := probeCluster(ctx, trans, rc.LocalID, trans.LocalAddr(), cfg.Peers, cfg.JoinProbeTimeout)
+		if peer != "" {
+			// A wiped data dir restarted with its ordinary flags.
+			log.Warn("no raft state but the peers already form a cluster: joining through the leader instead of bootstrapping; no votes until caught up",
+				"peer", peer, "peerTerm", term, "dataDir", cfg.DataDir)
+			if err := join(); err != nil {
+				return nil, err
+			}
+			break
+		}
+		if len(unreached) > 0 {
+			log.Warn("founding the cluster although some peers could not be asked whether they already form one", "unreached", unreached)
+		}
+		gate.shut.Store(false)
 		if err := n.bootstrap(); err != nil {
 			_ = n.Close(ctx)
 			return nil, err
@@ -291,7 +341,10 @@ func (n *Node) recordMembership() {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if n.raft.LastIndex() > 0 {
+		// The gate opens on a vote request too; checking here says so in
+		// the log as soon as it happens.
+		joining := n.gate.isShut()
+		if !joining && n.raft.LastIndex() > 0 {
 			if err := writeMember(n.cfg.DataDir, n.cfg.ID, time.Now()); err != nil {
 				n.log.Warn("cannot record cluster membership", "err", err)
 			}
@@ -542,7 +595,7 @@ func (n *Node) shutdown() error {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 	}
 	n.raft.DeregisterObserver(n.obs)
-	if err := n.trans.Close(); err != nil {
+	if err := n.gate.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close transport: %w", err))
 	}
 	if err := n.wal.Close(); err != nil {
