@@ -39,7 +39,12 @@ type LauncherOptions struct {
 	LeakGrace        time.Duration
 	OrphanClaimGrace time.Duration
 	ICETTL           time.Duration
-	Hook             func(ctx context.Context, step launcher.Step, token string) error
+	// ICE is the replicated insufficient-capacity cache the cloud provider
+	// was built with (ec2.Config.Offerings: launcher.NewICEStore()); the
+	// launcher binds it to this replica's state. Nil: the provider keeps
+	// its own cache and sees only this replica's refusals.
+	ICE  *launcher.ICEStore
+	Hook func(ctx context.Context, step launcher.Step, token string) error
 }
 
 // Config configures a replica.
@@ -188,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 			Cloud: cfg.Cloud, Store: node, Claims: cfg.Claims, NodeClasses: cfg.NodeClasses,
 			ReplicaID: cfg.Raft.ID, Interval: cfg.Launcher.Interval, LeakGrace: cfg.Launcher.LeakGrace,
 			OrphanClaimGrace: cfg.Launcher.OrphanClaimGrace, NodeGrace: cfg.NodeGrace,
-			ICETTL: cfg.Launcher.ICETTL, Now: cfg.Now, Hook: cfg.Launcher.Hook,
+			ICETTL: cfg.Launcher.ICETTL, ICE: cfg.Launcher.ICE, Now: cfg.Now, Hook: cfg.Launcher.Hook,
 			Log: log, Registry: rec, Events: launchEvents(cfg.Events, cfg.Now), CloudMetrics: cloudMetrics,
 		})
 		if err != nil {

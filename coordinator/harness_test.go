@@ -166,7 +166,8 @@ func (c *cluster) peer(id string) raftnode.Peer {
 func (c *cluster) start(id string) *Coordinator {
 	c.t.Helper()
 	p := c.peer(id)
-	prov, err := ec2.New(context.Background(), ec2.Config{
+	ice := launcher.NewICEStore()
+	prov, err := ec2.New(context.Background(), ec2.Config{Offerings: ice,
 		Region: c.sim.Region(), Endpoint: c.sim.URL(),
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
 		ClusterName: testCluster, ClusterEndpoint: "https://10.0.0.1:6443", ClusterCA: "Q0EK",
@@ -195,7 +196,7 @@ func (c *cluster) start(id string) *Coordinator {
 		HTTPAddr:    p.HTTPAddr,
 		Cloud:       cc,
 		NodeClasses: staticClasses{nc: testNodeClass()},
-		Launcher: LauncherOptions{Interval: c.opts.interval, LeakGrace: c.opts.leakGrace,
+		Launcher: LauncherOptions{Interval: c.opts.interval, LeakGrace: c.opts.leakGrace, ICE: ice,
 			Hook: func(ctx context.Context, step launcher.Step, token string) error {
 				c.mu.Lock()
 				h := c.hook

@@ -226,6 +226,54 @@ func TestInsufficientCapacityIsReplicated(t *testing.T) {
 	}
 }
 
+// TestNewLeaderReadsTheReplicatedICECache: the replicated cache is the
+// providers' only one. A refusal met by a launch that then succeeded on
+// another option is committed; the next leader's provider, which never saw
+// it and is not re-seeded, skips the offering although EC2 has room again;
+// and once the entry leaves the replicated state the offering is used at
+// once, with no provider-side TTL left to run out.
+func TestNewLeaderReadsTheReplicatedICECache(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	spot := launchOptions()[0] // then on-demand in another zone
+	if err := c.sim.ExhaustPool(spot.InstanceType, spot.Zone, spot.CapacityType); err != nil {
+		t.Fatal(err)
+	}
+	launched := func(r *Coordinator, name string) *cloud.Instance {
+		t.Helper()
+		if err := r.Launcher().Launch(context.Background(), nodeClaim(name), launchOptions()); err != nil {
+			t.Fatalf("launch %s: %v", name, err)
+		}
+		in := r.Node().State().IntentByNodeClaim(name)
+		if in == nil || in.Instance == nil {
+			t.Fatalf("launch %s: intent %+v", name, in)
+		}
+		return in.Instance
+	}
+	l := c.acting(5 * time.Second)
+	if inst := launched(l, "first"); inst.CapacityType != cloud.CapacityTypeOnDemand {
+		t.Fatalf("first launch is %s, want on-demand", inst.CapacityType)
+	}
+	if !l.Node().State().Unavailable(spot.InstanceType, spot.Zone, spot.CapacityType, time.Now()) {
+		t.Fatal("the refused spot offering of a successful launch is not in the replicated cache")
+	}
+
+	if err := c.sim.RefillPool(spot.InstanceType, spot.Zone, spot.CapacityType); err != nil {
+		t.Fatal(err)
+	}
+	c.kill(l.Node().ID())
+	nl := c.acting(10 * time.Second)
+	if inst := launched(nl, "second"); inst.CapacityType != cloud.CapacityTypeOnDemand {
+		t.Fatalf("new leader launched %s: it retried the offering the replicated cache holds", inst.CapacityType)
+	}
+
+	if err := nl.Node().ApplyInTerm(context.Background(), nl.Launcher().Term(), fsm.ICEExpire{Now: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if inst := launched(nl, "third"); inst.CapacityType != cloud.CapacityTypeSpot {
+		t.Fatalf("after the entry expired in Raft the launch is %s, want spot", inst.CapacityType)
+	}
+}
+
 // TestDeleteDuringLaunchLeavesNoInstance deletes a NodeClaim's launch while
 // the cloud call is in flight: the late instance is terminated, not leaked.
 func TestDeleteDuringLaunchLeavesNoInstance(t *testing.T) {

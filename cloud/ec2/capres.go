@@ -180,9 +180,10 @@ func (p *Provider) ReservationAvailability(id string) (n int, ok bool) { return 
 
 // ReservationAvailable reports whether the reservation can take another
 // instance of the type in the zone: not while (type, zone, reserved) is in
-// the ICE cache, nor when the count is known to be zero.
+// the insufficient-capacity store (Config.Offerings), nor when the count is
+// known to be zero.
 func (p *Provider) ReservationAvailable(id, instanceType, zone string) bool {
-	if p.ice.unavailable(instanceType, zone, cloud.CapacityTypeReserved) {
+	if p.avoided(instanceType, zone, cloud.CapacityTypeReserved) {
 		return false
 	}
 	n, ok := p.reservations.get(id)

@@ -28,6 +28,21 @@ var iceCodes = map[string]bool{
 // isICECode reports whether a per-override fleet error is a capacity answer.
 func isICECode(code string) bool { return iceCodes[code] }
 
+// Offerings is where the provider reads which offerings to avoid and
+// records the ones EC2 refuses for capacity. It is declared here, by its
+// consumer: a coordinator injects its replicated cache (every replica's
+// provider then reads what any leader learned, and an entry expired there is
+// available again at once); without one the provider keeps a
+// MemoryOfferings with Config.ICETTL.
+type Offerings interface {
+	// Unavailable reports whether the offering is avoided now, with the
+	// code EC2 refused it with.
+	Unavailable(instanceType, zone, capacityType string) (code string, ok bool)
+	// MarkUnavailable records a refusal. The next Unavailable must see it:
+	// the rest of the same launch and concurrent launches skip the offering.
+	MarkUnavailable(instanceType, zone, capacityType, code string)
+}
+
 type iceKey struct{ instanceType, zone, capacityType string }
 
 // ICEEntry is one offering the provider currently avoids.
@@ -44,48 +59,49 @@ type iceValue struct {
 	until time.Time
 }
 
-// iceCache remembers offerings EC2 refused for capacity so the next launch
-// and the next InstanceTypes answer avoid them until the TTL passes.
-type iceCache struct {
+// MemoryOfferings is the provider's default Offerings: refusals remembered
+// in this process for a TTL, for users without a coordinator (the CLI's
+// simulate and bench, tests).
+type MemoryOfferings struct {
 	mu    sync.Mutex
 	clock Clock
 	ttl   time.Duration
 	m     map[iceKey]iceValue
 }
 
-func newICECache(c Clock, ttl time.Duration) *iceCache {
-	return &iceCache{clock: c, ttl: ttl, m: map[iceKey]iceValue{}}
+// NewMemoryOfferings returns an empty in-process store whose entries last ttl.
+func NewMemoryOfferings(c Clock, ttl time.Duration) *MemoryOfferings {
+	if c == nil {
+		c = realClock{}
+	}
+	return &MemoryOfferings{clock: c, ttl: ttl, m: map[iceKey]iceValue{}}
 }
 
-func (c *iceCache) mark(instanceType, zone, capacityType, code string) {
+// MarkUnavailable implements Offerings.
+func (c *MemoryOfferings) MarkUnavailable(instanceType, zone, capacityType, code string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m[iceKey{instanceType, zone, capacityType}] = iceValue{code: code, until: c.clock.Now().Add(c.ttl)}
 }
 
-// unavailable reports whether the offering is cached as refused.
-func (c *iceCache) unavailable(instanceType, zone, capacityType string) bool {
+// Unavailable implements Offerings.
+func (c *MemoryOfferings) Unavailable(instanceType, zone, capacityType string) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.clock.Now()
 	k := iceKey{instanceType, zone, capacityType}
-	if v, ok := c.m[k]; ok {
-		if now.Before(v.until) {
-			return true
-		}
-		delete(c.m, k)
+	v, ok := c.m[k]
+	if !ok {
+		return "", false
 	}
-	return false
+	if !c.clock.Now().Before(v.until) {
+		delete(c.m, k)
+		return "", false
+	}
+	return v.code, true
 }
 
-// code is the error code an offering was cached with ("" if it is not).
-func (c *iceCache) code(instanceType, zone, capacityType string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[iceKey{instanceType, zone, capacityType}].code
-}
-
-func (c *iceCache) entries() []ICEEntry {
+// Entries lists the live entries, sorted, for status and debugging output.
+func (c *MemoryOfferings) Entries() []ICEEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.clock.Now()
@@ -108,4 +124,10 @@ func (c *iceCache) entries() []ICEEntry {
 		return a.CapacityType < b.CapacityType
 	})
 	return out
+}
+
+// avoided reports whether the store holds the offering as refused.
+func (p *Provider) avoided(instanceType, zone, capacityType string) bool {
+	_, ok := p.ice.Unavailable(instanceType, zone, capacityType)
+	return ok
 }

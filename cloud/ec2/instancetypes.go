@@ -29,7 +29,8 @@ const (
 )
 
 // typeInfo is one instance type as EC2 described it, with everything but the
-// offerings' availability (which changes with the ICE cache) precomputed.
+// offerings' availability (which changes with the insufficient-capacity
+// store) precomputed.
 type typeInfo struct {
 	name        string
 	arch        string
@@ -62,7 +63,7 @@ type spotKey struct{ instanceType, zone string }
 // InstanceTypes lists the instance types offered in the region, each with
 // its offerings (zone × capacity type × price × available). Types and zones
 // are cached for InstanceTypesTTL, spot prices for PricesTTL; availability
-// reflects the ICE cache at the time of the call.
+// reflects the insufficient-capacity store at the time of the call.
 func (p *Provider) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
 	snap, err := p.typesSnapshot(ctx)
 	if err != nil {
@@ -82,12 +83,12 @@ func (p *Provider) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, er
 			if ti.spot {
 				if price, ok := snap.spot[spotKey{name, zone}]; ok {
 					it.Offerings = append(it.Offerings, cloud.Offering{Zone: zone, CapacityType: cloud.CapacityTypeSpot, Price: price,
-						Available: !p.ice.unavailable(name, zone, cloud.CapacityTypeSpot)})
+						Available: !p.avoided(name, zone, cloud.CapacityTypeSpot)})
 				}
 			}
 			if ti.onDemand && odOK {
 				it.Offerings = append(it.Offerings, cloud.Offering{Zone: zone, CapacityType: cloud.CapacityTypeOnDemand, Price: od,
-					Available: !p.ice.unavailable(name, zone, cloud.CapacityTypeOnDemand)})
+					Available: !p.avoided(name, zone, cloud.CapacityTypeOnDemand)})
 			}
 		}
 		// A type with no priced offering cannot be chosen sensibly; leave it out.

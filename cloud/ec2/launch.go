@@ -103,7 +103,8 @@ func (p *Provider) Create(ctx context.Context, nodeClass *awsv1.EC2NodeClass, re
 }
 
 // plan turns the request's options into fleet attempts, spot first. It
-// returns the options it skipped because they are in the ICE cache.
+// returns the options it skipped because the insufficient-capacity store
+// (Config.Offerings) holds them.
 func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequest) ([]attempt, []cloud.UnavailableOffering, error) {
 	amiByArch := map[string]string{}
 	for _, a := range resolved.AMIs {
@@ -151,9 +152,9 @@ func (p *Provider) plan(resolved *cloud.ResolvedNodeClass, req *cloud.LaunchRequ
 			unusable = append(unusable, o.InstanceType+"/"+o.Zone+": capacity type "+ct)
 			continue
 		}
-		if p.ice.unavailable(o.InstanceType, o.Zone, ct) {
+		if code, ok := p.ice.Unavailable(o.InstanceType, o.Zone, ct); ok {
 			p.metrics.iceHits.WithLabelValues(ct).Inc()
-			skipped = append(skipped, cloud.UnavailableOffering{InstanceType: o.InstanceType, Zone: o.Zone, CapacityType: ct, Code: p.ice.code(o.InstanceType, o.Zone, ct)})
+			skipped = append(skipped, cloud.UnavailableOffering{InstanceType: o.InstanceType, Zone: o.Zone, CapacityType: ct, Code: code})
 			continue
 		}
 		arch := p.archOf(o.InstanceType)
@@ -523,7 +524,7 @@ func (p *Provider) fleetResult(ctx context.Context, req *cloud.LaunchRequest, a 
 				// DescribeCapacityReservations answer tells the truth again.
 				p.reservations.exhausted(r.ID)
 			}
-			p.ice.mark(itype, zone, ct, code)
+			p.ice.MarkUnavailable(itype, zone, ct, code)
 			p.metrics.iceMarks.WithLabelValues(ct, code).Inc()
 			refused = append(refused, cloud.UnavailableOffering{InstanceType: itype, Zone: zone, CapacityType: ct, Code: code})
 			continue

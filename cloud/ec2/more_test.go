@@ -79,8 +79,8 @@ func TestSSMParameterTermAndTagging(t *testing.T) {
 		t.Fatalf("tags = %v", info.Tags)
 	}
 
-	// MarkUnavailable feeds the ICE cache from outside (e.g. a spot interruption).
-	e.p.MarkUnavailable("m5.large", "us-east-1b", cloud.CapacityTypeSpot, "SpotInterruption")
+	// The store can be fed from outside (e.g. a spot interruption).
+	e.p.ice.MarkUnavailable("m5.large", "us-east-1b", cloud.CapacityTypeSpot, "SpotInterruption")
 	if ice := e.p.ICE(); len(ice) != 1 || ice[0].Code != "SpotInterruption" {
 		t.Fatalf("ICE = %+v", ice)
 	}

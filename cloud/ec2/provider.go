@@ -64,7 +64,13 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 
-	// ICETTL is how long an offering EC2 refused for capacity is avoided.
+	// Offerings is the insufficient-capacity store the provider reads
+	// before every launch and listing and records EC2's refusals into. Nil
+	// means a MemoryOfferings of ICETTL; a coordinator passes its
+	// replicated one.
+	Offerings Offerings
+	// ICETTL is how long the default store avoids an offering EC2 refused
+	// for capacity (an injected store keeps its own expiry).
 	ICETTL time.Duration
 	// InstanceTypesTTL caches DescribeInstanceTypes/-Offerings (they change rarely).
 	InstanceTypesTTL time.Duration
@@ -142,7 +148,7 @@ type Provider struct {
 	log     *slog.Logger
 	clock   Clock
 	metrics *metrics
-	ice     *iceCache
+	ice     Offerings
 	catalog *catalog.Catalog
 
 	typesMu sync.Mutex
@@ -213,13 +219,15 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		log:          cfg.Logger.With("component", "ec2-provider", "region", cfg.Region),
 		clock:        cfg.Clock,
 		metrics:      m,
-		ice:          newICECache(cfg.Clock, cfg.ICETTL),
 		recent:       newRecentLaunches(cfg.Clock),
 		reservations: newReservationAvailability(),
 		catalog:      cat,
 		ncCache:      map[string]cachedNodeClass{},
 		lts:          map[string]bool{},
 		sleep:        sleepCtx,
+	}
+	if p.ice = cfg.Offerings; p.ice == nil {
+		p.ice = NewMemoryOfferings(cfg.Clock, cfg.ICETTL)
 	}
 	p.ec2 = awsec2.NewFromConfig(awsCfg, func(o *awsec2.Options) {
 		if cfg.Endpoint != "" {
@@ -245,14 +253,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// ICE returns the offerings currently marked unavailable, for status and
-// debugging output.
-func (p *Provider) ICE() []ICEEntry { return p.ice.entries() }
-
-// MarkUnavailable records that EC2 refused an offering for capacity, e.g.
-// when the coordinator learns it from elsewhere (a spot interruption).
-func (p *Provider) MarkUnavailable(instanceType, zone, capacityType, code string) {
-	p.ice.mark(instanceType, zone, capacityType, code)
+// ICE returns the offerings currently avoided, for status and debugging
+// output, when the store can list them (the default one can; an injected
+// store is listed by its owner, e.g. the coordinator's replicated state).
+func (p *Provider) ICE() []ICEEntry {
+	if l, ok := p.ice.(interface{ Entries() []ICEEntry }); ok {
+		return l.Entries()
+	}
+	return nil
 }
 
 // sdkLogger routes the SDK's own log lines (retries, connection reuse) into

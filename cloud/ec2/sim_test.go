@@ -628,3 +628,69 @@ func TestNetworkInterfacesEFA(t *testing.T) {
 		t.Fatalf("EFA layout on m5.large: %v, want EC2's refusal", err)
 	}
 }
+
+// TestInjectedOfferingsAreTheOnlyICEStore: with Config.Offerings set, the
+// provider keeps no cache of its own. A second provider sharing the store
+// (a new leader's) skips an offering the first one was refused without
+// being told, and the moment the store drops the entry the offering is
+// available again in listings and launches.
+func TestInjectedOfferingsAreTheOnlyICEStore(t *testing.T) {
+	e := newEnv(t, ec2sim.Config{})
+	ctx := context.Background()
+	store := NewMemoryOfferings(e.clock, time.Hour)
+	withStore := func(c *Config) { c.Offerings = store }
+	first, _ := newProvider(t, e, withStore)
+	if err := e.sim.ExhaustPool("m5.large", "us-east-1a", cloud.CapacityTypeSpot); err != nil {
+		t.Fatal(err)
+	}
+	opts := []cloud.LaunchOption{
+		opt("m5.large", "us-east-1a", cloud.CapacityTypeSpot, 0.03),
+		opt("m5.large", "us-east-1a", cloud.CapacityTypeOnDemand, 0.096),
+	}
+	inst, err := first.Create(ctx, testNodeClass("default"), request("claim-1", opts...))
+	if err != nil || inst.CapacityType != cloud.CapacityTypeOnDemand {
+		t.Fatalf("first launch = %+v, %v; want on-demand", inst, err)
+	}
+	if code, ok := store.Unavailable("m5.large", "us-east-1a", cloud.CapacityTypeSpot); !ok || code != "InsufficientInstanceCapacity" {
+		t.Fatalf("refusal not recorded in the injected store: %q %v", code, ok)
+	}
+
+	// The pool refills; the new provider still avoids it: the store says so.
+	if err := e.sim.RefillPool("m5.large", "us-east-1a", cloud.CapacityTypeSpot); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := newProvider(t, e, withStore)
+	if avail := offerings(mustTypes(t, second), "m5.large"); avail["us-east-1a/spot"] || !avail["us-east-1a/on-demand"] {
+		t.Fatalf("second provider's m5.large availability = %v", avail)
+	}
+	fleets := testutil.ToFloat64(second.metrics.calls.WithLabelValues("EC2", "CreateFleet"))
+	inst, err = second.Create(ctx, testNodeClass("default"), request("claim-2", opts...))
+	if err != nil || inst.CapacityType != cloud.CapacityTypeOnDemand {
+		t.Fatalf("second launch = %+v, %v; want on-demand", inst, err)
+	}
+	if n := testutil.ToFloat64(second.metrics.calls.WithLabelValues("EC2", "CreateFleet")) - fleets; n != 1 {
+		t.Fatalf("second launch made %v CreateFleet calls, want 1 (spot skipped)", n)
+	}
+	if len(second.ICE()) != 1 {
+		t.Fatalf("ICE() = %+v, want the store's entry", second.ICE())
+	}
+
+	// The store forgets the entry: available again at once, no provider TTL.
+	e.clock.Advance(time.Hour)
+	if avail := offerings(mustTypes(t, second), "m5.large"); !avail["us-east-1a/spot"] {
+		t.Fatalf("after the store's expiry m5.large availability = %v", avail)
+	}
+	inst, err = second.Create(ctx, testNodeClass("default"), request("claim-3", opts...))
+	if err != nil || inst.CapacityType != cloud.CapacityTypeSpot {
+		t.Fatalf("third launch = %+v, %v; want spot", inst, err)
+	}
+}
+
+func mustTypes(t *testing.T, p *Provider) []*cloud.InstanceType {
+	t.Helper()
+	its, err := p.InstanceTypes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return its
+}

@@ -73,17 +73,18 @@ func TestTagFilters(t *testing.T) {
 
 func TestICECacheTTL(t *testing.T) {
 	clock := newFakeClock()
-	c := newICECache(clock, 3*time.Minute)
-	c.mark("m5.large", "us-east-1a", "spot", "InsufficientInstanceCapacity")
-	if !c.unavailable("m5.large", "us-east-1a", "spot") || c.unavailable("m5.large", "us-east-1a", "on-demand") || c.unavailable("m5.large", "us-east-1b", "spot") {
+	c := NewMemoryOfferings(clock, 3*time.Minute)
+	c.MarkUnavailable("m5.large", "us-east-1a", "spot", "InsufficientInstanceCapacity")
+	unavailable := func(it, zone, ct string) bool { _, ok := c.Unavailable(it, zone, ct); return ok }
+	if code, ok := c.Unavailable("m5.large", "us-east-1a", "spot"); !ok || code != "InsufficientInstanceCapacity" || unavailable("m5.large", "us-east-1a", "on-demand") || unavailable("m5.large", "us-east-1b", "spot") {
 		t.Fatal("cache marks the wrong offerings")
 	}
 	clock.Advance(3*time.Minute - time.Second)
-	if len(c.entries()) != 1 {
+	if len(c.Entries()) != 1 {
 		t.Fatal("entry expired early")
 	}
 	clock.Advance(time.Second)
-	if c.unavailable("m5.large", "us-east-1a", "spot") || len(c.entries()) != 0 {
+	if unavailable("m5.large", "us-east-1a", "spot") || len(c.Entries()) != 0 {
 		t.Fatal("entry outlived its TTL")
 	}
 	for code, want := range map[string]bool{"InsufficientInstanceCapacity": true, "UnfulfillableCapacity": true, "MaxSpotInstanceCountExceeded": true, "VcpuLimitExceeded": true, "InvalidParameterValue": false, "RequestLimitExceeded": false} {
@@ -171,12 +172,12 @@ func TestLaunchTemplateNaming(t *testing.T) {
 }
 
 func TestPlanSkipsUnusableOptions(t *testing.T) {
-	p := &Provider{ice: newICECache(newFakeClock(), time.Minute), metrics: mustMetrics(t), catalog: catalog.MustLoad()}
+	p := &Provider{ice: NewMemoryOfferings(newFakeClock(), time.Minute), metrics: mustMetrics(t), catalog: catalog.MustLoad()}
 	resolved := &cloud.ResolvedNodeClass{
 		AMIs:    []cloud.AMI{{ID: "ami-x86", Arch: "amd64"}},
 		Subnets: []cloud.Subnet{{ID: "subnet-a", Zone: "us-east-1a", AvailableIPs: 10}},
 	}
-	p.ice.mark("c5.large", "us-east-1a", "spot", "InsufficientInstanceCapacity")
+	p.ice.MarkUnavailable("c5.large", "us-east-1a", "spot", "InsufficientInstanceCapacity")
 	attempts, skipped, err := p.plan(resolved, &cloud.LaunchRequest{Options: []cloud.LaunchOption{
 		{InstanceType: "m5.large", Zone: "us-east-1a", CapacityType: "on-demand"},
 		{InstanceType: "m5.large", Zone: "us-east-1a", CapacityType: "spot"},

@@ -330,8 +330,12 @@ func buildConfig(ctx context.Context, o options, log *slog.Logger) (coordinator.
 		if kube == nil {
 			return cfg, errors.New("launching needs Kubernetes for EC2NodeClasses (drop --no-kube or pass --no-cloud)")
 		}
+		// The replicated ICE cache is the provider's only one.
+		ice := launcher.NewICEStore()
+		cfg.Launcher.ICE = ice
 		ec := ec2.Config{Region: o.region, Endpoint: o.ec2Endpoint, ClusterName: o.clusterName,
-			ClusterEndpoint: o.clusterEndpoint, ClusterCA: o.clusterCA, KubernetesVersion: o.k8sVer, CallTimeout: o.ec2CallTimeout, Logger: log}
+			ClusterEndpoint: o.clusterEndpoint, ClusterCA: o.clusterCA, KubernetesVersion: o.k8sVer, CallTimeout: o.ec2CallTimeout, Logger: log,
+			Offerings: ice}
 		if o.awsStatic {
 			ec.Credentials = credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")
 		}

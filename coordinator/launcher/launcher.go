@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,13 +82,6 @@ type InstanceTypes interface {
 	InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error)
 }
 
-// ICEMarker, when the cloud provider implements it, is told the replicated
-// ICE cache when this replica becomes leader, so a new leader does not retry
-// offerings its predecessor just found out of capacity.
-type ICEMarker interface {
-	MarkUnavailable(instanceType, zone, capacityType, code string)
-}
-
 // Step names the points of the protocol where tests inject faults.
 type Step string
 
@@ -121,11 +116,16 @@ type Config struct {
 	// NodeGrace is the grace period after a leader change during which no
 	// instance is judged gone (default 2m).
 	NodeGrace time.Duration
-	// ICETTL is how long an offering refused for capacity stays cached (3m).
+	// ICETTL is how long an offering refused for capacity stays in the
+	// replicated cache (3m).
 	ICETTL time.Duration
-	Now    func() time.Time
-	Hook   func(ctx context.Context, step Step, token string) error
-	Log    *slog.Logger
+	// ICE is the replicated cache as the cloud provider reads it: pass the
+	// same store as the provider's Offerings (ec2.Config.Offerings). New
+	// binds it to Store; nil makes one the provider does not see.
+	ICE  *ICEStore
+	Now  func() time.Time
+	Hook func(ctx context.Context, step Step, token string) error
+	Log  *slog.Logger
 	// Registry registers the launcher's metrics (optional).
 	Registry prometheus.Registerer
 	// CloudMetrics, when set, measures every cloud call as Karpenter's
@@ -188,6 +188,10 @@ func New(cfg Config) (*Launcher, error) {
 	if cfg.NodeClasses == nil && cfg.Claims != nil {
 		cfg.NodeClasses = cfg.Claims
 	}
+	if cfg.ICE == nil {
+		cfg.ICE = NewICEStore()
+	}
+	cfg.ICE.bind(cfg.Store.View, cfg.Now, cfg.ICETTL)
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -232,20 +236,6 @@ func (l *Launcher) Run(ctx context.Context, term uint64) error {
 		}
 		l.mu.Unlock()
 	}()
-	if m, ok := l.cfg.Cloud.(ICEMarker); ok {
-		now := l.cfg.Now()
-		var live []fsm.ICEEntry
-		l.cfg.Store.View(func(s *fsm.State) {
-			for _, e := range s.ICE {
-				if e.Until.After(now) {
-					live = append(live, e)
-				}
-			}
-		})
-		for _, e := range live {
-			m.MarkUnavailable(e.InstanceType, e.Zone, e.CapacityType, e.Code)
-		}
-	}
 	t := time.NewTicker(l.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -430,15 +420,8 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 		var ice *cloud.InsufficientCapacityError
 		if errors.As(cerr, &ice) {
 			l.lastICE.Store(token, ice)
-			var entries []fsm.ICEEntry
-			for _, u := range ice.Unavailable {
-				entries = append(entries, fsm.ICEEntry{InstanceType: u.InstanceType, Zone: u.Zone,
-					CapacityType: u.CapacityType, Code: u.Code, Until: now.Add(l.cfg.ICETTL)})
-			}
-			if len(entries) > 0 {
-				if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.ICEMark{Entries: entries}); err != nil {
-					return nil, fmt.Errorf("commit ICE: %w", err)
-				}
+			if err := l.commitRefusals(ctx, term, now, ice); err != nil {
+				return nil, fmt.Errorf("commit ICE: %w", err)
 			}
 			if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentResult{Token: token, State: fsm.IntentFailed,
 				Error: cerr.Error(), ICE: true, Term: term, At: now}); err != nil {
@@ -451,10 +434,13 @@ func (l *Launcher) execute(ctx context.Context, term uint64, token string) (*fsm
 			return res, nil
 		}
 		l.m.results.WithLabelValues("error").Inc()
+		l.commitRefusalsOrLog(ctx, term, now, token)
 		_ = l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentUpdate{Token: token, Attempt: true, Error: cerr.Error(), At: now})
 		l.markRetrying(ctx, in.NodeClaim, "", cerr)
 		return nil, fmt.Errorf("cloud create: %w", cerr)
 	}
+	// Options refused before the one that launched are out of capacity too.
+	l.commitRefusalsOrLog(ctx, term, now, token)
 	if err := l.cfg.Store.ApplyInTerm(ctx, term, fsm.IntentResult{Token: token, State: fsm.IntentLaunched,
 		Instance: inst, Term: term, At: now}); err != nil {
 		return nil, fmt.Errorf("commit launch result: %w", err)
@@ -669,6 +655,43 @@ func isTerminal(state string) bool {
 
 // The cloud calls, each measured as Karpenter's cloud provider decorator
 // measures them, under the Karpenter controller that makes the call.
+
+// commitRefusals commits to the replicated ICE cache the offerings EC2
+// refused during the cloud calls just made (those the provider recorded in
+// the ICEStore, and an ICE error's, skipped ones included: they are still
+// out of capacity), so every replica's provider and the next plans skip
+// them.
+func (l *Launcher) commitRefusals(ctx context.Context, term uint64, now time.Time, ice *cloud.InsufficientCapacityError) error {
+	pending := l.cfg.ICE.uncommitted()
+	defer l.cfg.ICE.settle(pending)
+	byKey := make(map[string]fsm.ICEEntry, len(pending))
+	for _, e := range pending {
+		byKey[e.Key()] = e
+	}
+	if ice != nil {
+		for _, u := range ice.Unavailable {
+			e := fsm.ICEEntry{InstanceType: u.InstanceType, Zone: u.Zone, CapacityType: u.CapacityType, Code: u.Code, Until: now.Add(l.cfg.ICETTL)}
+			byKey[e.Key()] = e
+		}
+	}
+	if len(byKey) == 0 {
+		return nil
+	}
+	entries := make([]fsm.ICEEntry, 0, len(byKey))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		entries = append(entries, byKey[k])
+	}
+	return l.cfg.Store.ApplyInTerm(ctx, term, fsm.ICEMark{Entries: entries})
+}
+
+// commitRefusalsOrLog is commitRefusals after a launch that did not fail
+// for capacity: a lost commit costs the next leader one refused CreateFleet,
+// so it is logged, not allowed to fail the launch's result.
+func (l *Launcher) commitRefusalsOrLog(ctx context.Context, term uint64, now time.Time, token string) {
+	if err := l.commitRefusals(ctx, term, now, nil); err != nil {
+		l.log.Warn("commit refused offerings", "token", token, "term", term, "err", err)
+	}
+}
 
 func (l *Launcher) cloudCreate(ctx context.Context, nodeClass *awsv1.EC2NodeClass, req *cloud.LaunchRequest) (*cloud.Instance, error) {
 	start := l.cfg.Now()

@@ -287,7 +287,9 @@ func (e *env) start(id string) {
 	}
 	e.cloudRecs[id] = cloudRec
 	e.mu.Unlock()
-	prov, err := ec2.New(e.ctx, ec2.Config{Registry: cloudRec,
+	// As cmd/dovetail-coordinator: the replicated ICE cache is the provider's.
+	ice := launcher.NewICEStore()
+	prov, err := ec2.New(e.ctx, ec2.Config{Registry: cloudRec, Offerings: ice,
 		Region: e.sim.Region(), Endpoint: e.sim.URL(),
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
 		ClusterName: clusterName, ClusterEndpoint: e.cp.APIServerURL,
@@ -311,7 +313,7 @@ func (e *env) start(id string) {
 			// run at load 20), and the burst subtest timed out waiting.
 			LeaderLeaseTimeout: raftSlow() * 300 * time.Millisecond, SegmentSize: 4 << 20},
 		HTTPAddr: p.HTTPAddr, Cloud: prov, Claims: &launcher.KubeClaims{C: e.c}, Registry: reg, Events: events,
-		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second},
+		Launcher:  coordinator.LauncherOptions{Interval: time.Second, LeakGrace: 5 * time.Second, OrphanClaimGrace: 20 * time.Second, ICE: ice},
 		NodeGrace: 5 * time.Second, Logger: log,
 		// The same Setup as cmd/dovetail-coordinator (components.go).
 		Setup: func(rt *coordinator.Runtime) ([]leader.Named, error) { return wiring.Components(rt, opts) },
