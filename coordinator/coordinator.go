@@ -189,6 +189,9 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	rec.MustRegister(drainMetrics)
 	var comps []leader.Named
 	if cfg.Cloud != nil {
+		if cfg.Launcher.ICE == nil {
+			log.Warn("LauncherOptions.ICE is unset: the cloud provider does not read the replicated ICE cache and a new leader retries offerings the last one was refused")
+		}
 		l, err := launcher.New(launcher.Config{
 			Cloud: cfg.Cloud, Store: node, Claims: cfg.Claims, NodeClasses: cfg.NodeClasses,
 			ReplicaID: cfg.Raft.ID, Interval: cfg.Launcher.Interval, LeakGrace: cfg.Launcher.LeakGrace,

@@ -93,8 +93,8 @@ var (
 		"Memory, in bytes, for a given instance type.", []string{lInstanceType}, nil)
 )
 
-// InstanceTypes is where offering metrics come from (the coordinator's
-// ICE-aware view of the cloud provider's catalogue).
+// InstanceTypes is where offering metrics come from (the cloud provider's
+// catalogue, whose availability reads the replicated ICE cache).
 type InstanceTypes interface {
 	InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error)
 }

@@ -14,35 +14,21 @@ import (
 	"github.com/dovetail-dev/dovetail/drain"
 )
 
-// stateReader reads the replicated state (raftnode.Node).
-type stateReader interface {
-	View(func(*fsm.State))
+// cloudTypes is the provider's instance-type source with the questions the
+// provisioner and the disruption planner ask besides the listing (per-class
+// narrowing, reservation availability and counts) answered by the provider
+// when it can, with neutral answers when it cannot. It applies no
+// insufficient-capacity marking of its own: the provider reads the
+// replicated cache itself (ec2.Config.Offerings = launcher.ICEStore, the
+// only ICE store), so its listings and ReservationAvailable already skip
+// what any leader was refused.
+type cloudTypes struct {
+	src provisioning.InstanceTypeProvider
 }
 
-// iceAwareTypes lists the provider's instance types with every offering in
-// the replicated insufficient-capacity cache marked unavailable. The
-// provider has its own cache, but a new leader's provider starts empty:
-// the Raft copy is what the previous leader learned.
-type iceAwareTypes struct {
-	src   provisioning.InstanceTypeProvider
-	store stateReader
-	now   func() time.Time
-}
-
-// ReservationAvailable implements provisioning.ReservationAvailability: not
-// while the replicated cache holds (type, zone, reserved) from a refused
-// launch, else what the provider counts (every reservation if it cannot).
-func (t *iceAwareTypes) ReservationAvailable(id, instanceType, zone string) bool {
-	now := t.now()
-	hit := false
-	t.store.View(func(s *fsm.State) {
-		if e, ok := s.ICE[fsm.OfferingKey(instanceType, zone, cloud.CapacityTypeReserved)]; ok && e.Until.After(now) {
-			hit = true
-		}
-	})
-	if hit {
-		return false
-	}
+// ReservationAvailable implements provisioning.ReservationAvailability:
+// what the provider says (every reservation if it cannot tell).
+func (t *cloudTypes) ReservationAvailable(id, instanceType, zone string) bool {
 	if ra, ok := t.src.(provisioning.ReservationAvailability); ok {
 		return ra.ReservationAvailable(id, instanceType, zone)
 	}
@@ -52,7 +38,7 @@ func (t *iceAwareTypes) ReservationAvailable(id, instanceType, zone string) bool
 // ReservationAvailability implements provisioning.ReservationCounter: the
 // provider's count of the reservation's free instances (unknown when it
 // cannot count).
-func (t *iceAwareTypes) ReservationAvailability(id string) (int, bool) {
+func (t *cloudTypes) ReservationAvailability(id string) (int, bool) {
 	if rc, ok := t.src.(provisioning.ReservationCounter); ok {
 		return rc.ReservationAvailability(id)
 	}
@@ -62,11 +48,11 @@ func (t *iceAwareTypes) ReservationAvailability(id string) (int, bool) {
 // measuredTypes is the provisioner's instance-type source: listings are
 // measured as Karpenter's GetInstanceTypes (cloudmetrics), and the
 // questions the provisioner asks besides (per-class narrowing,
-// reservation availability and counts) reach the ICE-aware source. The
+// reservation availability and counts) reach the provider. The
 // metrics wrapper alone hid them: provisioning then planned every class
 // from the shared list and every reservation as unlimited.
 type measuredTypes struct {
-	*iceAwareTypes
+	*cloudTypes
 	measured *cloudmetrics.InstanceTypes
 }
 
@@ -77,7 +63,7 @@ func (t *measuredTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceTyp
 
 // CompatibleInstanceTypes implements provisioning.NodeClassTypes by asking
 // the provider (all types when it cannot tell).
-func (t *iceAwareTypes) CompatibleInstanceTypes(ctx context.Context, nc *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error) {
+func (t *cloudTypes) CompatibleInstanceTypes(ctx context.Context, nc *awsv1.EC2NodeClass, its []*cloud.InstanceType) ([]*cloud.InstanceType, error) {
 	if nt, ok := t.src.(provisioning.NodeClassTypes); ok {
 		return nt.CompatibleInstanceTypes(ctx, nc, its)
 	}
@@ -85,50 +71,8 @@ func (t *iceAwareTypes) CompatibleInstanceTypes(ctx context.Context, nc *awsv1.E
 }
 
 // InstanceTypes implements provisioning.InstanceTypeProvider.
-func (t *iceAwareTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
-	its, err := t.src.InstanceTypes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	now := t.now()
-	var ice map[string]fsm.ICEEntry
-	t.store.View(func(s *fsm.State) {
-		for k, e := range s.ICE {
-			if e.Until.After(now) {
-				if ice == nil {
-					ice = map[string]fsm.ICEEntry{}
-				}
-				ice[k] = e
-			}
-		}
-	})
-	if len(ice) == 0 {
-		return its, nil
-	}
-	out := make([]*cloud.InstanceType, len(its))
-	for i, it := range its {
-		marked := false
-		for _, o := range it.Offerings {
-			if _, ok := ice[fsm.OfferingKey(it.Name, o.Zone, o.CapacityType)]; ok && o.Available {
-				marked = true
-				break
-			}
-		}
-		if !marked {
-			out[i] = it
-			continue
-		}
-		// Copy before changing: the provider's cache is shared.
-		c := *it
-		c.Offerings = append([]cloud.Offering(nil), it.Offerings...)
-		for j := range c.Offerings {
-			if _, ok := ice[fsm.OfferingKey(it.Name, c.Offerings[j].Zone, c.Offerings[j].CapacityType)]; ok {
-				c.Offerings[j].Available = false
-			}
-		}
-		out[i] = &c
-	}
-	return out, nil
+func (t *cloudTypes) InstanceTypes(ctx context.Context) ([]*cloud.InstanceType, error) {
+	return t.src.InstanceTypes(ctx)
 }
 
 // values returns the instance types as values (what disruption wants).
@@ -185,6 +129,11 @@ func (d interruptionDrainer) Drain(ctx context.Context, node string, deadline ti
 // MarkDisrupted implements disruption.Drainer.
 func (d interruptionDrainer) MarkDisrupted(ctx context.Context, node, reason string) error {
 	return d.normal.MarkDisrupted(ctx, node, reason)
+}
+
+// stateReader reads the replicated state (raftnode.Node).
+type stateReader interface {
+	View(func(*fsm.State))
 }
 
 // agentDrainDone reports whether a node's agent has said its drain for the

@@ -48,7 +48,7 @@ type disrupter struct {
 	c        client.Client
 	store    replicaStore
 	launcher replacementLauncher
-	types    *iceAwareTypes
+	types    *cloudTypes
 	drainer  disruption.Drainer
 	cfg      disruption.Config
 	region   string
@@ -97,7 +97,7 @@ func (d *disrupter) Run(ctx context.Context, term uint64) error {
 	cfg.Registry, cfg.Log, cfg.Now = reg, d.log, d.now
 	cfg.AgentDrainDone = agentDrainDone(d.store)
 	cfg.Wake, cfg.ObservePass = wake, d.reconciles.Begin
-	src := &snapshotSource{view: view, types: d.types, store: d.store}
+	src := &snapshotSource{view: view, types: d.types, store: d.store, now: d.now}
 	repl := &replacer{view: view, types: d.types, launcher: d.launcher, c: d.c, region: d.region, log: log, now: d.now}
 	events := disruption.KubeEvents{Recorder: rec,
 		NodeUID: func(n string) types.UID {
@@ -183,8 +183,9 @@ func reportDigest(store replicaStore) string {
 // the instance types and the replicated state.
 type snapshotSource struct {
 	view  *clusterView
-	types *iceAwareTypes
+	types *cloudTypes
 	store replicaStore
+	now   func() time.Time
 }
 
 // Snapshot implements disruption.SnapshotSource.
@@ -236,7 +237,7 @@ func (s *snapshotSource) scheduling(ctx context.Context) (scheduling.Snapshot, e
 		return scheduling.Snapshot{}, err
 	}
 	snap, _ := provisioning.Build(provisioning.Inputs{
-		Now: s.types.now(), Pods: o.pods, Nodes: o.nodes, NodeClaims: o.nodeClaims, NodePools: o.nodePools,
+		Now: s.now(), Pods: o.pods, Nodes: o.nodes, NodeClaims: o.nodeClaims, NodePools: o.nodePools,
 		NodeClasses: o.nodeClasses, DaemonSets: o.daemonSets, Namespaces: o.namespaces, InstanceTypes: its,
 		ClassTypes: classTypes, Reservations: s.types, RequireNodeClass: true,
 	}, func(*corev1.Pod) bool { return false })

@@ -39,7 +39,7 @@ type replacementLauncher interface {
 // through the same Raft-fenced protocol.
 type replacer struct {
 	view     *clusterView
-	types    *iceAwareTypes
+	types    *cloudTypes
 	launcher replacementLauncher
 	c        client.Reader
 	region   string

@@ -82,7 +82,7 @@ func TestConsolidationVerifyEvaluatesNamespaceSelector(t *testing.T) {
 				t.Fatal(err)
 			}
 			src := &snapshotSource{view: view, store: newFSMStore(),
-				types: &iceAwareTypes{src: fakeTypes{}, store: newFSMStore(), now: time.Now}}
+				types: &cloudTypes{src: fakeTypes{}}, now: time.Now}
 			verifier := disruption.SchedulingVerifier{Cluster: src.scheduling}
 			err := verifier.Verify(ctx, nil, disruption.Decision{Reason: "Underutilized", Nodes: []string{"n1"}})
 			if c.refused && (err == nil || !strings.Contains(err.Error(), "team-a/app")) {

@@ -173,7 +173,7 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if !o.NoKarpenterMetrics {
 		var its karpentermetrics.InstanceTypes
 		if src, ok := rt.Cloud.(provisioning.InstanceTypeProvider); ok {
-			its = &iceAwareTypes{src: src, store: rt.Store, now: now}
+			its = src
 		}
 		comps = append(comps, leader.Named{Name: "karpenter-metrics", Component: leader.Func(func(ctx context.Context, term uint64) error {
 			k, err := karpentermetrics.NewKube(karpentermetrics.KubeConfig{Kube: kube, Dynamic: dyn, InstanceTypes: its,
@@ -192,10 +192,10 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 	if !ok {
 		return nil, fmt.Errorf("wiring: cloud provider %T does not list instance types", rt.Cloud)
 	}
-	types := &iceAwareTypes{src: src, store: rt.Store, now: now}
+	types := &cloudTypes{src: src}
 
 	if !o.NoProvisioning {
-		measured := &measuredTypes{iceAwareTypes: types,
+		measured := &measuredTypes{cloudTypes: types,
 			measured: &cloudmetrics.InstanceTypes{Src: types, Metrics: rt.CloudMetrics, Controller: cloudmetrics.ControllerProvisioner, Now: now}}
 		p := &provisioner{kube: kube, dyn: dyn, types: measured, o: o.Provisioning, region: o.Region,
 			launcher: rt.Launcher, registry: rt.Registry, log: log,

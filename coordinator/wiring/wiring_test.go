@@ -110,35 +110,6 @@ type fakeTypes struct{ its []*cloud.InstanceType }
 
 func (f fakeTypes) InstanceTypes(context.Context) ([]*cloud.InstanceType, error) { return f.its, nil }
 
-func TestICEAwareTypesMarksReplicatedCacheWithoutTouchingTheSource(t *testing.T) {
-	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	src := fakeTypes{its: []*cloud.InstanceType{
-		{Name: "m5.large", Offerings: []cloud.Offering{{Zone: "a", CapacityType: "spot", Available: true}, {Zone: "a", CapacityType: "on-demand", Available: true}}},
-		{Name: "c5.large", Offerings: []cloud.Offering{{Zone: "a", CapacityType: "spot", Available: true}}},
-	}}
-	s := newFSMStore()
-	if err := s.ApplyInTerm(context.Background(), 1, fsm.ICEMark{Entries: []fsm.ICEEntry{
-		{InstanceType: "m5.large", Zone: "a", CapacityType: "spot", Code: "InsufficientInstanceCapacity", Until: now.Add(time.Minute)},
-		{InstanceType: "c5.large", Zone: "a", CapacityType: "spot", Code: "InsufficientInstanceCapacity", Until: now.Add(-time.Second)}, // expired
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	it := &iceAwareTypes{src: src, store: s, now: func() time.Time { return now }}
-	got, err := it.InstanceTypes(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got[0].Offerings[0].Available || !got[0].Offerings[1].Available {
-		t.Errorf("m5.large offerings = %+v, want spot unavailable and on-demand available", got[0].Offerings)
-	}
-	if !got[1].Offerings[0].Available {
-		t.Error("an expired ICE entry still hides c5.large spot")
-	}
-	if !src.its[0].Offerings[0].Available {
-		t.Error("the provider's cached instance type was modified")
-	}
-}
-
 func TestReplacementNameIsStableAndKarpenterShaped(t *testing.T) {
 	a, b := ReplacementName("burst", "k1"), ReplacementName("burst", "k1")
 	if a != b {
@@ -327,8 +298,8 @@ func (f classAwareTypes) ReservationAvailability(id string) (int, bool) {
 // class planned from the shared list and every reservation as unlimited).
 func TestProvisionerTypesKeepClassAndReservationAnswers(t *testing.T) {
 	src := classAwareTypes{fakeTypes: fakeTypes{its: []*cloud.InstanceType{{Name: "m5.large"}, {Name: "c5.large"}}}, counts: map[string]int{"cr-a": 2}}
-	ice := &iceAwareTypes{src: src, store: newFSMStore(), now: time.Now}
-	var got provisioning.InstanceTypeProvider = &measuredTypes{iceAwareTypes: ice,
+	ice := &cloudTypes{src: src}
+	var got provisioning.InstanceTypeProvider = &measuredTypes{cloudTypes: ice,
 		measured: &cloudmetrics.InstanceTypes{Src: ice, Metrics: cloudmetrics.New(nil)}}
 	if its, err := got.InstanceTypes(context.Background()); err != nil || len(its) != 2 {
 		t.Fatalf("InstanceTypes = %v, %v", its, err)
