@@ -11,22 +11,6 @@ import (
 	"github.com/dovetail-dev/dovetail/cloud"
 )
 
-// Packing strategy switches, chosen by measurement (see README "Packing
-// strategy"); kept as switches so the alternatives stay measurable.
-const (
-	strategyInterleave = true
-	strategyAggregate  = true
-	// strategyOwnNodes: a specialised run's pods never take room on nodes
-	// opened for the shared mix.
-	strategyOwnNodes = true
-	// strategyBalance: pick complementary pods for the node being filled.
-	strategyBalance = true
-)
-
-// shareSizing: a host-capped pod's new node is sized for its class's share
-// of the pending demand.
-var shareSizing = true
-
 type slotKind int
 
 const (
@@ -101,24 +85,17 @@ type solver struct {
 	scratch    bitset
 	orders     map[orderKey][]int
 	priceMemo  map[orderKey][]float64
-	// remaining is the demand of the pods not yet placed; runLeft how many
-	// identical pods (this one included) are left in the current run.
+	// remaining is the demand of the pods not yet placed.
 	remaining vec
 	// aggRemaining is remaining without the specialised runs.
 	aggRemaining vec
-	runLeft      int64
-	// strategy switches (see README "Packing strategy").
-	interleave bool
-	aggregate  bool
-	runSpecial bool
 	// largest is the largest request of each resource in the batch;
-	// poolPrices memoises unitPricesFor.
+	// sharedDemand what the shared nodes are sized for; poolPrices and
+	// classPrices memoise unitPricesFor.
 	largest      vec
 	sharedDemand vec
 	poolPrices   map[*poolInfo]unitPrices
 	classPrices  map[*classPool]unitPrices
-	// sharedFallback: find is retrying a specialised pod on shared nodes.
-	sharedFallback bool
 	// classLeft: pods of each class not placed yet.
 	classLeft []int64
 	// Capacity reservations of the batch: index by id, instances left to
@@ -160,7 +137,6 @@ func Solve(snap Snapshot, opts Options) Result {
 	s.compilePools(demand)
 	s.buildSlots()
 	s.countExisting()
-	s.interleave, s.aggregate = strategyInterleave, strategyAggregate
 	s.schedule()
 	res := s.finish()
 	for _, p := range s.pools {
@@ -488,10 +464,57 @@ func (s *solver) bump(g *topoGroup, sl *slot) {
 	}
 }
 
-// schedule places pods: hostname-capped classes first (they decide how
-// many nodes are needed), then largest first.
+// run is a maximal sequence of identical pods (same class and requests)
+// in packing order.
+type run struct {
+	scan    runState
+	left    int64 // pods of the run not placed yet
+	special bool  // the run gets nodes of its own (specializeRuns)
+}
+
+// runParams are the parameters of the run a pod is placed for, passed
+// down the placement path.
+type runParams struct {
+	// left: identical pods left in the run, the one being placed included.
+	left int64
+	// special: the run is specialised; its pods keep off shared new nodes.
+	special bool
+	// shared: a specialised pod is retried on shared nodes (find).
+	shared bool
+}
+
+// schedule places the pods. Ordering: hostname-capped classes first (they
+// decide how many nodes are needed), then largest first, grouped into
+// runs; specialisation: which runs get nodes of their own; then the runs
+// are interleaved (order-dependent constraints in queue order) and placed,
+// balanced where that was measured to pay.
 func (s *solver) schedule() {
 	pods := s.pods
+	sortForPacking(pods)
+	runs, runOf := splitRuns(pods)
+	s.initDemand(pods)
+	s.specializeRuns(pods, runs)
+	order := interleavedOrder(pods, runs, runOf)
+	ordered := s.queueOrderWithinComponents(pods, order)
+	s.classLeft = make([]int64, len(s.classes))
+	for _, p := range pods {
+		s.classLeft[p.class.id]++
+	}
+	// With host-capped pods in the batch, their nodes (sized for everything
+	// still pending) take the other pods in interleaved order; balancing
+	// that order was measured to cost more there (mixed bench +1–3 %).
+	if ordered || len(runs) > maxBalancedRuns || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
+		for _, i := range order {
+			s.placeNext(pods[i], runs[runOf[i]])
+		}
+		return
+	}
+	s.placeBalanced(pods, runs, runOf)
+}
+
+// sortForPacking orders pods hostname-capped first, then by cpu and memory
+// descending, then by class, requests and name (a total order).
+func sortForPacking(pods []*podInfo) {
 	sort.SliceStable(pods, func(i, j int) bool {
 		a, b := pods[i], pods[j]
 		if a.class.hostCapped != b.class.hostCapped {
@@ -511,25 +534,27 @@ func (s *solver) schedule() {
 		}
 		return a.name < b.name
 	})
-	s.remaining = make(vec, len(s.ri.names))
-	for _, p := range pods {
-		s.remaining.addInPlace(p.req)
-	}
-	// Runs: maximal sequences of pods with the same class and requests.
-	type runInfo struct {
-		state   runState
-		left    int64
-		pos     int64
-		special bool
-	}
-	var runs []*runInfo
-	runOf := make([]int, len(pods))
+}
+
+// splitRuns cuts the sorted pods into runs; runOf maps each pod to its run.
+func splitRuns(pods []*podInfo) (runs []*run, runOf []int) {
+	runOf = make([]int, len(pods))
 	for i, p := range pods {
 		if i == 0 || p.class != pods[i-1].class || compareVec(p.req, pods[i-1].req) != 0 {
-			runs = append(runs, &runInfo{})
+			runs = append(runs, &run{})
 		}
 		runOf[i] = len(runs) - 1
 		runs[len(runs)-1].left++
+	}
+	return runs, runOf
+}
+
+// initDemand sets the batch's pending demand and the largest request the
+// shared nodes must hold.
+func (s *solver) initDemand(pods []*podInfo) {
+	s.remaining = make(vec, len(s.ri.names))
+	for _, p := range pods {
+		s.remaining.addInPlace(p.req)
 	}
 	s.aggRemaining = append(vec(nil), s.remaining...)
 	// The shared nodes must hold the largest pod of each resource, leaving
@@ -552,178 +577,201 @@ func (s *solver) schedule() {
 			s.largest[d] = max(s.largest[d], p.req.get(d))
 		}
 	}
-	if s.aggregate {
-		// Which runs get their own nodes depends on the unit prices of the
-		// shared nodes, which depend on what is left to share: iterate to a
-		// fixed point (it settles in two or three passes).
-		s.sharedDemand = s.remaining
-		for pass := 0; pass < specializePasses; pass++ {
-			s.poolPrices = map[*poolInfo]unitPrices{}
-			s.classPrices = map[*classPool]unitPrices{}
-			agg := append(vec(nil), s.remaining...)
-			changed := false
-			start := 0
-			for _, r := range runs {
-				sp := s.specialize(pods[start], r.left)
-				changed = changed || sp != r.special
-				r.special = sp
-				if r.special {
-					// Specialised runs get nodes of their own: the shared
-					// nodes are sized for what is left.
-					for d, x := range pods[start].req {
-						agg[d] -= x * r.left
-					}
+}
+
+// specializeRuns marks the runs that get nodes of their own and takes
+// their demand out of what the shared nodes are sized for. Which runs
+// specialise depends on the unit prices of the shared nodes, which depend
+// on what is left to share: iterate to a fixed point (it settles in two or
+// three passes).
+func (s *solver) specializeRuns(pods []*podInfo, runs []*run) {
+	s.sharedDemand = s.remaining
+	for pass := 0; pass < specializePasses; pass++ {
+		s.poolPrices = map[*poolInfo]unitPrices{}
+		s.classPrices = map[*classPool]unitPrices{}
+		agg := append(vec(nil), s.remaining...)
+		changed := false
+		start := 0
+		for _, r := range runs {
+			sp := s.specialize(pods[start], r.left)
+			changed = changed || sp != r.special
+			r.special = sp
+			if r.special {
+				for d, x := range pods[start].req {
+					agg[d] -= x * r.left
 				}
-				start += int(r.left)
 			}
-			s.aggRemaining = agg
-			s.sharedDemand = agg
-			if !changed && pass > 0 {
-				break
-			}
+			start += int(r.left)
+		}
+		s.aggRemaining = agg
+		s.sharedDemand = agg
+		if !changed && pass > 0 {
+			break
 		}
 	}
+}
+
+// interleavedOrder interleaves the runs in proportion to their sizes
+// (hostname-capped pods first) so every stretch of the order carries the
+// batch's overall mix of shapes: nodes then fill with complementary
+// (cpu-heavy next to memory-heavy) pods. It returns indexes into pods.
+func interleavedOrder(pods []*podInfo, runs []*run, runOf []int) []int {
 	order := make([]int, len(pods))
 	for i := range order {
 		order[i] = i
 	}
-	if s.interleave {
-		// Interleave runs in proportion to their sizes so every stretch of
-		// the order carries the batch's overall mix of shapes: nodes then
-		// fill with complementary (cpu-heavy next to memory-heavy) pods.
-		key := make([]float64, len(pods))
-		for i := range pods {
-			r := runs[runOf[i]]
-			key[i] = (float64(r.pos) + 0.5) / float64(r.left)
-			r.pos++
-		}
-		sort.SliceStable(order, func(a, b int) bool {
-			pa, pb := pods[order[a]], pods[order[b]]
-			if pa.class.hostCapped != pb.class.hostCapped {
-				return pa.class.hostCapped
-			}
-			return key[order[a]] < key[order[b]]
-		})
+	key := make([]float64, len(pods))
+	seen := make([]int64, len(runs))
+	for i := range pods {
+		r := runOf[i]
+		key[i] = (float64(seen[r]) + 0.5) / float64(runs[r].left)
+		seen[r]++
 	}
-	// Pods taking part in order-dependent constraints are placed in
-	// kube-scheduler's queue order among themselves (in the slots of the
-	// order above that they held), so every check counts exactly the pods
-	// bound before them.
-	ordered := false
-	{
-		// Only pods that share an order-dependent group need each other's
-		// order: reorder within each connected component (classes joined
-		// through their groups), so unrelated deployments keep the
-		// interleaving that packs nodes well.
-		comp := s.orderComponents()
-		at, which := map[int][]int{}, map[int][]int{}
-		var comps []int
-		for k, i := range order {
-			c := pods[i].class
-			if !c.ordered {
-				continue
-			}
-			id := comp[c.id]
-			if _, ok := at[id]; !ok {
-				comps = append(comps, id)
-			}
-			at[id], which[id] = append(at[id], k), append(which[id], i)
+	sort.SliceStable(order, func(a, b int) bool {
+		pa, pb := pods[order[a]], pods[order[b]]
+		if pa.class.hostCapped != pb.class.hostCapped {
+			return pa.class.hostCapped
 		}
-		for _, id := range comps {
-			w := which[id]
-			sort.SliceStable(w, func(a, b int) bool { return pods[w[a]].rank < pods[w[b]].rank })
-			for k, pos := range at[id] {
-				order[pos] = w[k]
-			}
+		return key[order[a]] < key[order[b]]
+	})
+	return order
+}
+
+// queueOrderWithinComponents puts the pods taking part in order-dependent
+// constraints in kube-scheduler's queue order among themselves (in the
+// positions of order they held), so every check counts exactly the pods
+// bound before them. Only pods that share an order-dependent group need
+// each other's order: it reorders within each connected component
+// (classes joined through their groups), so unrelated deployments keep
+// the interleaving that packs nodes well. It reports whether any pod is
+// ordered.
+func (s *solver) queueOrderWithinComponents(pods []*podInfo, order []int) bool {
+	comp := s.orderComponents()
+	at, which := map[int][]int{}, map[int][]int{}
+	var comps []int
+	for k, i := range order {
+		c := pods[i].class
+		if !c.ordered {
+			continue
 		}
-		ordered = len(comps) > 0
+		id := comp[c.id]
+		if _, ok := at[id]; !ok {
+			comps = append(comps, id)
+		}
+		at[id], which[id] = append(at[id], k), append(which[id], i)
 	}
-	s.classLeft = make([]int64, len(s.classes))
-	for _, p := range pods {
-		s.classLeft[p.class.id]++
-	}
-	place := func(i int) {
-		p := pods[i]
-		defer func() { s.classLeft[p.class.id]-- }()
-		r := runs[runOf[i]]
-		s.runLeft = r.left
-		s.runSpecial = r.special
-		s.placePod(p, &r.state)
-		r.left--
-		for d, x := range p.req {
-			s.remaining[d] -= x
-			if !r.special {
-				s.aggRemaining[d] -= x
-			}
+	for _, id := range comps {
+		w := which[id]
+		sort.SliceStable(w, func(a, b int) bool { return pods[w[a]].rank < pods[w[b]].rank })
+		for k, pos := range at[id] {
+			order[pos] = w[k]
 		}
 	}
-	// With host-capped pods in the batch, their nodes (sized for everything
-	// still pending) take the other pods in interleaved order; balancing
-	// that order was measured to cost more there (mixed bench +1–3 %).
-	if !s.interleave || !strategyBalance || ordered || len(runs) > maxBalancedRuns || (len(pods) > 0 && pods[order[0]].class.hostCapped) {
-		for _, i := range order {
-			place(i)
+	return len(comps) > 0
+}
+
+// placeNext places the next pod of run r and takes it out of the pending
+// demand.
+func (s *solver) placeNext(p *podInfo, r *run) {
+	s.placePod(p, &r.scan, runParams{left: r.left, special: r.special})
+	r.left--
+	for d, x := range p.req {
+		s.remaining[d] -= x
+		if !r.special {
+			s.aggRemaining[d] -= x
 		}
+	}
+	s.classLeft[p.class.id]--
+}
+
+// placeBalanced places the pods in proportion to their runs' sizes (like
+// the interleaved order), but within a window of that order the next pod
+// is one that complements the node the last pod went to: memory-heavy
+// when that node is fuller in cpu, cpu-heavy when fuller in memory, so
+// shared nodes end up full in both.
+func (s *solver) placeBalanced(pods []*podInfo, runs []*run, runOf []int) {
+	b := newBalancer(pods, runs, runOf)
+	var last *slot
+	for len(b.live) > 0 {
+		pick := b.next(last)
+		i := b.start[pick] + b.pos[pick]
+		b.taken(pick)
+		s.placeNext(pods[i], runs[pick])
+		if runs[pick].scan.last > 0 {
+			last = s.slots[runs[pick].scan.last-1]
+		}
+	}
+}
+
+// balancer tracks each run's progress for placeBalanced.
+type balancer struct {
+	pods []*podInfo
+	runs []*run
+	// start: the run's first pod; total: its size; pos: pods taken.
+	start, total, pos []int
+	// live: runs (not hostname-capped) with pods left.
+	live []int
+}
+
+func newBalancer(pods []*podInfo, runs []*run, runOf []int) *balancer {
+	b := &balancer{pods: pods, runs: runs, start: make([]int, len(runs)), total: make([]int, len(runs)), pos: make([]int, len(runs))}
+	for i := len(pods) - 1; i >= 0; i-- {
+		b.start[runOf[i]] = i
+		b.total[runOf[i]]++
+	}
+	for r := range runs {
+		if b.total[r] > 0 && !pods[b.start[r]].class.hostCapped {
+			b.live = append(b.live, r)
+		}
+	}
+	return b
+}
+
+// key is the run's position in the interleaved order.
+func (b *balancer) key(r int) float64 { return (float64(b.pos[r]) + 0.5) / float64(b.total[r]) }
+
+// next picks the run to take a pod from: the first in interleaved order,
+// unless a run within balanceWindow complements last, a shared new node.
+func (b *balancer) next(last *slot) int {
+	minKey, pick := math.Inf(1), -1
+	for _, r := range b.live {
+		if k := b.key(r); k < minKey {
+			minKey, pick = k, r
+		}
+	}
+	if last == nil || last.kind != slotNew || last.target < 0 || last.special {
+		return pick
+	}
+	cc, cm := float64(last.capacity.get(dimCPU)), float64(last.capacity.get(dimMemory))
+	if cc <= 0 || cm <= 0 {
+		return pick
+	}
+	wantMem := float64(last.used.get(dimCPU))/cc > float64(last.used.get(dimMemory))/cm
+	bestKey := math.Inf(1)
+	for _, r := range b.live {
+		k := b.key(r)
+		if k > minKey+balanceWindow || k >= bestKey || b.runs[r].special {
+			continue
+		}
+		p := b.pods[b.start[r]]
+		pc, pm := float64(p.req.get(dimCPU))/cc, float64(p.req.get(dimMemory))/cm
+		if (wantMem && pm > pc) || (!wantMem && pc > pm) {
+			bestKey, pick = k, r
+		}
+	}
+	return pick
+}
+
+// taken records that a pod of run pick is being placed.
+func (b *balancer) taken(pick int) {
+	b.pos[pick]++
+	if b.pos[pick] < b.total[pick] {
 		return
 	}
-	// The pods are placed in proportion to their runs' sizes (like the
-	// interleaved order), but within a window of that order the next pod is
-	// one that complements the node the last pod went to: memory-heavy when
-	// that node is fuller in cpu, cpu-heavy when fuller in memory, so shared
-	// nodes end up full in both.
-	start := make([]int, len(runs))
-	total := make([]int, len(runs))
-	pos := make([]int, len(runs))
-	for i := len(pods) - 1; i >= 0; i-- {
-		start[runOf[i]] = i
-		total[runOf[i]]++
-	}
-	var live []int
-	for r := range runs {
-		if total[r] > 0 && !pods[start[r]].class.hostCapped {
-			live = append(live, r)
-		}
-	}
-	keyOf := func(r int) float64 { return (float64(pos[r]) + 0.5) / float64(total[r]) }
-	var last *slot
-	for len(live) > 0 {
-		minKey, pick := math.Inf(1), -1
-		for _, r := range live {
-			if k := keyOf(r); k < minKey {
-				minKey, pick = k, r
-			}
-		}
-		if last != nil && last.kind == slotNew && last.target >= 0 && !last.special {
-			cc, cm := float64(last.capacity.get(dimCPU)), float64(last.capacity.get(dimMemory))
-			if cc > 0 && cm > 0 {
-				wantMem := float64(last.used.get(dimCPU))/cc > float64(last.used.get(dimMemory))/cm
-				bestKey := math.Inf(1)
-				for _, r := range live {
-					k := keyOf(r)
-					if k > minKey+balanceWindow || k >= bestKey || runs[r].special {
-						continue
-					}
-					p := pods[start[r]]
-					pc, pm := float64(p.req.get(dimCPU))/cc, float64(p.req.get(dimMemory))/cm
-					if (wantMem && pm > pc) || (!wantMem && pc > pm) {
-						bestKey, pick = k, r
-					}
-				}
-			}
-		}
-		i := start[pick] + pos[pick]
-		pos[pick]++
-		place(i)
-		if runs[pick].state.last > 0 {
-			last = s.slots[runs[pick].state.last-1]
-		}
-		if pos[pick] == total[pick] {
-			for j, r := range live {
-				if r == pick {
-					live = append(live[:j], live[j+1:]...)
-					break
-				}
-			}
+	for j, r := range b.live {
+		if r == pick {
+			b.live = append(b.live[:j], b.live[j+1:]...)
+			return
 		}
 	}
 }
@@ -877,503 +925,6 @@ func compareVec(a, b vec) int {
 		}
 	}
 	return 0
-}
-
-// runState carries scan positions across consecutive identical pods.
-type runState struct {
-	level *classLevel
-	start int // slots before start reject this run for good
-	last  int // slot the previous pod of the run went to (+1), 0 when none
-}
-
-func (s *solver) placePod(p *podInfo, run *runState) {
-	c := p.class
-	if c.err != nil {
-		s.unschedulable(p, map[string]string{"": c.err.Error()})
-		return
-	}
-	key := c.current
-	for {
-		L := c.level(key)
-		if run.level != L {
-			*run = runState{level: L}
-		}
-		if pl, ok := s.find(p, L, run); ok {
-			if key != c.current {
-				c.current = key
-				s.stats.Relaxations++
-			}
-			s.commit(p, L, pl, run)
-			return
-		}
-		nexts := c.next(key)
-		if len(nexts) == 0 {
-			s.unschedulable(p, s.reasons(p, c.level(c.current)))
-			return
-		}
-		key = nexts[0]
-		if len(nexts) > 1 {
-			// Several single relaxations: take the first that works, so a
-			// satisfiable preference is not dropped with an unsatisfiable one.
-			for _, nk := range nexts {
-				if _, ok := s.find(p, c.level(nk), &runState{level: c.level(nk)}); ok {
-					key = nk
-					break
-				}
-			}
-		}
-	}
-}
-
-// proposal is a validated placement, applied by commit.
-type proposal struct {
-	sl       *slot
-	isNew    bool
-	zoneMask uint64
-	ctMask   uint8
-	types    bitset // nil: unchanged
-	target   int
-	custom   requirements
-}
-
-// find looks for the first slot that takes the pod, then for a new one.
-// A specialised run's pod that finds neither (a node limit, one new node
-// for consolidation) may still take room on the shared nodes.
-func (s *solver) find(p *podInfo, L *classLevel, run *runState) (proposal, bool) {
-	pl, ok := s.findSlot(p, L, run)
-	if !ok && s.runSpecial && strategyOwnNodes && !s.sharedFallback {
-		s.sharedFallback = true
-		pl, ok = s.findSlot(p, L, &runState{level: L})
-		s.sharedFallback = false
-	}
-	return pl, ok
-}
-
-func (s *solver) findSlot(p *podInfo, L *classLevel, run *runState) (proposal, bool) {
-	var pl proposal
-	if run.last > 0 {
-		if ok, _ := s.fits(s.slots[run.last-1], p, L, &pl); ok {
-			return pl, true
-		}
-	}
-	for i := run.start; i < len(s.slots); i++ {
-		sl := s.slots[i]
-		ok, permanent := s.fits(sl, p, L, &pl)
-		if ok {
-			return pl, true
-		}
-		if permanent && i == run.start {
-			run.start++
-		}
-	}
-	if s.opts.NoNewNodeClaims || (s.opts.MaxNewNodeClaims > 0 && s.nNew >= s.opts.MaxNewNodeClaims) {
-		return pl, false
-	}
-	for _, pool := range s.pools {
-		if pool.err != nil || (pool.nodeCap >= 0 && pool.nodes+1 > pool.nodeCap) {
-			continue
-		}
-		sl := &slot{idx: len(s.slots), kind: slotNew, pool: pool, labels: pool.fixed, typeSet: pool.all,
-			zoneMask: pool.zoneMask, ctMask: pool.ctMask, target: -1, used: make(vec, len(s.ri.names)), reserved: make(vec, len(s.ri.names))}
-		if ok, _ := s.fits(sl, p, L, &pl); ok {
-			pl.isNew = true
-			return pl, true
-		}
-	}
-	return pl, false
-}
-
-// fits checks one slot. permanent reports that the slot will keep
-// rejecting pods of this run (so scans may skip it).
-func (s *solver) fits(sl *slot, p *podInfo, L *classLevel, pl *proposal) (ok, permanent bool) {
-	c := L.c
-	if strategyOwnNodes && s.runSpecial && !s.sharedFallback && sl.kind == slotNew && sl.target >= 0 && !sl.special {
-		// A specialised run's pods are cheaper on nodes of their own type;
-		// taking room on shared nodes (sized for the rest of the batch)
-		// only pushes the shared pods onto extra nodes.
-		return false, true
-	}
-	if sl.kind != slotNew || sl.target >= 0 {
-		if !fitsWithin(sl.used, p.req, sl.capacity) {
-			return false, true
-		}
-	}
-	for _, hp := range c.ports {
-		for _, o := range sl.ports {
-			if hp.conflicts(o) {
-				return false, true
-			}
-		}
-	}
-	var cp *classPool
-	if sl.kind != slotNew {
-		if !s.slotCompatible(L, sl) {
-			return false, true
-		}
-	} else {
-		cp = s.classPool(L, sl.pool)
-		if !cp.ok {
-			return false, true
-		}
-	}
-	// Hostname-keyed topology is decided per slot.
-	if !s.hostnameOK(L, sl) {
-		return false, L.monotone
-	}
-	if sl.kind != slotNew {
-		if !s.domainsOK(L, sl) {
-			return false, L.monotone
-		}
-		*pl = proposal{sl: sl}
-		return true, false
-	}
-	zm := sl.zoneMask & cp.zoneMask & s.allowedZones(L)
-	cm := sl.ctMask & cp.ctMask & s.allowedCTs(L)
-	if zm == 0 || cm == 0 {
-		return false, L.monotone || sl.zoneMask&cp.zoneMask == 0 || sl.ctMask&cp.ctMask == 0
-	}
-	if !s.otherDomainsOK(L, sl) {
-		return false, L.monotone
-	}
-	var custom requirements
-	if cp.custom != nil {
-		for k, v := range cp.custom {
-			cur, ok := sl.custom[k]
-			if !ok {
-				cur = sl.pool.custom[k]
-			}
-			if !cur.compatible(v) {
-				return false, true
-			}
-			if custom == nil {
-				custom = requirements{}
-			}
-			custom[k] = cur.intersect(v)
-		}
-	}
-	types := sl.typeSet
-	var newTypes bitset
-	if !cp.all {
-		if len(s.scratch) < len(types) {
-			s.scratch = make(bitset, len(types))
-		}
-		if andInto(s.scratch[:len(types)], types, cp.types) {
-			newTypes = s.scratch[:len(types)]
-			types = newTypes
-		}
-	}
-	pool := sl.pool
-	need := sl.used.plus(p.req)
-	target := sl.target
-	if target >= 0 && (!types.has(target) || !pool.types[target].it.avail(zm, cm)) {
-		target = -1
-	}
-	if target >= 0 && !need.lessOrEqual(pool.types[target].cap) {
-		return false, true
-	}
-	if target < 0 {
-		target = s.pickTarget(sl, p, types, zm, cm, need)
-		if target < 0 {
-			return false, true
-		}
-	}
-	t := pool.types[target].it
-	// Pin zone / capacity type when the pod takes part in topology on them,
-	// so the per-domain counts stay exact.
-	if bits.OnesCount64(zm) > 1 && s.needsPin(L, LabelZone) {
-		var best uint64
-		for ci := 0; ci < maxCT; ci++ {
-			if cm&(1<<uint(ci)) != 0 {
-				best |= t.zonesByCT[ci] & zm
-			}
-		}
-		zm = s.pickDomain(L, LabelZone, best, func(i int) string { return s.zones[i] })
-	}
-	if bits.OnesCount8(cm) > 1 && s.needsPin(L, LabelCapacityType) {
-		var best uint64
-		for ci := 0; ci < maxCT; ci++ {
-			if cm&(1<<uint(ci)) != 0 && t.zonesByCT[ci]&zm != 0 {
-				best |= 1 << uint(ci)
-			}
-		}
-		cm = uint8(s.pickDomain(L, LabelCapacityType, best, func(i int) string { return s.cts[i] }))
-	}
-	if len(pool.minVals) > 0 && !s.minValuesOK(pool, types, zm, cm, need) {
-		return false, true
-	}
-	*pl = proposal{sl: sl, zoneMask: zm, ctMask: cm, target: target, custom: custom}
-	if newTypes != nil {
-		pl.types = append(bitset(nil), newTypes...)
-	}
-	return true, false
-}
-
-// pickTarget chooses the type a new slot is packed against, among the
-// pool's types that hold need, are offered in the masks and keep the pool
-// within its limits.
-//
-// For a run of identical pods the choice is exact: a node of type t holds
-// n_t = min_r floor(free_r / request_r) of them, so covering the N pods
-// left in the run with t costs ceil(N / n_t) × price_t; the cheapest total
-// wins (ties: more pods per node). Nodes therefore specialise: cpu-heavy
-// runs get compute-optimised types, memory-heavy runs memory-optimised
-// ones, and a run's last node is the cheapest that holds its tail.
-//
-// Pods of hostname-capped classes take at most a few per node, so their
-// nodes are sized to cover everything still pending as cheaply as possible
-// (price / min(1, min_r capacity_r / demand_r)); other pods fill them.
-// Either way finalize later shrinks each slot to the cheapest types that
-// hold what it actually got.
-func (s *solver) pickTarget(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec) int {
-	capped := p.class.hostCapped || (s.aggregate && !s.runSpecial)
-	n := float64(max(1, s.runLeft))
-	// When this is the last new node allowed (consolidation asks "one new
-	// node?"), it must hold everything still pending if any type can.
-	if s.opts.MaxNewNodeClaims > 0 && s.nNew+1 >= s.opts.MaxNewNodeClaims && !(sl.target >= 0) {
-		if t := s.pickCoverAll(sl, types, zm, cm, need); t >= 0 {
-			return t
-		}
-	}
-	best, f := s.pickTargetShare(sl, p, types, zm, cm, need, capped, n, 1)
-	// A class that takes one pod per node needs at least as many nodes as
-	// it has pods left, K. When K nodes of the type chosen to cover
-	// everything pending would hold several times all of it, the first
-	// such node takes everything first-fit and the others stay nearly
-	// empty: size each for a K-th of what is pending instead (Karpenter's
-	// benchmark: one anti-affinity group over a fifth of the pods, -16 %).
-	if k := float64(s.classLeft[p.class.id]); best >= 0 && p.class.hostCapped && shareSizing && k > 1 && k*f >= shareSizingFactor {
-		if b, _ := s.pickTargetShare(sl, p, types, zm, cm, need, capped, n, k); b >= 0 {
-			best = b
-		}
-	}
-	return best
-}
-
-// shareSizingFactor: how many times over K one-per-node nodes must hold the
-// pending demand before they are sized for a K-th of it (measured: the real
-// catalogue's mixed batches, ≈1.4, lose 10 % with share sizing).
-const shareSizingFactor = 4
-
-// pickTargetShare is pickTarget's scan with the pending demand divided by
-// share; it returns the type and, for capped pods, the fraction of the
-// (shared) demand the type covers.
-func (s *solver) pickTargetShare(sl *slot, p *podInfo, types bitset, zm uint64, cm uint8, need vec, capped bool, n, share float64) (int, float64) {
-	pool := sl.pool
-	prices := s.prices(pool, zm, cm)
-	best, bestScore, bestPer, bestPrice := -1, math.Inf(1), 0.0, math.Inf(1)
-	for i, pt := range pool.types {
-		price := prices[i]
-		if math.IsInf(price, 1) || !types.has(i) || !need.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
-			continue
-		}
-		var score, per float64
-		if capped {
-			f := math.Inf(1)
-			for _, d := range []int{dimCPU, dimMemory, dimPods} {
-				want := sl.used.get(d) + max(int64(float64(s.aggRemaining.get(d))/share), p.req.get(d))
-				if want > 0 {
-					f = min(f, float64(pt.cap.get(d))/float64(want))
-				}
-			}
-			score, per = price/min(1, f), f
-		} else {
-			per = math.Inf(1)
-			for d, r := range p.req {
-				if r > 0 {
-					per = min(per, math.Floor(float64(pt.cap.get(d)-sl.used.get(d))/float64(r)))
-				}
-			}
-			if per < 1 {
-				continue
-			}
-			score = math.Ceil(n/min(per, n)) * price
-		}
-		if score < bestScore || (score == bestScore && (per > bestPer || (per == bestPer && (price < bestPrice || (price == bestPrice && pt.it.it.Name < pool.types[best].it.it.Name))))) {
-			best, bestScore, bestPer, bestPrice = i, score, per, price
-		}
-	}
-	return best, bestPer
-}
-
-// pickCoverAll returns the cheapest type that holds need plus the demand
-// of every pod not yet placed, or -1.
-func (s *solver) pickCoverAll(sl *slot, types bitset, zm uint64, cm uint8, need vec) int {
-	pool := sl.pool
-	all := need.plus(s.remaining)
-	for d, x := range need {
-		all[d] -= x // remaining already includes the pod being placed
-	}
-	for d := range all {
-		all[d] = max(all[d], need.get(d))
-	}
-	prices := s.prices(pool, zm, cm)
-	best, bestPrice := -1, math.Inf(1)
-	for i, pt := range pool.types {
-		price := prices[i]
-		if math.IsInf(price, 1) || !types.has(i) || !all.lessOrEqual(pt.cap) || (pool.hasLimits && !s.withinLimits(pool, sl, pt)) {
-			continue
-		}
-		if price < bestPrice {
-			best, bestPrice = i, price
-		}
-	}
-	return best
-}
-
-// prices returns each pool type's price in the masks (+Inf where it is not
-// offered), memoised per masks.
-func (s *solver) prices(pool *poolInfo, zm uint64, cm uint8) []float64 {
-	k := orderKey{pool, zm, cm}
-	if p, ok := s.priceMemo[k]; ok {
-		return p
-	}
-	p := make([]float64, len(pool.types))
-	for i, pt := range pool.types {
-		p[i] = math.Inf(1)
-		if pt.it.avail(zm, cm) {
-			p[i] = pt.it.price(zm, cm)
-		}
-	}
-	s.priceMemo[k] = p
-	return p
-}
-
-func (s *solver) withinLimits(pool *poolInfo, sl *slot, pt *poolType) bool {
-	for d, lim := range pool.limits {
-		if !pool.limited[d] {
-			continue
-		}
-		if pool.used.get(d)-sl.reserved.get(d)+pt.it.capacity.get(d) > lim {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *solver) minValuesOK(pool *poolInfo, types bitset, zm uint64, cm uint8, need vec) bool {
-	for k, mv := range pool.minVals {
-		seen := map[string]bool{}
-		for i, pt := range pool.types {
-			if !types.has(i) || !need.lessOrEqual(pt.cap) || !pt.it.avail(zm, cm) {
-				continue
-			}
-			var v string
-			switch k {
-			case LabelZone, LabelCapacityType:
-				continue
-			default:
-				v = pt.it.it.Labels[k]
-			}
-			seen[v] = true
-			if len(seen) >= mv {
-				break
-			}
-		}
-		if k != LabelZone && k != LabelCapacityType && len(seen) < mv {
-			return false
-		}
-	}
-	return true
-}
-
-// needsPin reports whether placing a pod of this level on an unpinned slot
-// must fix the slot's domain for key.
-func (s *solver) needsPin(L *classLevel, key string) bool {
-	for _, g := range L.c.match.matching {
-		if g.key == key {
-			return true
-		}
-	}
-	for _, g := range L.c.owns {
-		if g.key == key {
-			return true
-		}
-	}
-	for _, sp := range L.spreads {
-		if sp.g.key == key {
-			return true
-		}
-	}
-	for _, t := range L.affs {
-		if t.g.key == key {
-			return true
-		}
-	}
-	for _, t := range L.antis {
-		if t.g.key == key {
-			return true
-		}
-	}
-	return false
-}
-
-// pickDomain picks one bit of mask: the least-populated domain of the
-// level's first spread on key, else the lowest index.
-func (s *solver) pickDomain(L *classLevel, key string, mask uint64, name func(int) string) uint64 {
-	if mask == 0 {
-		return 0
-	}
-	for _, sp := range L.spreads {
-		if sp.g.key != key {
-			continue
-		}
-		best, bestN := -1, int32(math.MaxInt32)
-		for m := mask; m != 0; m &= m - 1 {
-			i := bits.TrailingZeros64(m)
-			if n := sp.g.domain[name(i)]; n < bestN {
-				best, bestN = i, n
-			}
-		}
-		return 1 << uint(best)
-	}
-	return 1 << uint(bits.TrailingZeros64(mask))
-}
-
-// commit applies a proposal.
-func (s *solver) commit(p *podInfo, L *classLevel, pl proposal, run *runState) {
-	sl := pl.sl
-	if pl.isNew {
-		sl.idx = len(s.slots)
-		sl.name = fmt.Sprintf("new-%d", s.nNew)
-		s.slots = append(s.slots, sl)
-		s.nNew++
-		sl.pool.nodes++
-		sl.special = s.runSpecial
-	}
-	if sl.kind == slotNew {
-		sl.zoneMask, sl.ctMask = pl.zoneMask, pl.ctMask
-		if pl.types != nil {
-			sl.typeSet = pl.types
-		}
-		if pl.custom != nil {
-			if sl.custom == nil {
-				sl.custom = requirements{}
-			}
-			for k, v := range pl.custom {
-				sl.custom[k] = v
-			}
-		}
-		if pl.target != sl.target {
-			pt := sl.pool.types[pl.target]
-			for d := range sl.pool.used {
-				sl.pool.used[d] += pt.it.capacity.get(d) - sl.reserved.get(d)
-			}
-			sl.reserved = append(vec(nil), pt.it.capacity...)
-			sl.target = pl.target
-			sl.capacity = pt.cap
-		}
-		s.bindReservation(sl)
-	}
-	for _, sp := range L.spreads {
-		if sp.hard && sp.g.key == LabelHostname {
-			sp.g.setCap(sl.idx, sp.maxSkew)
-		}
-	}
-	sl.used.addInPlace(p.req)
-	sl.pods = append(sl.pods, p)
-	sl.ports = append(sl.ports, p.class.ports...)
-	s.countPod(sl, p.class.ns, p.class.labels, p.class.owns)
-	run.last = sl.idx + 1
 }
 
 func (s *solver) unschedulable(p *podInfo, reasons map[string]string) {
