@@ -149,6 +149,16 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// One clock: Raft's membership records and gossip's departures count
+	// time on the replica's clock unless a test gives them their own.
+	if cfg.Raft.Now == nil {
+		cfg.Raft.Now = cfg.Now
+	}
+	if cfg.Gossip != nil && cfg.Gossip.Now == nil {
+		g := *cfg.Gossip
+		g.Now = cfg.Now
+		cfg.Gossip = &g
+	}
 	if cfg.NodeGrace == 0 {
 		cfg.NodeGrace = 2 * time.Minute
 	}

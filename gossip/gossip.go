@@ -97,6 +97,9 @@ type Config struct {
 	RejoinInterval time.Duration
 	// EventBuffer is the capacity of the Events channel. Zero means 256.
 	EventBuffer int
+	// Now is the clock of departures and their retention (the process's
+	// one clock); default time.Now. memberlist's own timers stay its own.
+	Now func() time.Time
 }
 
 // Pool is a running member of the gossip pool.
@@ -129,6 +132,9 @@ type Pool struct {
 func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("gossip: Name is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if len(cfg.Keys) == 0 && !cfg.Dev {
 		return nil, errors.New("gossip: a keyring (Keys) is required unless Dev is set")
@@ -263,7 +269,7 @@ func (p *Pool) rejoinLoop(ctx context.Context) {
 		case <-t.C:
 			t.Reset(next())
 		}
-		p.prune(time.Now().Add(-DepartedRetention))
+		p.prune(p.cfg.Now().Add(-DepartedRetention))
 		p.updateGauges()
 		if len(p.cfg.Seeds) == 0 || p.ml.NumMembers() > 1 {
 			continue
@@ -376,7 +382,7 @@ func (p *Pool) emit(t EventType, n *memberlist.Node) {
 		if _, ok := p.leaving[m.Name]; ok {
 			m.State = StateLeft
 		}
-		p.goneAt[m.Name] = time.Now()
+		p.goneAt[m.Name] = p.cfg.Now()
 	} else {
 		delete(p.goneAt, m.Name)
 		if t == EventJoin {
@@ -444,11 +450,12 @@ func (d *delegate) NodeMeta(limit int) []byte {
 func (d *delegate) NotifyMsg(b []byte) {
 	if name, ok := strings.CutPrefix(string(b), leavePrefix); ok && name != "" {
 		d.mu.Lock()
-		d.leaving[name] = time.Now()
+		now := d.cfg.Now()
+		d.leaving[name] = now
 		// Bound the map: intents older than an hour are irrelevant.
 		if len(d.leaving) > 4096 {
 			for n, at := range d.leaving {
-				if time.Since(at) > time.Hour {
+				if now.Sub(at) > time.Hour {
 					delete(d.leaving, n)
 				}
 			}

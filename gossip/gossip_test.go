@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +265,26 @@ func BenchmarkConvergence(b *testing.B) {
 			_ = p.Shutdown()
 		}
 	}
+}
+
+// Departed members are forgotten after DepartedRetention on the pool's own
+// clock (the process's one clock), not the wall clock.
+func TestDepartedMembersForgottenOnThePoolsClock(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	c := start(t, "coord-0", Config{Keys: [][]byte{key1}, Label: "prod", Now: clock})
+	b := start(t, "node-b", Config{Keys: [][]byte{key1}, Label: "prod", Seeds: []string{c.LocalAddr()}})
+	waitFor(t, "2 alive members", func() bool { return countState(c.Members(), StateAlive) == 2 })
+	// With one peer the leave broadcast may not be acknowledged in time;
+	// the member is listed as departed either way.
+	_ = b.Leave(time.Second)
+	waitFor(t, "node-b listed as departed", func() bool {
+		m, ok := find(c.Members(), "node-b")
+		return ok && m.State != StateAlive
+	})
+	offset.Store(int64(DepartedRetention + time.Minute))
+	waitFor(t, "node-b forgotten once the pool's clock passed the retention", func() bool {
+		_, ok := find(c.Members(), "node-b")
+		return !ok
+	})
 }

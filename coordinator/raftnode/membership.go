@@ -21,7 +21,7 @@ func (n *Node) ReconcileMembership(ctx context.Context, interval time.Duration) 
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := n.reconcileOnce(time.Now()); err != nil {
+		if err := n.reconcileOnce(n.cfg.Now()); err != nil {
 			n.log.Warn("membership reconcile", "err", err)
 		}
 		select {

@@ -65,6 +65,10 @@ type Config struct {
 	// peers whether they already form a cluster before founding one (0: 5 s).
 	// Peers that refuse the connection (not running) count as answered.
 	JoinProbeTimeout time.Duration
+	// Now is the clock of the membership records and reconciles (the
+	// coordinator's one clock); default time.Now. Raft's own timers are
+	// hashicorp/raft's and stay on the wall clock.
+	Now func() time.Time
 	// DeadServerTimeout is how long an unexpected peer must fail heartbeats
 	// before the leader removes it (0: 2 minutes).
 	DeadServerTimeout time.Duration
@@ -147,6 +151,9 @@ var ErrNotLeader = errors.New("not the raft leader")
 // Start opens the data directory, starts Raft and bootstraps a fresh cluster
 // when this replica has no state.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	cfg.defaults()
 	if cfg.ID == "" {
 		return nil, errors.New("raft: replica ID is required")
@@ -345,7 +352,7 @@ func (n *Node) recordMembership() {
 		// the log as soon as it happens.
 		joining := n.gate.isShut()
 		if !joining && n.raft.LastIndex() > 0 {
-			if err := writeMember(n.cfg.DataDir, n.cfg.ID, time.Now()); err != nil {
+			if err := writeMember(n.cfg.DataDir, n.cfg.ID, n.cfg.Now()); err != nil {
 				n.log.Warn("cannot record cluster membership", "err", err)
 			}
 			return
