@@ -76,7 +76,7 @@ func find(ms []Member, name string) (Member, bool) {
 
 func TestPoolJoinMetaUpdateLeave(t *testing.T) {
 	coordMeta := &metaBox{m: report.Meta{Role: "coordinator", RPCAddr: "127.0.0.1:7443"}}
-	agentMeta := &metaBox{m: report.Meta{Role: "agent", NodeName: "ip-10-0-0-1", InstanceID: "i-1", Health: "ok"}}
+	agentMeta := &metaBox{m: report.Meta{Role: "agent", NodeName: "ip-10-0-0-1", InstanceID: "i-1"}}
 	reg := prometheus.NewRegistry()
 	c := start(t, "coord-0", Config{Keys: [][]byte{key1, key2}, Label: "prod", Meta: coordMeta.get, Registry: reg})
 	a := start(t, "node-a", Config{Keys: [][]byte{key1, key2}, Label: "prod", Meta: agentMeta.get, Seeds: []string{c.LocalAddr()}})
@@ -90,13 +90,13 @@ func TestPoolJoinMetaUpdateLeave(t *testing.T) {
 		t.Fatalf("coordinator meta seen by node-b = %+v", m.Meta)
 	}
 
-	agentMeta.set(report.Meta{Role: "agent", NodeName: "ip-10-0-0-1", InstanceID: "i-1", Health: "failed", Interrupted: true})
+	agentMeta.set(report.Meta{Role: "agent", NodeName: "ip-10-0-0-1", InstanceID: "i-2"})
 	if err := a.UpdateMeta(time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "updated meta reaches coordinator", func() bool {
 		m, ok := find(c.Members(), "node-a")
-		return ok && m.Meta.Interrupted && m.Meta.Health == "failed"
+		return ok && m.Meta.InstanceID == "i-2"
 	})
 	sawUpdate := drainUntil(c.Events(), func(e Event) bool { return e.Type == EventUpdate && e.Member.Name == "node-a" })
 	if !sawUpdate {

@@ -15,12 +15,10 @@ const MaxMetaBytes = 512
 
 // Meta is the gossip metadata record a node agent carries.
 type Meta struct {
-	Role        string `json:"r"`           // "agent" or "coordinator"
-	NodeName    string `json:"n,omitempty"` // Kubernetes node name
-	InstanceID  string `json:"i,omitempty"`
-	Health      string `json:"h,omitempty"` // ok, degraded, failed
-	Interrupted bool   `json:"x,omitempty"` // an interruption notice is active
-	RPCAddr     string `json:"a,omitempty"` // coordinators: where the report RPC listens
+	Role       string `json:"r"`           // "agent" or "coordinator"
+	NodeName   string `json:"n,omitempty"` // Kubernetes node name
+	InstanceID string `json:"i,omitempty"`
+	RPCAddr    string `json:"a,omitempty"` // coordinators: where the report RPC listens
 }
 
 // Encode returns the record as bytes, refusing records over MaxMetaBytes.

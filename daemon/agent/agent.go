@@ -307,7 +307,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log = a.log.With("node", a.node)
 	a.log.Info("agent starting", "instance", a.identity.InstanceID, "providerID", node.Spec.ProviderID)
 	a.setMeta(func(m *report.Meta) {
-		*m = report.Meta{Role: "agent", NodeName: a.node, InstanceID: a.identity.InstanceID, Health: string(health.StateOK)}
+		*m = report.Meta{Role: "agent", NodeName: a.node, InstanceID: a.identity.InstanceID}
 	})
 
 	if err := a.health.Load(); err != nil {
@@ -504,8 +504,6 @@ func (a *Agent) healthRound(ctx context.Context) {
 		}
 		a.drainer.NodeEvent(ctx, a.node, et, reason, msg)
 	}
-	overall := health.Overall(results)
-	a.setMeta(func(m *report.Meta) { m.Health = string(overall) })
 
 	a.mu.Lock()
 	prev := a.lastHealth

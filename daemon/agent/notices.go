@@ -105,7 +105,6 @@ func (a *Agent) handleNotice(ctx context.Context, n imds.Notice) {
 	case imds.KindSpotInterruption:
 		log.Warn("spot interruption notice")
 		a.interruptions.Inc()
-		a.setMeta(func(m *report.Meta) { m.Interrupted = true })
 		deadline := n.Time
 		if deadline.IsZero() || !deadline.After(a.cfg.Now()) {
 			deadline = a.cfg.Now().Add(2 * time.Minute)
