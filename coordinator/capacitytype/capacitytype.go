@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"log/slog"
 	"sort"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 )
 
 // ReservedLabels are the labels a reserved NodeClaim carries that go when

@@ -11,7 +11,6 @@ package consistency
 import (
 	"context"
 	"fmt"
-	"github.com/dovetail-dev/dovetail/coordinator/leader"
 	"log/slog"
 	"sort"
 	"time"
@@ -25,6 +24,7 @@ import (
 
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/coordinator/karpenterevents"
+	"github.com/dovetail-dev/dovetail/coordinator/leader"
 )
 
 // ScanPeriod is how often one NodeClaim is checked (Karpenter's scanPeriod).

@@ -766,6 +766,16 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		}
 		return nil
 	}
+	if d.DrainBy == DrainByAgent {
+		// The agent drains from the notice on (see interruptionDrain):
+		// taint the node at once as Karpenter does (a node may not taint
+		// itself), not only once the replacement is Ready.
+		for _, n := range d.Nodes {
+			if err := c.drainer.MarkDisrupted(ctx, n, string(d.Reason)); err != nil && !apierrors.IsNotFound(err) {
+				log.Warn("could not taint the interrupted node; its agent's cordon keeps pods off it", "node", n, "err", err)
+			}
+		}
+	}
 	if d.Replacement != nil {
 		if replacement == "" {
 			claim, err := c.launcher.Launch(ctx, key(d, since), *d.Replacement)
@@ -787,11 +797,21 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 		c.events.NodeClaimEvent(ctx, replacement, "Normal", karpenterevents.DisruptionWaitingReadiness,
 			fmt.Sprintf("Waiting on readiness to continue disruption: %s of %s is drained once this NodeClaim is Ready (gives up after %s)",
 				d.Reason, strings.Join(d.Nodes, ", "), c.cfg.ReplacementTimeout))
-		ok, err := c.waitReady(ctx, replacement, since)
+		// A forceful disruption with a deadline (a spot notice) waits for
+		// readiness only until that deadline: the node goes then anyway.
+		giveUp := since.Add(c.cfg.ReplacementTimeout)
+		deadlineFirst := d.Forceful && !d.DrainUntil.IsZero() && d.DrainUntil.Before(giveUp)
+		if deadlineFirst {
+			giveUp = d.DrainUntil
+		}
+		ok, err := c.waitReady(ctx, replacement, giveUp)
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok && deadlineFirst {
+			// Keep the replacement: it is still the pods' place to go.
+			log.Warn("deadline reached before the replacement was Ready; the node goes now", "nodeClaim", replacement, "deadline", d.DrainUntil)
+		} else if !ok {
 			c.m.failures.WithLabelValues("replacement-not-ready").Inc()
 			if !d.Forceful {
 				c.m.queueFailure(d)
@@ -810,7 +830,9 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 			}
 			// Forceful: the node goes anyway (interruption, repair, TGP).
 		}
-		log.Info("replacement ready", "nodeClaim", replacement)
+		if ok {
+			log.Info("replacement ready", "nodeClaim", replacement)
+		}
 	}
 	var repl []string
 	if replacement != "" {
@@ -841,13 +863,10 @@ func (c *Controller) execute(ctx context.Context, d Decision, since time.Time, r
 	}
 	for _, n := range d.Nodes {
 		if d.DrainBy == DrainByAgent {
-			// The agent drains (see interruptionDrain): taint the node as
-			// Karpenter does (the agent may not), then wait for the agent
-			// to report the drain ended, or for the deadline.
-			if err := c.drainer.MarkDisrupted(ctx, n, string(d.Reason)); err != nil && !apierrors.IsNotFound(err) {
-				log.Warn("could not taint the interrupted node; its agent's cordon keeps pods off it", "node", n, "err", err)
-			}
-			if err := c.awaitAgentDrain(ctx, n, deadline); err != nil {
+			// The agent drains (see interruptionDrain): wait for it to
+			// report the drain ended, or for the notice's own deadline
+			// (past it the instance is gone: no final attempt to wait for).
+			if err := c.awaitAgentDrain(ctx, n, d.DrainUntil); err != nil {
 				return err
 			}
 			continue
@@ -920,7 +939,8 @@ func (c *Controller) awaitAgentDrain(ctx context.Context, node string, deadline 
 	}
 }
 
-func (c *Controller) waitReady(ctx context.Context, claim string, since time.Time) (bool, error) {
+// waitReady polls the replacement until it is Ready or giveUp passes.
+func (c *Controller) waitReady(ctx context.Context, claim string, giveUp time.Time) (bool, error) {
 	t := time.NewTicker(c.cfg.PollInterval)
 	defer t.Stop()
 	for {
@@ -931,7 +951,7 @@ func (c *Controller) waitReady(ctx context.Context, claim string, since time.Tim
 		if err != nil {
 			c.log.Debug("replacement readiness check failed; retrying", "nodeClaim", claim, "err", err)
 		}
-		if c.cfg.Now().Sub(since) >= c.cfg.ReplacementTimeout {
+		if !c.cfg.Now().Before(giveUp) {
 			return false, nil
 		}
 		select {

@@ -3,7 +3,6 @@ package disruption
 import (
 	"errors"
 	"fmt"
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"math"
 	"slices"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/podreq"
 )
 

@@ -1,7 +1,6 @@
 package disruption
 
 import (
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/podreq"
 	"github.com/dovetail-dev/dovetail/report"

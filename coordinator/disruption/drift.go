@@ -2,7 +2,6 @@ package disruption
 
 import (
 	"fmt"
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"slices"
 	"sort"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
 

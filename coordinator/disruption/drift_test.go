@@ -1,7 +1,6 @@
 package disruption
 
 import (
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/report"
 )
@@ -160,6 +160,18 @@ func TestInterruptionReplacesAtOnceDespiteBudget(t *testing.T) {
 	d = decisionFor(Decide(snapshot(t, []Pool{p}, n), t0, Options{}), "spot")
 	if d == nil || d.DrainBy != "" || !d.DrainUntil.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("maintenance: got %+v, want drained by the executor until now+terminationGracePeriod", d)
+	}
+	// ... but never past the event itself.
+	n.Interruption.Deadline = t0.Add(30 * time.Minute)
+	d = decisionFor(Decide(snapshot(t, []Pool{p}, n), t0, Options{}), "spot")
+	if d == nil || !d.DrainUntil.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("maintenance 30 min away: got %+v, want the drain bounded by the event", d)
+	}
+	// A spot notice without a time: EC2's two minutes from when it was seen.
+	n.Interruption = &Interruption{Kind: string(report.KindInterruption), Seen: t0}
+	d = decisionFor(Decide(snapshot(t, []Pool{p}, n), t0, Options{}), "spot")
+	if d == nil || !d.DrainUntil.Equal(t0.Add(SpotNoticeLead)) || d.DrainBy != DrainByAgent {
+		t.Fatalf("spot notice without a time: got %+v", d)
 	}
 }
 

@@ -189,3 +189,19 @@ func TestSpotInterruptionIsDrainedByTheAgentOnly(t *testing.T) {
 		t.Fatalf("tainted %v, want the interrupted node marked disrupted (its agent may not taint it)", r.dr.marked)
 	}
 }
+
+// An agent that died mid-drain never reports it done: at the notice's
+// deadline the executor deletes the NodeClaim anyway (the instance is gone).
+func TestSpotInterruptionWithADeadAgentEndsAtTheDeadline(t *testing.T) {
+	n := testNode(t, "spot", "gp", "m5.large", "spot", pod("x", 100, 1))
+	n.Interruption = &Interruption{Kind: string(report.KindInterruption), Action: "terminate", Seen: t0, Deadline: t0.Add(2 * time.Minute)}
+	r := newRig(t, snapshot(t, []Pool{spotPool("gp")}, n))
+	r.agentDrained = func(string) bool { return false }
+	r.now = t0.Add(3 * time.Minute) // past the deadline
+	r.pass(t)
+	r.la.mu.Lock()
+	defer r.la.mu.Unlock()
+	if !slices.Equal(r.la.deleted, []string{"spot-claim"}) {
+		t.Fatalf("deleted %v, want the NodeClaim deleted at the deadline without the agent's report", r.la.deleted)
+	}
+}

@@ -32,6 +32,10 @@ func (p *planner) interruptions() {
 	}
 }
 
+// SpotNoticeLead is how long a spot notice gives (EC2's two minutes); the
+// deadline of a notice that names none, as the agent assumes too.
+const SpotNoticeLead = 2 * time.Minute
+
 // interruptionDrain is who drains an interrupted node and until when. A
 // spot interruption is drained by the node's agent: it read the notice from
 // IMDS itself, reports it only once it has cordoned the node, and drains
@@ -39,15 +43,21 @@ func (p *planner) interruptions() {
 // drain would only repeat its evictions and Events; the instance is gone at
 // that deadline whatever anyone does. Scheduled maintenance leaves the agent
 // idle until shortly before the event, so the executor drains it, after the
-// replacement is Ready, within the pool's terminationGracePeriod.
+// replacement is Ready, within the pool's terminationGracePeriod but never
+// past the event itself (the instance stops, reboots or retires then).
 func interruptionDrain(n *Node, pool *Pool, now time.Time) (time.Time, string) {
-	if n.Interruption.Kind != string(report.KindInterruption) {
-		return drainUntil(pool, now), ""
+	dl := n.Interruption.Deadline
+	if n.Interruption.Kind == string(report.KindInterruption) {
+		if dl.IsZero() {
+			dl = n.Interruption.Seen.Add(SpotNoticeLead)
+		}
+		return dl, DrainByAgent
 	}
-	if !n.Interruption.Deadline.IsZero() {
-		return n.Interruption.Deadline, DrainByAgent
+	until := drainUntil(pool, now)
+	if !dl.IsZero() && (until.IsZero() || dl.Before(until)) {
+		until = dl
 	}
-	return drainUntil(pool, now), DrainByAgent
+	return until, ""
 }
 
 // repairs: nodes whose health stays bad past their toleration are

@@ -14,7 +14,6 @@
 package disruption
 
 import (
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +21,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption/budget"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
 

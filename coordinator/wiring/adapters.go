@@ -3,15 +3,12 @@ package wiring
 import (
 	"context"
 	"fmt"
-	"time"
 
 	awsv1 "github.com/dovetail-dev/dovetail/api/aws/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/cloudmetrics"
-	"github.com/dovetail-dev/dovetail/coordinator/disruption"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
-	"github.com/dovetail-dev/dovetail/drain"
 )
 
 // cloudTypes is the provider's instance-type source with the questions the
@@ -101,34 +98,6 @@ func (l termLedger) Apply(ctx context.Context, cmd fsm.Command) error {
 		return fmt.Errorf("ledger (term %d): %w", l.term, err)
 	}
 	return nil
-}
-
-// drainer is what the interruption-aware drainer wraps (*drain.Drainer).
-type drainer interface {
-	Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error)
-	MarkDisrupted(ctx context.Context, node, reason string) error
-}
-
-// interruptionDrainer drains an interrupted node with a drainer that
-// deletes still-refused pods just before the deadline (the instance is lost
-// then anyway), so they stop cleanly instead of being killed with it. The
-// deadline is the plan's (disruption.Decision.DrainUntil: the notice's own,
-// computed once by the planner). Other drains pass through.
-type interruptionDrainer struct {
-	normal, forced drainer
-}
-
-// Drain implements disruption.Drainer.
-func (d interruptionDrainer) Drain(ctx context.Context, node string, deadline time.Time, reason string) (drain.Result, error) {
-	if reason != string(disruption.ReasonInterrupted) {
-		return d.normal.Drain(ctx, node, deadline, reason)
-	}
-	return d.forced.Drain(ctx, node, deadline, reason)
-}
-
-// MarkDisrupted implements disruption.Drainer.
-func (d interruptionDrainer) MarkDisrupted(ctx context.Context, node, reason string) error {
-	return d.normal.MarkDisrupted(ctx, node, reason)
 }
 
 // stateReader reads the replicated state (raftnode.Node).

@@ -2,7 +2,6 @@ package wiring
 
 import (
 	"context"
-	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	karpv1 "github.com/dovetail-dev/dovetail/api/v1"
 	"github.com/dovetail-dev/dovetail/cloud"
 	"github.com/dovetail-dev/dovetail/coordinator/disruption"
+	"github.com/dovetail-dev/dovetail/coordinator/drifthash"
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 )
 

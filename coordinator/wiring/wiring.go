@@ -215,15 +215,8 @@ func Components(rt *coordinator.Runtime, o Options) ([]leader.Named, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wiring: drainer: %w", err)
 		}
-		// Interrupted nodes die at the notice's deadline: refused pods are
-		// deleted with a short grace just before it rather than killed.
-		forced := dr.Derive(func(o *drain.Options) {
-			if o.ForceDeleteBefore <= 0 {
-				o.ForceDeleteBefore = 15 * time.Second
-			}
-		})
 		d := &disrupter{kube: kube, dyn: dyn, c: crc, store: rt.Store, launcher: rt.Launcher, types: types,
-			drainer: interruptionDrainer{normal: dr, forced: forced}, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now,
+			drainer: dr, cfg: o.Disruption, region: o.Region, registry: rt.Registry, log: log, now: now,
 			reconciles: reconciles.Controller("disruption")}
 		if o.Explain != nil {
 			o.Explain.bind(d)

@@ -26,7 +26,6 @@ import (
 	"github.com/dovetail-dev/dovetail/coordinator/provisioning"
 	"github.com/dovetail-dev/dovetail/coordinator/raftnode"
 	"github.com/dovetail-dev/dovetail/coordinator/scheduling"
-	"github.com/dovetail-dev/dovetail/drain"
 	"github.com/dovetail-dev/dovetail/report"
 )
 
@@ -167,40 +166,6 @@ func TestTermRegistererReleasesForTheNextTerm(t *testing.T) {
 		t.Fatalf("after the term ended: %v", err)
 	}
 	newTermRegisterer(nil).MustRegister(c()) // no registry: a no-op, never a panic
-}
-
-type recordingDrainer struct {
-	name  string
-	calls *[]string
-}
-
-func (r recordingDrainer) Drain(_ context.Context, node string, deadline time.Time, reason string) (drain.Result, error) {
-	*r.calls = append(*r.calls, r.name+" "+node+" "+reason+" "+deadline.UTC().Format(time.RFC3339))
-	return drain.Result{}, nil
-}
-
-func (r recordingDrainer) MarkDisrupted(_ context.Context, node, reason string) error {
-	*r.calls = append(*r.calls, r.name+" mark "+node+" "+reason)
-	return nil
-}
-
-func TestInterruptionDrainerForcesOnlyInterruptions(t *testing.T) {
-	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	var calls []string
-	d := interruptionDrainer{normal: recordingDrainer{name: "normal", calls: &calls}, forced: recordingDrainer{name: "forced", calls: &calls}}
-	for _, c := range []struct{ node, reason string }{
-		{"spot-1", string(disruption.ReasonInterrupted)},
-		{"spot-1", string(disruption.ReasonEmpty)},
-	} {
-		if _, err := d.Drain(context.Background(), c.node, now, c.reason); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The deadline is the plan's, passed through unchanged.
-	want := []string{"forced spot-1 Interrupted 2026-11-27T10:00:00Z", "normal spot-1 Empty 2026-11-27T10:00:00Z"}
-	if !slices.Equal(calls, want) {
-		t.Fatalf("drains:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
-	}
 }
 
 func TestAgentDrainDoneIsTheNoticesDrain(t *testing.T) {

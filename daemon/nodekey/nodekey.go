@@ -56,13 +56,17 @@ var ErrNotRequired = reporter.ErrNotRequired
 
 // Signer holds the key and the attestation state.
 type Signer struct {
-	cfg  Config
-	key  ed25519.PrivateKey
-	log  *slog.Logger
-	mu   sync.Mutex
-	inst string // instance ID the coordinator bound the key to
-	ok   bool   // attested (until a 401)
-	seq  int64
+	cfg Config
+	key ed25519.PrivateKey
+	log *slog.Logger
+	// attesting makes attestations one at a time: the reporter's start-up
+	// retry and a report's delivery may both find the key unattested, and
+	// the second must see the first's result rather than attest again.
+	attesting sync.Mutex
+	mu        sync.Mutex
+	inst      string // instance ID the coordinator bound the key to
+	ok        bool   // attested (until a 401)
+	seq       int64
 }
 
 // New loads the key from KeyFile, or generates and stores one.
@@ -170,6 +174,11 @@ func (s *Signer) Sign(req *http.Request, body []byte) {
 // Attest sends the identity document, AWS's signature and the public key
 // to the coordinator at base (scheme://host:port), signed with the key.
 func (s *Signer) Attest(ctx context.Context, client *http.Client, base string) error {
+	s.attesting.Lock()
+	defer s.attesting.Unlock()
+	if s.Attested() {
+		return nil // another caller attested while this one waited
+	}
 	if client == nil {
 		client = s.cfg.HTTPClient
 	}
