@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -432,8 +431,7 @@ func apiSecurity(o options, cfg *coordinator.Config, log *slog.Logger) error {
 		return fmt.Errorf("--api-tls-ca: %w", err)
 	}
 	cfg.APITLS = cf.ServerTLSConfig()
-	cfg.ForwardClient = &http.Client{Timeout: 15 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsid.CoordinatorClientPool(pool, identity), ForceAttemptHTTP2: true}}
+	cfg.ForwardClient = api.NewForwardClient(tlsid.CoordinatorClientPool(pool, identity))
 	cfg.MetricsOpen = o.metricsOpen
 	log.Info("API over TLS with Kubernetes authentication", "identity", identity, "metricsOpen", o.metricsOpen)
 	return nil

@@ -94,7 +94,7 @@ func (h *Handler) viaLeader(w http.ResponseWriter, r *http.Request, body []byte,
 			}
 		} else {
 			var done bool
-			done, err = h.forwardOnce(ctx, w, r, body, idempotent)
+			done, err = h.forwardOnce(ctx, w, r, body, idempotent, attempt)
 			if done {
 				return
 			}
@@ -144,11 +144,24 @@ func (h *Handler) answerRetryable(w http.ResponseWriter, err error) {
 // forwardOnce sends the request to the leader this replica knows. done
 // reports that the leader's answer was copied to w; otherwise err is a
 // *retryable (or another error when no leader is known) and w is untouched.
+//
+// An idempotent request's attempt is bounded (ForwardAttemptTimeout, doubled
+// each attempt so a slow but live leader is still waited for): a connection
+// that went dead (the leader's IP changed under its name) otherwise holds
+// the request until the whole window, and the client, gave up. A request
+// that is not idempotent keeps the whole window: cutting it short would only
+// turn a slow success into an unknown outcome.
 func (h *Handler) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http.Request, body []byte,
-	idempotent bool) (done bool, err error) {
+	idempotent bool, attempt int) (done bool, err error) {
 	addr := h.cfg.Backend.LeaderHTTPAddr()
 	if addr == "" {
 		return false, &retryable{err: errors.New("no leader known"), notApplied: true}
+	}
+	if idempotent {
+		bound := h.cfg.ForwardAttemptTimeout << min(attempt-1, 4)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, bound)
+		defer cancel()
 	}
 	if !strings.Contains(addr, "://") {
 		if h.cfg.ForwardTLS {
@@ -174,6 +187,10 @@ func (h *Handler) forwardOnce(ctx context.Context, w http.ResponseWriter, r *htt
 	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {
+		// The pool may hold more connections to an address that is gone:
+		// drop them so the next attempt dials (and resolves) the leader
+		// afresh. The failed connection itself the transport closed.
+		h.cfg.Client.CloseIdleConnections()
 		var op *net.OpError
 		notApplied := errors.As(err, &op) && op.Op == "dial"
 		if !notApplied && !idempotent && ctx.Err() == nil {

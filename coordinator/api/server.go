@@ -60,6 +60,10 @@ type Config struct {
 	// is retried across leadership changes when the client's own deadline
 	// is longer (default 10s).
 	RetryWindow time.Duration
+	// ForwardAttemptTimeout bounds the first attempt of a forwarded
+	// idempotent request (a consistent read, a report); each retry within
+	// the window doubles it (default 1s). See forwardOnce.
+	ForwardAttemptTimeout time.Duration
 	// Extra handlers mounted on the mux (e.g. disruption's explain pages).
 	// They answer from leader-only state, so a follower forwards them to the
 	// leader like a consistent read: any replica answers every CLI command.
@@ -101,7 +105,10 @@ func New(cfg Config) *Handler {
 		cfg.MaxLag = 1000
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 15 * time.Second}
+		cfg.Client = NewForwardClient(nil)
+	}
+	if cfg.ForwardAttemptTimeout <= 0 {
+		cfg.ForwardAttemptTimeout = defaultForwardAttempt
 	}
 	if cfg.RetryWindow <= 0 {
 		cfg.RetryWindow = 10 * time.Second
@@ -283,6 +290,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	req.Header.Set(HeaderForwarded, h.cfg.Backend.ID())
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {
+		// As in forwardOnce: the next request must not reuse a pooled
+		// connection to an address that may be gone.
+		h.cfg.Client.CloseIdleConnections()
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
 			h.refuse(w, http.StatusBadGateway, fmt.Errorf("forward to leader: %w", err))
