@@ -372,7 +372,16 @@ func (c *Coordinator) Close(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := c.srv.Shutdown(sctx); err != nil {
+		if err := c.srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+			// Still open after 5 s: a scraper's keep-alive, or a connection
+			// that sent no request yet (net/http waits up to 5 s for those
+			// to count as idle). Close them: a SIGTERM is a clean exit,
+			// not a failure, and the pod's grace period is not ours to spend.
+			c.log.Warn("api connections still open after 5 s; closing them", "err", err)
+			if err := c.srv.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("api close: %w", err))
+			}
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("api shutdown: %w", err))
 		}
 		if c.pool != nil {
