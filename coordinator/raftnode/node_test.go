@@ -14,6 +14,7 @@ import (
 
 	"github.com/dovetail-dev/dovetail/coordinator/fsm"
 	"github.com/dovetail-dev/dovetail/internal/freeport"
+	"github.com/dovetail-dev/dovetail/internal/syncbuffer"
 )
 
 func fastConfig(t *testing.T, id, dir string, peers []Peer) Config {
@@ -364,35 +365,22 @@ func TestDataDirInUseFailsFast(t *testing.T) {
 
 var (
 	bufMu sync.Mutex
-	bufs  = map[*testing.T]*lockedBuf{}
+	bufs  = map[*testing.T]*syncbuffer.Buffer{}
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 // bufFor is the test's replica log, printed only when the test fails (how
 // the lease step-downs above were found).
-func bufFor(t *testing.T) *lockedBuf {
+func bufFor(t *testing.T) *syncbuffer.Buffer {
 	bufMu.Lock()
 	defer bufMu.Unlock()
 	if b, ok := bufs[t]; ok {
 		return b
 	}
-	b := &lockedBuf{}
+	b := &syncbuffer.Buffer{}
 	bufs[t] = b
 	t.Cleanup(func() {
 		if t.Failed() {
-			b.mu.Lock()
-			t.Log(b.b.String())
-			b.mu.Unlock()
+			t.Log(b.String())
 		}
 		bufMu.Lock()
 		delete(bufs, t)
