@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dovetail-dev/dovetail/cloud"
+	"github.com/dovetail-dev/dovetail/internal/promreg"
 )
 
 // Karpenter's method label values.
@@ -56,19 +57,15 @@ var ErrNodeClassNotReady = errors.New("nodeclass not ready")
 
 // Metrics records cloud calls. A nil *Metrics records nothing.
 type Metrics struct {
-	leading  func() bool
-	duration *prometheus.HistogramVec
-	errs     *prometheus.CounterVec
+	prometheus.Collector // both families, collected only while leading
+	duration             *prometheus.HistogramVec
+	errs                 *prometheus.CounterVec
 }
 
 // New returns the metrics; leading reports whether this replica leads
 // (nil: always). Register the result with a registry.
 func New(leading func() bool) *Metrics {
-	if leading == nil {
-		leading = func() bool { return true }
-	}
-	return &Metrics{
-		leading: leading,
+	m := &Metrics{
 		// Karpenter sets no buckets: the client library's defaults.
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "karpenter_cloudprovider_duration_seconds",
@@ -79,21 +76,8 @@ func New(leading func() bool) *Metrics {
 			Help: "Total number of errors returned from CloudProvider calls.",
 		}, []string{"controller", "method", "provider", "error"}),
 	}
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	m.duration.Describe(ch)
-	m.errs.Describe(ch)
-}
-
-// Collect implements prometheus.Collector: nothing on a follower.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	if !m.leading() {
-		return
-	}
-	m.duration.Collect(ch)
-	m.errs.Collect(ch)
+	m.Collector = promreg.WhileLeading(leading, m.duration, m.errs)
+	return m
 }
 
 // Observe records one call that took took and returned err.

@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dovetail-dev/dovetail/internal/promreg"
 )
 
 // Drain serves Karpenter v1.14's termination metrics from the coordinator's
@@ -13,23 +15,22 @@ import (
 // accepted. It lives as long as the process (the drainer does) and, like
 // cloudmetrics, is exposed only while the replica leads.
 type Drain struct {
-	leading  func() bool
-	requests *prometheus.CounterVec
-	drained  *prometheus.CounterVec
+	prometheus.Collector // both families, collected only while leading
+	requests             *prometheus.CounterVec
+	drained              *prometheus.CounterVec
 }
 
 // NewDrain returns the metrics; leading reports whether this replica leads
 // (nil: always). Register the result with a registry.
 func NewDrain(leading func() bool) *Drain {
-	if leading == nil {
-		leading = func() bool { return true }
-	}
-	return &Drain{leading: leading,
+	d := &Drain{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_pods_eviction_requests_total",
 			Help: "The total number of pod eviction requests made by Karpenter, labeled by response code"}, []string{"code"}),
 		drained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karpenter_pods_drained_total",
 			Help: "The total number of pods drained during node termination by Karpenter, labeled by reason"}, []string{lReason}),
 	}
+	d.Collector = promreg.WhileLeading(leading, d.requests, d.drained)
+	return d
 }
 
 // EvictionRequest implements drain.Observer.
@@ -57,21 +58,6 @@ func DrainReason(reason string) string {
 		return reason
 	}
 	return "Forceful Termination"
-}
-
-// Describe implements prometheus.Collector.
-func (d *Drain) Describe(ch chan<- *prometheus.Desc) {
-	d.requests.Describe(ch)
-	d.drained.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (d *Drain) Collect(ch chan<- prometheus.Metric) {
-	if !d.leading() {
-		return
-	}
-	d.requests.Collect(ch)
-	d.drained.Collect(ch)
 }
 
 // MetricTypes says the families' types (metricsdoc.Typed).

@@ -29,3 +29,34 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	}
 	return c, fmt.Errorf("register metrics: %w", err)
 }
+
+// WhileLeading is a collector of cs that always describes them but collects
+// them only while leading() holds (nil: always): the leader-only metrics a
+// replica keeps counting across terms but serves only while it leads, so a
+// dashboard's sum over replicas counts each event once.
+func WhileLeading(leading func() bool, cs ...prometheus.Collector) prometheus.Collector {
+	if leading == nil {
+		leading = func() bool { return true }
+	}
+	return whileLeading{leading: leading, cs: cs}
+}
+
+type whileLeading struct {
+	leading func() bool
+	cs      []prometheus.Collector
+}
+
+func (w whileLeading) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range w.cs {
+		c.Describe(ch)
+	}
+}
+
+func (w whileLeading) Collect(ch chan<- prometheus.Metric) {
+	if !w.leading() {
+		return
+	}
+	for _, c := range w.cs {
+		c.Collect(ch)
+	}
+}

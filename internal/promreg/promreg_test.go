@@ -51,3 +51,27 @@ func testCount(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return sum
 }
+
+// WhileLeading describes its collectors always and collects them only while
+// leading: a follower serves none of the leader's series.
+func TestWhileLeadingCollectsOnlyWhileLeading(t *testing.T) {
+	leading := false
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "leader_only_total", Help: "h"})
+	c.Inc()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(WhileLeading(func() bool { return leading }, c))
+	count := func() int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(mfs)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("a follower served %d families", n)
+	}
+	leading = true
+	if n := count(); n != 1 {
+		t.Fatalf("the leader served %d families, want 1", n)
+	}
+}
